@@ -1,0 +1,23 @@
+"""``pldistill-sweep``: the command line. Each topic lives in its own module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from pldistill.cli._app import app, run_app
+
+__all__ = ["app", "main"]
+
+# Topic modules register their commands on import; each keeps heavy imports inside commands.
+_COMMAND_MODULES = ("data", "validate", "launch", "results")
+for _name in _COMMAND_MODULES:
+    try:
+        importlib.import_module(f"pldistill.cli.{_name}")
+    except ModuleNotFoundError as _exc:  # a topic not written yet
+        if _exc.name != f"pldistill.cli.{_name}":
+            raise
+
+
+def main() -> None:
+    sys.exit(run_app())

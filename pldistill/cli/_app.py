@@ -1,0 +1,71 @@
+"""The Typer application and the error boundary shared by every command module.
+
+Command modules (``pldistill/cli/<topic>.py``) register on :data:`app` (or add a sub-app) and
+import heavy libraries (torch, ray, transformers) inside the command bodies, so that
+``pldistill-sweep --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+__all__ = ["app", "data_app", "state"]
+
+app = typer.Typer(
+    name="pldistill-sweep",
+    help="Distil audio-language models for speech emotion recognition and sweep the distillation on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Corpora: synthesise the embedded default, inspect EmoBox manifests.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+class _State:
+    debug: bool = False
+
+
+state = _State()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+) -> None:
+    state.debug = debug
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors become one line on stderr and exit status 2."""
+    from pldistill.errors import PldistillError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except PldistillError as exc:
+        if state.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click usage errors come as ClickException
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        raise
+    return 0

@@ -1,0 +1,187 @@
+"""Typed configuration of one trial: data, models, objective hyperparameters, training.
+
+A sweep file (``pldistill.sweep.config``) holds one of these as its base, overrides fields
+of :class:`Hyperparameters` with fixed values and sampled ones, and hands every Tune trial a
+fully resolved :class:`TrialConfig`. Everything below the sweep layer (trial loop, models,
+data) reads only this module, never the sweep file.
+
+Ranges are checked here so that a bad value fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "DataConfig",
+    "SynthConfig",
+    "ModelConfig",
+    "TeacherFinetuneConfig",
+    "Hyperparameters",
+    "TrainConfig",
+    "TrialConfig",
+    "OBJECTIVE_NAMES",
+    "WEIGHTING_NAMES",
+    "config_hash",
+]
+
+#: Objectives the loss library provides (``pldistill.losses.OBJECTIVES`` is the source of truth;
+#: this list is checked against it in a unit test so config validation needs no torch import).
+OBJECTIVE_NAMES = ("sft", "forward_kl", "reverse_kl", "llava_kd", "ldist", "pl_distill")
+#: Audio-token weighting variants of ``pldistill.losses.audio_token_weights``.
+WEIGHTING_NAMES = ("uniform", "attention_last", "attention_layers", "attention_sharpened")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+class SynthConfig(_Strict):
+    """The embedded synthetic emotional-speech corpus (EmoBox format)."""
+
+    speakers: int = Field(8, ge=2, description="number of synthetic speakers")
+    per_class: int = Field(6, ge=1, description="clips per speaker and emotion")
+    folds: int = Field(4, ge=2, description="speaker-independent folds")
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    """Which corpus, which folds and how clips become features."""
+
+    source: Literal["synthetic", "emobox"] = "synthetic"
+    #: EmoBox: folder holding ``<dataset>/label_map.json`` and ``<dataset>/fold_<k>/...jsonl``.
+    #: Synthetic: where the generated corpus lives (created when missing).
+    manifests: Path | None = None
+    #: Folder that the manifests' relative ``wav`` paths resolve against (default: ``manifests``).
+    audio_root: Path | None = None
+    dataset: str = "synthetic"
+    folds: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    val_seed: int = 0
+    #: Clip window in seconds for the encoder; None picks the smallest window that fits the data
+    #: (capped at 30 s, the real encoder's window).
+    window_s: float | None = Field(None, gt=0.0, le=30.0)
+    #: What to do with a clip whose audio cannot be read: fail the run, or skip it with a warning.
+    on_bad_audio: Literal["fail", "skip"] = "fail"
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+
+    @field_validator("folds")
+    @classmethod
+    def _folds_positive(cls, v: list[int]) -> list[int]:
+        if any(f < 1 for f in v):
+            raise ValueError("folds are numbered from 1")
+        if len(set(v)) != len(v):
+            raise ValueError("folds must not repeat")
+        return v
+
+
+class TeacherFinetuneConfig(_Strict):
+    """Fine-tuning of the teacher before distillation (the tiny default needs it to know anything)."""
+
+    enabled: bool = True
+    epochs: int = Field(6, ge=1)
+    lr: float = Field(3e-3, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+
+
+class ModelConfig(_Strict):
+    """Teacher and student: ``tiny`` builds them from in-process configs; otherwise local paths."""
+
+    teacher: str = "tiny"
+    student_llm: str = "tiny"
+    #: Seed of the tiny models' random initialisation.
+    init_seed: int = 0
+    teacher_finetune: TeacherFinetuneConfig = Field(default_factory=TeacherFinetuneConfig)
+    #: ``online``: teacher runs in every step. ``cached`` (issue: scale) reads precomputed outputs.
+    teacher_mode: Literal["online", "cached"] = "online"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class Hyperparameters(_Strict):
+    """Everything a sweep may fix or search, by flat name (these names appear in sweep files
+    and as Parquet columns ``hp_<name>``)."""
+
+    objective: str = "pl_distill"
+    alpha: float = Field(1.0, ge=0.0, description="weight of 1 - AwCKA (eq. 8)")
+    beta: float = Field(0.8, ge=0.0, description="weight of KL on audio positions (eq. 8)")
+    gamma: float = Field(1.0, ge=0.0, description="weight of KL on response positions (eq. 8)")
+    temperature: float = Field(2.0, gt=0.0, description="distillation temperature t (eq. 5)")
+    kl_t2_scaling: bool = Field(False, description="multiply KL terms by t^2 (Hinton); paper: no")
+    weighting: str = "attention_last"
+    sharpen_p: float = Field(2.0, gt=0.0, description="exponent of attention_sharpened")
+    cka_estimator: Literal["biased", "debiased"] = "biased"
+    llava_kd_relation: float = Field(1.0, ge=0.0, description="weight of LLaVA-KD's relation term")
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(256.0, gt=0.0)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lr: float = Field(1e-3, gt=0.0)
+    projector_lr: float | None = Field(None, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: str) -> str:
+        if v not in OBJECTIVE_NAMES:
+            raise ValueError(f"unknown objective {v!r}; valid: {', '.join(OBJECTIVE_NAMES)}")
+        return v
+
+    @field_validator("weighting")
+    @classmethod
+    def _known_weighting(cls, v: str) -> str:
+        if v not in WEIGHTING_NAMES:
+            raise ValueError(f"unknown weighting {v!r}; valid: {', '.join(WEIGHTING_NAMES)}")
+        return v
+
+
+class TrainConfig(_Strict):
+    """The loop: paper uses batch 1 x 16 accumulation, 5 epochs, best epoch kept."""
+
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(16, ge=1)
+    eval_batch_size: int = Field(16, ge=1)
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+    select_metric: Literal["val_ua", "val_wa", "val_f1", "val_loss"] = "val_ua"
+    seed: int = 0
+    #: Evaluate on test each epoch (the paper reports the test score of the best validation epoch).
+    eval_test_each_epoch: bool = True
+    #: Limit training steps per epoch (None: all); for smoke runs and benchmarks.
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads in a worker")
+
+
+class TrialConfig(_Strict):
+    """One fully resolved trial."""
+
+    name: str = "trial"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    hparams: Hyperparameters = Field(default_factory=Hyperparameters)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    #: Where the trial writes its best student and resolved config.
+    output_dir: Path = Path("runs")
+    #: Where once-per-config artefacts go (fine-tuned teacher, synthetic corpus, features).
+    cache_dir: Path = Path(".pldistill-cache")
+
+    @model_validator(mode="after")
+    def _dataset_matches_source(self) -> TrialConfig:
+        if self.data.source == "synthetic" and self.data.dataset != "synthetic":
+            raise ValueError("data.dataset must be 'synthetic' when data.source is 'synthetic'")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def config_hash(obj: Any, length: int = 16) -> str:
+    """A stable content hash of a JSON-able object or pydantic model (cache keys)."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]

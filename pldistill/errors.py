@@ -1,0 +1,31 @@
+"""The one exception type that reaches users as a one-line message.
+
+Anything that is the user's fault (bad YAML, a missing manifest, an unknown label) raises
+:class:`PldistillError` with a message that names the file and the field. The CLI prints
+``error: <message>`` on one line and exits with status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["PldistillError", "InputError"]
+
+
+class PldistillError(Exception):
+    """An error with a message meant for the user (one line, names file and field)."""
+
+
+class InputError(PldistillError):
+    """Bad input: a file, a field and what was expected.
+
+    >>> str(InputError("sweeps/x.yaml", "search.space.alpha.low", "a number >= 0, got -1"))
+    'sweeps/x.yaml: search.space.alpha.low: a number >= 0, got -1'
+    """
+
+    def __init__(self, file: str | Path | None, field: str | None, problem: str) -> None:
+        self.file = str(file) if file is not None else None
+        self.field = field
+        self.problem = problem
+        parts = [p for p in (self.file, field) if p]
+        super().__init__(": ".join([*parts, problem]))
