@@ -1,0 +1,294 @@
+"""Writing and reading sweep results on disk.
+
+Layout under a results root::
+
+    <root>/<sweep>/sweep.json                  sweep metadata (SWEEP_META_KEYS)
+    <root>/<sweep>/trials/<trial_id>.parquet   one row: the trial
+    <root>/<sweep>/epochs/<trial_id>.parquet   the trial's rows, one per (fold, epoch)
+
+One file per trial makes writes idempotent (a trial written again replaces its file) and a
+half-finished sweep readable. Every write goes to ``.<name>.tmp-<random>`` in the target folder,
+is fsynced and then renamed into place, so a reader sees the old file or the new one, never part
+of one; readers skip names starting with a dot. Folders are created user-only (0o700).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pldistill import __version__
+from pldistill.errors import InputError
+from pldistill.results.schema import (
+    SCHEMA_VERSION,
+    EpochRecord,
+    TrialRecord,
+    epochs_schema,
+    epochs_table,
+    trials_schema,
+    trials_table,
+    validate_sweep_meta,
+)
+
+__all__ = ["ResultsStore", "read_trials", "read_epochs", "read_sweep_metas", "list_sweeps", "result_files",
+           "git_commit"]
+
+_DIR_MODE = 0o700
+SWEEP_FILE = "sweep.json"
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """``git rev-parse HEAD`` of the pldistill source tree when it is a git checkout, else None.
+
+    Only the folder holding the package is asked (an installed copy inside some other
+    repository must not report that repository's commit). Never raises.
+    """
+    tree = Path(__file__).resolve().parents[2]
+    if not (tree / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) >= 40 else None
+
+
+def _check_name(value: str, what: str) -> str:
+    """A sweep name or trial id that is safe as one path component."""
+    if (not isinstance(value, str) or not value or value.startswith(".") or len(value) > 200
+            or any(c in value for c in "/\\\0")):
+        raise InputError(None, what, f"{value!r} cannot be a file name (no '/', '\\', leading '.' or empty)")
+    return value
+
+
+def _mkdirs(path: Path) -> None:
+    """Create ``path`` and its missing parents with mode 0o700 (``os.makedirs`` applies the mode to the
+    leaf only)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(p))
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+            os.mkdir(d, _DIR_MODE)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through a temp file in its folder: fsync, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class ResultsStore:
+    """Writes one sweep's results under ``<root>/<sweep>/`` (atomic, idempotent per trial)."""
+
+    def __init__(self, root: str | Path, sweep: str) -> None:
+        self.root = Path(root)
+        self.sweep = _check_name(sweep, "sweep name")
+        self._ready = False
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.root / self.sweep
+
+    def trial_path(self, trial_id: str) -> Path:
+        return self.sweep_dir / "trials" / f"{_check_name(trial_id, 'trial_id')}.parquet"
+
+    def epochs_path(self, trial_id: str) -> Path:
+        return self.sweep_dir / "epochs" / f"{_check_name(trial_id, 'trial_id')}.parquet"
+
+    def check_writable(self) -> None:
+        """Create the sweep's folders and prove a file can be written there; InputError naming the
+        folder otherwise. Call before any work starts."""
+        folder = self.sweep_dir
+        try:
+            for sub in ("trials", "epochs"):
+                folder = self.sweep_dir / sub
+                _mkdirs(folder)
+                fd, probe = tempfile.mkstemp(prefix=".probe.tmp-", dir=folder)
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as exc:
+            raise InputError(folder, None, f"results folder is not writable ({exc.strerror or exc})") from exc
+        self._ready = True
+
+    def _write(self, path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+        if not self._ready:
+            self.check_writable()
+        try:
+            _atomic_write(path, write)
+        except OSError as exc:
+            raise InputError(path, None, f"cannot write results ({exc.strerror or exc})") from exc
+        return path
+
+    def write_sweep_meta(self, meta: Mapping[str, object]) -> Path:
+        """Write ``sweep.json``. Missing ``name``, ``status``, ``started_at``, ``pldistill_version``,
+        ``git_commit`` and ``schema_version`` are filled in; unknown keys raise SchemaError."""
+        full: dict[str, object] = {
+            "name": self.sweep, "status": "running", "started_at": dt.datetime.now(dt.timezone.utc),
+            "pldistill_version": __version__, "git_commit": git_commit(), "schema_version": SCHEMA_VERSION,
+            **meta,
+        }
+        if full["name"] != self.sweep:
+            raise InputError(None, "sweep name", f"sweep.json names {full['name']!r} but the store is {self.sweep!r}")
+        blob = json.dumps(validate_sweep_meta(full), indent=2, default=str).encode() + b"\n"
+        return self._write(self.sweep_dir / SWEEP_FILE, lambda fh: fh.write(blob))
+
+    def read_sweep_meta(self) -> dict[str, object] | None:
+        """The current ``sweep.json`` (None when there is none)."""
+        path = self.sweep_dir / SWEEP_FILE
+        return _load_meta(path) if path.exists() else None
+
+    def update_sweep_meta(self, **changes: object) -> Path:
+        """Rewrite ``sweep.json`` with ``changes`` merged in (e.g. ``status="finished", ended_at=...``)."""
+        return self.write_sweep_meta({**(self.read_sweep_meta() or {}), **changes})
+
+    def write_trial(self, record: TrialRecord | Mapping[str, object]) -> Path:
+        """Write (or replace) the trial's row. ``sweep`` is filled in; ``git_commit`` too when unset."""
+        row = record.to_row() if isinstance(record, TrialRecord) else dict(record)
+        row = self._own(row)
+        if row.get("git_commit") is None:
+            row["git_commit"] = git_commit()
+        table = trials_table([row])
+        return self._write(self.trial_path(str(row["trial_id"])), lambda fh: pq.write_table(table, fh))
+
+    def write_epochs(self, trial_id: str, records: Iterable[EpochRecord | Mapping[str, object]]) -> Path:
+        """Write (or replace) all epoch rows of ``trial_id``."""
+        rows = [self._own({**(r.to_row() if isinstance(r, EpochRecord) else dict(r))}, trial_id) for r in records]
+        table = epochs_table(rows)
+        return self._write(self.epochs_path(trial_id), lambda fh: pq.write_table(table, fh))
+
+    def _own(self, row: dict[str, object], trial_id: str | None = None) -> dict[str, object]:
+        """Fill in ``sweep`` (and ``trial_id``); a row that names another one is refused."""
+        for key, value in (("sweep", self.sweep), ("trial_id", trial_id)):
+            if value is None:
+                continue
+            if row.get(key) not in (None, value):
+                raise InputError(None, key, f"row says {row[key]!r}, expected {value!r}")
+            row[key] = value
+        _check_name(str(row.get("trial_id") or ""), "trial_id")
+        return row
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _load_meta(path: Path) -> dict[str, object]:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(path, None, f"cannot read sweep metadata ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise InputError(path, None, "sweep metadata must be a JSON object")
+    return meta
+
+
+def list_sweeps(root: str | Path) -> list[str]:
+    """Names of the sweep folders under ``root`` (those with a sweep.json or a trials folder)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".")
+                  and ((p / SWEEP_FILE).is_file() or (p / "trials").is_dir()))
+
+
+def read_sweep_metas(root: str | Path) -> list[dict[str, object]]:
+    """Every ``sweep.json`` under ``root``; ``name`` is the folder's name."""
+    root = Path(root)
+    return [{**_load_meta(root / s / SWEEP_FILE), "name": s}
+            for s in list_sweeps(root) if (root / s / SWEEP_FILE).is_file()]
+
+
+def result_files(root: str | Path, kind: str, sweep: str | None = None) -> list[Path]:
+    """The ``trials`` or ``epochs`` Parquet files under ``root`` (temp files skipped), sorted."""
+    sweeps = [_check_name(sweep, "sweep name")] if sweep is not None else list_sweeps(root)
+    files: list[Path] = []
+    for s in sweeps:
+        folder = Path(root) / s / kind
+        if folder.is_dir():
+            files += [p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith(".")]
+    return sorted(files)
+
+
+def _read(files: list[Path], empty: pa.Schema, where: Path) -> pa.Table:
+    if not files:
+        return empty.empty_table()
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f))
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f, None, f"cannot read results file ({exc})") from exc
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Two sweeps used one hp name with different types (an int here, a str there): like DuckDB's
+        # union_by_name, fall back to strings for that column.
+        types: dict[str, set[pa.DataType]] = {}
+        for t in tables:
+            for fld in t.schema:
+                types.setdefault(fld.name, set()).add(fld.type)
+        clash = {n for n, ts in types.items() if len(ts) > 1 and not all(_is_numeric(x) for x in ts)}
+        try:
+            tables = [t.cast(pa.schema([f.with_type(pa.string()) if f.name in clash else f for f in t.schema],
+                                       metadata=t.schema.metadata)) for t in tables]
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except pa.ArrowException as exc:
+            raise InputError(where, None, f"result files disagree on column types ({exc})") from exc
+    return table.replace_schema_metadata(empty.metadata)
+
+
+def _is_numeric(typ: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(typ) or pa.types.is_floating(typ))
+
+
+def read_trials(root: str | Path, sweep: str | None = None) -> pa.Table:
+    """All trial rows under ``root`` (or of one sweep), columns unioned by name across sweeps."""
+    return _read(result_files(root, "trials", sweep), trials_schema(), Path(root))
+
+
+def read_epochs(root: str | Path, sweep: str | None = None, trial_id: str | None = None) -> pa.Table:
+    """All epoch rows under ``root`` (or of one sweep, or of one trial of that sweep)."""
+    files = result_files(root, "epochs", sweep)
+    if trial_id is not None:
+        files = [f for f in files if f.stem == trial_id]
+    return _read(files, epochs_schema(), Path(root))

@@ -1,0 +1,115 @@
+"""``pldistill-sweep query|best|status`` through the CLI's error boundary."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+import pytest
+
+import pldistill.cli.results  # registers the commands
+from pldistill.cli._app import run_app
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = run_app(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_query_csv_and_json(results_root, capsys) -> None:
+    sql = "SELECT trial_id, test_ua, folds FROM trials WHERE status = 'completed' AND sweep = 'tpe'"
+    rc, out, _ = _run(capsys, "query", sql, "--results", str(results_root), "--format", "csv")
+    assert rc == 0
+    assert list(csv.reader(io.StringIO(out))) == [["trial_id", "test_ua", "folds"], ["x0", "0.8", "[1, 2]"]]
+    rc, out, _ = _run(capsys, "query", sql, "--results", str(results_root), "--format", "json")
+    assert rc == 0 and json.loads(out) == [{"trial_id": "x0", "test_ua": 0.8, "folds": [1, 2]}]
+
+
+def test_query_json_turns_nan_into_null(results_root, capsys) -> None:
+    rc, out, _ = _run(capsys, "query", "SELECT test_ua, started_at FROM trials WHERE trial_id = 't6'",
+                      "--results", str(results_root), "--format", "json")
+    assert rc == 0 and json.loads(out) == [{"test_ua": None, "started_at": "2025-01-02T03:04:05+00:00"}]
+
+
+def test_query_table_is_the_default(results_root, capsys) -> None:
+    rc, out, _ = _run(capsys, "query", "SELECT trial_id, test_ua FROM trials WHERE trial_id = 't1'",
+                      "--results", str(results_root))
+    assert rc == 0 and "t1" in out and "0.7000" in out
+
+
+def test_results_folder_from_environment(results_root, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("PLDISTILL_RESULTS", str(results_root))
+    rc, out, _ = _run(capsys, "query", "SELECT count(*) AS n FROM trials", "--format", "json")
+    assert rc == 0 and json.loads(out) == [{"n": 9}]
+
+
+@pytest.mark.parametrize("sql", ["SELEC trial_id FROM trials", "SELECT nope FROM trials",
+                                 "SELECT * FROM read_csv('/etc/passwd')", "SELECT 1; SELECT 2"])
+def test_sql_error_is_one_line_exit_2(results_root, capsys, sql: str) -> None:
+    rc, out, err = _run(capsys, "query", sql, "--results", str(results_root))
+    assert rc == 2 and out == ""
+    assert err.startswith("error: query: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_query_cannot_write_a_file(results_root, capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = set(os.listdir(tmp_path))
+    for sql in (f"COPY trials TO '{tmp_path}/out.csv'", "COPY (SELECT 1) TO 'out.parquet'",
+                f"EXPORT DATABASE '{tmp_path}/dump'"):
+        rc, _, err = _run(capsys, "query", sql, "--results", str(results_root), "--format", "csv")
+        assert rc == 2 and err.startswith("error: query: ")
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_missing_results_folder(tmp_path, capsys) -> None:
+    rc, _, err = _run(capsys, "status", "--results", str(tmp_path / "nothing-here"))
+    assert rc == 2 and "no results folder" in err and err.count("\n") == 1
+
+
+def test_best_by_groups(results_root, capsys) -> None:
+    for by in ("weighting", "hp_weighting"):
+        rc, out, _ = _run(capsys, "best", "--by", by, "--sweep", "ablation", "--results", str(results_root),
+                          "--format", "json")
+        assert rc == 0
+        assert [(r["hp_weighting"], r["trial_id"]) for r in json.loads(out)] == [("attention_last", "t2"),
+                                                                                  ("uniform", "t1")]
+    rc, out, _ = _run(capsys, "best", "--by", "weighting", "--results", str(results_root))
+    assert rc == 0 and "per hp_weighting" in out and "attention_last" in out and "t2" in out
+
+
+def test_best_overall_top_and_mode(results_root, capsys) -> None:
+    rc, out, _ = _run(capsys, "best", "--top", "2", "--results", str(results_root), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rc == 0 and [(r["rank"], r["trial_id"]) for r in rows] == [("1", "x0"), ("2", "t1")]
+    rc, out, _ = _run(capsys, "best", "--mode", "min", "--metric", "val_ua", "--results", str(results_root),
+                      "--format", "json")
+    assert rc == 0 and json.loads(out)[0]["trial_id"] == "t0"
+
+
+def test_best_unknown_column_lists_available(results_root, capsys) -> None:
+    rc, out, err = _run(capsys, "best", "--by", "colour", "--results", str(results_root))
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert "unknown column 'colour'" in err and "hp_weighting" in err and "hp_temperature" in err
+
+
+def test_status_counts(results_root, capsys) -> None:
+    rc, out, _ = _run(capsys, "status", "--results", str(results_root), "--format", "json")
+    assert rc == 0
+    rows = {r["sweep"]: r for r in json.loads(out)}
+    assert {k: rows["ablation"][k] for k in ("total", "completed", "failed", "running", "pruned", "best_trial")} == {
+        "total": 7, "completed": 4, "failed": 1, "running": 1, "pruned": 1, "best_trial": "t1"}
+    assert rows["tpe"]["total"] == 2
+    rc, out, _ = _run(capsys, "status", "--results", str(results_root))
+    assert rc == 0 and "ablation" in out and "tpe" in out and "completed" in out
+
+
+def test_print_best_for_other_commands(results_root) -> None:
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    pldistill.cli.results.print_best(results_root, sweep="ablation", top=2, console=console)
+    text = console.export_text()
+    assert "best by test_ua (max)" in text and "t1" in text and "t2" in text and "x0" not in text
