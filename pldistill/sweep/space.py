@@ -1,0 +1,190 @@
+"""The search space in Ray Tune's terms, and a trial's sampled values back into a :class:`TrialConfig`.
+
+The launcher builds the Tune objects once::
+
+    ts = build_tune_search(sweep)
+    tuner = tune.Tuner(trainable, param_space=ts.param_space,
+                       tune_config=tune.TuneConfig(**ts.tune_config_kwargs()))
+
+and each trial's driver turns the config Tune hands it into a validated trial::
+
+    trial = resolve_trial_config(sweep, config, trial_id=tune.get_context().get_trial_id())
+
+Every algorithm puts Tune domains into ``param_space``; OptunaSearch converts them itself when Tune
+calls ``set_search_properties`` (Ray 2.60 refuses ``grid_search`` there, so grids use Tune's own
+BasicVariantGenerator). Metric and mode go to ``TuneConfig`` only: the searcher and the ASHA scheduler
+are built without them and receive them from Tune (a scheduler given both ways makes Tune raise).
+Ray is imported inside the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from pldistill.config import TrialConfig
+from pldistill.errors import InputError
+from pldistill.sweep.config import (
+    HPARAM_NAMES,
+    ChoiceDomain,
+    IntDomain,
+    LogUniformDomain,
+    SweepConfig,
+    UniformDomain,
+    check_resources,
+)
+
+__all__ = [
+    "VARIANT_KEY",
+    "TuneSearch",
+    "build_param_space",
+    "build_scheduler",
+    "build_search_alg",
+    "build_tune_search",
+    "check_resources",
+    "hparams_of",
+    "resolve_trial_config",
+    "variant_name",
+]
+
+#: The ``param_space`` key of the named-variant grid axis; its values are ``{"name": ..., **overrides}``.
+VARIANT_KEY = "variant"
+
+
+@dataclass
+class TuneSearch:
+    """Everything Tune needs to run a sweep's search (single use: searchers keep state)."""
+
+    param_space: dict[str, Any]
+    #: ``ConcurrencyLimiter(OptunaSearch)`` or ``BasicVariantGenerator``; both already hold the
+    #: concurrency limit, so ``TuneConfig(max_concurrent_trials=...)`` must stay unset.
+    search_alg: Any
+    #: ``ASHAScheduler`` or None (Tune's FIFO).
+    scheduler: Any | None
+    #: Tune's num_samples: trials (optuna, random) or repeats of every grid point (grid).
+    num_samples: int
+    #: Trials the sweep will run in all.
+    num_samples_total: int
+    metric: str
+    mode: str
+    max_concurrent_trials: int
+
+    def tune_config_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``ray.tune.TuneConfig``."""
+        return {"metric": self.metric, "mode": self.mode, "search_alg": self.search_alg,
+                "scheduler": self.scheduler, "num_samples": self.num_samples}
+
+
+def build_tune_search(sweep: SweepConfig) -> TuneSearch:
+    s = sweep.search
+    return TuneSearch(param_space=build_param_space(sweep), search_alg=build_search_alg(sweep),
+                      scheduler=build_scheduler(sweep), num_samples=s.repeats,
+                      num_samples_total=sweep.trial_count(), metric=s.metric,
+                      mode=s.effective_mode, max_concurrent_trials=s.max_concurrent_trials)
+
+
+def build_param_space(sweep: SweepConfig) -> dict[str, Any]:
+    """Tune domains (optuna, random) or ``grid_search`` axes plus the ``variant`` axis (grid)."""
+    from ray import tune
+
+    s = sweep.search
+    if s.algorithm != "grid":
+        return {name: _tune_domain(domain) for name, domain in s.space.items()}
+    space: dict[str, Any] = {name: tune.grid_search(list(values)) for name, values in s.grid.items()}
+    if s.variants:
+        space[VARIANT_KEY] = tune.grid_search([{"name": v.name, **v.overrides()} for v in s.variants])
+    return space
+
+
+def _tune_domain(domain: Any) -> Any:
+    from ray import tune
+
+    if isinstance(domain, UniformDomain):
+        return tune.uniform(domain.low, domain.high)
+    if isinstance(domain, LogUniformDomain):
+        return tune.loguniform(domain.low, domain.high)
+    if isinstance(domain, IntDomain):  # the file's bounds are inclusive; randint's upper is not
+        if domain.log:
+            return tune.lograndint(domain.low, domain.high + 1)
+        if domain.step > 1:  # inclusive upper; low and high are multiples of step (checked on load)
+            return tune.qrandint(domain.low, domain.high, domain.step)
+        return tune.randint(domain.low, domain.high + 1)
+    if isinstance(domain, ChoiceDomain):
+        return tune.choice(list(domain.values))
+    raise TypeError(f"not a search-space domain: {domain!r}")
+
+
+def build_search_alg(sweep: SweepConfig) -> Any:
+    """Optuna TPE (seeded) behind a ConcurrencyLimiter, or Tune's seeded BasicVariantGenerator."""
+    s = sweep.search
+    if s.algorithm == "optuna":
+        import optuna
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed))
+        return ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent_trials)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(max_concurrent=s.max_concurrent_trials, random_state=s.seed)
+
+
+def build_scheduler(sweep: SweepConfig) -> Any | None:
+    """ASHA over reported epochs (``training_iteration``), ``max_t`` defaulting to the epochs."""
+    cfg = sweep.search.scheduler
+    if cfg is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", max_t=cfg.max_t or sweep.base.train.epochs,
+                         grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
+
+
+def resolve_trial_config(sweep: SweepConfig, sampled: dict[str, Any], *, trial_id: str) -> TrialConfig:
+    """``base`` + ``fixed`` + sampled values (+ the variant's overrides) as a validated TrialConfig.
+
+    ``sampled`` is the config Tune gives the trial: hyperparameter names, and for grids the
+    ``variant`` dict (or just its name). The trial writes to ``<results>/<name>/runs/<trial_id>``.
+    """
+    if not trial_id or any(c in trial_id for c in "/\\") or trial_id in (".", ".."):
+        raise ValueError(f"trial_id must be a plain directory name, got {trial_id!r}")
+    values = dict(sampled)
+    overrides = _variant_overrides(sweep, values.pop(VARIANT_KEY, None))
+    unknown = sorted(set(values) - set(HPARAM_NAMES))
+    if unknown:
+        raise ValueError(f"not hyperparameters: {', '.join(unknown)}; valid: {', '.join(HPARAM_NAMES)}")
+    merged = {**sweep.fixed.model_dump(), **values, **overrides}
+    base = sweep.base
+    try:
+        return TrialConfig(name=trial_id, data=base.data.model_copy(deep=True),
+                           model=base.model.model_copy(deep=True), train=base.train.model_copy(deep=True),
+                           cache_dir=base.cache_dir, hparams=merged,
+                           output_dir=sweep.results_dir / "runs" / trial_id)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise InputError(sweep.source, f"trial {trial_id}: {key}", err["msg"]) from None
+
+
+def _variant_overrides(sweep: SweepConfig, variant: Any) -> dict[str, Any]:
+    if variant is None:
+        return {}
+    if isinstance(variant, dict):
+        return {k: v for k, v in variant.items() if k != "name"}
+    for v in sweep.search.variants:
+        if v.name == variant:
+            return v.overrides()
+    raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(v.name for v in sweep.search.variants)}")
+
+
+def variant_name(sampled: dict[str, Any]) -> str | None:
+    """The variant a trial's config names (grid sweeps with variants), else None."""
+    variant = sampled.get(VARIANT_KEY)
+    return variant.get("name") if isinstance(variant, dict) else variant
+
+
+def hparams_of(trial: TrialConfig) -> dict[str, Any]:
+    """The trial's hyperparameters, flat and unprefixed (the results module adds ``hp_``)."""
+    return trial.hparams.model_dump(mode="json")

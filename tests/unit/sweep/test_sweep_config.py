@@ -1,0 +1,276 @@
+"""Sweep files: the shipped ones validate; every kind of bad file names its file, key and line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+from pldistill.errors import InputError
+from pldistill.sweep.config import (
+    METRIC_NAMES,
+    SearchConfig,
+    SweepConfig,
+    SweepFileError,
+    check_resources,
+    load_sweep,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+SHIPPED = sorted((REPO / "sweeps").glob("*.yaml"))
+
+GOOD = """\
+name: t
+base:
+  data: {source: synthetic, dataset: synthetic, folds: [1]}
+  model: {teacher: tiny, student_llm: tiny}
+  train: {epochs: 3, batch_size: 4, grad_accum: 2}
+fixed:
+  objective: pl_distill
+search:
+  algorithm: optuna
+  num_samples: 4
+  space:
+    alpha: {type: uniform, low: 0.0, high: 2.0}
+"""
+
+
+VARIANTS = GOOD.replace("algorithm: optuna", "algorithm: grid").split("  num_samples:")[0] + (
+    "  variants:\n    - {name: a, objective: ldist}\n")
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(SweepFileError) as info:
+        load_sweep(path)
+    err = info.value
+    assert isinstance(err, InputError)
+    assert str(err) == "\n".join(err.problems)
+    return err.problems
+
+
+def test_shipped_sweeps_are_the_four_named() -> None:
+    assert {p.name for p in SHIPPED} >= {"smoke.yaml", "ablation_weighting_grid.yaml", "baselines_grid.yaml",
+                                         "iemocap_tpe.yaml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_sweep_validates(path: Path) -> None:
+    sweep = load_sweep(path)
+    assert sweep.name == path.stem
+    assert path.read_text().startswith("# "), "each shipped file starts with a header comment"
+    assert sweep.trial_count() >= 1
+
+
+def test_shipped_contents() -> None:
+    smoke = load_sweep(REPO / "sweeps/smoke.yaml")
+    assert smoke.search.algorithm == "optuna" and smoke.search.num_samples == 6
+    assert set(smoke.search.space) == {"alpha", "beta", "gamma", "temperature", "lora_rank", "weighting"}
+    assert smoke.search.max_concurrent_trials == 1 and smoke.resources.workers_per_trial == 1
+    assert smoke.base.data.source == "synthetic" and smoke.base.model.teacher == "tiny"
+    ablation = load_sweep(REPO / "sweeps/ablation_weighting_grid.yaml")
+    assert [v.overrides() for v in ablation.search.variants][:3] == [
+        {"objective": "ldist"}, {"objective": "pl_distill", "weighting": "uniform"},
+        {"objective": "pl_distill", "weighting": "attention_last"}]
+    assert {v.overrides().get("weighting") for v in ablation.search.variants} >= {
+        "attention_layers", "attention_sharpened"}
+    baselines = load_sweep(REPO / "sweeps/baselines_grid.yaml")
+    assert [v.overrides()["objective"] for v in baselines.search.variants] == [
+        "sft", "forward_kl", "reverse_kl", "llava_kd", "pl_distill"]
+    iemocap = load_sweep(REPO / "sweeps/iemocap_tpe.yaml")
+    b = iemocap.base
+    assert (b.data.source, b.data.dataset, b.data.folds) == ("emobox", "iemocap", [1])
+    assert (b.train.batch_size, b.train.grad_accum, b.train.epochs) == (1, 16, 5)
+    assert not b.model.teacher_finetune.enabled and b.model.dtype == "bfloat16"
+    assert iemocap.fixed.lora_alpha == 256 and iemocap.resources.gpus_per_worker == 1
+    assert iemocap.search.scheduler is not None and iemocap.resources.effective_backend == "nccl"
+
+
+def test_good_file_loads_with_defaults(tmp_path: Path) -> None:
+    sweep = load_sweep(write(tmp_path, GOOD), cwd=tmp_path)
+    assert sweep.fixed_values() == {"objective": "pl_distill"}
+    assert sweep.fixed.beta == 0.8, "unset names keep the paper's defaults"
+    assert (sweep.search.metric, sweep.search.mode, sweep.search.max_concurrent_trials) == (
+        "val_ua", "max", 1)
+    assert sweep.results == tmp_path / "results", "relative paths are resolved against the CWD"
+    assert sweep.base.cache_dir.is_absolute()
+    assert sweep.source == tmp_path / "s.yaml"
+    assert sweep.summary() == "4 trials, algorithm optuna, space: alpha"
+    assert sweep.resources.effective_backend == "gloo"
+
+
+def test_loss_metric_defaults_to_min(tmp_path: Path) -> None:
+    sweep = load_sweep(write(tmp_path, GOOD.replace("num_samples: 4", "num_samples: 4\n  metric: val_loss")))
+    assert sweep.search.mode == sweep.search.effective_mode == "min"
+    assert get_args(SearchConfig.model_fields["metric"].annotation) == METRIC_NAMES
+
+
+def test_grid_trial_count(tmp_path: Path) -> None:
+    text = GOOD.replace("algorithm: optuna", "algorithm: grid").replace("num_samples: 4", "num_samples: 2")
+    text = text.split("  space:")[0] + (
+        "  grid:\n    lora_rank: [4, 8, 16]\n"
+        "  variants:\n    - {name: a, weighting: uniform}\n    - {name: b, weighting: attention_last}\n")
+    sweep = load_sweep(write(tmp_path, text))
+    assert sweep.trial_count() == 3 * 2 * 2
+    assert sweep.varied_names() == ["lora_rank", "weighting"]
+    assert "grid: lora_rank(3), variant(a, b)" in sweep.summary()
+
+
+BAD_CASES = {
+    "malformed_yaml": ("name: t\nsearch: [\n", "line 3, column 1: malformed YAML"),
+    "unknown_top_key": (GOOD + "colour: red\n", "colour: unknown key; valid keys: name, description, results"),
+    "unknown_nested_key": (GOOD.replace("folds: [1]}", "folds: [1], fold: 2}"),
+                           "base.data.fold: unknown key; valid keys: source, manifests"),
+    "unknown_domain_key": (GOOD.replace("high: 2.0}", "high: 2.0, q: 1}"),
+                           "search.space.alpha.q: unknown key; valid keys: type, low, high"),
+    "wrong_type": (GOOD.replace("num_samples: 4", "num_samples: four"),
+                   "search.num_samples: expected a valid integer"),
+    "alpha_negative_in_fixed": (GOOD.replace("objective: pl_distill", "alpha: -1"), "fixed.alpha: expected >= 0, got -1"),
+    "temperature_zero_in_domain": (GOOD.replace("alpha: {type: uniform, low: 0.0", "temperature: {type: uniform, low: 0.0"),
+                                   "search.space.temperature.low: expected > 0, got 0.0"),
+    "loguniform_low_zero": (GOOD.replace("type: uniform, low: 0.0", "type: loguniform, low: 0.0"),
+                            "search.space.alpha.low: expected > 0"),
+    "lora_rank_below_one": (GOOD.replace("alpha: {type: uniform, low: 0.0, high: 2.0}",
+                                         "lora_rank: {type: int, low: 0, high: 8}"),
+                            "search.space.lora_rank.low: expected >= 1, got 0"),
+    "float_domain_on_int": (GOOD.replace("alpha: {type: uniform", "lora_rank: {type: uniform"),
+                            "search.space.lora_rank.type: lora_rank takes int values: expected type int or choice"),
+    "unknown_weighting_choice": (GOOD.replace("alpha: {type: uniform, low: 0.0, high: 2.0}",
+                                              "weighting: {type: choice, values: [uniform, loud]}"),
+                                 "search.space.weighting.values[1]: unknown weighting 'loud'"),
+    "unknown_objective_choice": (GOOD.replace("objective: pl_distill", "alpha: 1").replace(
+        "alpha: {type: uniform, low: 0.0, high: 2.0}", "objective: {type: choice, values: [sft, magic]}"),
+        "search.space.objective.values[1]: unknown objective 'magic'"),
+    "unknown_hyperparameter": (GOOD.replace("alpha: {type", "alfa: {type"),
+                               "search.space.alfa: unknown hyperparameter; valid: objective, alpha"),
+    "unknown_domain_type": (GOOD.replace("type: uniform", "type: gaussian"),
+                            "search.space.alpha: unknown domain type 'gaussian'"),
+    "low_not_below_high": (GOOD.replace("high: 2.0", "high: 0.0"), "search.space.alpha: expected low < high"),
+    "empty_space": (GOOD.split("  space:")[0] + "  space: {}\n",
+                    "search.space: empty: algorithm optuna needs at least one sampled hyperparameter"),
+    "fixed_and_searched": (GOOD.replace("objective: pl_distill", "alpha: 1.0"),
+                           "search.space.alpha: also set under fixed"),
+    "grid_with_optuna": (GOOD + "  grid: {lora_rank: [4, 8]}\n", "search.grid: only with algorithm grid, not optuna"),
+    "grid_without_axes": (GOOD.replace("algorithm: optuna", "algorithm: grid").split("  space:")[0],
+                          "search: algorithm grid needs search.grid or search.variants"),
+    "missing_num_samples": (GOOD.replace("  num_samples: 4\n", ""), "search.num_samples: required for algorithm optuna"),
+    "missing_search": ("name: t\n", "search: required key is missing"),
+    "bad_name": (GOOD.replace("name: t", "name: My Sweep"), "name: String should match pattern"),
+    "duplicate_key": (GOOD.replace("objective: pl_distill", "alpha: 1\n  alpha: 2"), "fixed.alpha: duplicate key"),
+    "nccl_on_cpu": (GOOD + "resources: {backend: nccl}\n", "resources.backend: nccl needs gpus_per_worker > 0"),
+    "source_dataset_mismatch": (GOOD.replace("dataset: synthetic", "dataset: iemocap"),
+                                "base: data.dataset must be 'synthetic'"),
+    "emobox_without_manifests": (GOOD.replace("source: synthetic, dataset: synthetic", "source: emobox, dataset: iemocap"),
+                                 "base.data.manifests: required when data.source is emobox"),
+    "grace_period_above_epochs": (GOOD + "  scheduler: {type: asha, grace_period: 5}\n",
+                                  "search.scheduler.grace_period: expected <= max_t (3), got 5"),
+    "int_step_not_multiple": (GOOD.replace("alpha: {type: uniform, low: 0.0, high: 2.0}",
+                                           "lora_rank: {type: int, low: 2, high: 16, step: 4}"),
+                              "search.space.lora_rank: low and high must be multiples of step (4)"),
+    "int_domain_on_float": (GOOD.replace("type: uniform, low: 0.0, high: 2.0", "type: int, low: 0, high: 2"),
+                            "search.space.alpha.type: alpha takes float values: expected type uniform, loguniform"),
+    "single_choice": (GOOD.replace("alpha: {type: uniform, low: 0.0, high: 2.0}", "weighting: {type: choice, values: [uniform]}"),
+                      "search.space.weighting.values: List should have at least 2 items"),
+    "variant_unknown_key": (VARIANTS + "    - {name: b, objectiv: sft}\n",
+                            "search.variants[1].objectiv: unknown key; valid keys: objective, alpha"),
+    "variant_duplicate_name": (VARIANTS + "    - {name: a, objective: sft}\n",
+                               "search.variants[1].name: duplicate variant name 'a'"),
+    "variant_sets_fixed_name": (VARIANTS.replace("objective: ldist", "objective: sft"),
+                                "search.variants[0].objective: also set under fixed"),
+    "variant_sets_grid_axis": (VARIANTS.replace("objective: ldist", "lora_rank: 4") + "  grid: {lora_rank: [4, 8]}\n",
+                               "search.variants[0].lora_rank: also a grid axis (search.grid.lora_rank)"),
+    "grid_value_out_of_range": (VARIANTS + "  grid: {lora_rank: [4, 0]}\n", "search.grid.lora_rank[1]: expected >= 1, got 0"),
+    "not_a_mapping": ("- a\n- b\n", "expected a mapping with keys name"),
+    "empty_file": ("", "expected a mapping with keys name, description, results, base, fixed, search, resources, got an empty file"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CASES, ids=list(BAD_CASES))
+def test_bad_file_names_file_and_key(tmp_path: Path, case: str) -> None:
+    text, expected = BAD_CASES[case]
+    path = write(tmp_path, text)
+    problems = problems_of(path)
+    assert any(p.startswith(f"{path}: {expected}") for p in problems), problems
+
+
+def test_problem_carries_line_number(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "colour: red\n")
+    assert problems_of(path) == [f"{path}: colour: unknown key; valid keys: name, description, results, base, "
+                                 "fixed, search, resources (line 13)"]
+
+
+def test_all_problems_reported_at_once(tmp_path: Path) -> None:
+    text = GOOD.replace("objective: pl_distill", "alpha: -1\n  beta: 0.5").replace("num_samples: 4", "num_samples: x")
+    text = text.replace("    alpha: {type: uniform, low: 0.0, high: 2.0}\n", textwrap.indent(textwrap.dedent("""\
+        beta: {type: uniform, low: 0.0, high: 1.0}
+        temperature: {type: uniform, low: 0.0, high: 4.0}
+        weighting: {type: choice, values: [uniform, bogus]}
+        """), "    "))
+    path = write(tmp_path, text + "colour: red\nresources: {gpus_per_worker: -1}\n")
+    keys = [p.split(": ")[1] for p in problems_of(path)]
+    assert keys == ["fixed.alpha", "search.num_samples", "search.space.beta", "search.space.temperature.low",
+                    "search.space.weighting.values[1]", "colour", "resources.gpus_per_worker"]
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    assert problems_of(path) == [f"{path}: cannot read sweep file: No such file or directory"]
+
+
+def test_check_paths(tmp_path: Path) -> None:
+    manifests = tmp_path / "emobox"
+    fold = manifests / "iemocap" / "fold_1"
+    fold.mkdir(parents=True)
+    for split in ("train", "test"):
+        (fold / f"iemocap_{split}_fold_1.jsonl").write_text("")
+    text = GOOD.replace("{source: synthetic, dataset: synthetic, folds: [1]}",
+                        f"{{source: emobox, dataset: iemocap, folds: [1], manifests: {manifests}, "
+                        f"audio_root: {tmp_path / 'audio'}}}").replace("teacher: tiny", "teacher: models/qwen2-audio")
+    path = write(tmp_path, text)
+    assert load_sweep(path, cwd=tmp_path).base.data.manifests == manifests, "paths are not checked by default"
+    with pytest.raises(SweepFileError) as info:
+        load_sweep(path, check_paths=True, cwd=tmp_path)
+    keys = [p.split(": ")[1] for p in info.value.problems]
+    assert keys == ["base.data.manifests", "base.data.audio_root", "base.model.teacher"]
+    assert "label_map.json" in info.value.problems[0]
+
+
+def _sweep(tmp_path: Path, resources: str, concurrent: int) -> SweepConfig:
+    text = GOOD.replace("num_samples: 4", f"num_samples: 4\n  max_concurrent_trials: {concurrent}")
+    return load_sweep(write(tmp_path, text + f"resources: {resources}\n"))
+
+
+def test_check_resources(tmp_path: Path) -> None:
+    two_cpus = {"CPU": 2.0, "memory": 1e10}
+    assert check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 1}", 1), two_cpus) == []
+    assert check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 1}", 4), {"CPU": 8}) == []
+    [concurrency] = check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 1}", 3), {"CPU": 5})
+    assert "search.max_concurrent_trials: 3 trials x 2 CPU (2 worker(s) x 1 CPU) = 6 CPU" in concurrency
+    assert "at most 2 fit at once" in concurrency
+    [single] = check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 2}", 1), two_cpus)
+    assert "resources: one trial needs 4 CPU" in single
+    [no_gpu] = check_resources(_sweep(tmp_path, "{gpus_per_worker: 0.5}", 1), two_cpus)
+    assert "resources.gpus_per_worker: 0.5 GPU per worker asked for, but the cluster has no GPU" in no_gpu
+    gpus = _sweep(tmp_path, "{gpus_per_worker: 1, cpus_per_worker: 1}", 4)
+    assert check_resources(gpus, {"CPU": 16, "GPU": 4}) == []
+    [short] = check_resources(gpus, {"CPU": 16, "GPU": 2})
+    assert short.startswith(f"{tmp_path / 's.yaml'}: search.max_concurrent_trials: 4 trials x 1 GPU")
+    assert check_resources(gpus, {"CPU": 16, "GPU": 4, "drv": 4}, driver_resource="drv") == []
+    [slots] = check_resources(gpus, {"CPU": 16, "GPU": 4, "drv": 2}, driver_resource="drv")
+    assert "4 trials need 4 'drv' driver slots, but the cluster has 2" in slots
+
+
+def test_importing_sweep_layer_loads_neither_torch_nor_ray() -> None:
+    code = ("import sys, pldistill.sweep, pldistill.sweep.space, pldistill.cli.validate; "
+            "print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,60 @@
+"""``pldistill-sweep validate``: one ok line per good file, every problem of the bad ones, exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import pldistill.cli.validate  # noqa: F401  (registers the command)
+from pldistill.cli._app import app, run_app
+
+REPO = Path(__file__).resolve().parents[3]
+SHIPPED = sorted((REPO / "sweeps").glob("*.yaml"))
+
+
+def test_every_shipped_sweep_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_app(["validate", *map(str, SHIPPED)]) == 0
+    out = capsys.readouterr()
+    assert out.err == ""
+    lines = out.out.splitlines()
+    assert len(lines) == len(SHIPPED) and all(line.startswith("ok: ") for line in lines)
+    smoke = next(line for line in lines if "smoke.yaml" in line)
+    assert smoke.endswith("(6 trials, algorithm optuna, space: alpha, beta, gamma, temperature, lora_rank, "
+                          "weighting)")
+    ablation = next(line for line in lines if "ablation_weighting_grid.yaml" in line)
+    assert "(5 trials, algorithm grid, grid: variant(ldist, " in ablation
+
+
+def test_bad_files_list_every_problem_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nfixed: {alpha: -1}\nsearch:\n  algorithm: optuna\n  num_samples: 2\n"
+                   "  space:\n    temperature: {type: uniform, low: 0, high: 2}\n")
+    missing = tmp_path / "missing.yaml"
+    assert run_app(["validate", str(SHIPPED[0]), str(bad), str(missing)]) == 2
+    out = capsys.readouterr()
+    assert out.out.startswith(f"ok: {SHIPPED[0]} (")
+    assert out.err.splitlines() == [
+        f"{bad}: fixed.alpha: expected >= 0, got -1 (line 2)",
+        f"{bad}: search.space.temperature.low: expected > 0, got 0.0 (line 7)",
+        f"{missing}: cannot read sweep file: No such file or directory",
+        "error: 2 of 3 sweep file(s) have problems (listed above)",
+    ]
+
+
+@pytest.mark.skipif(Path("/mnt/shared/emobox/data").exists(), reason="the real data is mounted here")
+def test_check_paths_requires_real_data_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    iemocap = str(REPO / "sweeps/iemocap_tpe.yaml")
+    assert run_app(["validate", iemocap]) == 0, "validate alone does not need the data"
+    capsys.readouterr()
+    assert run_app(["validate", "--check-paths", iemocap]) == 2
+    err = capsys.readouterr().err
+    assert f"{iemocap}: base.data.manifests: missing EmoBox files: " in err
+    assert f"{iemocap}: base.model.teacher: no such model folder: /mnt/shared/models/Qwen2-Audio-7B-Instruct" in err
+
+
+def test_typer_runner_sees_the_command() -> None:
+    result = CliRunner().invoke(app, ["validate", str(REPO / "sweeps/smoke.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "ok: " in result.output
