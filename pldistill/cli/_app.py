@@ -41,11 +41,13 @@ def _root(
 
 
 def run_app(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors become one line on stderr and exit status 2."""
+    """Run the CLI; user errors become one line on stderr and exit status 2 (``--debug``: traceback)."""
+    from typer._click import exceptions as click_exc  # typer 0.29 vendors its own click
+
     from pldistill.errors import PldistillError
 
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except PldistillError as exc:
         if state.debug:
             raise
@@ -59,13 +61,8 @@ def run_app(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click usage errors come as ClickException
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        raise
-    return 0
+    except click_exc.ClickException as exc:  # usage errors: bad option, missing argument
+        exc.show()
+        return exc.exit_code
+    # With standalone_mode=False, a command's ``raise typer.Exit(n)`` comes back as the return value.
+    return rv if isinstance(rv, int) else 0

@@ -1,0 +1,161 @@
+"""From clips to model inputs: the paper's prompt layout (audio, then prompt, then response).
+
+One sequence, in Qwen2-Audio-Instruct's chat format::
+
+    <|im_start|>user\\nAudio 1: <|audio_bos|> <|AUDIO|> x N <|audio_eos|>\\n{prompt}<|im_end|>\\n
+    <|im_start|>assistant\\n{Label}<|im_end|>
+
+Positions are tagged as *audio* (the N placeholders, which carry projector rows), *response*
+(the label tokens and the closing ``<|im_end|>``) or *prompt* (everything else). Logit masks
+follow the paper's Z = [Z_a, Z_p, Z_r]: audio logits are the logits *at* audio positions; the
+response logits are those that *predict* response tokens (position i predicts token i + 1), so
+CE and the response KL use the same positions. Prompt positions enter no loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["DEFAULT_TEMPLATE", "PromptTemplate", "Example", "ModelInputs", "collate", "candidate_inputs"]
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """Text around the audio; ``{labels}`` is replaced by the dataset's label names."""
+
+    before_audio: str = "<|im_start|>user\nAudio 1: <|audio_bos|>"
+    after_audio: str = "<|audio_eos|>\n"
+    prompt: str = "What is the emotion of this speech? Answer with one word from: {labels}."
+    before_response: str = "<|im_end|>\n<|im_start|>assistant\n"
+    end_of_response: str = "<|im_end|>"
+
+    def prompt_text(self, labels: Sequence[str]) -> str:
+        return self.after_audio + self.prompt.format(labels=", ".join(labels)) + self.before_response
+
+
+DEFAULT_TEMPLATE = PromptTemplate()
+
+
+@dataclass
+class Example:
+    """One clip ready for collation: log-mel ``(n_mels, frames)``, valid frames, label index.
+
+    ``features`` is either the array itself or a zero-argument callable that makes it (a view
+    into a packed feature store), so a 30 s window over IEMOCAP never sits in memory densely.
+    """
+
+    key: str
+    features: np.ndarray | Callable[[], np.ndarray]
+    valid_frames: int
+    label: int
+    num_audio_tokens: int
+
+    def mel(self) -> np.ndarray:
+        return self.features() if callable(self.features) else self.features
+
+
+@dataclass
+class ModelInputs:
+    """A padded batch. Shapes: ``B`` clips, ``L`` tokens, ``F`` mel frames."""
+
+    input_ids: Tensor  # (B, L) long, right-padded
+    attention_mask: Tensor  # (B, L) long
+    input_features: Tensor  # (B, n_mels, F)
+    feature_attention_mask: Tensor  # (B, F) long
+    audio_mask: Tensor  # (B, L) bool: audio placeholder positions (= audio logit positions)
+    response_mask: Tensor  # (B, L) bool: logit positions that predict a response token
+    labels: Tensor  # (B, L) long: next-token target where response_mask, else -100
+    label_index: Tensor  # (B,) long: class index
+    keys: list[str] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> ModelInputs:
+        moved = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in self.__dict__.items()}
+        return ModelInputs(**moved)
+
+    @property
+    def response_token_mask(self) -> Tensor:
+        """``(B, L)`` bool: positions that hold response tokens (rows for the attention weights)."""
+        rows = torch.zeros_like(self.response_mask)
+        rows[:, 1:] = self.response_mask[:, :-1]
+        return rows
+
+    @property
+    def prompt_mask(self) -> Tensor:
+        return self.attention_mask.bool() & ~self.audio_mask & ~self.response_mask
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+class _Encoder:
+    """Token ids of the fixed template pieces, computed once per (tokenizer, template, labels)."""
+
+    def __init__(self, tokenizer, template: PromptTemplate, labels: Sequence[str]) -> None:
+        from pldistill.models.tokenizer import AUDIO_TOKEN
+
+        enc = lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+        self.before = enc(template.before_audio)
+        self.after = enc(template.prompt_text(labels))
+        self.responses = [enc(lab + template.end_of_response) for lab in labels]
+        self.audio_id = int(tokenizer.convert_tokens_to_ids(AUDIO_TOKEN))
+        self.pad_id = int(tokenizer.pad_token_id)
+
+    def sequence(self, n_audio: int, label: int) -> tuple[list[int], int, int]:
+        """ids, start of audio, start of response."""
+        ids = self.before + [self.audio_id] * n_audio + self.after
+        return ids + self.responses[label], len(self.before), len(ids)
+
+
+_ENCODERS: dict[tuple[int, PromptTemplate, tuple[str, ...]], _Encoder] = {}
+
+
+def _encoder(tokenizer, template: PromptTemplate, labels: Sequence[str]) -> _Encoder:
+    key = (id(tokenizer), template, tuple(labels))
+    if key not in _ENCODERS:
+        _ENCODERS[key] = _Encoder(tokenizer, template, labels)
+    return _ENCODERS[key]
+
+
+def collate(examples: Sequence[Example], tokenizer, labels: Sequence[str],
+            template: PromptTemplate = DEFAULT_TEMPLATE) -> ModelInputs:
+    """Pad a list of examples into :class:`ModelInputs` with the response being each true label."""
+    return _collate(examples, [ex.label for ex in examples], tokenizer, labels, template)
+
+
+def candidate_inputs(examples: Sequence[Example], tokenizer, labels: Sequence[str],
+                     template: PromptTemplate = DEFAULT_TEMPLATE) -> ModelInputs:
+    """Every example repeated once per label (example-major), for closed-set scoring."""
+    rep = [ex for ex in examples for _ in labels]
+    return _collate(rep, [c for _ in examples for c in range(len(labels))], tokenizer, labels, template)
+
+
+def _collate(examples: Sequence[Example], responses: Sequence[int], tokenizer, labels: Sequence[str],
+             template: PromptTemplate) -> ModelInputs:
+    enc = _encoder(tokenizer, template, labels)
+    seqs = [enc.sequence(ex.num_audio_tokens, r) for ex, r in zip(examples, responses)]
+    b, length = len(seqs), max(len(s[0]) for s in seqs)
+    input_ids = torch.full((b, length), enc.pad_id, dtype=torch.long)
+    attention = torch.zeros((b, length), dtype=torch.long)
+    audio = torch.zeros((b, length), dtype=torch.bool)
+    response = torch.zeros((b, length), dtype=torch.bool)
+    targets = torch.full((b, length), -100, dtype=torch.long)
+    for i, ((ids, a0, r0), ex) in enumerate(zip(seqs, examples)):
+        n = len(ids)
+        input_ids[i, :n] = torch.tensor(ids)
+        attention[i, :n] = 1
+        audio[i, a0:a0 + ex.num_audio_tokens] = True
+        response[i, r0 - 1:n - 1] = True  # logits at r0-1 .. n-2 predict tokens r0 .. n-1
+        targets[i, r0 - 1:n - 1] = input_ids[i, r0:n]
+    feats = torch.from_numpy(np.stack([ex.mel() for ex in examples])).float()
+    fmask = torch.zeros((b, feats.shape[-1]), dtype=torch.long)
+    for i, ex in enumerate(examples):
+        fmask[i, :ex.valid_frames] = 1
+    return ModelInputs(input_ids=input_ids, attention_mask=attention, input_features=feats,
+                       feature_attention_mask=fmask, audio_mask=audio, response_mask=response, labels=targets,
+                       label_index=torch.tensor(responses, dtype=torch.long),
+                       keys=[ex.key for ex in examples])

@@ -1,0 +1,233 @@
+"""Teacher and student: built tiny from configs, or loaded from local Hugging Face checkpoints.
+
+Both paths end in the same objects: a frozen ``Qwen2AudioForConditionalGeneration`` teacher and
+a student ``Qwen2AudioForConditionalGeneration`` whose audio tower is the teacher's (frozen), a new
+single-layer projector (encoder width -> student width, fully trainable) and the student LLM
+with LoRA in its language model only. A tiny model saved with ``save_pretrained`` loads back by
+path through exactly the code a real checkpoint goes through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from pldistill.errors import InputError
+from pldistill.models.tokenizer import AUDIO_TOKEN, build_tiny_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "TinySizes",
+    "TINY_TEACHER",
+    "TINY_STUDENT",
+    "LORA_TARGETS",
+    "Teacher",
+    "build_tiny_teacher",
+    "load_teacher",
+    "load_student_llm",
+    "build_student",
+    "set_encoder_window",
+    "freeze",
+]
+
+#: LoRA goes into the language model only: the audio encoder has q/k/v_proj too (STACK-NOTES).
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass(frozen=True)
+class TinySizes:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab_pad: int  # logit rows beyond the tokenizer (real models have padding rows too)
+    tie_embeddings: bool
+
+
+#: Tiny teacher LLM / student LLM, in the spirit of Qwen2-7B vs Qwen2-0.5B (wider, untied teacher).
+TINY_TEACHER = TinySizes(hidden=96, layers=2, heads=4, kv_heads=2, intermediate=192, vocab_pad=64,
+                         tie_embeddings=False)
+TINY_STUDENT = TinySizes(hidden=48, layers=2, heads=4, kv_heads=2, intermediate=96, vocab_pad=16,
+                         tie_embeddings=True)
+#: Tiny Whisper-style encoder. 1500 positions as the real one; trials slice to their window.
+TINY_ENCODER: dict[str, Any] = dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=4,
+                                    encoder_ffn_dim=128, d_model=64, max_source_positions=1500)
+
+
+@dataclass
+class Teacher:
+    model: nn.Module  # Qwen2AudioForConditionalGeneration
+    tokenizer: PreTrainedTokenizerBase
+    source: str  # "tiny" or the checkpoint path
+
+    @property
+    def audio_tower(self) -> nn.Module:
+        return self.model.model.audio_tower
+
+
+def _qwen2_config(s: TinySizes, vocab: int) -> Any:
+    from transformers import Qwen2Config
+
+    return Qwen2Config(vocab_size=vocab + s.vocab_pad, hidden_size=s.hidden, num_hidden_layers=s.layers,
+                       num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
+                       intermediate_size=s.intermediate, max_position_embeddings=4096,
+                       tie_word_embeddings=s.tie_embeddings, use_sliding_window=False)
+
+
+def build_tiny_teacher(seed: int = 0, sizes: TinySizes = TINY_TEACHER) -> Teacher:
+    """A randomly initialised tiny Qwen2-Audio teacher with the tiny tokenizer (deterministic per seed)."""
+    from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2AudioForConditionalGeneration
+
+    tokenizer = build_tiny_tokenizer()
+    cfg = Qwen2AudioConfig(
+        audio_config=Qwen2AudioEncoderConfig(**TINY_ENCODER).to_dict(),
+        text_config=_qwen2_config(sizes, len(tokenizer)).to_dict(),
+        audio_token_index=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
+    )
+    cfg.text_config._attn_implementation = "sdpa"
+    cfg.audio_config._attn_implementation = "sdpa"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2AudioForConditionalGeneration(cfg)
+    return Teacher(model=model.eval(), tokenizer=tokenizer, source="tiny")
+
+
+def _require_dir(path: str, field: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise InputError(p, field, "checkpoint folder not found (expected a local Hugging Face checkpoint)")
+    if not (p / "config.json").is_file():
+        raise InputError(p / "config.json", field, "missing: not a Hugging Face checkpoint folder")
+    return p
+
+
+def load_teacher(spec: str, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Teacher:
+    """``tiny`` or a local checkpoint of ``Qwen2AudioForConditionalGeneration`` (weights via safetensors)."""
+    if spec == "tiny":
+        return build_tiny_teacher(seed)
+    from transformers import AutoTokenizer, Qwen2AudioForConditionalGeneration
+
+    path = _require_dir(spec, "model.teacher")
+    try:
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(
+            path, dtype=dtype, use_safetensors=True,
+            attn_implementation={"text_config": "sdpa", "audio_config": "sdpa"},
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(path, "model.teacher", f"cannot load checkpoint: {str(exc).splitlines()[0]}") from exc
+    if tokenizer.convert_tokens_to_ids(AUDIO_TOKEN) != model.config.audio_token_id:
+        raise InputError(path, "model.teacher", f"tokenizer's {AUDIO_TOKEN} id differs from config.audio_token_id")
+    return Teacher(model=model.eval(), tokenizer=tokenizer, source=str(path))
+
+
+def load_student_llm(spec: str, tokenizer: PreTrainedTokenizerBase, *, seed: int = 0,
+                     dtype: torch.dtype = torch.float32, sizes: TinySizes = TINY_STUDENT) -> nn.Module:
+    """The student LLM (``Qwen2ForCausalLM``): ``tiny`` from a config, or a local checkpoint.
+
+    Its embeddings are resized when the teacher's tokenizer has more ids than it has rows.
+    """
+    from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
+
+    if spec == "tiny":
+        cfg = _qwen2_config(sizes, len(tokenizer))
+        cfg._attn_implementation = "sdpa"
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            llm = Qwen2ForCausalLM(cfg)
+    else:
+        path = _require_dir(spec, "model.student_llm")
+        try:
+            llm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
+                                                       attn_implementation="sdpa")
+        except (OSError, ValueError) as exc:
+            raise InputError(path, "model.student_llm", f"cannot load checkpoint: {str(exc).splitlines()[0]}") from exc
+        _check_tokenizers_agree(path, tokenizer)
+    if llm.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return llm.to(dtype)
+
+
+def _check_tokenizers_agree(student_path: Path, teacher_tok: PreTrainedTokenizerBase) -> None:
+    """The student inherits the teacher's tokenizer; its own must agree on the ids they share."""
+    from transformers import AutoTokenizer
+
+    try:
+        own = AutoTokenizer.from_pretrained(student_path)
+    except (OSError, ValueError):
+        return  # no tokenizer shipped with the student: nothing to disagree with
+    probe = "What is the emotion of this speech? Neutral Happy Angry Sad"
+    if own(probe)["input_ids"] != teacher_tok(probe)["input_ids"]:
+        raise InputError(student_path, "model.student_llm",
+                         "its tokenizer disagrees with the teacher's on ordinary text; pick a student of the same family")
+
+
+def set_encoder_window(audio_tower: nn.Module, window_s: float) -> None:
+    """Run the encoder on ``window_s`` seconds instead of 30: slice its position table.
+
+    STACK-NOTES: slicing a 1500-position encoder's ``embed_positions`` to 200 gave the same audio
+    tokens as padding to 30 s (max diff 1.8e-7). Idempotent for a given window.
+    """
+    positions = int(round(window_s * 50))
+    emb = audio_tower.embed_positions
+    if emb.weight.shape[0] == positions:
+        return
+    full = getattr(audio_tower, "_pldistill_full_positions", None)
+    if full is None:
+        full = emb.weight.detach().clone()
+        audio_tower._pldistill_full_positions = full
+    if positions > full.shape[0]:
+        raise ValueError(f"window {window_s}s needs {positions} positions; encoder has {full.shape[0]}")
+    new = nn.Embedding(positions, full.shape[1], dtype=full.dtype, device=full.device)
+    new.weight.data.copy_(full[:positions])
+    new.weight.requires_grad_(False)
+    audio_tower.embed_positions = new
+    audio_tower.config.max_source_positions = positions
+    audio_tower.max_source_positions = positions
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def build_student(teacher: Teacher, student_llm: nn.Module, *, lora_rank: int, lora_alpha: float,
+                  lora_dropout: float = 0.0, seed: int = 0) -> nn.Module:
+    """Student = teacher's audio tower (shared, frozen) + new projector + student LLM with LoRA.
+
+    Returns a peft ``PeftModel`` around a ``Qwen2AudioForConditionalGeneration``; the projector is a
+    ``modules_to_save`` module, so ``save_pretrained`` writes the adapter and the projector together.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+
+    tcfg = teacher.model.config
+    cfg = Qwen2AudioConfig(audio_config=tcfg.audio_config.to_dict(), text_config=student_llm.config.to_dict(),
+                           audio_token_index=tcfg.audio_token_id)
+    cfg.text_config._attn_implementation = student_llm.config._attn_implementation
+    cfg.audio_config._attn_implementation = tcfg.audio_config._attn_implementation
+    with torch.device("meta"):
+        shell = Qwen2AudioForConditionalGeneration(cfg)
+    shell.model.audio_tower = freeze(teacher.audio_tower)
+    shell.model.language_model = student_llm.model
+    shell.lm_head = student_llm.lm_head
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 2)
+        proj = nn.Linear(tcfg.audio_config.d_model, student_llm.config.hidden_size, bias=True)
+    shell.model.multi_modal_projector.linear = proj.to(student_llm.lm_head.weight.dtype)
+    lora = LoraConfig(r=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                      target_modules=LORA_TARGETS, modules_to_save=["multi_modal_projector"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 3)
+        student = get_peft_model(shell, lora)
+    freeze(student.base_model.model.model.audio_tower)
+    return student

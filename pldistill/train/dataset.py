@@ -1,0 +1,66 @@
+"""A fold's clips as model-ready examples (features computed once, cached on disk)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from pldistill.config import TrialConfig
+from pldistill.models.inputs import Example
+
+__all__ = ["FoldData", "prepare_fold", "manifests_dir"]
+
+
+@dataclass
+class FoldData:
+    dataset: str
+    fold: int
+    labels: tuple[str, ...]
+    window_s: float
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]
+
+
+def manifests_dir(cfg: TrialConfig) -> tuple[Path, Path | None]:
+    """The manifests folder (the synthetic corpus is generated on first use) and the audio root."""
+    from pldistill.data import ensure_synthetic
+
+    if cfg.data.source == "synthetic":
+        root = ensure_synthetic(cfg.data, cfg.cache_dir)
+        return root, root
+    if cfg.data.manifests is None:
+        from pldistill.errors import InputError
+
+        raise InputError(None, "data.manifests", "required when data.source is 'emobox'")
+    return cfg.data.manifests, cfg.data.audio_root
+
+
+def prepare_fold(cfg: TrialConfig, fold: int) -> FoldData:
+    """Load a fold's manifests, carve validation from train, and compute log-mel features."""
+    from pldistill.data import audio_token_count, choose_window, compute_features, load_fold
+
+    manifests, audio_root = manifests_dir(cfg)
+    split = load_fold(manifests, cfg.data.dataset, fold, audio_root=audio_root,
+                      val_fraction=cfg.data.val_fraction, val_seed=cfg.data.val_seed)
+    clips = split.train + split.val + split.test
+    window = cfg.data.window_s or choose_window([c.length for c in clips])
+    feats = compute_features(clips, window, cache_dir=cfg.cache_dir / "features",
+                             on_bad_audio=cfg.data.on_bad_audio)
+    index = {lab: i for i, lab in enumerate(split.labels)}
+    skipped = set(feats.skipped)
+
+    def examples(part):
+        out = []
+        for clip in part:
+            if clip.key in skipped:  # unreadable audio with on_bad_audio: skip (reported by the data layer)
+                continue
+            i = feats.index(clip.key)
+            valid = int(feats.valid_frames[i])
+            out.append(Example(key=clip.key, features=partial(feats.get, i), valid_frames=valid,
+                               label=index[clip.label], num_audio_tokens=audio_token_count(valid)))
+        return out
+
+    return FoldData(dataset=split.dataset, fold=fold, labels=tuple(split.labels), window_s=window,
+                    train=examples(split.train), val=examples(split.val), test=examples(split.test))

@@ -1,0 +1,139 @@
+"""The teacher of a fold: loaded as is, or fine-tuned once and cached by the hash of what it depends on.
+
+The tiny teacher of the embedded default starts from random weights, so it is first fine-tuned
+on the fold's train split (CE on the response, all parameters) to have knowledge to distil. The
+result is saved with ``save_pretrained`` (safetensors) under ``cache_dir/teachers/<hash>`` and
+loaded back *by path*, through the same code as a real checkpoint. A file lock makes concurrent
+trials of one sweep wait for the first one instead of training the same teacher twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pldistill.config import TrialConfig, config_hash
+from pldistill.models.audiolm import AudioLMHead, encode_audio
+from pldistill.models.inputs import Example, PromptTemplate, collate
+from pldistill.models.loading import Teacher, freeze, load_teacher, set_encoder_window
+from pldistill.train._cache import atomic_dir, cache_lock
+from pldistill.train.dataset import FoldData
+from pldistill.train.metrics import classification_metrics
+from pldistill.train.scoring import predict, score_labels
+
+__all__ = ["ensure_teacher", "teacher_key", "evaluate"]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def teacher_key(cfg: TrialConfig, data: FoldData) -> str:
+    ft = cfg.model.teacher_finetune
+    return config_hash({
+        "teacher": cfg.model.teacher, "init_seed": cfg.model.init_seed, "finetune": ft.model_dump(mode="json"),
+        "dataset": data.dataset, "fold": data.fold, "window_s": data.window_s, "labels": data.labels,
+        "train": sorted(ex.key for ex in data.train), "template": repr(PromptTemplate()),
+        "features": _features_digest(data.train), "v": 1,
+    })
+
+
+def _features_digest(examples: list[Example]) -> str:
+    h = np.zeros(1, dtype=np.float64)
+    for ex in examples:
+        h += float(np.asarray(ex.mel(), dtype=np.float64).sum())
+    return f"{h[0]:.6e}"
+
+
+def evaluate(head: AudioLMHead, audio_tower: torch.nn.Module, examples: list[Example], tokenizer,
+             labels: tuple[str, ...], *, batch_size: int = 16) -> dict[str, float]:
+    was_training = head.training
+    head.eval()
+    scores = score_labels(head, audio_tower, examples, tokenizer, labels, vocab=len(tokenizer),
+                          batch_size=batch_size)
+    head.train(was_training)
+    return classification_metrics([ex.label for ex in examples], predict(scores))
+
+
+def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] = print) -> tuple[Teacher, dict]:
+    """The fold's teacher (frozen, eval mode, encoder window set) and its own val/test metrics."""
+    dtype = _DTYPES[cfg.model.dtype]
+    ft = cfg.model.teacher_finetune
+    use_cache = ft.enabled or cfg.model.teacher == "tiny"
+    if not use_cache:  # a real teacher used as is (the paper): load and score once per process
+        teacher = load_teacher(cfg.model.teacher, dtype=dtype)
+        set_encoder_window(teacher.audio_tower, data.window_s)
+        return _frozen(teacher), _teacher_metrics(teacher, data, cfg)
+    key = teacher_key(cfg, data)
+    root = cfg.cache_dir / "teachers"
+    final = root / key
+    with cache_lock(root / f".{key}.lock"):
+        if not (final / "metrics.json").is_file():
+            _finetune_into(cfg, data, final, dtype, log)
+    teacher = load_teacher(str(final), dtype=dtype)
+    set_encoder_window(teacher.audio_tower, data.window_s)
+    return _frozen(teacher), json.loads((final / "metrics.json").read_text())
+
+
+def _frozen(teacher: Teacher) -> Teacher:
+    freeze(teacher.model)
+    return teacher
+
+
+def _teacher_metrics(teacher: Teacher, data: FoldData, cfg: TrialConfig) -> dict:
+    head = AudioLMHead(teacher.model)
+    bs = cfg.train.eval_batch_size
+    val = evaluate(head, teacher.audio_tower, data.val, teacher.tokenizer, data.labels, batch_size=bs)
+    test = evaluate(head, teacher.audio_tower, data.test, teacher.tokenizer, data.labels, batch_size=bs)
+    return {**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()}}
+
+
+def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.dtype,
+                   log: Callable[[str], None]) -> None:
+    ft = cfg.model.teacher_finetune
+    teacher = load_teacher(cfg.model.teacher, seed=cfg.model.init_seed, dtype=dtype)
+    set_encoder_window(teacher.audio_tower, data.window_s)
+    model, tok = teacher.model, teacher.tokenizer
+    # A random tiny encoder knows nothing: train it too. A real encoder stays frozen.
+    train_encoder = cfg.model.teacher == "tiny"
+    for p in model.model.audio_tower.parameters():
+        p.requires_grad_(train_encoder)
+    model.model.audio_tower.embed_positions.weight.requires_grad_(False)
+    head = AudioLMHead(model).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=ft.lr, weight_decay=0.01)
+    rng = np.random.default_rng(cfg.model.init_seed)
+    steps = ft.epochs * max(1, -(-len(data.train) // ft.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ft.lr, total_steps=steps, pct_start=0.1)
+    vocab = len(tok)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.model.init_seed)
+        for epoch in range(ft.epochs):
+            order = rng.permutation(len(data.train))
+            total = 0.0
+            for s in range(0, len(order), ft.batch_size):
+                batch = collate([data.train[i] for i in order[s:s + ft.batch_size]], tok, data.labels)
+                enc = encode_audio(model.model.audio_tower, batch.input_features, batch.feature_attention_mask)
+                _, _, logits = head(enc.features, enc.num_tokens, batch.input_ids, batch.attention_mask, vocab)
+                loss = torch.nn.functional.cross_entropy(logits[batch.response_mask].float(),
+                                                         batch.labels[batch.response_mask])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                total += float(loss) * len(batch)
+            log(f"teacher fine-tune fold {data.fold} epoch {epoch + 1}/{ft.epochs}: loss {total / len(data.train):.4f}")
+    model.eval()
+    metrics = _teacher_metrics(teacher, data, cfg)
+    log(f"teacher fold {data.fold}: val UA {metrics['val_ua']:.3f}, test UA {metrics['test_ua']:.3f}")
+    with atomic_dir(final) as tmp:
+        # Save with the full 30 s position table so the checkpoint looks like any real one.
+        full = getattr(model.model.audio_tower, "_pldistill_full_positions", None)
+        if full is not None:
+            set_encoder_window(model.model.audio_tower, full.shape[0] / 50)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))

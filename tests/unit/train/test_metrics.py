@@ -1,0 +1,36 @@
+"""UA/WA/macro-F1 match scikit-learn's definitions, including classes missing from predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+from pldistill.train.metrics import classification_metrics
+from pldistill.train.trial import lr_factor
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_metrics_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    n_classes = int(rng.integers(2, 8))
+    t = rng.integers(0, n_classes, size=int(rng.integers(5, 60)))
+    p = np.where(rng.random(t.size) < 0.5, t, rng.integers(0, n_classes + 1, size=t.size))  # may predict an absent class
+    m = classification_metrics(t, p)
+    assert m["wa"] == pytest.approx(accuracy_score(t, p))
+    assert m["ua"] == pytest.approx(balanced_accuracy_score(t, p))
+    assert m["f1"] == pytest.approx(f1_score(t, p, average="macro", zero_division=0))
+
+
+def test_metrics_reject_empty():
+    with pytest.raises(ValueError):
+        classification_metrics([], [])
+
+
+def test_lr_schedule_warms_up_then_decays():
+    total, warm = 100, 10
+    f = [lr_factor(s, total, warm) for s in range(total)]
+    assert f[0] < f[5] < f[9] <= 1.0
+    assert max(f) == pytest.approx(1.0)
+    assert f[-1] == pytest.approx(0.1, abs=0.01)
+    assert all(a >= b for a, b in zip(f[warm:], f[warm + 1:]))
