@@ -116,7 +116,8 @@ def _run_fold(cfg: TrialConfig, fold: int, report: Reporter | None, iteration: i
         wrapped = torch.nn.parallel.DistributedDataParallel(head)
     objective = build_objective(hp.objective, alpha=hp.alpha, beta=hp.beta, gamma=hp.gamma,
                                 temperature=hp.temperature, kl_t2_scaling=hp.kl_t2_scaling,
-                                cka_estimator=hp.cka_estimator, relation_weight=hp.llava_kd_relation)
+                                cka_estimator=hp.cka_estimator, relation_weight=hp.llava_kd_relation,
+                                kl_chunk_size=tc.kl_chunk_size)
     models = DistillModels(audio_tower=teacher.audio_tower, teacher=AudioLMHead(teacher.model),
                            student=wrapped, vocab=len(tok), objective=objective, weighting=hp.weighting,
                            sharpen_p=hp.sharpen_p)

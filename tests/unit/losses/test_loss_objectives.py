@@ -1,0 +1,188 @@
+"""Objectives: weighted sums of logged terms, ablations, name checks, gradients, term formulas."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pldistill.config import OBJECTIVE_NAMES
+from pldistill.losses import (
+    OBJECTIVES,
+    TERM_INPUTS,
+    TERMS,
+    DistillBatch,
+    awcka,
+    build_objective,
+    kl_divergence,
+    relation_distance,
+)
+
+MakeBatch = Callable[..., DistillBatch]
+
+
+def test_names_match_config() -> None:
+    assert tuple(OBJECTIVES) == OBJECTIVE_NAMES
+    assert set(TERM_INPUTS) == set(TERMS)
+    batch_fields = {f.name for f in dataclasses.fields(DistillBatch)}
+    assert {f for need in TERM_INPUTS.values() for f in need} <= batch_fields
+    assert all(set(terms) <= set(TERMS) for terms in OBJECTIVES.values())
+
+
+def test_paper_objective_weights() -> None:
+    objective = build_objective("pl_distill")
+    assert objective.weights == {"ce": 1.0, "cka": 1.0, "kl_audio": 0.8, "kl_response": 1.0}
+    assert objective.options.temperature == 2.0
+    assert objective.needs_teacher and objective.needs_audio
+    sft = build_objective("sft")
+    assert not sft.needs_teacher and not sft.needs_audio
+    assert build_objective("forward_kl").needs_teacher and not build_objective("forward_kl").needs_audio
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+@pytest.mark.parametrize("t2", [False, True])
+def test_total_is_weighted_sum_of_logged_terms(make_batch: MakeBatch, name: str, t2: bool) -> None:
+    objective = build_objective(name, alpha=0.7, beta=0.3, gamma=1.9, relation_weight=0.4, kl_t2_scaling=t2)
+    out = objective(make_batch())
+    assert set(out.terms) == set(OBJECTIVES[name])
+    expected = sum(objective.weights[t] * out.terms[t] for t in out.terms)
+    torch.testing.assert_close(out.total, expected)
+    for term, hyper in OBJECTIVES[name].items():
+        scale = 4.0 if t2 and term in ("kl_audio", "kl_response", "rkl_response") else 1.0
+        base = {None: 1.0, "alpha": 0.7, "beta": 0.3, "gamma": 1.9, "relation_weight": 0.4}[hyper]
+        assert objective.weights[term] == pytest.approx(base * scale)
+
+
+def test_zero_weight_removes_term_but_still_logs_it(make_batch: MakeBatch) -> None:
+    full = build_objective("pl_distill")(make_batch())
+    ablated_objective = build_objective("pl_distill", alpha=0.0)
+    batch = make_batch(requires_grad=True)
+    ablated = ablated_objective(batch)
+    assert "cka" in ablated.terms
+    torch.testing.assert_close(ablated.terms["cka"], full.terms["cka"])
+    torch.testing.assert_close(ablated.total, full.total - full.terms["cka"])
+    ablated.total.backward()
+    assert batch.student_audio is not None and batch.student_audio.grad is None  # nothing else reads it
+    # term_weights gives the same ablation, and can add a term the objective lacks.
+    via_terms = build_objective("pl_distill", term_weights={"cka": 0.0})
+    assert via_terms.weights == ablated_objective.weights
+    extended = build_objective("ldist", term_weights={"cka": 0.5})
+    assert extended.weights["cka"] == 0.5 and extended.needs_audio
+
+
+def test_unknown_names_list_valid_ones() -> None:
+    with pytest.raises(ValueError, match="sft, forward_kl, reverse_kl, llava_kd, ldist, pl_distill"):
+        build_objective("pl_distil")
+    with pytest.raises(ValueError, match="ce, cka, kl_audio, kl_response, rkl_response, relation"):
+        build_objective("pl_distill", term_weights={"kl_prompt": 1.0})
+    with pytest.raises(ValueError, match="biased, debiased"):
+        build_objective("pl_distill", cka_estimator="unbiased")
+
+
+def test_sft_without_teacher_fields(make_batch: MakeBatch) -> None:
+    batch = dataclasses.replace(
+        make_batch(requires_grad=True),
+        teacher_logits=None,
+        teacher_audio=None,
+        student_audio=None,
+        audio_token_mask=None,
+        audio_weights=None,
+    )
+    out = build_objective("sft")(batch)
+    assert set(out.terms) == {"ce"}
+    out.total.backward()
+    assert batch.student_logits.grad is not None
+
+
+def test_missing_fields_are_named(make_batch: MakeBatch) -> None:
+    batch = dataclasses.replace(make_batch(), audio_weights=None)
+    with pytest.raises(ValueError, match="audio_weights"):
+        build_objective("pl_distill")(batch)
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_gradient_reaches_student_not_teacher(make_batch: MakeBatch, name: str) -> None:
+    batch = make_batch(requires_grad=True)
+    teacher = [batch.teacher_logits, batch.teacher_audio, batch.audio_weights]
+    for t in teacher:
+        assert t is not None
+        t.requires_grad_(True)
+    objective = build_objective(name)
+    objective(batch).total.backward()
+    assert batch.student_logits.grad is not None and batch.student_logits.grad.abs().sum() > 0
+    assert batch.student_audio is not None
+    assert (batch.student_audio.grad is not None) == objective.needs_audio
+    assert all(t.grad is None for t in teacher if t is not None)
+
+
+def test_terms_match_their_definitions(make_batch: MakeBatch) -> None:
+    batch = make_batch()
+    opts = build_objective("pl_distill").options
+    assert (
+        batch.teacher_logits is not None
+        and batch.teacher_audio is not None
+        and batch.student_audio is not None
+    )
+    rm = batch.response_mask
+    torch.testing.assert_close(
+        TERMS["ce"](batch, opts), F.cross_entropy(batch.student_logits[rm], batch.labels[rm])
+    )
+    torch.testing.assert_close(
+        TERMS["kl_audio"](batch, opts),
+        kl_divergence(batch.teacher_logits, batch.student_logits, batch.audio_mask, temperature=2.0),
+    )
+    torch.testing.assert_close(
+        TERMS["rkl_response"](batch, opts),
+        kl_divergence(batch.teacher_logits, batch.student_logits, rm, temperature=2.0, direction="reverse"),
+    )
+    assert batch.audio_weights is not None
+    torch.testing.assert_close(
+        TERMS["cka"](batch, opts),
+        1
+        - awcka(batch.teacher_audio, batch.student_audio, batch.audio_weights, batch.audio_token_mask).mean(),
+    )
+
+
+def test_ce_ignores_non_response_positions(make_batch: MakeBatch) -> None:
+    batch = make_batch()
+    dirty = batch.student_logits.clone()
+    dirty[~batch.response_mask] = float("nan")
+    opts = build_objective("sft").options
+    torch.testing.assert_close(
+        TERMS["ce"](dataclasses.replace(batch, student_logits=dirty), opts), TERMS["ce"](batch, opts)
+    )
+
+
+def test_chunked_kl_objective_equals_unchunked(make_batch: MakeBatch) -> None:
+    batch = make_batch()
+    plain = build_objective("pl_distill")(batch)
+    chunked = build_objective("pl_distill", kl_chunk_size=2)(batch)
+    torch.testing.assert_close(chunked.total, plain.total)
+
+
+def _np_relation(t: np.ndarray, s: np.ndarray) -> float:
+    def corr(h: np.ndarray) -> np.ndarray:
+        h = h / np.linalg.norm(h, axis=1, keepdims=True)
+        return (h @ h.T).ravel()
+
+    rt, rs = corr(t), corr(s)
+    return float(1 - rt @ rs / (np.linalg.norm(rt) * np.linalg.norm(rs)))
+
+
+def test_relation_distance() -> None:
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(2, 6, 9, generator=g, dtype=torch.float64)
+    s = torch.randn(2, 6, 4, generator=g, dtype=torch.float64)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    got = relation_distance(t, s, mask)
+    for b, n in ((0, 6), (1, 4)):
+        assert got[b].item() == pytest.approx(_np_relation(t[b, :n].numpy(), s[b, :n].numpy()), rel=1e-10)
+    torch.testing.assert_close(relation_distance(t, t, mask), torch.zeros(2, dtype=torch.float64))
+    dirty = s.clone()
+    dirty[~mask] = float("nan")
+    torch.testing.assert_close(relation_distance(t, 3.0 * dirty, mask), got)
