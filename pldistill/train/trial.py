@@ -15,8 +15,9 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,12 @@ from pldistill.train.teacher import ensure_teacher
 
 __all__ = ["run_trial", "TrialResult", "FoldResult", "Reporter", "lr_factor"]
 
-#: ``report(metrics, checkpoint_dir_or_None)``: called once per epoch on every rank.
-Reporter = Callable[[dict[str, Any], "Path | None"], None]
+#: ``report(metrics, epoch_row, checkpoint_dir_or_None)``: called once per epoch on every rank.
+#: ``metrics`` holds the trial's best-so-far figures (mean over folds, what Tune/Optuna/ASHA and the
+#: results table agree on); ``epoch_row`` the raw figures of this epoch; the last call of a trial
+#: also carries ``metrics["trial_result"]``, the whole :class:`TrialResult` as JSON, so a scheduler
+#: that stops the trial right after its last report loses nothing.
+Reporter = Callable[[dict[str, Any], dict[str, Any], "Path | None"], None]
 
 
 @dataclass
@@ -87,25 +92,53 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None) -> TrialResult:
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     started = time.perf_counter()
-    folds, seen, train_time = [], 0, 0.0
-    iteration = 0
-    for fold in cfg.data.folds:
-        res, n, t, iteration = _run_fold(cfg, fold, report, iteration)
-        folds.append(res)
-        seen, train_time = seen + n, train_time + t
-    keys = folds[0].best.keys()
-    mean = {k: float(np.mean([f.best[k] for f in folds if k in f.best])) for k in keys}
-    _, world = _rank_world()
+    done: list[FoldResult] = []
+    clock = {"seen": 0, "train_s": 0.0}
+    for k, fold in enumerate(cfg.data.folds):
+        current = FoldResult(fold=fold, best_epoch=-1, best={}, teacher={})
+        for epoch in _fold_epochs(cfg, fold, current, clock):
+            if report is None:
+                continue
+            so_far = _summarise([*done, current], started, clock)
+            metrics: dict[str, Any] = {**so_far.metrics, "fold": fold, "epoch": epoch.row["epoch"],
+                                       "best_epoch": current.best_epoch,
+                                       **{f"epoch_{k2}": v for k2, v in epoch.row.items() if k2.startswith("val_")},
+                                       **{f"teacher_{k2}": v for k2, v in current.teacher.items()}}
+            if epoch.last and k == len(cfg.data.folds) - 1:
+                metrics["trial_result"] = json.dumps(asdict(so_far), default=str)
+            ckpt = epoch.checkpoint() if _rank_world()[0] == 0 else None
+            try:
+                report(metrics, epoch.row, ckpt)
+            finally:
+                if ckpt is not None:
+                    shutil.rmtree(ckpt, ignore_errors=True)
+        done.append(current)
+    return _summarise(done, started, clock)
+
+
+def _summarise(folds: list[FoldResult], started: float, clock: dict[str, float]) -> TrialResult:
+    with_best = [f for f in folds if f.best]
+    keys = with_best[0].best.keys() if with_best else ()
+    mean = {k: float(np.mean([f.best[k] for f in with_best if k in f.best])) for k in keys}
     return TrialResult(folds=folds, metrics=mean, wall_s=time.perf_counter() - started,
-                       samples_per_s=seen / train_time if train_time else 0.0, world_size=world)
+                       samples_per_s=clock["seen"] / clock["train_s"] if clock["train_s"] else 0.0,
+                       world_size=_rank_world()[1])
 
 
-def _run_fold(cfg: TrialConfig, fold: int, report: Reporter | None, iteration: int):
+@dataclass
+class _Epoch:
+    row: dict[str, Any]
+    last: bool
+    checkpoint: Callable[[], Path]
+
+
+def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, float]) -> Iterator[_Epoch]:
+    """Train one fold, yielding after each epoch with ``res`` (best epoch, figures) brought up to date."""
     hp, tc = cfg.hparams, cfg.train
     rank, world = _rank_world()
     torch.manual_seed(tc.seed)
     data = prepare_fold(cfg, fold)
-    teacher, teacher_metrics = ensure_teacher(cfg, data, log=_log)
+    teacher, res.teacher = ensure_teacher(cfg, data, log=_log)
     tok = teacher.tokenizer
     llm = load_student_llm(ensure_student_llm(cfg, tok, log=_log), tok, seed=cfg.model.init_seed)
     student = build_student(teacher, llm, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
@@ -131,9 +164,8 @@ def _run_fold(cfg: TrialConfig, fold: int, report: Reporter | None, iteration: i
     warmup = int(hp.warmup_ratio * total_steps)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     out_dir = cfg.output_dir / f"fold_{fold}"
-    best: dict[str, float] = {}
-    best_epoch, step, seen, train_time = -1, 0, 0, 0.0
-    epochs: list[dict[str, Any]] = []
+    res.student_dir = str(out_dir / "best")
+    step = 0
     rng = np.random.default_rng(tc.seed + fold)
     for epoch in range(tc.epochs):
         t0 = time.perf_counter()
@@ -145,14 +177,13 @@ def _run_fold(cfg: TrialConfig, fold: int, report: Reporter | None, iteration: i
             idx = order[m * tc.batch_size:(m + 1) * tc.batch_size]
             batch = collate([data.train[i] for i in idx], tok, data.labels)
             last_micro = (m + 1) % tc.grad_accum == 0 or m + 1 == micro_per_epoch
-            sync = wrapped.no_sync() if (world > 1 and not last_micro) else _nullcontext()
+            sync = wrapped.no_sync() if (world > 1 and not last_micro) else nullcontext()
             with sync:
                 out = distill_step(models, batch)
                 (out.total / tc.grad_accum).backward()
             for k, v in {"total": out.total, **out.terms}.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
             n_micro += 1
-            seen += len(batch)
             if last_micro:
                 for g, base in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = base * lr_factor(step, total_steps, warmup)
@@ -163,54 +194,35 @@ def _run_fold(cfg: TrialConfig, fold: int, report: Reporter | None, iteration: i
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
         epoch_train = time.perf_counter() - t0
-        train_time += epoch_train
+        clock["train_s"] += epoch_train
+        clock["seen"] += world * min(per_rank, micro_per_epoch * tc.batch_size)
         losses = {k: v / max(1, n_micro) for k, v in sums.items()}
         if not all(math.isfinite(v) for v in losses.values()):
             raise FloatingPointError(f"non-finite loss in fold {fold} epoch {epoch + 1}: {losses}")
-        val = _evaluate(head, teacher.audio_tower, data.val, tok, data.labels, tc.eval_batch_size)
         row: dict[str, Any] = {"fold": fold, "epoch": epoch + 1, **{f"train_loss_{k}": v for k, v in losses.items()},
-                               **{f"val_{k}": v for k, v in val.items()},
-                               "samples_per_s": world * per_rank / epoch_train if epoch_train else 0.0,
+                               **{f"val_{k}": v for k, v in
+                                  _evaluate(head, teacher.audio_tower, data.val, tok, data.labels,
+                                            tc.eval_batch_size).items()},
+                               "samples_per_s": world * min(per_rank, micro_per_epoch * tc.batch_size) / epoch_train,
                                "lr": optimizer.param_groups[0]["lr"], "wall_s": epoch_train}
         if tc.eval_test_each_epoch:
-            test = _evaluate(head, teacher.audio_tower, data.test, tok, data.labels, tc.eval_batch_size)
-            row.update({f"test_{k}": v for k, v in test.items()})
-        epochs.append(row)
-        improved = best_epoch < 0 or _better(row, best, tc.select_metric)
-        if improved:
-            best_epoch = epoch + 1
-            best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
-            best.update({f"loss_{k}": v for k, v in losses.items()})
+            row.update({f"test_{k}": v for k, v in _evaluate(head, teacher.audio_tower, data.test, tok, data.labels,
+                                                             tc.eval_batch_size).items()})
+        res.epochs.append(row)
+        if res.best_epoch < 0 or _better(row, res.best, tc.select_metric):
+            res.best_epoch = epoch + 1
+            res.best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
+            res.best.update({f"loss_{k}": v for k, v in losses.items()})
             if rank == 0:
-                _save_student(student, cfg, out_dir / "best", fold, best_epoch)
-        _log(f"fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} "
-             f"val UA {row['val_ua']:.3f}" + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
-        iteration += 1
-        if report is not None:
-            metrics = {**row, "training_iteration_global": iteration, "best_epoch": best_epoch,
-                       **{f"best_{k}": v for k, v in best.items()}}
-            metrics.update({f"teacher_{k}": v for k, v in teacher_metrics.items()})
-            ckpt = _epoch_checkpoint(student) if rank == 0 else None
-            try:
-                report(metrics, ckpt)
-            finally:
-                if ckpt is not None:
-                    shutil.rmtree(ckpt, ignore_errors=True)
-    if not tc.eval_test_each_epoch:
-        # Test once, with the best epoch's student (reloaded from disk).
-        best.update({f"test_{k}": v for k, v in _evaluate_saved(student, head, out_dir / "best", teacher, data,
-                                                                  tc.eval_batch_size).items()})
-    result = FoldResult(fold=fold, best_epoch=best_epoch, best=best, teacher=teacher_metrics, epochs=epochs,
-                        student_dir=str(out_dir / "best"))
-    return result, seen, train_time, iteration
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+                _save_student(student, cfg, out_dir / "best", fold, res.best_epoch)
+        last = epoch + 1 == tc.epochs
+        if last and not tc.eval_test_each_epoch:  # test once, with the best epoch's student
+            res.best.update({f"test_{k}": v for k, v in
+                             _evaluate_saved(student, head, out_dir / "best", teacher, data,
+                                             tc.eval_batch_size).items()})
+        _log(f"fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} val UA {row['val_ua']:.3f}"
+             + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
+        yield _Epoch(row=row, last=last, checkpoint=lambda: _epoch_checkpoint(student))
 
 
 def _better(row: dict[str, Any], best: dict[str, float], metric: str) -> bool:

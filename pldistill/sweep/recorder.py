@@ -1,0 +1,104 @@
+"""The one writer of the trials table: a Tune callback in the launching process.
+
+Tune knows every trial's fate (started, each result, completed, stopped by the scheduler,
+failed), even when it kills a trial's processes; a writer inside the trial cannot know that.
+Rows are rewritten as the trial goes (idempotent per trial id):
+
+- ``running`` at start, refreshed with the best-so-far figures at each result;
+- ``completed`` when the last report carries the whole trial result;
+- ``pruned`` when Tune ends the trial without it (ASHA stopped it), with the best figures so far;
+- ``failed`` on error, with the root cause first and the trace after it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+__all__ = ["TrialRecorder", "error_summary"]
+
+_METRICS = ("val_ua", "val_wa", "val_f1", "test_ua", "test_wa", "test_f1")
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)):\s*(.+)$")
+
+
+def error_summary(text: str) -> str:
+    """The most specific ``SomeError: message`` line of a trace (the root cause is raised last)."""
+    lines = [m.group(0).strip() for m in map(_ERROR_LINE.match, text.splitlines()) if m]
+    generic = ("TrainingFailedError", "RayTaskError", "TuneError", "ActorDiedError", "WorkerGroupError")
+    specific = [ln for ln in lines if not any(g in ln.split(":")[0] for g in generic)]
+    pick = specific[-1] if specific else (lines[-1] if lines else (text.strip().splitlines() or ["error"])[-1])
+    return pick[:500]
+
+
+class TrialRecorder(Callback):
+    def __init__(self, sweep: Any, results_root: Path) -> None:
+        self.sweep = sweep
+        self.root = Path(results_root)
+        self._base: dict[str, dict[str, Any]] = {}
+        self._finished: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def _store(self):
+        from pldistill.results import ResultsStore
+
+        return ResultsStore(self.root, self.sweep.name)
+
+    def _base_values(self, trial) -> dict[str, Any]:
+        if trial.trial_id not in self._base:
+            from pldistill.sweep.space import hparams_of, resolve_trial_config
+
+            cfg = resolve_trial_config(self.sweep, trial.config, trial_id=trial.trial_id)
+            self._base[trial.trial_id] = dict(
+                trial_id=trial.trial_id, hparams=hparams_of(cfg), objective=cfg.hparams.objective,
+                dataset=cfg.data.dataset, folds=list(cfg.data.folds),
+                num_workers=self.sweep.resources.workers_per_trial, config_json=cfg.to_json(),
+                started_at=datetime.now(timezone.utc))
+        return self._base[trial.trial_id]
+
+    def _write(self, trial, status: str, result: dict[str, Any] | None = None, **extra: Any) -> None:
+        from pldistill.results import TrialRecord
+
+        base = {**self._base_values(trial), **extra}
+        result = result or {}
+        if "trial_result" in result:
+            payload = json.loads(result["trial_result"])
+            record = TrialRecord.from_result(payload, status=status, nodes=_nodes(result), **base)
+        else:
+            losses = {k[5:]: v for k, v in result.items() if k.startswith("loss_") and isinstance(v, (int, float))}
+            record = TrialRecord(status=status, best_epoch=result.get("best_epoch"), losses=losses,
+                                 nodes=_nodes(result), **{m: result.get(m) for m in _METRICS}, **base)
+        self._store().write_trial(record)
+
+    # -- Tune hooks --------------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._finished.discard(trial.trial_id)
+        self._write(trial, "running")
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        if "trial_result" in result:
+            self._finished.add(trial.trial_id)
+            self._write(trial, "completed", result, ended_at=datetime.now(timezone.utc))
+        else:
+            self._write(trial, "running", result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        if trial.trial_id not in self._finished:  # ended by the scheduler before its last epoch
+            self._write(trial, "pruned", trial.last_result, ended_at=datetime.now(timezone.utc))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        text = trial.get_error() or "unknown error"
+        text = text if isinstance(text, str) else str(text)
+        self._write(trial, "failed", trial.last_result, ended_at=datetime.now(timezone.utc),
+                    error=(error_summary(text) + "\n" + text)[-8000:])
+
+
+def _nodes(result: dict[str, Any]) -> list[str]:
+    raw = result.get("nodes")
+    return list(json.loads(raw)) if isinstance(raw, str) else []

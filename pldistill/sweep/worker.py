@@ -1,0 +1,65 @@
+"""The Ray Train worker loop: one trial's training on one worker (rank) of its TorchTrainer.
+
+Ray Train has already set up ``torch.distributed`` (gloo on CPU, nccl on GPU); :func:`run_trial`
+wraps the student in DDP and shards the data. Every rank reports each epoch (Ray Train wants all
+ranks to call ``report``); rank 0 attaches the epoch's checkpoint, and its metrics reach Tune
+through ``TuneReportCallback``. Rank 0 also rewrites the trial's epochs Parquet after each epoch,
+so a running sweep is queryable.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+__all__ = ["worker_loop"]
+
+
+def _node_label() -> str:
+    try:
+        import ray
+
+        return f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:12]}"
+    except Exception:  # outside Ray
+        return socket.gethostname()
+
+
+def _gather_nodes() -> list[str]:
+    import torch.distributed as dist
+
+    me = _node_label()
+    if not (dist.is_available() and dist.is_initialized()):
+        return [me]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, me)
+    return [str(x) for x in out]
+
+
+def worker_loop(loop_config: dict[str, Any]) -> None:
+    import ray.train
+    from ray.train import Checkpoint
+
+    from pldistill.config import TrialConfig
+    from pldistill.results import EpochRecord, ResultsStore
+    from pldistill.sweep.reaper import PG_KEY
+    from pldistill.train.trial import run_trial
+
+    cfg = TrialConfig.model_validate(loop_config["trial"])
+    sweep, trial_id = loop_config["sweep"], loop_config["trial_id"]
+    store = ResultsStore(Path(loop_config["results"]), sweep)
+    rank = ray.train.get_context().get_world_rank()
+    nodes = json.dumps(_gather_nodes())
+    pg = ray.util.get_current_placement_group()
+    extra = {"nodes": nodes, **({PG_KEY: pg.id.hex()} if pg is not None else {})}
+    rows: list[EpochRecord] = []
+
+    def report(metrics: dict[str, Any], row: dict[str, Any], ckpt_dir: Path | None) -> None:
+        if rank == 0:
+            rows.append(EpochRecord.from_metrics(sweep, trial_id, row))
+            store.write_epochs(trial_id, rows)
+        ckpt = Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir is not None else None
+        ray.train.report({**metrics, **extra}, checkpoint=ckpt)
+
+    run_trial(cfg, report=report)
