@@ -29,3 +29,6 @@ class InputError(PldistillError):
         self.problem = problem
         parts = [p for p in (self.file, field) if p]
         super().__init__(": ".join([*parts, problem]))
+
+    def __reduce__(self):  # cross-process (Ray) errors are pickled: keep all three parts
+        return (type(self), (self.file, self.field, self.problem))

@@ -32,3 +32,10 @@ def ray_private() -> Iterator[str]:
         else:
             os.environ["RAY_TMPDIR"] = old
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Iterator[str]:
+    """One cache folder per test session: the synthetic corpus, fine-tuned tiny teacher and student
+    prior are built once (about 30 s) and shared by every test that trains."""
+    yield str(tmp_path_factory.mktemp("pldistill-cache"))

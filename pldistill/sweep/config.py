@@ -67,10 +67,14 @@ class SweepFileError(InputError):
     """Every problem of one sweep file. ``str(err)`` is one problem per line; ``err.problems`` the lines."""
 
     def __init__(self, file: str | Path, problems: list[tuple[str | None, str]]) -> None:
+        self._raw = list(problems)
         self.problems = [": ".join(p for p in (str(file), key, msg) if p) for key, msg in problems]
         key, msg = problems[0]
         super().__init__(file, key, msg)
         self.args = ("\n".join(self.problems),)
+
+    def __reduce__(self):
+        return (type(self), (self.file, self._raw))
 
 
 class _Strict(BaseModel):

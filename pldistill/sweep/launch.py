@@ -38,18 +38,20 @@ class LaunchSummary:
 
 
 def prepare_shared(sweep: Any, log=print) -> None:
-    """Work every trial needs and none should repeat: the synthetic corpus and the fine-tuned
-    teacher of each fold (cached by hash; trials then load it by path)."""
+    """Work every trial needs and none should repeat, done once before any trial starts: the
+    synthetic corpus and features, the fine-tuned teacher of each fold and the tiny student's
+    prior (all cached by hash). Trials then only read them, by path."""
     from pldistill.sweep.space import resolve_trial_config
     from pldistill.train.dataset import prepare_fold
+    from pldistill.train.student_prior import ensure_student_llm
     from pldistill.train.teacher import ensure_teacher
 
     cfg = resolve_trial_config(sweep, {}, trial_id="prepare")
-    if cfg.model.teacher != "tiny" and not cfg.model.teacher_finetune.enabled:
-        return
     for fold in cfg.data.folds:
         data = prepare_fold(cfg, fold)
-        ensure_teacher(cfg, data, log=log)
+        if cfg.model.teacher == "tiny" or cfg.model.teacher_finetune.enabled:
+            teacher, _ = ensure_teacher(cfg, data, log=log)
+            ensure_student_llm(cfg, teacher.tokenizer, log=log)
 
 
 def _start_ray(sweep: Any, opts: LaunchOptions) -> str | None:
