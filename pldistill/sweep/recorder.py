@@ -93,10 +93,19 @@ class TrialRecorder(Callback):
             self._write(trial, "pruned", trial.last_result, ended_at=datetime.now(timezone.utc))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        text = trial.get_error() or "unknown error"
-        text = text if isinstance(text, str) else str(text)
+        text = _error_text(trial)
         self._write(trial, "failed", trial.last_result, ended_at=datetime.now(timezone.utc),
                     error=(error_summary(text) + "\n" + text)[-8000:])
+
+
+def _error_text(trial) -> str:
+    """Tune writes ``error.txt`` in the trial's local folder before calling back; the storage copy
+    (``get_error``) is synced later."""
+    path = trial.error_file
+    if path and Path(path).is_file():
+        return Path(path).read_text(errors="replace")
+    text = trial.get_error()
+    return str(text) if text else "unknown error (Tune recorded no error text)"
 
 
 def _nodes(result: dict[str, Any]) -> list[str]:
