@@ -82,6 +82,7 @@ _TRIAL_TAIL = (
     [_f("objective", pa.string()), _f("dataset", pa.string()), _f("folds", pa.list_(pa.int64())),
      _f("best_epoch", pa.int64())]
     + [_f(m, pa.float64()) for m in _METRICS]
+    + [_f(f"teacher_{m}", pa.float64()) for m in _METRICS]
     + [_f("fold_metrics", pa.list_(FOLD_METRICS_TYPE))]
     + [_f(f"loss_{t}", pa.float64()) for t in LOSS_TERMS]
     + [_f("wall_s", pa.float64()), _f("samples_per_s", pa.float64()), _f("num_workers", pa.int64()),
@@ -215,6 +216,13 @@ class TrialRecord:
     test_ua: float | None = None
     test_wa: float | None = None
     test_f1: float | None = None
+    #: The teacher's own scores on the same splits (mean over folds), beside the student's.
+    teacher_val_ua: float | None = None
+    teacher_val_wa: float | None = None
+    teacher_val_f1: float | None = None
+    teacher_test_ua: float | None = None
+    teacher_test_wa: float | None = None
+    teacher_test_f1: float | None = None
     fold_metrics: list[FoldMetrics] = field(default_factory=list)
     losses: dict[str, float | None] = field(default_factory=dict)
     wall_s: float | None = None
@@ -245,6 +253,7 @@ class TrialRecord:
             "fold_metrics": [FoldMetrics(fold=f["fold"], best_epoch=f.get("best_epoch"),
                                          **{m: (f.get("best") or {}).get(m) for m in _METRICS}) for f in folds],
             "best_epoch": statistics.median_low([f["best_epoch"] for f in folds]) if folds else None,
+            **{f"teacher_{m}": _mean([(f.get("teacher") or {}).get(m) for f in folds]) for m in _METRICS},
             "wall_s": result.get("wall_s"), "samples_per_s": result.get("samples_per_s"),
             "num_workers": result.get("world_size"),
         }
@@ -296,6 +305,11 @@ class EpochRecord:
         row: dict[str, object] = {k: v for k, v in vars(self).items() if k != "train_losses"}
         row.update(_loss_columns("epochs", "train_loss_", self.train_losses))
         return row
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return statistics.fmean(present) if present else None
 
 
 def _loss_columns(table: str, prefix: str, losses: Mapping[str, object]) -> dict[str, object]:

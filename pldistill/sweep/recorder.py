@@ -73,7 +73,8 @@ class TrialRecorder(Callback):
         else:
             losses = {k[5:]: v for k, v in result.items() if k.startswith("loss_") and isinstance(v, (int, float))}
             record = TrialRecord(status=status, best_epoch=result.get("best_epoch"), losses=losses,
-                                 nodes=_nodes(result), **{m: result.get(m) for m in _METRICS}, **base)
+                                 nodes=_nodes(result), **{m: result.get(m) for m in _METRICS},
+                                 **{f"teacher_{m}": result.get(f"teacher_{m}") for m in _METRICS}, **base)
         self._store().write_trial(record)
 
     # -- Tune hooks --------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_launch_then_query(tmp_path, tiny_cache, capsys, monkeypatch):
 
     results = str(tmp_path / "results")
     sql = ("select trial_id, status, hp_alpha, hp_lora_rank, hp_weighting, val_ua, test_ua, test_f1, "
-           "loss_total, loss_cka, num_workers, nodes, best_epoch from trials order by trial_id")
+           "loss_total, loss_cka, teacher_test_ua, num_workers, nodes, best_epoch from trials order by trial_id")
     assert run_app(["query", sql, "--results", results, "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 2
@@ -78,7 +78,7 @@ def test_launch_then_query(tmp_path, tiny_cache, capsys, monkeypatch):
     assert len(chosen) == 2
     for row in rows:
         assert row["status"] == "completed"
-        for m in ("val_ua", "test_ua", "test_f1", "loss_total", "loss_cka"):
+        for m in ("val_ua", "test_ua", "test_f1", "loss_total", "loss_cka", "teacher_test_ua"):
             assert row[m] is not None and math.isfinite(row[m])
         picked = chosen[row["trial_id"]]
         assert row["hp_alpha"] == pytest.approx(picked["alpha"])

@@ -166,7 +166,7 @@ def _trial_result() -> dict:
     def fold(k: int, epoch: int, ua: float) -> dict:
         best = {"val_ua": ua + 0.1, "val_wa": 0.5, "val_f1": 0.4, "test_ua": ua, "test_wa": 0.5, "test_f1": 0.4,
                 "loss_total": 1.0, "loss_ce": 0.5, "loss_cka": 0.5}
-        return {"fold": k, "best_epoch": epoch, "best": best, "teacher": {"test_ua": 0.9}, "epochs": [],
+        return {"fold": k, "best_epoch": epoch, "best": best, "teacher": {"test_ua": 0.8 + k / 10}, "epochs": [],
                 "student_dir": None}
     return {"folds": [fold(1, 2, 0.6), fold(2, 3, 0.8)],
             "metrics": {"val_ua": 0.8, "val_wa": 0.5, "val_f1": 0.4, "test_ua": 0.7, "test_wa": 0.5, "test_f1": 0.4,
@@ -182,6 +182,7 @@ def test_trial_record_from_trial_result() -> None:
     assert row["folds"] == [1, 2] and row["best_epoch"] == 2 and row["num_workers"] == 2
     assert row["wall_s"] == 11.0 and row["samples_per_s"] == 30.0  # given values win
     assert [(f["fold"], f["best_epoch"], f["test_ua"]) for f in row["fold_metrics"]] == [(1, 2, 0.6), (2, 3, 0.8)]
+    assert row["teacher_test_ua"] == pytest.approx(0.95) and row["teacher_val_ua"] is None  # mean over folds
     bad = _trial_result()
     bad["metrics"]["val_acc"] = 0.1
     with pytest.raises(SchemaError, match="unknown metric.*val_acc"):
