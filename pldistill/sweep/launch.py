@@ -47,6 +47,10 @@ def prepare_shared(sweep: Any, log=print) -> None:
     from pldistill.train.teacher import ensure_teacher
 
     cfg = resolve_trial_config(sweep, {}, trial_id="prepare")
+    if cfg.train.num_threads:  # as trials do: oversubscribed threads made the fine-tune ~10x slower
+        import torch
+
+        torch.set_num_threads(cfg.train.num_threads)
     for fold in cfg.data.folds:
         data = prepare_fold(cfg, fold)
         if cfg.model.teacher == "tiny" or cfg.model.teacher_finetune.enabled:
