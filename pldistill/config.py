@@ -99,8 +99,9 @@ class ModelConfig(_Strict):
     #: Seed of the tiny models' random initialisation.
     init_seed: int = 0
     teacher_finetune: TeacherFinetuneConfig = Field(default_factory=TeacherFinetuneConfig)
-    #: ``online``: teacher runs in every step. ``cached`` (issue: scale) reads precomputed outputs.
-    teacher_mode: Literal["online", "cached"] = "online"
+    #: ``online``: the teacher runs in every step. Reading precomputed teacher outputs (a
+    #: ``cached`` mode) is planned; until it exists the value is refused rather than ignored.
+    teacher_mode: Literal["online"] = "online"
     dtype: Literal["float32", "bfloat16"] = "float32"
 
 
