@@ -75,7 +75,11 @@ def test_shipped_contents() -> None:
     smoke = load_sweep(REPO / "sweeps/smoke.yaml")
     assert smoke.search.algorithm == "optuna" and smoke.search.num_samples == 6
     assert set(smoke.search.space) == {"alpha", "beta", "gamma", "temperature", "lora_rank", "weighting"}
-    assert smoke.search.max_concurrent_trials == 1 and smoke.resources.workers_per_trial == 1
+    # the embedded default must fit the 2-core machines it is promised for
+    from pldistill.sweep.space import check_resources
+
+    assert check_resources(smoke, {"CPU": 2.0}) == []
+    assert check_resources(smoke, {"CPU": 1.0}) != []
     assert smoke.base.data.source == "synthetic" and smoke.base.model.teacher == "tiny"
     ablation = load_sweep(REPO / "sweeps/ablation_weighting_grid.yaml")
     assert [v.overrides() for v in ablation.search.variants][:3] == [
