@@ -59,3 +59,20 @@ def test_non_finite_loss_fails_the_trial_with_its_reason(tmp_path, tiny_cache):
     cfg.hparams.lr = 1e30  # diverges in the first steps
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         run_trial(cfg)
+
+
+def test_several_folds_report_their_mean_and_keep_each_fold(tmp_path, tiny_cache):
+    cfg = _cfg(tmp_path, tiny_cache, "sft", epochs=1)
+    cfg.data.folds = [1, 2]
+    reports = []
+    result = run_trial(cfg, report=lambda m, row, ckpt: reports.append(m))
+    assert [f.fold for f in result.folds] == [1, 2]
+    for key in ("val_ua", "test_ua", "loss_ce"):
+        assert result.metrics[key] == pytest.approx((result.folds[0].best[key] + result.folds[1].best[key]) / 2)
+    # each fold has its own fine-tuned teacher, scored on its own splits
+    assert result.folds[0].teacher != result.folds[1].teacher
+    # what Tune sees after fold 1 is fold 1's best; after fold 2, the mean; only the last report carries the result
+    assert reports[0]["val_ua"] == pytest.approx(result.folds[0].best["val_ua"])
+    assert reports[-1]["val_ua"] == pytest.approx(result.metrics["val_ua"])
+    assert ["trial_result" in r for r in reports] == [False, True]
+    assert (tmp_path / "run" / "fold_2" / "best" / "adapter_model.safetensors").is_file()
