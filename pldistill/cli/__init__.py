@@ -12,11 +12,7 @@ __all__ = ["app", "main"]
 # Topic modules register their commands on import; each keeps heavy imports inside commands.
 _COMMAND_MODULES = ("data", "validate", "launch", "results")
 for _name in _COMMAND_MODULES:
-    try:
-        importlib.import_module(f"pldistill.cli.{_name}")
-    except ModuleNotFoundError as _exc:  # a topic not written yet
-        if _exc.name != f"pldistill.cli.{_name}":
-            raise
+    importlib.import_module(f"pldistill.cli.{_name}")
 
 
 def main() -> None:
