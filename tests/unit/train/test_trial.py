@@ -76,3 +76,15 @@ def test_several_folds_report_their_mean_and_keep_each_fold(tmp_path, tiny_cache
     assert reports[-1]["val_ua"] == pytest.approx(result.metrics["val_ua"])
     assert ["trial_result" in r for r in reports] == [False, True]
     assert (tmp_path / "run" / "fold_2" / "best" / "adapter_model.safetensors").is_file()
+
+
+def test_testing_only_the_best_epoch_reloads_the_saved_student_exactly(tmp_path, tiny_cache):
+    """Same seed, two modes: test every epoch, or test once with the best student reloaded from disk
+    (LoRA adapter + projector). Training is deterministic, so the reloaded student's test scores must
+    equal the per-epoch test scores at the best epoch, which checks that saving and loading are exact."""
+    every = run_trial(_cfg(tmp_path / "every", tiny_cache, "sft", epochs=2)).folds[0]
+    once = run_trial(_cfg(tmp_path / "once", tiny_cache, "sft", epochs=2, eval_test_each_epoch=False)).folds[0]
+    assert once.best_epoch == every.best_epoch
+    assert all("test_ua" not in row for row in once.epochs)
+    for key in ("test_ua", "test_wa", "test_f1"):
+        assert once.best[key] == every.epochs[every.best_epoch - 1][key]
