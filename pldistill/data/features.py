@@ -12,6 +12,7 @@ keeps IEMOCAP, whose longest clips force the 30 s window, at about its real leng
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -117,6 +118,10 @@ class Features:
     offsets: np.ndarray  # (N + 1,) int64: clip i is stored[:, offsets[i]:offsets[i + 1]]
     pad_values: np.ndarray  # (N,) float32: the window's constant padding value per clip
     skipped: tuple[str, ...] = ()  # keys of clips left out for unreadable audio
+    #: Hash of what these features depend on (audio bytes, crops, window, extractor); set by
+    #: :class:`FeatureCache`, so downstream caches (the fine-tuned teacher) key on it without
+    #: reading the features again.
+    content_key: str = ""
 
     @property
     def frames(self) -> int:
@@ -212,21 +217,17 @@ class FeatureCache:
     def __init__(self, cache_dir: str | Path | None = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
 
-    def path_for(self, clips: Sequence[Clip], window_s: float, on_bad_audio: str = "fail") -> Path | None:
-        if self.cache_dir is None:
-            return None
-        return self.cache_dir / f"features-{_content_key(clips, window_s, on_bad_audio)}.npz"
-
     def get(self, clips: Sequence[Clip], window_s: float, *,
             on_bad_audio: Literal["fail", "skip"] = "fail") -> Features:
         _frames(window_s)
-        path = self.path_for(clips, window_s, on_bad_audio)
+        key = _content_key(clips, window_s, on_bad_audio)
+        path = self.cache_dir / f"features-{key}.npz" if self.cache_dir is not None else None
         if path is not None and path.is_file():
             try:
-                return Features.load(path)
+                return dataclasses.replace(Features.load(path), content_key=key)
             except (OSError, ValueError, KeyError) as exc:  # a damaged cache file is recomputed
                 log.warning("recomputing features: cannot read %s (%s)", path, exc)
-        feats = self._compute(clips, window_s, on_bad_audio)
+        feats = dataclasses.replace(self._compute(clips, window_s, on_bad_audio), content_key=key)
         if path is not None:
             feats.save(path)
         return feats

@@ -111,14 +111,17 @@ class _Encoder:
         return ids + self.responses[label], len(self.before), len(ids)
 
 
-_ENCODERS: dict[tuple[int, PromptTemplate, tuple[str, ...]], _Encoder] = {}
+#: Per (tokenizer, template, labels). The tokenizer itself is kept in the entry and compared by
+#: identity: an ``id()`` alone could be reused by another tokenizer after the first is freed.
+_ENCODERS: dict[tuple[int, PromptTemplate, tuple[str, ...]], tuple[object, _Encoder]] = {}
 
 
 def _encoder(tokenizer, template: PromptTemplate, labels: Sequence[str]) -> _Encoder:
     key = (id(tokenizer), template, tuple(labels))
-    if key not in _ENCODERS:
-        _ENCODERS[key] = _Encoder(tokenizer, template, labels)
-    return _ENCODERS[key]
+    entry = _ENCODERS.get(key)
+    if entry is None or entry[0] is not tokenizer:
+        entry = _ENCODERS[key] = (tokenizer, _Encoder(tokenizer, template, labels))
+    return entry[1]
 
 
 def collate(examples: Sequence[Example], tokenizer, labels: Sequence[str],

@@ -42,9 +42,6 @@ class TrialRecorder(Callback):
         self._base: dict[str, dict[str, Any]] = {}
         self._finished: set[str] = set()
 
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
     def _store(self):
         from pldistill.results import ResultsStore
 

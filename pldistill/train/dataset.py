@@ -18,6 +18,7 @@ class FoldData:
     fold: int
     labels: tuple[str, ...]
     window_s: float
+    features_key: str  # content hash of the fold's features (audio bytes, crops, window)
     train: list[Example]
     val: list[Example]
     test: list[Example]
@@ -63,4 +64,4 @@ def prepare_fold(cfg: TrialConfig, fold: int) -> FoldData:
         return out
 
     return FoldData(dataset=split.dataset, fold=fold, labels=tuple(split.labels), window_s=window,
-                    train=examples(split.train), val=examples(split.val), test=examples(split.test))
+                    features_key=feats.content_key, train=examples(split.train), val=examples(split.val), test=examples(split.test))

@@ -36,15 +36,8 @@ def teacher_key(cfg: TrialConfig, data: FoldData) -> str:
         "teacher": cfg.model.teacher, "init_seed": cfg.model.init_seed, "finetune": ft.model_dump(mode="json"),
         "dataset": data.dataset, "fold": data.fold, "window_s": data.window_s, "labels": data.labels,
         "train": sorted(ex.key for ex in data.train), "template": repr(PromptTemplate()),
-        "features": _features_digest(data.train), "v": 1,
+        "features": data.features_key, "v": 2,
     })
-
-
-def _features_digest(examples: list[Example]) -> str:
-    h = np.zeros(1, dtype=np.float64)
-    for ex in examples:
-        h += float(np.asarray(ex.mel(), dtype=np.float64).sum())
-    return f"{h[0]:.6e}"
 
 
 def evaluate(head: AudioLMHead, audio_tower: torch.nn.Module, examples: list[Example], tokenizer,

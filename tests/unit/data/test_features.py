@@ -82,6 +82,9 @@ def test_compute_features_matches_log_mel_and_caches(small_corpus: Path, tmp_pat
     again = FeatureCache(tmp_path).get(clips, 2.0)
     np.testing.assert_array_equal(again.stack(), feats.stack())
     assert again.keys == feats.keys
+    # the content key travels with the features (the teacher cache keys on it), same on a cache hit
+    assert len(feats.content_key) == 24 and again.content_key == feats.content_key
+    assert features_module._content_key(clips[:4], 2.0, "fail") != feats.content_key
     with pytest.raises(AssertionError, match="recomputed"):  # another window is another entry
         compute_features(clips, 3.0, cache_dir=tmp_path)
 
