@@ -1,0 +1,7 @@
+"""``pldistill-sweep cache``: (being written)."""
+
+from __future__ import annotations
+
+from pldistill.cli._app import app  # noqa: F401  (commands register on it)
+
+__all__: list[str] = []
