@@ -51,7 +51,9 @@ def run_app(argv: list[str] | None = None) -> int:
     except PldistillError as exc:
         if state.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        # One line per problem (a sweep file may have several), each starting ``error: ``.
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"error: {line}", file=sys.stderr)
         return 2
     except typer.Exit as exc:
         return int(exc.exit_code or 0)

@@ -270,21 +270,26 @@ def load_manifest(path: str | Path, label_map: dict[str, str], audio_root: str |
     audio_root = Path(audio_root)
     clips: list[Clip] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as fh:
-        for number, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(where, "line", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-            clip = _parse_line(where, rec, label_map, audio_root,
-                               dataset.lower() if dataset else None, path, number)
-            if clip.key in seen:
-                raise InputError(where, "key", f"duplicate key {clip.key!r} (first on line {seen[clip.key]})")
-            seen[clip.key] = number
-            clips.append(clip)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            lines = fh.read().split("\n")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, "fold", f"manifest is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(path, "fold", f"cannot read manifest: {exc.strerror or exc}") from None
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(where, "line", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        clip = _parse_line(where, rec, label_map, audio_root, dataset.lower() if dataset else None, path, number)
+        if clip.key in seen:
+            raise InputError(where, "key", f"duplicate key {clip.key!r} (first on line {seen[clip.key]})")
+        seen[clip.key] = number
+        clips.append(clip)
     return clips
 
 

@@ -12,6 +12,7 @@ keeps IEMOCAP, whose longest clips force the 30 s window, at about its real leng
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -171,8 +172,9 @@ class Features:
                    tuple(skipped))
 
     def save(self, path: Path) -> None:
-        """Atomically write a ``.npz`` (strings as unicode arrays: loads without pickle)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Atomically write a ``.npz`` (strings as unicode arrays: loads without pickle); folders it
+        creates are user-only (0o700)."""
+        _private_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -189,6 +191,15 @@ class Features:
         with np.load(path, allow_pickle=False) as z:
             return cls(tuple(str(k) for k in z["keys"]), float(z["window_s"]), z["valid_frames"], z["stored"],
                        z["offsets"], z["pad_values"], tuple(str(k) for k in z["skipped"]))
+
+
+def _private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents with mode 0o700 (``mkdir(parents=True, mode=...)``
+    gives the parents the umask's default)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
 
 
 def _file_digest(path: Path) -> str:
@@ -246,7 +257,7 @@ class FeatureCache:
             except InputError as exc:
                 if on_bad_audio != "skip":
                     raise
-                log.warning("skipping clip: %s", exc)
+                log.warning("skipping clip %s (data.on_bad_audio: skip): %s", clip.key, exc)
                 skipped.append(clip.key)
             if pending and (len(pending) == _BATCH or n == len(clips) - 1):
                 mel, valid = _log_mel_batch([a for _, a in pending], window_s)

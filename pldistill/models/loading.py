@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from pldistill.errors import InputError
@@ -31,10 +32,15 @@ __all__ = [
     "build_tiny_teacher",
     "load_teacher",
     "load_student_llm",
+    "check_student_tokenizer",
+    "load_teacher_tokenizer",
     "build_student",
     "set_encoder_window",
     "freeze",
 ]
+
+#: What loading a broken checkpoint raises: missing/unreadable files, bad JSON, corrupt safetensors.
+_LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SafetensorError)
 
 #: LoRA goes into the language model only: the audio encoder has q/k/v_proj too (STACK-NOTES).
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -99,6 +105,11 @@ def build_tiny_teacher(seed: int = 0, sizes: TinySizes = TINY_TEACHER) -> Teache
     return Teacher(model=model.eval(), tokenizer=tokenizer, source="tiny")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _require_dir(path: str, field: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_dir():
@@ -121,8 +132,8 @@ def load_teacher(spec: str, *, seed: int = 0, dtype: torch.dtype = torch.float32
             attn_implementation={"text_config": "sdpa", "audio_config": "sdpa"},
         )
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(path, "model.teacher", f"cannot load checkpoint: {str(exc).splitlines()[0]}") from exc
+    except _LOAD_ERRORS as exc:
+        raise InputError(path, "model.teacher", f"cannot load checkpoint: {_first_line(exc)}") from exc
     if tokenizer.convert_tokens_to_ids(AUDIO_TOKEN) != model.config.audio_token_id:
         raise InputError(path, "model.teacher", f"tokenizer's {AUDIO_TOKEN} id differs from config.audio_token_id")
     return Teacher(model=model.eval(), tokenizer=tokenizer, source=str(path))
@@ -147,26 +158,73 @@ def load_student_llm(spec: str, tokenizer: PreTrainedTokenizerBase, *, seed: int
         try:
             llm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
                                                        attn_implementation="sdpa")
-        except (OSError, ValueError) as exc:
-            raise InputError(path, "model.student_llm", f"cannot load checkpoint: {str(exc).splitlines()[0]}") from exc
-        _check_tokenizers_agree(path, tokenizer)
+        except _LOAD_ERRORS as exc:
+            raise InputError(path, "model.student_llm", f"cannot load checkpoint: {_first_line(exc)}") from exc
+        check_student_tokenizer(path, tokenizer)
     if llm.get_input_embeddings().weight.shape[0] < len(tokenizer):
         llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     return llm.to(dtype)
 
 
-def _check_tokenizers_agree(student_path: Path, teacher_tok: PreTrainedTokenizerBase) -> None:
-    """The student inherits the teacher's tokenizer; its own must agree on the ids they share."""
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def check_student_tokenizer(student: str | Path, teacher_tok: PreTrainedTokenizerBase) -> None:
+    """The student inherits the teacher's tokenizer, so the one shipped with a student checkpoint
+    must agree with it: the audio token, every special token and every token it knows must have
+    the teacher's id, and ordinary text must encode alike. The teacher may know more tokens (the
+    real Qwen2-Audio adds audio tokens to Qwen2's vocabulary): the student's embeddings are resized.
+
+    A checkpoint without tokenizer files is accepted; a missing checkpoint folder is an InputError
+    naming ``model.student_llm``; a disagreement one naming the student checkpoint and ``tokenizer``.
+    Cheap (no weights are read): call it before any work starts.
+    """
     from transformers import AutoTokenizer
 
+    path = _require_dir(str(student), "model.student_llm")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        return
     try:
-        own = AutoTokenizer.from_pretrained(student_path)
-    except (OSError, ValueError):
-        return  # no tokenizer shipped with the student: nothing to disagree with
+        own = AutoTokenizer.from_pretrained(path)
+    except _LOAD_ERRORS as exc:
+        raise InputError(path, "tokenizer", f"cannot load the student's tokenizer: {_first_line(exc)}") from exc
+    problem = _tokenizer_mismatch(own, teacher_tok)
+    if problem:
+        raise InputError(path, "tokenizer", f"disagrees with the teacher's tokenizer: {problem}; the student "
+                                            "must use the teacher's tokenizer (pick a student of the same family)")
+
+
+def load_teacher_tokenizer(spec: str) -> PreTrainedTokenizerBase:
+    """The teacher's tokenizer alone (no weights): the tiny one, or the checkpoint's."""
+    if spec == "tiny":
+        return build_tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    path = _require_dir(spec, "model.teacher")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except _LOAD_ERRORS as exc:
+        raise InputError(path, "model.teacher", f"cannot load its tokenizer: {_first_line(exc)}") from exc
+
+
+def _tokenizer_mismatch(own: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase) -> str | None:
+    mine, theirs = own.get_vocab(), teacher.get_vocab()
+
+    def differs(token: str, what: str) -> str:
+        return f"{what} {token!r} has id {mine[token]}, the teacher's {theirs.get(token, 'none (absent)')}"
+
+    if AUDIO_TOKEN in mine and mine[AUDIO_TOKEN] != theirs.get(AUDIO_TOKEN):
+        return differs(AUDIO_TOKEN, "audio token")
+    for token in own.all_special_tokens:
+        if token in mine and mine[token] != theirs.get(token):
+            return differs(token, "special token")
+    other = [t for t, i in mine.items() if theirs.get(t) != i]
+    if other:
+        return f"vocabulary: {len(other)} of its {len(mine)} tokens differ, e.g. " + differs(other[0], "token")
     probe = "What is the emotion of this speech? Neutral Happy Angry Sad"
-    if own(probe)["input_ids"] != teacher_tok(probe)["input_ids"]:
-        raise InputError(student_path, "model.student_llm",
-                         "its tokenizer disagrees with the teacher's on ordinary text; pick a student of the same family")
+    if own(probe)["input_ids"] != teacher(probe)["input_ids"]:
+        return "ordinary text encodes to other ids (other merges)"
+    return None
 
 
 def set_encoder_window(audio_tower: nn.Module, window_s: float) -> None:

@@ -136,14 +136,17 @@ class ResultsStore:
         return self.sweep_dir / "epochs" / f"{_check_name(trial_id, 'trial_id')}.parquet"
 
     def check_writable(self) -> None:
-        """Create the sweep's folders and prove a file can be written there; InputError naming the
-        folder otherwise. Call before any work starts."""
+        """Prove the sweep's folders can be created and written, without leaving anything behind:
+        a probe file goes into each folder's nearest existing ancestor and is removed at once.
+        InputError naming the folder otherwise. Call before any work starts."""
         folder = self.sweep_dir
         try:
             for sub in ("trials", "epochs"):
                 folder = self.sweep_dir / sub
-                _mkdirs(folder)
-                fd, probe = tempfile.mkstemp(prefix=".probe.tmp-", dir=folder)
+                existing = next(p for p in (folder, *folder.parents) if p.exists())
+                if not existing.is_dir():
+                    raise NotADirectoryError(20, f"{existing} is not a folder", str(existing))
+                fd, probe = tempfile.mkstemp(prefix=".probe.tmp-", dir=existing)
                 os.close(fd)
                 os.unlink(probe)
         except OSError as exc:
@@ -154,6 +157,8 @@ class ResultsStore:
         if not self._ready:
             self.check_writable()
         try:
+            for sub in ("trials", "epochs"):  # the layout appears with the first write, user-only
+                _mkdirs(self.sweep_dir / sub)
             _atomic_write(path, write)
         except OSError as exc:
             raise InputError(path, None, f"cannot write results ({exc.strerror or exc})") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -10,13 +11,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["cache_lock", "atomic_dir"]
+__all__ = ["cache_lock", "atomic_dir", "private_dirs"]
+
+
+def private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents user-only (0o700): ``mkdir(parents=True, mode=...)``
+    would give the parents the umask's default (usually 0o755)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another trial made it meanwhile
+            folder.mkdir(mode=0o700)
 
 
 @contextmanager
 def cache_lock(path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (concurrent trials wait instead of building twice)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(path.parent)
     with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -28,7 +38,7 @@ def cache_lock(path: Path) -> Iterator[None]:
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a fresh temp folder beside ``final``; on success it replaces ``final`` in one rename."""
-    final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(final.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
