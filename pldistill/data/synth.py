@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ import numpy as np
 from pldistill.config import config_hash
 from pldistill.data._voice import PROFILES, SAMPLE_RATE, Speaker, make_speaker, synthesize_utterance
 from pldistill.errors import InputError
+from pldistill.progress import StepProgress
 
 if TYPE_CHECKING:
     from pldistill.config import DataConfig
@@ -100,30 +102,39 @@ def _write_wav(path: Path, pcm: np.ndarray) -> None:
         w.writeframes(pcm.astype("<i2").tobytes())
 
 
-def _write_corpus(root: Path, params: dict[str, Any]) -> None:
+def _write_speaker(root: Path, s: int, params: dict[str, Any], labels: tuple[str, ...], raw_of: dict[str, str],
+                   records: dict[str, list[dict[str, Any]]], bar: StepProgress) -> Speaker:
+    """Write speaker ``s``'s clips and add their manifest rows to ``records``."""
+    seed = params["seed"]
+    lo, hi = params["clip_seconds"]
+    speaker = make_speaker(s, np.random.default_rng([seed, s, 0]))
+    (root / _DATASET / "wav" / speaker.name).mkdir(parents=True)
+    rows = records.setdefault(speaker.name, [])
+    for e, label in enumerate(labels):
+        for i in range(params["per_class"]):
+            rng = np.random.default_rng([seed, s, e + 1, i])
+            audio = _wav_bytes(synthesize_utterance(rng, speaker, PROFILES[label], rng.uniform(lo, hi)))
+            name = f"{speaker.name}-{raw_of[label]}-{i:03d}"
+            wav = f"{_DATASET}/wav/{speaker.name}/{name}.wav"
+            _write_wav(root / wav, audio)
+            rows.append({"key": f"{_DATASET}-{name}", "dataset": _DATASET, "wav": wav, "type": "raw",
+                         "sample_rate": SAMPLE_RATE, "num_frame": float(len(audio)), "task": "category",
+                         "length": len(audio) / SAMPLE_RATE, "emo": raw_of[label], "channel": 1})
+            bar.advance()
+    return speaker
+
+
+def _write_corpus(root: Path, params: dict[str, Any], log: Callable[[str], None] | None = None) -> None:
     """Write the whole corpus under ``root/synthetic`` (``root`` is a fresh temp folder)."""
     labels = tuple(params["labels"])
     raw_of = {label: raw for raw, label in _raw_labels(labels).items()}
-    lo, hi = params["clip_seconds"]
-    seed = params["seed"]
     corpus = root / _DATASET
     records: dict[str, list[dict[str, Any]]] = {}
     speakers: list[Speaker] = []
-    for s in range(params["speakers"]):
-        speaker = make_speaker(s, np.random.default_rng([seed, s, 0]))
-        speakers.append(speaker)
-        (corpus / "wav" / speaker.name).mkdir(parents=True)
-        rows = records.setdefault(speaker.name, [])
-        for e, label in enumerate(labels):
-            for i in range(params["per_class"]):
-                rng = np.random.default_rng([seed, s, e + 1, i])
-                audio = _wav_bytes(synthesize_utterance(rng, speaker, PROFILES[label], rng.uniform(lo, hi)))
-                name = f"{speaker.name}-{raw_of[label]}-{i:03d}"
-                wav = f"{_DATASET}/wav/{speaker.name}/{name}.wav"
-                _write_wav(root / wav, audio)
-                rows.append({"key": f"{_DATASET}-{name}", "dataset": _DATASET, "wav": wav, "type": "raw",
-                             "sample_rate": SAMPLE_RATE, "num_frame": float(len(audio)), "task": "category",
-                             "length": len(audio) / SAMPLE_RATE, "emo": raw_of[label], "channel": 1})
+    clips = params["speakers"] * len(labels) * params["per_class"]
+    with StepProgress(clips, "synthesising corpus", unit="clips", log=log) as bar:
+        for s in range(params["speakers"]):
+            speakers.append(_write_speaker(root, s, params, labels, raw_of, records, bar))
     groups = np.array_split(np.arange(len(speakers)), params["folds"])
     for k, group in enumerate(groups, start=1):
         test_names = {speakers[j].name for j in group}
@@ -138,13 +149,15 @@ def _write_corpus(root: Path, params: dict[str, Any]) -> None:
 
 def synthesize_corpus(out_dir: str | Path, *, speakers: int = 8, per_class: int = 6, folds: int = 4,
                       seed: int = 0, labels: tuple[str, ...] = SYNTH_LABELS,
-                      clip_seconds: tuple[float, float] = (1.0, 2.0)) -> Path:
+                      clip_seconds: tuple[float, float] = (1.0, 2.0),
+                      log: Callable[[str], None] | None = None) -> Path:
     """Generate the synthetic corpus under ``out_dir/synthetic`` and return ``out_dir`` (the
     manifests folder and audio root for ``load_fold(out_dir, "synthetic", k)``).
 
     An existing corpus generated with the same parameters is reused; one generated with other
     parameters is an error. The corpus is written into a temp folder beside the target and
-    renamed into place, so readers never see a half-written corpus.
+    renamed into place, so readers never see a half-written corpus. Progress (clips written) is a
+    bar in a terminal, else a line every 10 % to ``log`` (default: stdout).
     """
     labels = tuple(labels)
     _check_params(speakers, per_class, folds, labels, clip_seconds)
@@ -157,7 +170,7 @@ def synthesize_corpus(out_dir: str | Path, *, speakers: int = 8, per_class: int 
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{_DATASET}.tmp-", dir=out_dir))
     try:
-        _write_corpus(tmp, params)
+        _write_corpus(tmp, params, log)
         try:
             os.rename(tmp / _DATASET, target)
         except OSError:
@@ -169,7 +182,7 @@ def synthesize_corpus(out_dir: str | Path, *, speakers: int = 8, per_class: int 
     return out_dir
 
 
-def ensure_synthetic(cfg: DataConfig, cache_dir: str | Path) -> Path:
+def ensure_synthetic(cfg: DataConfig, cache_dir: str | Path, log: Callable[[str], None] | None = None) -> Path:
     """The manifests folder of ``cfg``'s synthetic corpus, generated if missing: ``cfg.manifests``
     when set, else ``cache_dir/synthetic-<hash of the synth parameters>``."""
     if cfg.source != "synthetic":
@@ -180,4 +193,4 @@ def ensure_synthetic(cfg: DataConfig, cache_dir: str | Path) -> Path:
     else:
         key = config_hash({"synth": s.model_dump(mode="json"), "generator_version": GENERATOR_VERSION})
         out = Path(cache_dir) / f"synthetic-{key}"
-    return synthesize_corpus(out, speakers=s.speakers, per_class=s.per_class, folds=s.folds, seed=s.seed)
+    return synthesize_corpus(out, speakers=s.speakers, per_class=s.per_class, folds=s.folds, seed=s.seed, log=log)

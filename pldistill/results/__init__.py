@@ -1,7 +1,8 @@
 """Sweep results: the Parquet schema, the store that writes it, and SQL over it.
 
 ``schema`` owns the columns and the version; ``store`` writes one Parquet file per trial
-(atomically) and reads them back with Arrow; ``query`` serves them to DuckDB SQL, locked down.
+(atomically) and reads them back with Arrow; ``query`` serves them to DuckDB SQL, locked down;
+``report`` turns one sweep into Markdown tables and PNG plots (matplotlib and optuna imported lazily).
 DuckDB is imported only by the query functions.
 """
 
@@ -15,6 +16,7 @@ from pldistill.results.query import (
     run_query,
     sweep_status,
 )
+from pldistill.results.report import SweepReport, build_report, write_report
 from pldistill.results.schema import (
     LOSS_TERMS,
     SCHEMA_VERSION,
@@ -75,4 +77,7 @@ __all__ = [
     "sweep_status",
     "resolve_column",
     "default_mode",
+    "SweepReport",
+    "build_report",
+    "write_report",
 ]

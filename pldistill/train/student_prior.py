@@ -21,6 +21,7 @@ from pldistill.config import TrialConfig, config_hash
 from pldistill.models.inputs import PromptTemplate
 from pldistill.models.loading import TINY_STUDENT, load_student_llm
 from pldistill.models.tokenizer import AUDIO_TOKEN
+from pldistill.progress import StepProgress
 from pldistill.train._cache import atomic_dir, cache_lock
 
 __all__ = ["ensure_student_llm", "LABEL_SETS"]
@@ -77,7 +78,7 @@ def _pretrain_into(final, tokenizer, seed: int, log: Callable[[str], None]) -> N
     opt = torch.optim.AdamW(llm.parameters(), lr=_LR, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=_LR, total_steps=_STEPS, pct_start=0.1)
     vocab = len(tokenizer)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), StepProgress(_STEPS, "tiny student prior", unit="steps", log=log) as bar:
         torch.manual_seed(seed)
         for step in range(_STEPS):
             ids, mask, target = _sequences(tokenizer, rng, _BATCH)
@@ -87,6 +88,7 @@ def _pretrain_into(final, tokenizer, seed: int, log: Callable[[str], None]) -> N
             loss.backward()
             opt.step()
             sched.step()
+            bar.advance()
             if (step + 1) % 100 == 0:
                 log(f"tiny student prior: step {step + 1}/{_STEPS} loss {loss.item():.3f}")
     with atomic_dir(final) as tmp:

@@ -20,6 +20,7 @@ from pldistill.config import TrialConfig, config_hash
 from pldistill.models.audiolm import AudioLMHead, encode_audio
 from pldistill.models.inputs import Example, PromptTemplate, collate
 from pldistill.models.loading import Teacher, freeze, load_teacher, set_encoder_window
+from pldistill.progress import StepProgress
 from pldistill.train._cache import atomic_dir, cache_lock
 from pldistill.train.dataset import FoldData
 from pldistill.train.metrics import classification_metrics
@@ -101,7 +102,8 @@ def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.d
     steps = ft.epochs * max(1, -(-len(data.train) // ft.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ft.lr, total_steps=steps, pct_start=0.1)
     vocab = len(tok)
-    with torch.random.fork_rng(devices=[]):
+    bar = StepProgress(steps, f"teacher fine-tune fold {data.fold}", unit="steps", log=log)
+    with torch.random.fork_rng(devices=[]), bar:
         torch.manual_seed(cfg.model.init_seed)
         for epoch in range(ft.epochs):
             order = rng.permutation(len(data.train))
@@ -117,6 +119,7 @@ def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.d
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
                 sched.step()
+                bar.advance()
                 total += float(loss) * len(batch)
             log(f"teacher fine-tune fold {data.fold} epoch {epoch + 1}/{ft.epochs}: loss {total / len(data.train):.4f}")
     model.eval()

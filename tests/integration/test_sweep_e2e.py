@@ -1,8 +1,9 @@
-"""End to end: launch a small Optuna sweep on a private local Ray, then query it through the CLI.
+"""End to end: launch a small Optuna sweep on a private local Ray, query it through the CLI, report it.
 
 Two trials, tiny models, 2 Ray Train workers per trial (gloo, DDP). The trials table must hold two
 completed rows with finite metrics, the hyperparameters Optuna chose (as Tune recorded them), and
-two distinct worker ranks' node labels; the epochs table one row per epoch.
+two distinct worker ranks' node labels; the epochs table one row per epoch. The report's tables
+must show, cell by cell, the trial and scores that ``query`` finds for that cell.
 """
 
 from __future__ import annotations
@@ -94,3 +95,43 @@ def test_launch_then_query(tmp_path, tiny_cache, capsys, monkeypatch):
     epochs = json.loads(capsys.readouterr().out)
     assert sorted(e["n"] for e in epochs) == [2, 2]
     assert not any(p for p in os.listdir("/tmp") if p == os.path.basename(ray_tmp))
+    _check_report(tmp_path, results, rows, capsys)
+
+
+def _check_report(tmp_path: Path, results: str, rows: list[dict], capsys) -> None:
+    """``report`` of the same sweep: every table cell is what ``query`` says for that cell."""
+    from pldistill.results.report import build_report
+
+    out = tmp_path / "report"
+    assert run_app(["report", "e2e", "--results", results, "--out", str(out)]) == 0
+    capsys.readouterr()
+    md = (out / "report.md").read_text()
+    for png in ("metric_vs_params.png", "history.png", "importances.png"):
+        assert (out / png).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    report = build_report(results, "e2e")
+
+    def best(where: str) -> dict:
+        sql = ("select trial_id, test_ua, test_wa, test_f1, teacher_test_ua, teacher_test_wa, teacher_test_f1 "
+               f"from trials where status = 'completed' and dataset = 'synthetic' and {where} "
+               "order by val_ua desc, trial_id limit 1")
+        assert run_app(["query", sql, "--results", results, "--format", "json"]) == 0
+        return json.loads(capsys.readouterr().out)[0]
+
+    exp = best("objective = 'pl_distill'")
+    cell = report.table1.rows["PL-Distill"]["synthetic"]
+    assert cell.trial_id == exp["trial_id"] and cell.n_trials == 2
+    assert cell.scores == {m: exp[m] for m in ("test_ua", "test_wa", "test_f1")}
+    assert "| PL-Distill | " + " | ".join(f"{100 * exp[m]:.2f}" for m in ("test_ua", "test_wa", "test_f1")) in md
+    teacher = report.table1.rows["Teacher"]["synthetic"].scores
+    assert teacher == {m: exp[f"teacher_{m}"] for m in ("test_ua", "test_wa", "test_f1")}
+    labels = {"uniform": "LDist + PDist (CKA)", "attention_last": "LDist + PDist (AwCKA)"}
+    chosen = sorted({r["hp_weighting"] for r in rows})
+    if len(chosen) == 2:  # Table 2 needs two ablation rows
+        for w in chosen:
+            exp = best(f"hp_weighting = '{w}'")
+            cell = report.table2.rows[labels[w]]["synthetic"]
+            assert cell.trial_id == exp["trial_id"] and cell.scores == {m: exp[m] for m in ("test_ua", "test_wa")}
+    else:
+        assert "## Table 2: ablation\n\nOmitted:" in md
+    assert report.importances is not None and set(report.importances) == {"alpha", "lora_rank", "weighting"}
+    assert "## Hyperparameter importances (Optuna)" in md and "`lora_rank`" in md

@@ -1,0 +1,242 @@
+"""``pldistill-sweep report``: every table cell against what ``query`` returns for that cell, the PNGs,
+Optuna's importances, atomic replacement and the one-line errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pldistill.cli import run_app
+from pldistill.results import ResultsStore, run_query
+from pldistill.results import report as rep
+
+T0 = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_SPACE = {"alpha": {"type": "uniform", "low": 0.0, "high": 2.0},
+          "lora_rank": {"type": "int", "low": 2, "high": 16, "log": False, "step": 1},
+          "weighting": {"type": "choice", "values": ["uniform", "attention_last"]}}
+
+
+def _t(make_trial: Callable[..., object], tid: str, objective: str, dataset: str, val_ua: float, test_ua: float, *, status: str = "completed",
+       alpha: float = 1.0, beta: float = 0.8, weighting: str = "attention_last", rank: int = 8,
+       minute: int = 0) -> object:
+    hp = {"objective": objective, "alpha": alpha, "beta": beta, "gamma": 1.0, "weighting": weighting,
+          "lora_rank": rank, "cka_estimator": "biased"}
+    return make_trial(tid, status=status, test_ua=test_ua, objective=objective, dataset=dataset, hparams=hp,
+                      val_ua=val_ua if status == "completed" else None,
+                      test_wa=test_ua - 0.01, test_f1=test_ua - 0.02, teacher_test_ua=0.4 + int(tid[1]) / 100,
+                      teacher_test_wa=0.40, teacher_test_f1=0.39, ended_at=T0 + dt.timedelta(minutes=minute))
+
+
+@pytest.fixture
+def root(tmp_path: Path, trial: Callable[..., object]) -> Path:
+    """``mix``: four objectives on two datasets, several trials per cell, a tie, a NaN metric, a term
+    switched off, failed/running trials; an Optuna space of 3 dimensions. ``lonely``: one trial."""
+    root = tmp_path / "results"
+    mix = ResultsStore(root, "mix")
+    mix.write_sweep_meta({"metric": "val_ua", "mode": "max", "started_at": T0,
+                          "config": {"name": "mix", "search": {"algorithm": "optuna", "space": _SPACE,
+                                                               "grid": {}, "variants": []}}})
+    trials = [
+        _t(trial, "a1", "pl_distill", "iemocap", 0.70, 0.66, alpha=0.3, rank=4, minute=1),
+        _t(trial, "a2", "pl_distill", "iemocap", 0.75, 0.61, alpha=1.7, rank=12, minute=2),  # best val, lower test
+        _t(trial, "a3", "pl_distill", "iemocap", 0.60, 0.72, weighting="uniform", alpha=0.9, rank=6, minute=3),
+        _t(trial, "a4", "pl_distill", "iemocap", 0.64, 0.59, weighting="uniform", alpha=1.2, rank=3, minute=4),
+        _t(trial, "a5", "pl_distill", "iemocap", 0.62, 0.58, beta=0.0, alpha=0.5, rank=16, minute=5),
+        _t(trial, "a6", "pl_distill", "iemocap", math.nan, 0.99, alpha=1.0, rank=8, minute=6),  # NaN: never shown
+        _t(trial, "a7", "pl_distill", "iemocap", 0.99, 0.98, status="running"),
+        _t(trial, "a8", "pl_distill", "iemocap", 0.99, 0.97, status="failed"),
+        _t(trial, "b1", "ldist", "iemocap", 0.55, 0.52, rank=5, weighting="uniform", minute=7),
+        _t(trial, "b2", "ldist", "ravdess", 0.50, 0.47, rank=9, weighting="uniform", minute=8),
+        _t(trial, "c2", "sft", "ravdess", 0.45, 0.44, rank=10, minute=10),   # c1 and c2 tie on val_ua:
+        _t(trial, "c1", "sft", "ravdess", 0.45, 0.40, rank=2, minute=9),     # the lower id wins
+        _t(trial, "d1", "forward_kl", "iemocap", 0.58, 0.57, rank=7, alpha=0.1, minute=11),
+        _t(trial, "e1", "pl_distill", "ravdess", 0.80, 0.78, alpha=0.7, rank=14, minute=12),
+    ]
+    for t in trials:
+        mix.write_trial(t)
+    lonely = ResultsStore(root, "lonely")
+    lonely.write_sweep_meta({"metric": "test_ua", "mode": "max", "config": {"search": {"space": _SPACE}}})
+    lonely.write_trial(_t(trial, "z1", "pl_distill", "savee", 0.5, 0.5))
+    return root
+
+
+def _best_sql(sweep: str, where: str, cols: str = "trial_id, test_ua, test_wa, test_f1") -> str:
+    return (f"select {cols} from trials where sweep = '{sweep}' and status = 'completed' and {where} "
+            "and val_ua is not null and not isnan(val_ua) order by val_ua desc, trial_id limit 1")
+
+
+def _md_row(md: str, label: str, section: str = "## Table 1") -> list[str]:
+    """The cells of row ``label`` of the first table after heading ``section``."""
+    line = next(ln for ln in md.split(section, 1)[1].splitlines() if ln.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}"
+
+
+TABLE1 = {"PL-Distill": "objective = 'pl_distill'", "LDist": "objective = 'ldist'", "SFT": "objective = 'sft'",
+          "Forward KL": "objective = 'forward_kl'"}
+TABLE2 = {
+    "LDist": "objective = 'ldist'",
+    "LDist + PDist (CKA)": "objective = 'pl_distill' and hp_weighting = 'uniform' and hp_beta <> 0",
+    "LDist + PDist (AwCKA)": "objective = 'pl_distill' and hp_weighting = 'attention_last' and hp_beta <> 0",
+    "LDist + PDist (AwCKA) w/o KL(audio)": "objective = 'pl_distill' and hp_weighting = 'attention_last' "
+                                           "and hp_beta = 0",
+}
+
+
+def test_table1_cells_match_query(root: Path) -> None:
+    r = rep.build_report(root, "mix")
+    t = r.table1
+    assert (r.metric, r.mode) == ("val_ua", "max")
+    assert t.datasets == ["iemocap", "ravdess"]
+    assert list(t.rows) == ["Teacher", "SFT", "Forward KL", "LDist", "PL-Distill"]  # the paper's order
+    md = rep.render_markdown(r, {})
+    for label, where in TABLE1.items():
+        shown = _md_row(md, label)
+        for i, d in enumerate(t.datasets):
+            found = run_query(root, _best_sql("mix", f"{where} and dataset = '{d}'")).to_pylist()
+            cell = t.rows[label].get(d)
+            if not found:
+                assert cell is None and shown[3 * i:3 * i + 3] == ["–"] * 3
+                continue
+            exp = found[0]
+            assert cell.trial_id == exp["trial_id"]
+            assert cell.scores == {m: exp[m] for m in ("test_ua", "test_wa", "test_f1")}
+            assert shown[3 * i:3 * i + 3] == [_pct(exp[m]) for m in ("test_ua", "test_wa", "test_f1")]
+    assert t.rows["PL-Distill"]["iemocap"].trial_id == "a2"  # by val_ua, not by test_ua (a3, a6)
+    assert t.rows["SFT"]["ravdess"].trial_id == "c1"          # the tie
+
+
+def test_teacher_row_matches_query(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = rep.build_report(root, "mix")
+    md = rep.render_markdown(r, {})
+    for i, d in enumerate(r.table1.datasets):  # through the CLI this time
+        sql = _best_sql("mix", f"dataset = '{d}'", "trial_id, teacher_test_ua, teacher_test_wa, teacher_test_f1")
+        assert run_app(["query", sql, "--results", str(root), "--format", "json"]) == 0
+        exp = json.loads(capsys.readouterr().out)[0]
+        cell = r.table1.rows["Teacher"][d]
+        assert cell.trial_id == exp["trial_id"]
+        assert [cell.scores[m] for m in ("test_ua", "test_wa", "test_f1")] == [
+            exp["teacher_test_ua"], exp["teacher_test_wa"], exp["teacher_test_f1"]]
+        assert _md_row(md, "Teacher")[3 * i] == _pct(exp["teacher_test_ua"])
+    best_header = md.split("## Best trials")[1].splitlines()[2]
+    assert "| teacher_test_ua | teacher_test_wa | teacher_test_f1 |" in best_header  # beside the students
+
+
+def test_table2_cells_match_query(root: Path) -> None:
+    r = rep.build_report(root, "mix")
+    t = r.table2
+    assert set(t.rows) == set(TABLE2)
+    assert list(t.rows)[:3] == ["LDist", "LDist + PDist (CKA)", "LDist + PDist (AwCKA)"]
+    md = rep.render_markdown(r, {})
+    for label, where in TABLE2.items():
+        shown = _md_row(md, label, "## Table 2")
+        for i, d in enumerate(t.datasets):
+            found = run_query(root, _best_sql("mix", f"{where} and dataset = '{d}'")).to_pylist()
+            cell = t.rows[label].get(d)
+            if not found:
+                assert cell is None and shown[2 * i:2 * i + 2] == ["–", "–"]
+                continue
+            assert cell.trial_id == found[0]["trial_id"]
+            assert shown[2 * i:2 * i + 2] == [_pct(found[0]["test_ua"]), _pct(found[0]["test_wa"])]
+
+
+def test_best_trials_and_importances(root: Path) -> None:
+    r = rep.build_report(root, "mix", top=3)
+    exp = run_query(root, "select trial_id from trials where sweep = 'mix' and status = 'completed' and "
+                          "not isnan(val_ua) order by val_ua desc, trial_id limit 3").column("trial_id").to_pylist()
+    assert [b["trial_id"] for b in r.best] == exp
+    assert [p.name for p in r.params] == ["alpha", "lora_rank", "weighting"]
+    assert r.importances is not None and set(r.importances) == {"alpha", "lora_rank", "weighting"}
+    assert sum(r.importances.values()) == pytest.approx(1.0)
+    assert r.importances_note == "11 completed trials"  # not the NaN, running and failed ones
+    ids = [h[0] for h in r.history]
+    assert ids == ["a1", "a2", "a3", "a4", "a5", "b1", "b2", "c1", "c2", "d1", "e1"]  # by ended_at
+    assert [h[2] for h in r.history] == [max(v for _, v, _ in r.history[:i + 1]) for i in range(len(ids))]
+
+
+def test_search_space_inferred_without_config(results_root: Path) -> None:
+    """The shared fixture's ``ablation`` sweep has no search section: the varying hp_* columns count."""
+    r = rep.build_report(results_root, "ablation")
+    names = {p.name for p in r.params}
+    assert names == {"alpha", "weighting", "kl_t2_scaling", "lora_rank"}
+    assert r.importances is not None and set(r.importances) <= names
+    assert "no search section" in r.params_source
+
+
+def test_cli_writes_report_and_pngs(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    assert run_app(["report", "mix", "--results", str(root)]) == 0
+    out = root / "mix" / "report"
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    for png in ("metric_vs_params.png", "history.png", "importances.png"):
+        data = (out / png).read_bytes()
+        assert data.startswith(PNG_MAGIC) and f"]({png})" in md
+        with Image.open(out / png) as im:
+            im.verify()
+            assert im.size[0] > 100 and im.size[1] > 100
+    assert "is best by `val_ua` (max)" in md
+    assert "## Hyperparameter importances (Optuna)" in md and "`weighting`" in md
+
+    # Written again: replaced whole, nothing left beside it.
+    (out / "stale.txt").write_text("old")
+    assert run_app(["report", "mix", "--results", str(root)]) == 0
+    assert not (out / "stale.txt").exists()
+    assert sorted(p.name for p in (root / "mix").iterdir() if p.name.startswith(".")) == []
+
+
+def test_one_trial_sweep_omits_with_sentences(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lonely-report"
+    assert run_app(["report", "lonely", "--results", str(root), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "## Table 2: ablation\n\nOmitted:" in md
+    assert "Not computed: fewer than 2 completed trials" in md
+    assert not (out / "importances.png").exists() and (out / "history.png").is_file()
+
+
+def test_failed_write_leaves_old_report(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "r"
+    rep.write_report(root, "lonely", out)
+    before = (out / "report.md").read_text()
+
+    def boom(*a: object, **k: object) -> str:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(rep, "render_markdown", boom)
+    with pytest.raises(RuntimeError):
+        rep.write_report(root, "mix", out)
+    assert (out / "report.md").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "results"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["report", "nope"], "unknown sweep 'nope'; sweeps here: lonely, mix"),
+    (["report", "mix", "--results", "/nonexistent/results"], "no results folder here"),
+])
+def test_one_line_errors(root: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    if "--results" not in args:
+        args = [*args, "--results", str(root)]
+    assert run_app(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_report(root: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    assert run_app(["report", "mix", "--results", str(root), "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a report folder" in err and err.count("\n") == 1
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"]
