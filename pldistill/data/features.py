@@ -12,7 +12,6 @@ keeps IEMOCAP, whose longest clips force the 30 s window, at about its real leng
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from pldistill._fs import private_dirs
 from pldistill.data.audio import TARGET_SAMPLE_RATE, load_audio
 from pldistill.errors import InputError
 
@@ -174,7 +174,7 @@ class Features:
     def save(self, path: Path) -> None:
         """Atomically write a ``.npz`` (strings as unicode arrays: loads without pickle); folders it
         creates are user-only (0o700)."""
-        _private_dirs(path.parent)
+        private_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -192,14 +192,6 @@ class Features:
             return cls(tuple(str(k) for k in z["keys"]), float(z["window_s"]), z["valid_frames"], z["stored"],
                        z["offsets"], z["pad_values"], tuple(str(k) for k in z["skipped"]))
 
-
-def _private_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents with mode 0o700 (``mkdir(parents=True, mode=...)``
-    gives the parents the umask's default)."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
-            folder.mkdir(mode=0o700)
 
 
 def _file_digest(path: Path) -> str:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pldistill._fs import private_dirs
 from pldistill.config import config_hash
 from pldistill.data._voice import PROFILES, SAMPLE_RATE, Speaker, make_speaker, synthesize_utterance
 from pldistill.errors import InputError
@@ -167,7 +168,7 @@ def synthesize_corpus(out_dir: str | Path, *, speakers: int = 8, per_class: int 
     if target.exists():
         _check_existing(target, params)
         return out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dirs(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{_DATASET}.tmp-", dir=out_dir))
     try:
         _write_corpus(tmp, params, log)

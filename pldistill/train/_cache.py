@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import shutil
@@ -11,16 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pldistill._fs import private_dirs
+
 __all__ = ["cache_lock", "atomic_dir", "private_dirs"]
-
-
-def private_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents user-only (0o700): ``mkdir(parents=True, mode=...)``
-    would give the parents the umask's default (usually 0o755)."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another trial made it meanwhile
-            folder.mkdir(mode=0o700)
 
 
 @contextmanager
