@@ -8,7 +8,7 @@
 """
 
 from .cka import CKA_ESTIMATORS, awcka, linear_cka
-from .kl import KL_DIRECTIONS, kl_divergence
+from .kl import KL_DIRECTIONS, kl_divergence, kl_divergence_from_hidden
 from .objectives import (
     OBJECTIVES,
     TERM_INPUTS,
@@ -37,6 +37,7 @@ __all__ = [
     "awcka",
     "build_objective",
     "kl_divergence",
+    "kl_divergence_from_hidden",
     "linear_cka",
     "relation_distance",
 ]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["KL_DIRECTIONS", "kl_divergence"]
+__all__ = ["KL_DIRECTIONS", "kl_divergence", "kl_divergence_from_hidden"]
 
 #: Divergences accepted by :func:`kl_divergence`.
 KL_DIRECTIONS = ("forward", "reverse", "jsd")
@@ -92,6 +92,118 @@ def kl_divergence(
         teacher, student_logits, rows_b, rows_l, temperature, direction, chunk_size
     )
     return out
+
+
+def kl_divergence_from_hidden(
+    teacher_hidden: Tensor,
+    lm_head_weight: Tensor,
+    student_logits: Tensor,
+    mask: Tensor,
+    *,
+    temperature: float = 1.0,
+    direction: str = "forward",
+    chunk_size: int | None = None,
+    lm_head_bias: Tensor | None = None,
+) -> Tensor:
+    """:func:`kl_divergence` whose teacher side is ``(teacher_hidden, lm_head_weight)``.
+
+    The teacher logits ``Z_T = teacher_hidden @ lm_head_weight.T (+ bias)`` are recomputed chunk
+    by chunk over the masked positions, in the forward and again in the backward pass, so no
+    teacher ``(positions, V)`` tensor is ever stored (the idea of fused linear + loss kernels):
+    the teacher side costs ``(B, L, H)`` plus the ``(V, H)`` weight instead of ``(B, L, V)``.
+    Same value and student gradient as ``kl_divergence(lm_head(teacher_hidden), ...)``.
+
+    Args:
+        teacher_hidden: ``(B, L, H)`` final hidden states of the teacher (read only where
+            ``mask``; other positions may hold anything, e.g. zeros).
+        lm_head_weight: ``(V, H)``, already cut to the shared vocabulary ``V`` of the student.
+        student_logits, mask, temperature, direction: as in :func:`kl_divergence`.
+        chunk_size: masked positions per chunk; None processes them all in one chunk (still
+            never holding teacher logits between the forward and the backward pass).
+        lm_head_bias: ``(V,)`` or None (Qwen2 has no bias).
+
+    Returns:
+        A scalar; no gradient reaches the teacher side.
+    """
+    if direction not in KL_DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(KL_DIRECTIONS)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+    if student_logits.dim() != 3 or teacher_hidden.dim() != 3 or teacher_hidden.shape[:2] != student_logits.shape[:2]:
+        raise ValueError(
+            f"teacher_hidden must be (B, L, H) and student_logits (B, L, V) with the same B, L; got "
+            f"{tuple(teacher_hidden.shape)} and {tuple(student_logits.shape)}"
+        )
+    if lm_head_weight.dim() != 2 or lm_head_weight.shape != (student_logits.shape[2], teacher_hidden.shape[2]):
+        raise ValueError(
+            f"lm_head_weight must be (V, H) = ({student_logits.shape[2]}, {teacher_hidden.shape[2]}), "
+            f"got {tuple(lm_head_weight.shape)}"
+        )
+    if mask.dtype != torch.bool or mask.shape != student_logits.shape[:2]:
+        raise ValueError(
+            f"mask must be bool with shape {tuple(student_logits.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}"
+        )
+    rows_b, rows_l = mask.nonzero(as_tuple=True)
+    n = rows_b.numel()
+    if n == 0:  # 0, still connected to the student (as kl_divergence)
+        return student_logits[rows_b, rows_l].to(_compute_dtype(lm_head_weight, student_logits)).sum()
+    head = (lm_head_weight.detach(), None if lm_head_bias is None else lm_head_bias.detach())
+    out: Tensor = _ChunkedHiddenDivergence.apply(
+        teacher_hidden.detach(), head, student_logits, rows_b, rows_l, temperature, direction, chunk_size or n
+    )
+    return out
+
+
+def _teacher_logits(hidden: Tensor, head: tuple[Tensor, Tensor | None]) -> Tensor:
+    """``(n, H) -> (n, V)`` in the head's dtype, as ``AudioLMHead.logits`` computes them."""
+    weight, bias = head
+    return F.linear(hidden.to(weight.dtype), weight, bias)
+
+
+class _ChunkedHiddenDivergence(torch.autograd.Function):
+    """:func:`kl_divergence_from_hidden`: :class:`_ChunkedDivergence` with the teacher logits
+    of each chunk recomputed from the hidden states; saves only its inputs."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: Tensor,
+        head: tuple[Tensor, Tensor | None],
+        student: Tensor,
+        rows_b: Tensor,
+        rows_l: Tensor,
+        temperature: float,
+        direction: str,
+        chunk_size: int,
+    ) -> Tensor:
+        n = rows_b.numel()
+        total = torch.zeros((), dtype=_compute_dtype(head[0], student), device=student.device)
+        for start in range(0, n, chunk_size):
+            b, l_ = rows_b[start : start + chunk_size], rows_l[start : start + chunk_size]
+            teacher = _teacher_logits(hidden[b, l_], head)
+            total += _per_position(teacher, student[b, l_], temperature, direction).sum()
+        ctx.save_for_backward(hidden, student, rows_b, rows_l)
+        ctx.head = head
+        ctx.options = (temperature, direction, chunk_size)
+        return total / n
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        hidden, student, rows_b, rows_l = ctx.saved_tensors
+        temperature, direction, chunk_size = ctx.options
+        n = rows_b.numel()
+        grad = torch.zeros_like(student, memory_format=torch.contiguous_format)
+        scale = grad_out / (n * temperature)
+        for start in range(0, n, chunk_size):
+            b, l_ = rows_b[start : start + chunk_size], rows_l[start : start + chunk_size]
+            teacher = _teacher_logits(hidden[b, l_], ctx.head)
+            grad[b, l_] = (
+                _per_position_grad(teacher, student[b, l_], temperature, direction).mul_(scale).to(grad.dtype)
+            )
+        return None, None, grad, None, None, None, None, None
 
 
 def _compute_dtype(a: Tensor, b: Tensor) -> torch.dtype:

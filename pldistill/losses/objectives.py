@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .cka import CKA_ESTIMATORS, awcka
-from .kl import kl_divergence
+from .kl import kl_divergence, kl_divergence_from_hidden
 from .relation import relation_distance
 
 __all__ = [
@@ -46,6 +46,11 @@ class DistillBatch:
     teacher_audio: Tensor | None = None  #: (B, La, Et) teacher projector outputs
     audio_token_mask: Tensor | None = None  #: (B, La) bool valid audio tokens; None = all valid
     audio_weights: Tensor | None = None  #: (B, La) from audio_token_weights
+    #: (B, L, Ht) teacher final hidden states and its (V, Ht) lm_head weight: with both set, the KL
+    #: terms recompute the teacher logits chunk by chunk (kl_divergence_from_hidden) instead of
+    #: reading teacher_logits, which may then be None.
+    teacher_hidden: Tensor | None = None
+    teacher_lm_head: Tensor | None = None
 
 
 @dataclass
@@ -95,6 +100,11 @@ def _cka(batch: DistillBatch, opts: TermOptions) -> Tensor:
 
 def _kl(mask_field: str, direction: str) -> Callable[[DistillBatch, TermOptions], Tensor]:
     def term(batch: DistillBatch, opts: TermOptions) -> Tensor:
+        if batch.teacher_logits is None and batch.teacher_hidden is not None:
+            assert batch.teacher_lm_head is not None
+            return kl_divergence_from_hidden(batch.teacher_hidden, batch.teacher_lm_head, batch.student_logits,
+                                             getattr(batch, mask_field), temperature=opts.temperature,
+                                             direction=direction, chunk_size=opts.kl_chunk_size)
         assert batch.teacher_logits is not None
         return kl_divergence(
             batch.teacher_logits,
@@ -183,7 +193,9 @@ class WeightedSumObjective:
         return f"WeightedSumObjective({self.name!r}, weights={self.weights}, options={self.options})"
 
     def __call__(self, batch: DistillBatch) -> ObjectiveOutput:
-        missing = sorted(f for f in self.required_fields if getattr(batch, f) is None)
+        has_hidden = batch.teacher_hidden is not None and batch.teacher_lm_head is not None
+        missing = sorted(f for f in self.required_fields
+                         if getattr(batch, f) is None and not (f == "teacher_logits" and has_hidden))
         if missing:
             raise ValueError(
                 f"objective {self.name!r} needs batch fields {missing} (terms {list(self.weights)})"

@@ -22,7 +22,10 @@ __all__ = ["score_labels", "predict"]
 def score_labels(head: AudioLMHead, audio_tower: torch.nn.Module, examples: Sequence[Example], tokenizer,
                  labels: Sequence[str], *, vocab: int, template: PromptTemplate = DEFAULT_TEMPLATE,
                  batch_size: int = 16) -> Tensor:
-    """Log-likelihood of each label for each example: ``(N, C)`` float32."""
+    """Log-likelihood of each label for each example: ``(N, C)`` float32.
+
+    ``audio_tower`` is the encoder, or a ``TeacherCache`` holding its output for these examples.
+    """
     out = []
     n_labels = len(labels)
     for start in range(0, len(examples), batch_size):
@@ -30,8 +33,10 @@ def score_labels(head: AudioLMHead, audio_tower: torch.nn.Module, examples: Sequ
         inputs = candidate_inputs(chunk, tokenizer, labels, template)
         device = next(head.parameters()).device
         inputs = inputs.to(device)
-        per_clip = inputs.input_features[::n_labels], inputs.feature_attention_mask[::n_labels]
-        enc = encode_audio(audio_tower, *per_clip)
+        if hasattr(audio_tower, "encoded"):  # a TeacherCache: the encoder output computed once per sweep
+            enc = audio_tower.encoded([ex.key for ex in chunk], device)
+        else:
+            enc = encode_audio(audio_tower, inputs.input_features[::n_labels], inputs.feature_attention_mask[::n_labels])
         feats = enc.features.repeat_interleave(n_labels, 0)
         ntok = enc.num_tokens.repeat_interleave(n_labels, 0)
         _, _, logits = head(feats, ntok, inputs.input_ids, inputs.attention_mask, vocab)

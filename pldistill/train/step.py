@@ -1,6 +1,9 @@
 """One distillation forward: encoder once, teacher (frozen, no grad), student; then the objective.
 
-This is the only place that turns model outputs into the loss library's ``DistillBatch``.
+This is the only place that turns model outputs into the loss library's ``DistillBatch``. With a
+teacher cache (``teacher_mode: cached``) the encoder and teacher outputs are read from it instead
+of computed: the student runs only its projector and LLM, and the KL terms recompute the teacher's
+logits from its cached hidden states and ``lm_head`` weight (``kl_divergence_from_hidden``).
 """
 
 from __future__ import annotations
@@ -8,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from pldistill.losses import DistillBatch, ObjectiveOutput, WeightedSumObjective, audio_token_weights
-from pldistill.models.audiolm import AudioLMHead, capture_attention, encode_audio
+from pldistill.models.audiolm import AudioLMHead, EncodedAudio, capture_attention, encode_audio
 from pldistill.models.inputs import ModelInputs
+from pldistill.train.teacher_cache import TeacherCache, cached_audio_weights
 
 __all__ = ["DistillModels", "distill_step", "attention_layers_for"]
 
@@ -24,44 +28,70 @@ def attention_layers_for(weighting: str) -> str | None:
 
 @dataclass
 class DistillModels:
-    """What a step needs. ``student`` may be a DDP/FSDP wrapper around an :class:`AudioLMHead`."""
+    """What a step needs. ``student`` may be a DDP/FSDP wrapper around an :class:`AudioLMHead`.
 
-    audio_tower: nn.Module
+    Online: ``audio_tower`` and ``teacher`` are set. Cached: ``cache`` is set and the other two
+    may be None (they are not run).
+    """
+
+    audio_tower: nn.Module | None
     teacher: AudioLMHead | None
     student: nn.Module
     vocab: int
     objective: WeightedSumObjective
     weighting: str = "attention_last"
     sharpen_p: float = 2.0
+    cache: TeacherCache | None = None
 
 
 def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
     """Loss (with every term) for one batch; gradients flow into the student only."""
-    with torch.no_grad():
-        enc = encode_audio(m.audio_tower, inputs.input_features, inputs.feature_attention_mask)
+    cached = m.cache.batch(inputs.keys, inputs.input_ids.device) if m.cache is not None else None
+    if cached is not None:
+        enc = cached.encoded
+    else:
+        assert m.audio_tower is not None, "online mode needs the audio tower"
+        with torch.no_grad():
+            enc = encode_audio(m.audio_tower, inputs.input_features, inputs.feature_attention_mask)
     n_audio = int(enc.num_tokens.max())
     feats, ntok = enc.features[:, :n_audio], enc.num_tokens
     student_audio, _, student_logits = m.student(feats, ntok, inputs.input_ids, inputs.attention_mask, m.vocab)
     batch = DistillBatch(student_logits=student_logits, labels=inputs.labels, response_mask=inputs.response_mask,
                          audio_mask=inputs.audio_mask, student_audio=student_audio,
                          audio_token_mask=enc.token_mask[:, :n_audio])
-    if m.objective.needs_teacher:
-        layers = attention_layers_for(m.weighting) if "cka" in m.objective.weights else None
-        with torch.no_grad():
-            if layers is None:
-                teacher_audio, _, teacher_logits = m.teacher(feats, ntok, inputs.input_ids, inputs.attention_mask,
-                                                             m.vocab)
-                weights = None
-            else:
-                lm = m.teacher.core.language_model
-                with capture_attention(lm, inputs.attention_mask, layers) as attn:
-                    teacher_audio, _, teacher_logits = m.teacher(feats, ntok, inputs.input_ids,
-                                                                 inputs.attention_mask, m.vocab)
-                weights = audio_token_weights(attn if layers == "all" else attn[-1], inputs.audio_mask,
-                                              inputs.response_token_mask, m.weighting, p=m.sharpen_p)
-        batch.teacher_logits = teacher_logits
-        batch.teacher_audio = teacher_audio
-        if "cka" in m.objective.weights:
-            batch.audio_weights = weights if weights is not None else audio_token_weights(
-                None, inputs.audio_mask, inputs.response_token_mask, "uniform")
+    if not m.objective.needs_teacher:
+        return m.objective(batch)
+    wants_weights = "cka" in m.objective.weights
+    if cached is not None:
+        assert m.cache is not None
+        if m.cache.lm_head_bias is not None:
+            raise ValueError("cached teacher mode does not support an lm_head with a bias (Qwen2 has none)")
+        batch.teacher_hidden = cached.teacher_hidden(inputs.audio_mask, inputs.response_mask)
+        batch.teacher_lm_head = m.cache.lm_head_on(batch.teacher_hidden.device)
+        batch.teacher_audio = cached.teacher_audio[:, :n_audio]
+        weights = cached_audio_weights(cached.attention, m.weighting, p=m.sharpen_p) if wants_weights else None
+    else:
+        batch.teacher_audio, batch.teacher_logits, weights = _online_teacher(m, inputs, feats, enc, wants_weights)
+    if wants_weights:
+        batch.audio_weights = weights
     return m.objective(batch)
+
+
+@torch.no_grad()
+def _online_teacher(m: DistillModels, inputs: ModelInputs, feats: Tensor, enc: EncodedAudio,
+                    wants_weights: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Teacher projector rows, logits and (for CKA) the audio-token weights, run now."""
+    assert m.teacher is not None, "online mode needs the teacher"
+    layers = attention_layers_for(m.weighting) if wants_weights else None
+    args = (feats, enc.num_tokens, inputs.input_ids, inputs.attention_mask, m.vocab)
+    if layers is None:
+        teacher_audio, _, teacher_logits = m.teacher(*args)
+        weights = audio_token_weights(None, inputs.audio_mask, inputs.response_token_mask, "uniform") \
+            if wants_weights else None
+    else:
+        with capture_attention(m.teacher.core.language_model, inputs.attention_mask, layers) as attn:
+            teacher_audio, _, teacher_logits = m.teacher(*args)
+        weights = audio_token_weights(attn if layers == "all" else attn[-1], inputs.audio_mask,
+                                      inputs.response_token_mask, m.weighting, p=m.sharpen_p)
+    assert teacher_logits is not None
+    return teacher_audio, teacher_logits, weights

@@ -1,0 +1,177 @@
+"""Build a sweep's teacher cache with Ray Data: encoder and teacher run once per clip, for every trial.
+
+For each fold of the sweep's base config the clips' keys go through ``map_batches`` on a pool of
+actors; each actor loads the fold's features and the (already fine-tuned) teacher once, by path,
+and turns a batch of keys into Parquet-ready rows (:func:`pldistill.train.teacher_cache.teacher_rows`).
+Actors hold one GPU each when the sweep's workers use GPUs. The driver streams the results into
+the cache's temporary folder, with progress (``pldistill.progress``); ``ensure_teacher_cache`` checks
+that every clip is there exactly once, writes the ``lm_head`` and ``meta.json`` and renames the
+folder into place. Rows arrive in any order: they carry their sample id (the clip key).
+
+Ray is started (a private ``address="local"`` instance, or ``address``) only when a cache is
+missing, and shut down again if this module started it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pldistill.config import TrialConfig
+
+__all__ = ["CacheBuildOptions", "build_sweep_cache", "build_fold_caches", "build_fold_cache"]
+
+
+@dataclass
+class CacheBuildOptions:
+    """How the Ray Data build runs (defaults suit a laptop; ``actors=None``: one per GPU, else 1)."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    actors: int | None = None
+    gpus_per_actor: float = 0.0
+    batch_size: int = 16
+    #: Progress as a rich bar (True), plain log lines (False) or by whether stdout is a terminal (None).
+    tty: bool | None = None
+    _started: list[bool] = field(default_factory=list, repr=False)
+
+
+def build_sweep_cache(sweep: Any, *, log: Callable[[str], None] = print,
+                      opts: CacheBuildOptions | None = None) -> list[Path]:
+    """The teacher cache folder of each fold of ``sweep`` (built when missing, reused otherwise)."""
+    from pldistill.sweep.space import resolve_trial_config
+
+    opts = opts or CacheBuildOptions(gpus_per_actor=1.0 if sweep.resources.gpus_per_worker > 0 else 0.0)
+    cfg = resolve_trial_config(sweep, {}, trial_id="cache")
+    return build_fold_caches(cfg, log=log, opts=opts)
+
+
+def build_fold_caches(cfg: TrialConfig, *, log: Callable[[str], None] = print,
+                      opts: CacheBuildOptions | None = None) -> list[Path]:
+    opts = opts or CacheBuildOptions()
+    if cfg.train.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.num_threads)
+    cfg = _absolute(cfg)
+    try:
+        return [build_fold_cache(cfg, fold, log=log, opts=opts) for fold in cfg.data.folds]
+    finally:
+        if opts._started:
+            import ray
+
+            ray.shutdown()
+            opts._started.clear()
+
+
+def build_fold_cache(cfg: TrialConfig, fold: int, *, log: Callable[[str], None] = print,
+                     opts: CacheBuildOptions | None = None) -> Path:
+    """One fold's cache: fine-tune the teacher if needed (cached), then build the rows with Ray Data."""
+    from pldistill.train.dataset import prepare_fold
+    from pldistill.train.teacher_cache import ensure_teacher_cache
+
+    opts = opts or CacheBuildOptions()
+    data = prepare_fold(cfg, fold)
+    teacher = _load_teacher(cfg, data, log)
+
+    def write_rows(rows_dir: Path) -> None:
+        _ensure_ray(opts)
+        _write_with_ray_data(cfg, fold, [ex.key for ex in (*data.train, *data.val, *data.test)], rows_dir, opts, log)
+
+    return ensure_teacher_cache(cfg, data, teacher, log=log, write_rows=write_rows, batch_size=opts.batch_size)
+
+
+def _load_teacher(cfg: TrialConfig, data: Any, log: Callable[[str], None]) -> Any:
+    """The fold's frozen teacher: fine-tuned once (cached) and loaded by path, or a real checkpoint
+    loaded as is, without the scoring pass ``ensure_teacher`` adds for those."""
+    import torch
+
+    from pldistill.models.loading import freeze, load_teacher, set_encoder_window
+    from pldistill.train.teacher import ensure_teacher
+
+    if cfg.model.teacher_finetune.enabled or cfg.model.teacher == "tiny":
+        return ensure_teacher(cfg, data, log=log)[0]
+    teacher = load_teacher(cfg.model.teacher, dtype=getattr(torch, cfg.model.dtype))
+    set_encoder_window(teacher.audio_tower, data.window_s)
+    freeze(teacher.model)
+    return teacher
+
+
+def _absolute(cfg: TrialConfig) -> TrialConfig:
+    """Actors may run in another working directory: give them absolute cache and data paths."""
+    out = cfg.model_copy(deep=True)
+    out.cache_dir = out.cache_dir.resolve()
+    if out.data.manifests is not None:
+        out.data.manifests = out.data.manifests.resolve()
+    if out.data.audio_root is not None:
+        out.data.audio_root = out.data.audio_root.resolve()
+    return out
+
+
+def _ensure_ray(opts: CacheBuildOptions) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if opts.address:
+        ray.init(address=opts.address, log_to_driver=False, configure_logging=False)
+    else:  # a private instance: never join another cluster on this machine by accident
+        ray.init(address="local", num_cpus=opts.num_cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    opts._started.append(True)
+
+
+def _write_with_ray_data(cfg: TrialConfig, fold: int, keys: list[str], rows_dir: Path, opts: CacheBuildOptions,
+                         log: Callable[[str], None]) -> None:
+    import pyarrow.parquet as pq
+    import ray
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    actors = opts.actors or (max(1, int(ray.cluster_resources().get("GPU", 0) // opts.gpus_per_actor))
+                             if opts.gpus_per_actor > 0 else 1)
+    ds = ray.data.from_items([{"key": k} for k in keys]).map_batches(
+        _TeacherRowsActor, fn_constructor_kwargs={"cfg_json": cfg.to_json(), "fold": fold},
+        batch_size=opts.batch_size, batch_format="numpy", concurrency=actors,
+        num_gpus=opts.gpus_per_actor or None, num_cpus=1,
+    )
+    from pldistill.progress import StepProgress
+
+    with StepProgress(len(keys), f"teacher cache fold {fold}", unit="clips", log=log, tty=opts.tty) as bar:
+        for part, table in enumerate(_tables(ds)):
+            pq.write_table(table, rows_dir / f"part-{part:05d}.parquet")
+            bar.advance(table.num_rows)
+
+
+def _tables(ds: Any) -> Iterator[Any]:
+    for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if table.num_rows:
+            yield table
+
+
+class _TeacherRowsActor:
+    """Ray Data actor: loads the fold's features and teacher once; keys in, cache rows out."""
+
+    def __init__(self, cfg_json: str, fold: int) -> None:
+        import torch
+
+        from pldistill.train.dataset import prepare_fold
+
+        cfg = TrialConfig.model_validate_json(cfg_json)
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        self.data = prepare_fold(cfg, fold)  # features from their on-disk cache
+        self.teacher = _load_teacher(cfg, self.data, lambda m: None)  # fine-tuned by the driver already
+        if torch.cuda.is_available():
+            self.teacher.model.to("cuda")
+        self.storage = cfg.model.teacher_cache_dtype
+        self.examples = {ex.key: ex for ex in (*self.data.train, *self.data.val, *self.data.test)}
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        from pldistill.train.teacher_cache import teacher_rows
+
+        chunk = [self.examples[str(k)] for k in batch["key"]]
+        return teacher_rows(self.teacher, chunk, self.data.labels, storage=self.storage)

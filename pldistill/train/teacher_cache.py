@@ -1,0 +1,340 @@
+"""The teacher cache: frozen encoder and teacher outputs computed once per sweep, read by every trial.
+
+In a sweep the audio encoder and the teacher are frozen, so what they produce for a clip is the
+same in every trial and epoch. Per clip the cache holds exactly what the losses read:
+
+- ``encoded``: the encoder output rows the student's projector takes, ``(n_audio, D_enc)``;
+- ``teacher_audio``: the teacher's projector rows, ``(n_audio, E_t)`` (CKA, relation terms);
+- ``attention``: for **every** teacher layer, heads averaged, the attention of each response
+  token row to the audio columns, ``(n_layers, n_response, n_audio)`` (all weighting variants);
+- ``hidden_audio`` / ``hidden_response``: the teacher's final hidden states at the audio
+  positions and at the positions whose logits predict the response, ``(n, H_t)``; the teacher's
+  logits there are recomputed exactly from them and its ``lm_head`` weight, which is stored once
+  in the folder (``lm_head.safetensors``), cut to the tokenizer's vocabulary.
+
+Prompt positions enter no loss, so nothing is stored for them. Layout of a cache folder::
+
+    <cache_dir>/teacher_outputs/<key>/
+        rows/*.parquet        one row per clip: key (the sample id), sizes, flattened arrays
+        lm_head.safetensors   weight (V, H_t) [+ bias]
+        meta.json             written last; a folder without it is never read
+
+The key hashes everything the outputs depend on (the teacher's own cache key, which covers the
+teacher spec, its fine-tune, the fold's features ``content_key``, window, labels and prompt
+template; plus every clip key, the compute and storage dtypes and :data:`CACHE_VERSION`). The
+folder is built in a temporary folder and renamed into place whole (``atomic_dir``), under a file
+lock. Rows are joined back by ``key`` (Ray Data does not keep order) and read with pyarrow: no pickle.
+
+Storage: ``float32`` (exact: trials reproduce the online losses to fp32 rounding) or ``bfloat16``
+(half the disk and memory, for real runs; values are then rounded, so no longer exact).
+:class:`TeacherCache` loads a fold's rows into memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pldistill.config import TrialConfig, config_hash
+from pldistill.models.audiolm import AudioLMHead, EncodedAudio, capture_attention, encode_audio
+from pldistill.models.inputs import Example, PromptTemplate, collate
+from pldistill.train._cache import atomic_dir, cache_lock
+from pldistill.train.dataset import FoldData
+
+__all__ = [
+    "CACHE_VERSION",
+    "ARRAY_COLUMNS",
+    "CachedTeacherBatch",
+    "TeacherCache",
+    "teacher_cache_key",
+    "teacher_cache_dir",
+    "teacher_rows",
+    "fold_examples",
+    "ensure_teacher_cache",
+    "cached_audio_weights",
+]
+
+#: Bump when the stored rows would change.
+CACHE_VERSION = 1
+#: Per-clip arrays, stored flattened (``list<float32>``, or ``list<int16>`` holding bfloat16 bits).
+ARRAY_COLUMNS = ("encoded", "teacher_audio", "attention", "hidden_audio", "hidden_response")
+_COMPLETE = "meta.json"
+
+
+def fold_examples(data: FoldData) -> list[Example]:
+    """Every clip of the fold once (train, val, test): the rows a cache holds."""
+    return [*data.train, *data.val, *data.test]
+
+
+def teacher_cache_key(cfg: TrialConfig, data: FoldData) -> str:
+    """Content hash of everything the cached outputs depend on (see the module docstring)."""
+    from pldistill.train.teacher import teacher_key
+
+    return config_hash({
+        "teacher": teacher_key(cfg, data), "features": data.features_key, "window_s": data.window_s,
+        "labels": data.labels, "template": repr(PromptTemplate()), "dtype": cfg.model.dtype,
+        "storage": cfg.model.teacher_cache_dtype, "clips": sorted(ex.key for ex in fold_examples(data)),
+        "v": CACHE_VERSION,
+    })
+
+
+def teacher_cache_dir(cfg: TrialConfig, data: FoldData) -> Path:
+    return cfg.cache_dir / "teacher_outputs" / teacher_cache_key(cfg, data)
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+@torch.no_grad()
+def teacher_rows(teacher: Any, examples: Sequence[Example], labels: Sequence[str], *,
+                 storage: str = "float32") -> Any:
+    """Run encoder and teacher once on ``examples``: a ``pyarrow.Table`` with one row per clip.
+
+    ``teacher`` is a :class:`pldistill.models.loading.Teacher` (frozen, eval mode, window set).
+    The forward is the one :func:`pldistill.train.step.distill_step` runs online.
+    """
+    import pyarrow as pa
+
+    head = AudioLMHead(teacher.model)
+    device = next(head.parameters()).device
+    inputs = collate(list(examples), teacher.tokenizer, labels).to(device)
+    enc = encode_audio(teacher.audio_tower, inputs.input_features, inputs.feature_attention_mask)
+    n_audio = int(enc.num_tokens.max())
+    feats, ntok = enc.features[:, :n_audio], enc.num_tokens
+    with capture_attention(head.core.language_model, inputs.attention_mask, "all") as attn:
+        teacher_audio, hidden, _ = head(feats, ntok, inputs.input_ids, inputs.attention_mask, None)
+    heads_mean = torch.stack([a.sum(dim=1) / a.shape[1] for a in attn])  # (layers, B, L, L) fp32
+    rows = inputs.response_token_mask
+    per_clip: dict[str, list[Tensor]] = {c: [] for c in ARRAY_COLUMNS}
+    for i in range(len(inputs)):
+        a, r, n = inputs.audio_mask[i], inputs.response_mask[i], int(ntok[i])
+        per_clip["encoded"].append(feats[i, :n])
+        per_clip["teacher_audio"].append(teacher_audio[i, :n])
+        per_clip["attention"].append(heads_mean[:, i][:, rows[i]][:, :, a])
+        per_clip["hidden_audio"].append(hidden[i][a])
+        per_clip["hidden_response"].append(hidden[i][r])
+    columns: dict[str, Any] = {
+        "key": pa.array(inputs.keys, pa.string()),
+        "n_audio": pa.array(ntok.cpu().numpy().astype(np.int32)),
+        "n_response": pa.array(inputs.response_mask.sum(-1).cpu().numpy().astype(np.int32)),
+    }
+    for name, tensors in per_clip.items():
+        columns[name] = _list_column(tensors, "float32" if name == "attention" else storage)
+    return pa.table(columns)
+
+
+def _list_column(tensors: list[Tensor], storage: str) -> Any:
+    import pyarrow as pa
+
+    flat = [t.detach().reshape(-1).cpu() for t in tensors]
+    offsets = np.concatenate([[0], np.cumsum([t.numel() for t in flat])]).astype(np.int64)
+    values = torch.cat(flat) if flat else torch.zeros(0)
+    if storage == "bfloat16":  # bf16 bits as int16: Parquet has no bf16 type
+        arr = pa.array(values.to(torch.bfloat16).view(torch.int16).numpy())
+    else:
+        arr = pa.array(values.to(torch.float32).numpy())
+    return pa.LargeListArray.from_arrays(pa.array(offsets), arr)
+
+
+def _write_rows_locally(teacher: Any, data: FoldData, rows_dir: Path, storage: str, batch_size: int,
+                        log: Callable[[str], None]) -> None:
+    """The in-process builder (no Ray): what a trial falls back on when it finds no cache."""
+    import pyarrow.parquet as pq
+
+    from pldistill.progress import StepProgress
+
+    examples = fold_examples(data)
+    with StepProgress(len(examples), f"teacher cache fold {data.fold}", unit="clips", log=log, tty=False) as bar:
+        for part, start in enumerate(range(0, len(examples), batch_size)):
+            table = teacher_rows(teacher, examples[start:start + batch_size], data.labels, storage=storage)
+            pq.write_table(table, rows_dir / f"part-{part:05d}.parquet")
+            bar.advance(table.num_rows)
+
+
+def _finish(tmp: Path, teacher: Any, data: FoldData, cfg: TrialConfig, key: str) -> dict[str, Any]:
+    """Check the rows cover every clip exactly once, then write the lm_head and, last, meta.json."""
+    import pyarrow.parquet as pq
+    from safetensors.torch import save_file
+
+    keys = pq.read_table(tmp / "rows", columns=["key"]).column("key").to_pylist()
+    expected = sorted(ex.key for ex in fold_examples(data))
+    if sorted(keys) != expected:
+        raise RuntimeError(f"teacher cache for fold {data.fold}: {len(keys)} rows written, "
+                           f"{len(expected)} clips expected (missing or duplicated sample ids)")
+    vocab = len(teacher.tokenizer)
+    lm_head = teacher.model.lm_head
+    tensors = {"weight": lm_head.weight[:vocab].detach().cpu().contiguous()}
+    if getattr(lm_head, "bias", None) is not None:
+        tensors["bias"] = lm_head.bias[:vocab].detach().cpu().contiguous()
+    save_file(tensors, str(tmp / "lm_head.safetensors"))
+    cfg_text = teacher.model.config.text_config
+    meta = {"key": key, "version": CACHE_VERSION, "fold": data.fold, "rows": len(keys),
+            "storage": cfg.model.teacher_cache_dtype, "vocab": vocab,
+            "layers": int(cfg_text.num_hidden_layers), "hidden": int(cfg_text.hidden_size),
+            "encoder_dim": int(teacher.model.config.audio_config.d_model),
+            "projector_dim": int(teacher.model.model.multi_modal_projector.linear.out_features)}
+    (tmp / _COMPLETE).write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def ensure_teacher_cache(cfg: TrialConfig, data: FoldData, teacher: Any, *, log: Callable[[str], None] = print,
+                         write_rows: Callable[[Path], None] | None = None, batch_size: int = 16) -> Path:
+    """The fold's cache folder, built first if missing (idempotent; concurrent callers wait).
+
+    ``write_rows(folder)`` writes the Parquet rows (the Ray Data builder passes one); by default
+    they are computed in this process with ``teacher``.
+    """
+    key = teacher_cache_key(cfg, data)
+    final = cfg.cache_dir / "teacher_outputs" / key
+    with cache_lock(final.parent / f".{key}.lock"):
+        if (final / _COMPLETE).is_file():
+            return final
+        log(f"teacher cache fold {data.fold}: building {final}")
+        with atomic_dir(final) as tmp:
+            (tmp / "rows").mkdir()
+            if write_rows is None:
+                _write_rows_locally(teacher, data, tmp / "rows", cfg.model.teacher_cache_dtype, batch_size, log)
+            else:
+                write_rows(tmp / "rows")
+            _finish(tmp, teacher, data, cfg, key)
+    return final
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class CachedTeacherBatch:
+    """A batch's cached rows, padded where they stack. ``B`` clips, ``T`` most audio tokens."""
+
+    encoded: EncodedAudio  #: features (B, T, D_enc) zero-padded, num_tokens (B,)
+    teacher_audio: Tensor  #: (B, T, E_t) zero-padded
+    attention: list[Tensor]  #: per clip (n_layers, n_response, n_audio)
+    hidden_audio: Tensor  #: (sum of n_audio, H_t), clips one after another
+    hidden_response: Tensor  #: (sum of n_response, H_t)
+
+    def teacher_hidden(self, audio_mask: Tensor, response_mask: Tensor) -> Tensor:
+        """``(B, L, H_t)``: the cached hidden states put back at their positions, zeros elsewhere."""
+        if int(audio_mask.sum()) != self.hidden_audio.shape[0] or \
+                int(response_mask.sum()) != self.hidden_response.shape[0]:
+            raise ValueError("cached teacher rows do not match the batch's audio/response positions")
+        out = self.hidden_audio.new_zeros((*audio_mask.shape, self.hidden_audio.shape[1]))
+        out[audio_mask] = self.hidden_audio
+        out[response_mask] = self.hidden_response
+        return out
+
+
+class TeacherCache:
+    """A complete cache folder, loaded into memory; rows looked up by clip key."""
+
+    def __init__(self, path: str | Path) -> None:
+        import pyarrow.parquet as pq
+        from safetensors.torch import load_file
+
+        self.path = Path(path)
+        meta_file = self.path / _COMPLETE
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{self.path} is not a complete teacher cache (no {_COMPLETE})")
+        self.meta: dict[str, Any] = json.loads(meta_file.read_text())
+        table = pq.read_table(self.path / "rows")
+        keys = table.column("key").to_pylist()
+        self._index = {k: i for i, k in enumerate(keys)}
+        if len(self._index) != len(keys):
+            raise ValueError(f"{self.path}: duplicated sample ids")
+        self._n = {c: table.column(c).to_numpy().astype(np.int64) for c in ("n_audio", "n_response")}
+        self._arrays = {c: _flat(table.column(c)) for c in ARRAY_COLUMNS}
+        head = load_file(str(self.path / "lm_head.safetensors"))
+        self.lm_head_weight: Tensor = head["weight"]
+        self.lm_head_bias: Tensor | None = head.get("bias")
+
+    def lm_head_on(self, device: torch.device | str) -> Tensor:
+        """The ``lm_head`` weight on ``device``, moved once (at real sizes it is ~2.5 GB in fp32)."""
+        device = torch.device(device)
+        if self.lm_head_weight.device != device:
+            self.lm_head_weight = self.lm_head_weight.to(device)
+        return self.lm_head_weight
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def row(self, key: str, column: str) -> Tensor:
+        """One clip's array in its shape, float32."""
+        try:
+            i = self._index[key]
+        except KeyError:
+            raise KeyError(f"clip {key!r} is not in the teacher cache {self.path}") from None
+        offsets, values = self._arrays[column]
+        flat = torch.from_numpy(values[offsets[i]:offsets[i + 1]].copy())  # Arrow buffers are read-only
+        if flat.dtype == torch.int16:
+            flat = flat.view(torch.bfloat16)
+        return flat.float().view(self._shape(i, column))
+
+    def _shape(self, i: int, column: str) -> tuple[int, ...]:
+        na, nr, m = int(self._n["n_audio"][i]), int(self._n["n_response"][i]), self.meta
+        return {"encoded": (na, m["encoder_dim"]), "teacher_audio": (na, m["projector_dim"]),
+                "attention": (m["layers"], nr, na), "hidden_audio": (na, m["hidden"]),
+                "hidden_response": (nr, m["hidden"])}[column]
+
+    def encoded(self, keys: Sequence[str], device: torch.device | str = "cpu") -> EncodedAudio:
+        """The cached encoder output of ``keys``, as :func:`encode_audio` gives it (zero-padded)."""
+        rows = [self.row(k, "encoded") for k in keys]
+        return EncodedAudio(features=_pad(rows).to(device),
+                            num_tokens=torch.tensor([r.shape[0] for r in rows], device=device))
+
+    def batch(self, keys: Sequence[str], device: torch.device | str = "cpu") -> CachedTeacherBatch:
+        return CachedTeacherBatch(
+            encoded=self.encoded(keys, device),
+            teacher_audio=_pad([self.row(k, "teacher_audio") for k in keys]).to(device),
+            attention=[self.row(k, "attention").to(device) for k in keys],
+            hidden_audio=torch.cat([self.row(k, "hidden_audio") for k in keys]).to(device),
+            hidden_response=torch.cat([self.row(k, "hidden_response") for k in keys]).to(device),
+        )
+
+
+def _flat(column: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A (large) list column as absolute offsets and one flat values array (zero-copy where possible)."""
+    arr = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    return np.asarray(arr.offsets.to_numpy(), dtype=np.int64), arr.values.to_numpy()
+
+
+def _pad(rows: list[Tensor]) -> Tensor:
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+
+
+def cached_audio_weights(attention: Sequence[Tensor], variant: str, *, p: float = 2.0) -> Tensor:
+    """Eq. 1 from cached attention rows; equals :func:`pldistill.losses.audio_token_weights`.
+
+    ``attention``: per clip ``(n_layers, n_response, n_audio)``, heads already averaged. Returns
+    ``(B, T)`` float32, zero-padded, rows summing to 1 (uniform when no usable mass).
+    """
+    from pldistill.losses import WEIGHTING_VARIANTS
+
+    if variant not in WEIGHTING_VARIANTS:
+        raise ValueError(f"unknown weighting variant {variant!r}; valid: {', '.join(WEIGHTING_VARIANTS)}")
+    scores = []
+    for a in attention:
+        if variant == "uniform":
+            s = torch.ones(a.shape[2], device=a.device)
+        else:
+            per_layer = a.sum(1) / max(a.shape[1], 1)  # mean over response rows: (n_layers, n_audio)
+            s = per_layer.mean(0) if variant == "attention_layers" else per_layer[-1]
+            if variant == "attention_sharpened":
+                s = s.pow(p)
+        scores.append(s)
+    padded = _pad(scores)
+    valid = _pad([torch.ones(s.shape[0], dtype=torch.bool, device=s.device) for s in scores])
+    # as weights._normalise: uniform where the scores have no finite positive mass
+    total = padded.sum(-1, keepdim=True)
+    uniform = valid.to(padded.dtype) / valid.sum(-1, keepdim=True).clamp_min(1)
+    usable = torch.isfinite(total) & (total > 0)
+    return torch.where(usable, padded / torch.where(usable, total, 1.0), uniform)

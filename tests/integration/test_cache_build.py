@@ -1,0 +1,107 @@
+"""The teacher cache built with Ray Data (actor pool), on a private local Ray; and the ``cache`` CLI.
+
+Tiny teacher fine-tuned for one epoch (a cache of its own), synthetic corpus. Checks: every clip
+once, rows joined by sample id equal an in-process teacher forward, a second build reuses the
+folder, the CLI builds and reuses it, and a trial in ``cached`` mode reproduces the online trial.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+import torch
+import yaml
+
+from pldistill.cli import run_app
+from pldistill.config import TrialConfig
+from pldistill.sweep.cache import CacheBuildOptions, build_fold_caches
+from pldistill.train.dataset import prepare_fold
+from pldistill.train.teacher import ensure_teacher
+from pldistill.train.teacher_cache import ARRAY_COLUMNS, TeacherCache, fold_examples, teacher_rows
+
+pytestmark = pytest.mark.slow
+
+
+def _base(cache_dir: str) -> dict:
+    return {"data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+            "model": {"teacher": "tiny", "student_llm": "tiny", "teacher_finetune": {"epochs": 1}},
+            "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 1},
+            "cache_dir": cache_dir}
+
+
+def test_ray_data_build_joins_rows_by_sample_id_and_is_reused(ray_private, tmp_path):
+    cfg = TrialConfig.model_validate({**_base(str(tmp_path / "cache")), "output_dir": str(tmp_path / "run")})
+    opts = CacheBuildOptions(actors=2, batch_size=5)  # two actors: batches come back in any order
+    logs: list[str] = []
+    [path] = build_fold_caches(cfg, log=logs.append, opts=opts)
+    assert any("teacher cache fold 1" in m and "clips" in m for m in logs)
+    cache = TeacherCache(path)
+    data = prepare_fold(cfg, 1)
+    examples = fold_examples(data)
+    assert len(cache) == len(examples) == cache.meta["rows"]
+    # against a forward in this process, for clips spread over the fold (join by key, not by order)
+    teacher, _ = ensure_teacher(cfg, data, log=lambda m: None)
+    picked = examples[::7]
+    table = teacher_rows(teacher, picked, data.labels)
+    direct = TeacherCache.__new__(TeacherCache)  # reuse the reader's decoding on the in-memory table
+    direct.meta, direct.path = cache.meta, path
+    direct._index = {k: i for i, k in enumerate(table.column("key").to_pylist())}
+    direct._n = {c: table.column(c).to_numpy().astype("int64") for c in ("n_audio", "n_response")}
+    from pldistill.train.teacher_cache import _flat
+
+    direct._arrays = {c: _flat(table.column(c)) for c in ARRAY_COLUMNS}
+    for ex in picked:
+        for col in ARRAY_COLUMNS:
+            torch.testing.assert_close(cache.row(ex.key, col), direct.row(ex.key, col), rtol=1e-5, atol=1e-5)
+    # second build: reused, not rebuilt
+    stamp = (path / "meta.json").stat().st_mtime_ns
+    assert build_fold_caches(cfg, log=logs.append, opts=opts) == [path]
+    assert (path / "meta.json").stat().st_mtime_ns == stamp
+    assert [p.name for p in path.parent.iterdir() if not p.name.endswith(".lock")] == [path.name]
+
+
+def test_cache_cli_builds_then_reuses(tmp_path, monkeypatch, capsys):
+    ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    try:
+        _cli_builds_then_reuses(tmp_path, capsys)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _cli_builds_then_reuses(tmp_path, capsys):
+    sweep = {"name": "c", "results": str(tmp_path / "results"), "base": _base(str(tmp_path / "cache")),
+             "search": {"algorithm": "random", "num_samples": 1,
+                        "space": {"alpha": {"type": "uniform", "low": 0.0, "high": 1.0}}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    assert run_app(["cache", str(path), "--num-cpus", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "teacher cache fold 1" in out and "teacher cache: " in out
+    folder = out.strip().splitlines()[-1].split("teacher cache: ")[1]
+    assert os.path.isfile(os.path.join(folder, "meta.json"))
+    assert run_app(["cache", str(path), "--num-cpus", "2"]) == 0  # complete: no Ray, no rebuild
+    again = capsys.readouterr().out
+    assert folder in again and "clips" not in again
+
+
+def test_cached_trial_reproduces_the_online_trial(tmp_path):
+    from pldistill.train.trial import run_trial
+
+    def cfg(mode: str) -> TrialConfig:
+        return TrialConfig.model_validate({
+            **_base(str(tmp_path / "cache")), "output_dir": str(tmp_path / mode),
+            "model": {**_base("")["model"], "teacher_mode": mode},
+            "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 1, "max_steps_per_epoch": 4},
+            "hparams": {"objective": "pl_distill", "weighting": "attention_layers"}})
+
+    online, cached = run_trial(cfg("online")), run_trial(cfg("cached"))
+    assert (tmp_path / "cache" / "teacher_outputs").is_dir()
+    a, b = online.folds[0].epochs[0], cached.folds[0].epochs[0]
+    assert a.keys() == b.keys()
+    for key in a:
+        if key.startswith(("train_loss_", "val_", "test_")):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key

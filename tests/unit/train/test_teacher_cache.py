@@ -1,0 +1,223 @@
+"""The teacher cache: cached and online steps agree exactly; the cache is keyed, idempotent, atomic.
+
+Tiny random-weight models and random log-mel features made in-process; no fine-tuning, no Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pldistill.config import TrialConfig
+from pldistill.data import audio_token_count
+from pldistill.losses import OBJECTIVES, WEIGHTING_VARIANTS, build_objective
+from pldistill.models.audiolm import AudioLMHead, encode_audio
+from pldistill.models.inputs import Example, collate
+from pldistill.models.loading import build_student, build_tiny_teacher, load_student_llm, set_encoder_window
+from pldistill.train.dataset import FoldData
+from pldistill.train.step import DistillModels, distill_step
+from pldistill.train.teacher_cache import (
+    TeacherCache,
+    cached_audio_weights,
+    ensure_teacher_cache,
+    teacher_cache_key,
+)
+
+LABELS = ("Neutral", "Happy", "Angry", "Sad")
+WINDOW = 1.0  # 100 mel frames, at most 25 audio tokens
+
+
+def _examples(n: int, seed: int, prefix: str) -> list[Example]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        valid = int(rng.integers(40, 101))
+        mel = rng.normal(size=(128, 100)).astype(np.float32)
+        mel[:, valid:] = -0.5
+        out.append(Example(key=f"{prefix}{i}", features=mel, valid_frames=valid, label=int(rng.integers(4)),
+                           num_audio_tokens=audio_token_count(valid)))
+    return out
+
+
+def _fold(seed: int = 0) -> FoldData:
+    return FoldData(dataset="synthetic", fold=1, labels=LABELS, window_s=WINDOW, features_key=f"feat{seed}",
+                    train=_examples(10, seed, "tr"), val=_examples(3, seed + 1, "va"),
+                    test=_examples(3, seed + 2, "te"))
+
+
+def _cfg(tmp_path, **model) -> TrialConfig:
+    return TrialConfig.model_validate({"cache_dir": str(tmp_path / "cache"), "output_dir": str(tmp_path / "run"),
+                                       "model": {"teacher_finetune": {"enabled": False}, **model}})
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("tc")
+    teacher = build_tiny_teacher(seed=3)
+    set_encoder_window(teacher.audio_tower, WINDOW)
+    teacher.model.eval().requires_grad_(False)
+    tok = teacher.tokenizer
+    student = build_student(teacher, load_student_llm("tiny", tok, seed=1), lora_rank=4, lora_alpha=8.0)
+    head = AudioLMHead(student.base_model.model)
+    data, cfg = _fold(), _cfg(tmp)
+    # batch size 3 when building: the cache's padding differs from the training batch's
+    cache = TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=lambda m: None, batch_size=3))
+    return teacher, head, data, cfg, cache
+
+
+def _loss_and_grads(models: DistillModels, head: AudioLMHead, batch):
+    head.zero_grad(set_to_none=True)
+    out = distill_step(models, batch)
+    out.total.backward()
+    grads = {n: p.grad.clone() for n, p in head.named_parameters() if p.requires_grad and p.grad is not None}
+    return out, grads
+
+
+CASES = [(o, w) for o in OBJECTIVES for w in WEIGHTING_VARIANTS if w == "attention_last" or "cka" in OBJECTIVES[o]]
+
+
+@pytest.mark.parametrize(("objective", "weighting"), CASES)
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_cached_step_equals_online_step(setup, objective, weighting, chunk):
+    """Every term, the total and every student gradient agree in fp32 to 1e-5."""
+    teacher, head, data, _, cache = setup
+    obj = build_objective(objective, alpha=0.7, beta=0.8, gamma=1.1, temperature=2.0, kl_chunk_size=chunk,
+                          relation_weight=0.5)
+    common = dict(student=head, vocab=len(teacher.tokenizer), objective=obj, weighting=weighting, sharpen_p=3.0)
+    online = DistillModels(audio_tower=teacher.audio_tower, teacher=AudioLMHead(teacher.model), **common)
+    cached = DistillModels(audio_tower=None, teacher=None, cache=cache, **common)
+    batch = collate([data.train[i] for i in (4, 0, 7, 2, 9)], teacher.tokenizer, LABELS)
+    out_on, g_on = _loss_and_grads(online, head, batch)
+    out_ca, g_ca = _loss_and_grads(cached, head, batch)
+    assert set(out_on.terms) == set(out_ca.terms) == set(OBJECTIVES[objective])
+    for name in out_on.terms:
+        torch.testing.assert_close(out_ca.terms[name], out_on.terms[name], rtol=1e-5, atol=1e-5, msg=name)
+    torch.testing.assert_close(out_ca.total, out_on.total, rtol=1e-5, atol=1e-5)
+    assert g_on.keys() == g_ca.keys() and len(g_on) > 0
+    for name in g_on:
+        torch.testing.assert_close(g_ca[name], g_on[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_cached_encoder_output_equals_the_encoder(setup):
+    teacher, _, data, _, cache = setup
+    batch = collate(data.test, teacher.tokenizer, LABELS)
+    with torch.no_grad():
+        enc = encode_audio(teacher.audio_tower, batch.input_features, batch.feature_attention_mask)
+    got = cache.encoded(batch.keys)
+    assert torch.equal(got.num_tokens, enc.num_tokens)
+    for i, n in enumerate(enc.num_tokens.tolist()):
+        torch.testing.assert_close(got.features[i, :n], enc.features[i, :n], rtol=1e-5, atol=1e-5)
+        assert not got.features[i, n:].any()
+
+
+@pytest.mark.parametrize("variant", WEIGHTING_VARIANTS)
+def test_cached_weights_match_audio_token_weights_on_attention(variant):
+    from pldistill.losses import audio_token_weights
+
+    g = torch.Generator().manual_seed(0)
+    b, layers, heads, length = 2, 3, 2, 12
+    audio = torch.zeros(b, length, dtype=torch.bool)
+    audio[0, 1:7], audio[1, 1:5] = True, True
+    rows = torch.zeros(b, length, dtype=torch.bool)
+    rows[0, 9:11], rows[1, 8] = True, True
+    attn = torch.randn(layers, b, heads, length, length, generator=g).softmax(-1)
+    expected = audio_token_weights(attn, audio, rows, variant, p=2.5)
+    per_clip = [attn[:, i].mean(1)[:, rows[i]][:, :, audio[i]] for i in range(b)]
+    torch.testing.assert_close(cached_audio_weights(per_clip, variant, p=2.5), expected)
+
+
+def test_build_is_idempotent_and_complete(setup, tmp_path):
+    teacher, _, data, cfg, cache = setup
+    again = ensure_teacher_cache(cfg, data, teacher, log=lambda m: None,
+                                 write_rows=lambda d: pytest.fail("a complete cache must be reused"))
+    assert again == cache.path
+    assert len(cache) == 16 and cache.meta["rows"] == 16
+    assert not [p for p in cache.path.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_key_changes_with_what_the_outputs_depend_on(tmp_path):
+    data, cfg = _fold(), _cfg(tmp_path)
+    base = teacher_cache_key(cfg, data)
+    assert base == teacher_cache_key(_cfg(tmp_path), _fold())
+    changed = [
+        teacher_cache_key(cfg, dataclasses.replace(data, window_s=2.0)),
+        teacher_cache_key(cfg, dataclasses.replace(data, features_key="other")),
+        teacher_cache_key(cfg, dataclasses.replace(data, labels=LABELS[::-1])),
+        teacher_cache_key(_cfg(tmp_path, init_seed=1), data),
+        teacher_cache_key(_cfg(tmp_path, teacher="/some/other/teacher"), data),
+        teacher_cache_key(_cfg(tmp_path, teacher_cache_dtype="bfloat16"), data),
+        teacher_cache_key(cfg, dataclasses.replace(data, test=data.test[:2])),
+    ]
+    assert base not in changed and len(set(changed)) == len(changed)
+
+
+def test_key_changes_with_the_prompt(tmp_path, monkeypatch):
+    import pldistill.models.inputs as inputs
+    import pldistill.train.teacher_cache as tc
+
+    data, cfg = _fold(), _cfg(tmp_path)
+    before = teacher_cache_key(cfg, data)
+    other = dataclasses.replace(inputs.PromptTemplate(), prompt="Which emotion? {labels}.")
+    monkeypatch.setattr(tc, "PromptTemplate", lambda: other)
+    monkeypatch.setattr("pldistill.train.teacher.PromptTemplate", lambda: other)
+    assert teacher_cache_key(cfg, data) != before
+
+
+def test_failed_build_leaves_no_folder(setup, tmp_path):
+    teacher, _, data, _, _ = setup
+    cfg = _cfg(tmp_path)
+
+    def half(rows_dir):
+        pq.write_table(pq.read_table(setup[4].path / "rows").slice(0, 5), rows_dir / "part.parquet")
+
+    with pytest.raises(RuntimeError, match="5 rows written, 16 clips expected"):
+        ensure_teacher_cache(cfg, data, teacher, log=lambda m: None, write_rows=half)
+    assert not list((cfg.cache_dir / "teacher_outputs").iterdir()) or \
+        all(p.name.startswith(".") and p.name.endswith(".lock")
+            for p in (cfg.cache_dir / "teacher_outputs").iterdir())
+
+
+def test_rows_join_by_sample_id_whatever_their_order(setup, tmp_path):
+    """Shuffle the stored rows across files: every clip still gets its own arrays."""
+    _, _, data, _, cache = setup
+    table = pq.read_table(cache.path / "rows")
+    perm = np.random.default_rng(0).permutation(table.num_rows)
+    shuffled = tmp_path / "shuffled"
+    (shuffled / "rows").mkdir(parents=True)
+    pq.write_table(table.take(perm[:7]), shuffled / "rows" / "b.parquet")
+    pq.write_table(table.take(perm[7:]), shuffled / "rows" / "a.parquet")
+    for name in ("meta.json", "lm_head.safetensors"):
+        (shuffled / name).write_bytes((cache.path / name).read_bytes())
+    other = TeacherCache(shuffled)
+    for ex in data.train + data.test:
+        for col in ("encoded", "hidden_response", "attention"):
+            assert torch.equal(other.row(ex.key, col), cache.row(ex.key, col))
+    with pytest.raises(KeyError, match="not in the teacher cache"):
+        other.row("nope", "encoded")
+
+
+def test_bfloat16_storage_is_close(setup, tmp_path):
+    teacher, _, data, _, cache = setup
+    cfg = _cfg(tmp_path, teacher_cache_dtype="bfloat16")
+    half = TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=lambda m: None))
+    a, b = half.row("tr1", "hidden_audio"), cache.row("tr1", "hidden_audio")
+    assert not torch.equal(a, b)
+    torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize(("model", "expected"), [({}, "cached"), ({"teacher_mode": "online"}, "online"),
+                                                 ({"teacher_mode": "cached"}, "cached")])
+def test_sweeps_default_to_cached_unless_the_file_says_otherwise(model, expected):
+    from pldistill.sweep.config import SweepConfig
+    from pldistill.sweep.space import resolve_trial_config
+
+    sweep = SweepConfig.model_validate({"name": "s", "base": {"model": model},
+                                        "search": {"algorithm": "random", "num_samples": 1,
+                                                   "space": {"alpha": {"type": "uniform", "low": 0, "high": 1}}}})
+    assert resolve_trial_config(sweep, {"alpha": 0.5}, trial_id="t").model.teacher_mode == expected
+    assert TrialConfig().model.teacher_mode == "online"
