@@ -99,9 +99,14 @@ class ModelConfig(_Strict):
     #: Seed of the tiny models' random initialisation.
     init_seed: int = 0
     teacher_finetune: TeacherFinetuneConfig = Field(default_factory=TeacherFinetuneConfig)
-    #: ``online``: the teacher runs in every step. Reading precomputed teacher outputs (a
-    #: ``cached`` mode) is planned; until it exists the value is refused rather than ignored.
-    teacher_mode: Literal["online"] = "online"
+    #: ``online``: encoder and teacher run in every step. ``cached``: they run once per fold into
+    #: the teacher cache (``pldistill.train.teacher_cache``); steps read it and run only the
+    #: student's projector and LLM. Same losses and gradients (fp32 storage). Sweeps default to
+    #: ``cached`` unless their ``base.model`` sets this (``pldistill.sweep.space``).
+    teacher_mode: Literal["online", "cached"] = "online"
+    #: Storage of the cached arrays: ``float32`` is exact; ``bfloat16`` halves disk and memory
+    #: (real runs) at the cost of rounding the teacher's outputs.
+    teacher_cache_dtype: Literal["float32", "bfloat16"] = "float32"
     dtype: Literal["float32", "bfloat16"] = "float32"
 
 
@@ -160,6 +165,10 @@ class TrainConfig(_Strict):
     #: Positions per chunk in the KL terms (None: all at once). At the real vocabulary (152k) a
     #: chunk of 128 cuts the KL's peak memory to about a quarter (bench/kl_memory.py).
     kl_chunk_size: int | None = Field(None, ge=1)
+    #: How a trial's workers share the work: ``ddp`` replicates the student (the teacher is frozen and
+    #: replicated too); ``fsdp`` shards teacher and student LLMs across the workers (FSDP2), across
+    #: nodes when the placement spreads them. One worker: no difference. See pldistill/train/parallel.py.
+    parallelism: Literal["ddp", "fsdp"] = "ddp"
 
 
 class TrialConfig(_Strict):

@@ -86,7 +86,7 @@ _TRIAL_TAIL = (
     + [_f("fold_metrics", pa.list_(FOLD_METRICS_TYPE))]
     + [_f(f"loss_{t}", pa.float64()) for t in LOSS_TERMS]
     + [_f("wall_s", pa.float64()), _f("samples_per_s", pa.float64()), _f("num_workers", pa.int64()),
-       _f("nodes", pa.list_(pa.string())), _f("config_json", pa.string()),
+       _f("nodes", pa.list_(pa.string())), _f("restarts", pa.int64()), _f("config_json", pa.string()),
        _f("pldistill_version", pa.string()), _f("git_commit", pa.string()),
        _f("started_at", _TS), _f("ended_at", _TS), _f("schema_version", pa.int64(), False)]
 )
@@ -96,7 +96,7 @@ _EPOCH_FIELDS = (
     + [_f(f"train_loss_{t}", pa.float64()) for t in LOSS_TERMS]
     + [_f(m, pa.float64()) for m in ("val_ua", "val_wa", "val_f1", "val_loss", "test_ua", "test_wa", "test_f1",
                                      "samples_per_s", "lr", "wall_s")]
-    + [_f("schema_version", pa.int64(), False)]
+    + [_f("attempt", pa.int64()), _f("schema_version", pa.int64(), False)]
 )
 _SWEEP_FIELDS = [
     _f("name", pa.string(), False), _f("sweep_file", pa.string()), _f("status", pa.string()),
@@ -229,6 +229,8 @@ class TrialRecord:
     samples_per_s: float | None = None
     num_workers: int | None = None
     nodes: list[str] = field(default_factory=list)
+    #: Times the trial resumed from a checkpoint (after a worker, node or sweep restart).
+    restarts: int | None = None
     config_json: str | None = None
     pldistill_version: str | None = __version__
     git_commit: str | None = None
@@ -255,7 +257,7 @@ class TrialRecord:
             "best_epoch": statistics.median_low([f["best_epoch"] for f in folds]) if folds else None,
             **{f"teacher_{m}": _mean([(f.get("teacher") or {}).get(m) for f in folds]) for m in _METRICS},
             "wall_s": result.get("wall_s"), "samples_per_s": result.get("samples_per_s"),
-            "num_workers": result.get("world_size"),
+            "num_workers": result.get("world_size"), "restarts": result.get("restarts"),
         }
         return cls(**{**derived, **values})
 
@@ -287,6 +289,8 @@ class EpochRecord:
     samples_per_s: float | None = None
     lr: float | None = None
     wall_s: float | None = None
+    #: Which run of the trial produced the row: 0 first, k after the k-th restart.
+    attempt: int | None = None
 
     @classmethod
     def from_metrics(cls, sweep: str | None, trial_id: str | None, metrics: Mapping[str, Any]) -> EpochRecord:

@@ -41,6 +41,7 @@ __all__ = [
     "METRIC_NAMES",
     "ASHAConfig",
     "ChoiceDomain",
+    "FailuresConfig",
     "Domain",
     "IntDomain",
     "LogUniformDomain",
@@ -244,6 +245,9 @@ class ResourcesConfig(_Strict):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     #: ``auto``: nccl when workers hold GPUs, gloo otherwise.
     backend: Literal["auto", "gloo", "nccl"] = "auto"
+    #: ``ddp`` (student replicated) or ``fsdp`` (teacher and student sharded across the trial's workers);
+    #: copied into every trial's ``train.parallelism``.
+    parallelism: Literal["ddp", "fsdp"] = "ddp"
 
     @property
     def effective_backend(self) -> Literal["gloo", "nccl"]:
@@ -252,10 +256,23 @@ class ResourcesConfig(_Strict):
         return self.backend
 
 
+class FailuresConfig(_Strict):
+    """How much failure a trial absorbs before it is recorded as failed (the sweep always goes on).
+
+    ``worker_restarts`` is Ray Train's ``FailureConfig.max_failures``: a trial whose worker or node
+    died restarts its worker group from the trial's last epoch checkpoint. ``trial_retries`` is Ray
+    Tune's: the whole trial driver is started again (it too resumes from the last checkpoint).
+    A loss that turns NaN or infinite is never retried: the same numbers would diverge again.
+    """
+
+    worker_restarts: int = Field(3, ge=0)
+    trial_retries: int = Field(0, ge=0)
+
+
 class SweepConfig(_Strict):
     """One sweep file. Results go to ``<results>/<name>/``; trial ``t`` writes ``runs/<t>/`` there."""
 
-    _NULLABLE: ClassVar[frozenset[str]] = frozenset({"base", "fixed", "resources", "description"})
+    _NULLABLE: ClassVar[frozenset[str]] = frozenset({"base", "fixed", "resources", "failures", "description"})
     name: str = Field(pattern=_NAME_PATTERN)
     description: str = ""
     #: Results root; relative paths are resolved against the CWD by :func:`load_sweep`.
@@ -265,6 +282,7 @@ class SweepConfig(_Strict):
     fixed: Hyperparameters = Field(default_factory=Hyperparameters)
     search: SearchConfig
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    failures: FailuresConfig = Field(default_factory=FailuresConfig)
     _source: Path | None = PrivateAttr(None)
 
     @property

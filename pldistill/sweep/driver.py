@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["trial_driver", "DRIVER_RESOURCE"]
+__all__ = ["trial_driver", "DRIVER_RESOURCE", "TrialDivergedError"]
 
 DRIVER_RESOURCE = "pldistill_driver"
 
@@ -24,16 +24,19 @@ DRIVER_RESOURCE = "pldistill_driver"
 def trial_driver(config: dict[str, Any], sweep: Any) -> None:
     """Tune function trainable. ``sweep`` (a validated ``SweepConfig``) comes via ``tune.with_parameters``."""
     from ray import tune
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from pldistill.sweep.space import resolve_trial_config
-    from pldistill.sweep.worker import worker_loop
+    from pldistill.sweep.worker import DIVERGED_FILE, worker_loop
 
     trial_id = tune.get_context().get_trial_id()
     results_root = Path(sweep.results).resolve()
     cfg = resolve_trial_config(sweep, config, trial_id=trial_id)
+    diverged = Path(cfg.output_dir) / DIVERGED_FILE
+    if diverged.is_file():  # a retry of a trial that diverged: it would diverge again
+        raise TrialDivergedError(diverged.read_text())
     res = sweep.resources
     use_gpu = res.gpus_per_worker > 0
     backend = res.backend if res.backend != "auto" else ("nccl" if use_gpu else "gloo")
@@ -46,6 +49,16 @@ def trial_driver(config: dict[str, Any], sweep: Any) -> None:
         scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=use_gpu,
                                      resources_per_worker=per_worker, placement_strategy=res.placement_strategy),
         run_config=RunConfig(name=f"train-{trial_id}", storage_path=str(results_root / sweep.name / "ray-train"),
-                             callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=0)),
+                             callbacks=[TuneReportCallback()],
+                             # A restarted worker group resumes from the latest epoch checkpoint; an
+                             # interrupted sweep's trial does too (same run name and storage path).
+                             failure_config=FailureConfig(max_failures=sweep.failures.worker_restarts),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     trainer.fit()
+    if diverged.is_file():
+        raise TrialDivergedError(diverged.read_text())
+
+
+class TrialDivergedError(FloatingPointError):
+    """The trial's loss became NaN or infinite: recorded as failed, told to the searcher as a failure."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from pldistill.errors import InputError, PldistillError
 
-__all__ = ["LaunchOptions", "LaunchSummary", "launch", "prepare_shared"]
+__all__ = ["LaunchOptions", "LaunchSummary", "launch", "resume", "run_sweep", "prepare_shared"]
 
 
 @dataclass
@@ -37,16 +37,21 @@ class LaunchSummary:
     dashboard_url: str | None = None
 
 
-def prepare_shared(sweep: Any, log=print) -> None:
+def prepare_shared(sweep: Any, log=print, address: str | None = None) -> None:
     """Work every trial needs and none should repeat, done once before any trial starts: the
-    synthetic corpus and features, the fine-tuned teacher of each fold and the tiny student's
-    prior (all cached by hash). Trials then only read them, by path."""
+    synthetic corpus and features, the fine-tuned teacher of each fold, the tiny student's
+    prior and, for ``teacher_mode: cached`` (the sweep default), the teacher cache (all cached
+    by hash). Trials then only read them, by path."""
     from pldistill.sweep.space import resolve_trial_config
     from pldistill.train.dataset import prepare_fold
     from pldistill.train.student_prior import ensure_student_llm
     from pldistill.train.teacher import ensure_teacher
 
     cfg = resolve_trial_config(sweep, {}, trial_id="prepare")
+    if cfg.model.student_llm != "tiny":  # a student checkpoint must speak the teacher's tokens
+        from pldistill.models.loading import check_student_tokenizer, load_teacher_tokenizer
+
+        check_student_tokenizer(cfg.model.student_llm, load_teacher_tokenizer(cfg.model.teacher))
     if cfg.train.num_threads:  # as trials do: oversubscribed threads made the fine-tune ~10x slower
         import torch
 
@@ -56,6 +61,12 @@ def prepare_shared(sweep: Any, log=print) -> None:
         if cfg.model.teacher == "tiny" or cfg.model.teacher_finetune.enabled:
             teacher, _ = ensure_teacher(cfg, data, log=log)
             ensure_student_llm(cfg, teacher.tokenizer, log=log)
+    if cfg.model.teacher_mode == "cached":  # the teacher cache, built with Ray Data when missing
+        from pldistill.sweep.cache import CacheBuildOptions, build_fold_caches
+
+        gpus = 1.0 if sweep.resources.gpus_per_worker > 0 else 0.0
+        # on the cluster when attached: a private Ray inside a Ray Job cannot fetch the job's working_dir
+        build_fold_caches(cfg, log=log, opts=CacheBuildOptions(gpus_per_actor=gpus, address=address))
 
 
 def _start_ray(sweep: Any, opts: LaunchOptions) -> str | None:
@@ -82,27 +93,85 @@ def _start_ray(sweep: Any, opts: LaunchOptions) -> str | None:
 
 
 def launch(sweep_path: Path, opts: LaunchOptions | None = None, console=None) -> LaunchSummary:
-    """Run the sweep in ``sweep_path`` to completion; returns counts of completed/failed trials."""
-    from pldistill.results import ResultsStore, git_commit
+    """Run the sweep in ``sweep_path`` to completion; returns counts of completed/failed trials.
+
+    If an earlier run of the same sweep (same name and results folder) was interrupted, it is
+    continued rather than started again; one that finished is reported, not rerun."""
     from pldistill.sweep.config import load_sweep
-    from pldistill.sweep.space import build_tune_search, check_resources
+
+    return run_sweep(load_sweep(sweep_path), Path(sweep_path), opts, console)
+
+
+def resume(name: str, results_root: Path, opts: LaunchOptions | None = None, console=None) -> LaunchSummary:
+    """Continue the interrupted sweep ``name`` under ``results_root`` with the config it was started with."""
+    from pldistill.results import ResultsStore, list_sweeps
+    from pldistill.sweep.config import SweepConfig
+
+    meta_path = Path(results_root) / name / "sweep.json"
+    meta = ResultsStore(results_root, name).read_sweep_meta() if meta_path.is_file() else None
+    if meta is None:
+        known = ", ".join(list_sweeps(results_root)) or "none"
+        raise InputError(meta_path, "name", f"no sweep {name!r} under {results_root} (sweeps there: {known})")
+    try:
+        sweep = SweepConfig.model_validate(meta["config"])
+    except ValueError as exc:
+        raise InputError(meta_path, "config", f"cannot be read back: {str(exc).splitlines()[0]}") from None
+    return run_sweep(sweep, Path(str(meta.get("sweep_file") or meta_path)), opts, console, must_resume=True)
+
+
+def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, console=None,
+              must_resume: bool = False) -> LaunchSummary:
+    """Start, continue, or report the validated ``sweep`` (``sweep_path`` names it in messages)."""
+    from pldistill.results import ResultsStore
+    from pldistill.sweep.resume import SweepLock, can_resume
 
     opts = opts or LaunchOptions()
-    sweep = load_sweep(sweep_path)
     results = Path(sweep.results).resolve()
     store = ResultsStore(results, sweep.name)
     store.check_writable()
     say = console.print if console is not None else print
-    prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m))
+    meta = store.read_sweep_meta() if (store.sweep_dir / "sweep.json").is_file() else None
+    if meta is not None and meta.get("status") == "finished":
+        say(f"sweep {sweep.name} already finished; results in {store.sweep_dir} "
+            "(give the sweep a new name to run it again)")
+        return LaunchSummary(name=sweep.name, results=results, counts=dict(meta.get("counts") or {}))
+    earlier = meta is not None and can_resume(results, sweep.name)
+    if must_resume and not earlier:
+        raise PldistillError(f"sweep {sweep.name} in {store.sweep_dir} has no Tune state to resume; "
+                             f"launch {sweep_path} to start it")
+    if earlier and meta is not None and meta.get("config") != sweep.model_dump(mode="json"):
+        raise InputError(sweep_path, _first_difference(meta.get("config"), sweep.model_dump(mode="json")),
+                         f"differs from the interrupted run in {store.sweep_dir}; resume it with "
+                         f"'pldistill-sweep resume {sweep.name}' or give the sweep a new name")
+    if not opts.address:  # a private local Ray: its CPUs are known before anything is written
+        from pldistill.sweep.space import require_local_resources
+
+        require_local_resources(sweep, opts.num_cpus)
+    prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
+                   address=opts.address)
+    with SweepLock(store.sweep_dir):
+        return _run_tune(sweep, sweep_path, store, opts, console, meta if earlier else None)
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
+    """The dotted key of the first difference between two JSON-like values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+    return prefix.rstrip(".") or "config"
+
+
+def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, console,
+              earlier: dict[str, Any] | None) -> LaunchSummary:
     import ray
-    from ray import tune
 
     from pldistill import __version__
-    from pldistill.sweep.driver import DRIVER_RESOURCE, trial_driver
-    from pldistill.sweep.progress import SweepProgress
-    from pldistill.sweep.reaper import PlacementGroupReaper
-    from pldistill.sweep.recorder import TrialRecorder
+    from pldistill.results import git_commit
+    from pldistill.sweep.space import build_tune_search, check_resources
 
+    say = console.print if console is not None else print
+    results = store.root
     started = time.perf_counter()
     url = _start_ray(sweep, opts)
     try:
@@ -110,31 +179,79 @@ def launch(sweep_path: Path, opts: LaunchOptions | None = None, console=None) ->
         problems = check_resources(sweep, ray.cluster_resources())
         if problems:
             raise InputError(sweep_path, "resources", "; ".join(problems))
-        store.write_sweep_meta({"name": sweep.name, "sweep_file": str(Path(sweep_path).resolve()),
+        store.write_sweep_meta({**(earlier or {}), "name": sweep.name,
+                                "sweep_file": str(Path(sweep_path).resolve()),
                                 "config": sweep.model_dump(mode="json"), "status": "running",
-                                "started_at": datetime.now(timezone.utc).isoformat(),
+                                "started_at": (earlier or {}).get("started_at")
+                                or datetime.now(timezone.utc).isoformat(),
                                 "pldistill_version": __version__, "git_commit": git_commit(),
                                 "metric": sweep.search.metric, "mode": sweep.search.mode})
         search = build_tune_search(sweep)
-        progress = SweepProgress(search.num_samples_total, search.metric, search.mode, console=console,
-                                 enabled=opts.progress)
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(trial_driver, sweep=sweep), {DRIVER_RESOURCE: 1}),
-            param_space=search.param_space,
-            # The search algorithm (ConcurrencyLimiter / BasicVariantGenerator) holds the concurrency limit.
-            tune_config=tune.TuneConfig(**search.tune_config_kwargs()),
-            run_config=tune.RunConfig(name=sweep.name, storage_path=str(results / sweep.name / "ray-tune"),
-                                      failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                                      callbacks=[TrialRecorder(sweep, results), PlacementGroupReaper(), progress],
-                                      verbose=0),
-        )
-        with progress:
-            grid = tuner.fit()
+        tuner, recorder, progress = _tuner(sweep, search, results, opts, console, resume=earlier is not None)
+        if earlier is not None:
+            _reconcile(store, recorder, say, "resuming", search.num_samples_total)
+        status = "interrupted"
+        try:
+            with progress:
+                grid = tuner.fit()
+            status = "finished" if _reconcile(store, recorder, say, None, search.num_samples_total) else "interrupted"
+        finally:
+            store.write_sweep_meta({**(store.read_sweep_meta() or {}), "status": status,
+                                    "ended_at": datetime.now(timezone.utc).isoformat()})
         counts = {"completed": sum(1 for r in grid if r.error is None), "failed": grid.num_errors,
                   "total": len(grid)}
-        store.write_sweep_meta({**store.read_sweep_meta(), "status": "finished", "counts": counts,
-                                "ended_at": datetime.now(timezone.utc).isoformat()})
+        store.write_sweep_meta({**(store.read_sweep_meta() or {}), "counts": counts})
     finally:
         ray.shutdown()  # stops the private Ray, or disconnects from the cluster
     return LaunchSummary(name=sweep.name, results=results, counts=counts,
                          wall_s=time.perf_counter() - started, dashboard_url=url)
+
+
+def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console, resume: bool):
+    """A new Tuner, or the restored one of an interrupted run, with this process's callbacks."""
+    from ray import tune
+
+    from pldistill.sweep.driver import DRIVER_RESOURCE, trial_driver
+    from pldistill.sweep.progress import SweepProgress
+    from pldistill.sweep.reaper import PlacementGroupReaper
+    from pldistill.sweep.recorder import TrialRecorder
+    from pldistill.sweep.resume import experiment_dir
+
+    recorder = TrialRecorder(sweep, results)
+    progress = SweepProgress(search.num_samples_total, search.metric, search.mode, console=console,
+                             enabled=opts.progress)
+    callbacks = [recorder, PlacementGroupReaper(), progress]
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, sweep=sweep), {DRIVER_RESOURCE: 1})
+    if resume:
+        # Searcher (Optuna's study) and scheduler come back from Tune's snapshot; finished trials stay
+        # finished, unfinished ones continue from their last checkpoint, failed ones stay failed.
+        tuner = tune.Tuner.restore(str(experiment_dir(results, sweep.name)), trainable,
+                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
+        # The callbacks pickled with the first run are replaced by this process's own (private API,
+        # Ray 2.60: the run config is restored from tuner.pkl and cannot be passed to restore()).
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+        return tuner, recorder, progress
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search.param_space,
+        # The search algorithm (ConcurrencyLimiter / BasicVariantGenerator) holds the concurrency limit.
+        tune_config=tune.TuneConfig(**search.tune_config_kwargs()),
+        run_config=tune.RunConfig(name=sweep.name, storage_path=str(results / sweep.name / "ray-tune"),
+                                  failure_config=tune.FailureConfig(max_failures=sweep.failures.trial_retries,
+                                                                    fail_fast=False),
+                                  callbacks=callbacks, verbose=0),
+    )
+    return tuner, recorder, progress
+
+
+def _reconcile(store: Any, recorder: Any, say, when: str | None, expected: int) -> bool:
+    """Bring the results table in line with Tune's snapshot; True when all ``expected`` trials have finished."""
+    from pldistill.sweep.resume import reconcile, tune_trials
+
+    trials = tune_trials(store.root, store.sweep)
+    changes = reconcile(store, recorder, trials)
+    if when is not None:
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        say(f"{when} sweep {store.sweep}: {done} of {len(trials)} known trials finished"
+            + (f"; removed {changes['removed']} row(s) of trials Tune had not recorded" if changes["removed"] else ""))
+    return len(trials) >= expected and all(t.status in ("TERMINATED", "ERROR") for t in trials)

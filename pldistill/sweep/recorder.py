@@ -28,7 +28,9 @@ _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)):\s*(
 
 def error_summary(text: str) -> str:
     """The most specific ``SomeError: message`` line of a trace (the root cause is raised last)."""
-    lines = [m.group(0).strip() for m in map(_ERROR_LINE.match, text.splitlines()) if m]
+    # ``pkg.module.SomeError: message`` reads as ``SomeError: message``
+    lines = [f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(3).strip()}" for m in map(_ERROR_LINE.match, text.splitlines())
+             if m]
     generic = ("TrainingFailedError", "RayTaskError", "TuneError", "ActorDiedError", "WorkerGroupError")
     specific = [ln for ln in lines if not any(g in ln.split(":")[0] for g in generic)]
     pick = specific[-1] if specific else (lines[-1] if lines else (text.strip().splitlines() or ["error"])[-1])
@@ -94,6 +96,15 @@ class TrialRecorder(Callback):
         text = _error_text(trial)
         self._write(trial, "failed", trial.last_result, ended_at=datetime.now(timezone.utc),
                     error=(error_summary(text) + "\n" + text)[-8000:])
+
+    def record_final(self, trial) -> None:
+        """The final row of a trial Tune finished while no recorder was listening (resume)."""
+        if trial.status == "ERROR":
+            self.on_trial_error(0, [], trial)
+        elif "trial_result" in (trial.last_result or {}):
+            self._write(trial, "completed", trial.last_result)
+        else:
+            self._write(trial, "pruned", trial.last_result)
 
 
 def _error_text(trial) -> str:

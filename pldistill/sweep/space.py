@@ -19,6 +19,7 @@ Ray is imported inside the functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +44,10 @@ __all__ = [
     "build_scheduler",
     "build_search_alg",
     "build_tune_search",
+    "check_local_resources",
     "check_resources",
     "hparams_of",
+    "require_local_resources",
     "resolve_trial_config",
     "variant_name",
 ]
@@ -75,6 +78,32 @@ class TuneSearch:
         """Keyword arguments for ``ray.tune.TuneConfig``."""
         return {"metric": self.metric, "mode": self.mode, "search_alg": self.search_alg,
                 "scheduler": self.scheduler, "num_samples": self.num_samples}
+
+
+def check_local_resources(sweep: SweepConfig, num_cpus: int | None = None,
+                          num_gpus: int | None = None) -> list[str]:
+    """:func:`check_resources` against the private local Ray that ``launch`` would start: ``num_cpus``
+    (default ``os.cpu_count()``, as ``launch`` uses) and ``num_gpus`` (default: the GPUs torch sees,
+    asked only when the sweep wants GPUs). Known before Ray starts and before anything is written."""
+    cpus = num_cpus or os.cpu_count() or 1
+    if num_gpus is None:
+        num_gpus = _visible_gpus() if sweep.resources.gpus_per_worker > 0 else 0
+    return check_resources(sweep, {"CPU": float(cpus), "GPU": float(num_gpus)})
+
+
+def require_local_resources(sweep: SweepConfig, num_cpus: int | None = None) -> None:
+    """InputError (one line: the sweep file, the key, what fits) when :func:`check_local_resources`
+    finds a problem. ``launch`` calls it first thing for a local Ray."""
+    problems = check_local_resources(sweep, num_cpus)
+    if problems:
+        prefix = f"{sweep.source}: " if sweep.source else ""
+        raise InputError(sweep.source, None, "; ".join(p.removeprefix(prefix) for p in problems))
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def build_tune_search(sweep: SweepConfig) -> TuneSearch:
@@ -159,13 +188,35 @@ def resolve_trial_config(sweep: SweepConfig, sampled: dict[str, Any], *, trial_i
     base = sweep.base
     try:
         return TrialConfig(name=trial_id, data=base.data.model_copy(deep=True),
-                           model=base.model.model_copy(deep=True), train=base.train.model_copy(deep=True),
+                           model=_sweep_model(base.model), train=_trial_train(sweep),
                            cache_dir=base.cache_dir, hparams=merged,
                            output_dir=sweep.results_dir / "runs" / trial_id)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         raise InputError(sweep.source, f"trial {trial_id}: {key}", err["msg"]) from None
+
+
+def _trial_train(sweep: SweepConfig) -> Any:
+    """``base.train`` with ``resources.parallelism`` copied in (the sweep file says it once, under
+    ``resources``; a different explicit ``base.train.parallelism`` is refused rather than overridden)."""
+    train, wanted = sweep.base.train.model_copy(deep=True), sweep.resources.parallelism
+    if "parallelism" in train.model_fields_set and train.parallelism != wanted:
+        raise InputError(sweep.source, "base.train.parallelism",
+                         f"{train.parallelism!r} differs from resources.parallelism {wanted!r}; "
+                         "set it under resources only")
+    train.parallelism = wanted
+    return train
+
+
+def _sweep_model(model: Any) -> Any:
+    """The base's model config; ``teacher_mode`` defaults to ``cached`` in sweeps (encoder and teacher
+    outputs computed once, issue #5) unless the sweep file sets it. A TrialConfig built directly
+    keeps its own default, ``online``."""
+    out = model.model_copy(deep=True)
+    if "teacher_mode" not in model.model_fields_set:
+        out.teacher_mode = "cached"
+    return out
 
 
 def _variant_overrides(sweep: SweepConfig, variant: Any) -> dict[str, Any]:

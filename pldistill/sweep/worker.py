@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-__all__ = ["worker_loop"]
+__all__ = ["worker_loop", "write_divergence", "DIVERGED_FILE"]
 
 
 def _node_label() -> str:
@@ -43,7 +43,9 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
 
     from pldistill.config import TrialConfig
     from pldistill.results import EpochRecord, ResultsStore
+    from pldistill.sweep.metrics import TrialMetrics
     from pldistill.sweep.reaper import PG_KEY
+    from pldistill.train.checkpoint import load_state
     from pldistill.train.trial import run_trial
 
     cfg = TrialConfig.model_validate(loop_config["trial"])
@@ -53,13 +55,40 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     nodes = json.dumps(_gather_nodes())
     pg = ray.util.get_current_placement_group()
     extra = {"nodes": nodes, **({PG_KEY: pg.id.hex()} if pg is not None else {})}
-    rows: list[EpochRecord] = []
+    # A restarted worker (its worker group died, or the sweep resumed) gets the trial's latest
+    # checkpoint back from Ray Train and carries on after that epoch.
+    ckpt_in = ray.train.get_checkpoint()
+    resume = Path(ckpt_in.to_directory()) if ckpt_in is not None else None
+    state = load_state(resume) if resume is not None else None
+    # Epoch rows by (fold, epoch): a re-run epoch replaces the row an earlier attempt wrote.
+    rows: dict[tuple[int, int], EpochRecord] = {
+        (r["fold"], r["epoch"]): EpochRecord.from_metrics(sweep, trial_id, r) for r in
+        (state.epoch_rows() if state is not None else [])}
+    live = TrialMetrics(sweep, trial_id)  # Prometheus series (ray.util.metrics), rank 0 only
 
     def report(metrics: dict[str, Any], row: dict[str, Any], ckpt_dir: Path | None) -> None:
         if rank == 0:
-            rows.append(EpochRecord.from_metrics(sweep, trial_id, row))
-            store.write_epochs(trial_id, rows)
+            rows[(row["fold"], row["epoch"])] = EpochRecord.from_metrics(sweep, trial_id, row)
+            store.write_epochs(trial_id, list(rows.values()))
+            live.publish(row)
         ckpt = Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir is not None else None
         ray.train.report({**metrics, **extra}, checkpoint=ckpt)
 
-    run_trial(cfg, report=report)
+    try:
+        run_trial(cfg, report=report, resume=resume)
+    except FloatingPointError as exc:
+        # Diverged: restarting would diverge again. Every rank gets here together (the finiteness
+        # check is collective); the driver turns the marker into the trial's failure.
+        if rank == 0:
+            write_divergence(cfg.output_dir, str(exc))
+
+
+DIVERGED_FILE = "diverged.txt"
+
+
+def write_divergence(output_dir: Path, reason: str) -> None:
+    """Record why a trial diverged, atomically, in its output folder."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / f".{DIVERGED_FILE}.tmp"
+    tmp.write_text(reason)
+    tmp.replace(output_dir / DIVERGED_FILE)

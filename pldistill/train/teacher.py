@@ -120,7 +120,7 @@ def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.d
                 opt.step()
                 sched.step()
                 bar.advance()
-                total += float(loss) * len(batch)
+                total += loss.item() * len(batch)
             log(f"teacher fine-tune fold {data.fold} epoch {epoch + 1}/{ft.epochs}: loss {total / len(data.train):.4f}")
     model.eval()
     metrics = _teacher_metrics(teacher, data, cfg)

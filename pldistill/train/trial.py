@@ -10,13 +10,13 @@ Reads top to bottom: data -> teacher -> student -> optimizer -> epochs (train, e
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,24 @@ from pldistill.models.audiolm import AudioLMHead
 from pldistill.models.inputs import Example, collate
 from pldistill.models.loading import build_student, load_student_llm
 from pldistill.train._cache import atomic_dir
+from pldistill.train.checkpoint import ResumeState, load_state, restore_training, save_state
 from pldistill.train.dataset import FoldData, prepare_fold
 from pldistill.train.metrics import classification_metrics
+from pldistill.train.parallel import (
+    clip_grad_norm,
+    full_trainable_state,
+    gradient_sync,
+    is_sharded,
+    reshard,
+    restore_trainable,
+    snapshot_trainable,
+    wrap_models,
+)
 from pldistill.train.scoring import predict, score_labels
 from pldistill.train.step import DistillModels, distill_step
 from pldistill.train.student_prior import ensure_student_llm
 from pldistill.train.teacher import ensure_teacher
+from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache
 
 __all__ = ["run_trial", "TrialResult", "FoldResult", "Reporter", "lr_factor"]
 
@@ -65,6 +77,7 @@ class TrialResult:
     wall_s: float
     samples_per_s: float
     world_size: int
+    restarts: int = 0  # times this trial resumed from a checkpoint (worker, node or sweep restarts)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -87,73 +100,106 @@ def _log(msg: str) -> None:
         print(f"[pldistill] {msg}", flush=True)
 
 
-def run_trial(cfg: TrialConfig, report: Reporter | None = None) -> TrialResult:
-    """Train and evaluate ``cfg`` on each of its folds; returns the per-fold and mean figures."""
+def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | None = None) -> TrialResult:
+    """Train and evaluate ``cfg`` on each of its folds; returns the per-fold and mean figures.
+
+    ``resume``: a checkpoint folder this trial reported earlier; training carries on after its epoch
+    with the same weights, optimizer and random state, so the result equals an uninterrupted run's.
+    """
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    state = load_state(resume) if resume is not None else None
     started = time.perf_counter()
-    done: list[FoldResult] = []
-    clock = {"seen": 0, "train_s": 0.0}
+    done = [_fold_result(d) for d in state.done] if state else []
+    clock = dict(state.clock) if state else {"seen": 0, "train_s": 0.0}
+    attempt = state.attempt + 1 if state else 0
+    if state is not None:
+        _log(f"resuming after fold {cfg.data.folds[state.fold_index]} epoch {state.epoch} (attempt {attempt})")
+        if state.fold_index == len(cfg.data.folds) - 1 and state.epoch >= cfg.train.epochs:
+            # Every epoch was done; the run stopped before its end was recorded: report it again.
+            final = _summarise([*done, _fold_result(state.current)], started, clock, attempt)
+            if report is not None:
+                report(state.metrics, state.current["epochs"][-1], None)
+            return final
     for k, fold in enumerate(cfg.data.folds):
-        current = FoldResult(fold=fold, best_epoch=-1, best={}, teacher={})
-        for epoch in _fold_epochs(cfg, fold, current, clock):
+        if state is not None and k < state.fold_index:
+            continue
+        resuming = state is not None and k == state.fold_index
+        current = _fold_result(state.current) if resuming else FoldResult(fold=fold, best_epoch=-1, best={},
+                                                                                teacher={})
+        if resuming and state.epoch >= cfg.train.epochs:  # that fold had finished
+            done.append(current)
+            continue
+        for epoch in _fold_epochs(cfg, fold, current, clock, state if resuming else None, attempt):
             if report is None:
                 continue
-            so_far = _summarise([*done, current], started, clock)
+            so_far = _summarise([*done, current], started, clock, attempt)
             metrics: dict[str, Any] = {**so_far.metrics, "fold": fold, "epoch": epoch.row["epoch"],
                                        "best_epoch": current.best_epoch,
                                        **{f"epoch_{k2}": v for k2, v in epoch.row.items() if k2.startswith("val_")},
                                        **{f"teacher_{k2}": v for k2, v in current.teacher.items()}}
             if epoch.last and k == len(cfg.data.folds) - 1:
                 metrics["trial_result"] = json.dumps(asdict(so_far), default=str)
-            ckpt = epoch.checkpoint() if _rank_world()[0] == 0 else None
+            ckpt = epoch.checkpoint(ResumeState(
+                fold_index=k, epoch=epoch.row["epoch"], step=0, numpy_rng={}, current=asdict(current),
+                done=[asdict(f) for f in done], clock=dict(clock), attempt=attempt, metrics=metrics)) \
+                if _rank_world()[0] == 0 else None
             try:
                 report(metrics, epoch.row, ckpt)
             finally:
                 if ckpt is not None:
                     shutil.rmtree(ckpt, ignore_errors=True)
         done.append(current)
-    return _summarise(done, started, clock)
+    return _summarise(done, started, clock, attempt)
 
 
-def _summarise(folds: list[FoldResult], started: float, clock: dict[str, float]) -> TrialResult:
+def _fold_result(d: dict[str, Any]) -> FoldResult:
+    return FoldResult(**d)
+
+
+def _summarise(folds: list[FoldResult], started: float, clock: dict[str, float], restarts: int = 0) -> TrialResult:
     with_best = [f for f in folds if f.best]
     keys = with_best[0].best.keys() if with_best else ()
     mean = {k: float(np.mean([f.best[k] for f in with_best if k in f.best])) for k in keys}
     return TrialResult(folds=folds, metrics=mean, wall_s=time.perf_counter() - started,
                        samples_per_s=clock["seen"] / clock["train_s"] if clock["train_s"] else 0.0,
-                       world_size=_rank_world()[1])
+                       world_size=_rank_world()[1], restarts=restarts)
 
 
 @dataclass
 class _Epoch:
     row: dict[str, Any]
     last: bool
-    checkpoint: Callable[[], Path]
+    #: Writes the epoch's resumable checkpoint (the caller fills the trial-level fields) and returns it.
+    checkpoint: Callable[[ResumeState], Path]
 
 
-def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, float]) -> Iterator[_Epoch]:
-    """Train one fold, yielding after each epoch with ``res`` (best epoch, figures) brought up to date."""
+def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, float],
+                 resume: ResumeState | None = None, attempt: int = 0) -> Iterator[_Epoch]:
+    """Train one fold, yielding after each epoch with ``res`` (best epoch, figures) brought up to date.
+    With ``resume`` (a checkpoint of this fold), start after its epoch with its weights and state."""
     hp, tc = cfg.hparams, cfg.train
     rank, world = _rank_world()
     torch.manual_seed(tc.seed)
     data = prepare_fold(cfg, fold)
     teacher, res.teacher = ensure_teacher(cfg, data, log=_log)
+    cache = _teacher_cache(cfg, data, teacher)
+    encoder = cache if cache is not None else teacher.audio_tower  # what evaluation reads the audio from
     tok = teacher.tokenizer
     llm = load_student_llm(ensure_student_llm(cfg, tok, log=_log), tok, seed=cfg.model.init_seed)
     student = build_student(teacher, llm, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
                             lora_dropout=hp.lora_dropout, seed=tc.seed)
     head = AudioLMHead(student.base_model.model).train()
-    wrapped = head
-    if world > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(head)
     objective = build_objective(hp.objective, alpha=hp.alpha, beta=hp.beta, gamma=hp.gamma,
                                 temperature=hp.temperature, kl_t2_scaling=hp.kl_t2_scaling,
                                 cka_estimator=hp.cka_estimator, relation_weight=hp.llava_kd_relation,
                                 kl_chunk_size=tc.kl_chunk_size)
-    models = DistillModels(audio_tower=teacher.audio_tower, teacher=AudioLMHead(teacher.model),
+    online_teacher = AudioLMHead(teacher.model) if cache is None else None  # cached: the teacher LLM never runs
+    # ddp: student in DDP; fsdp: teacher and student sharded in place (before the optimizer sees them).
+    online_teacher, wrapped = wrap_models(online_teacher, head, tc.parallelism, audio_tower=teacher.audio_tower)
+    models = DistillModels(audio_tower=teacher.audio_tower, teacher=online_teacher,
                            student=wrapped, vocab=len(tok), objective=objective, weighting=hp.weighting,
-                           sharpen_p=hp.sharpen_p)
+                           sharpen_p=hp.sharpen_p, cache=cache)
     optimizer = _optimizer(head, cfg)
     # Every rank takes the same number of steps (DDP needs it): drop the remainder of the split.
     per_rank = len(data.train) // world
@@ -165,9 +211,17 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     out_dir = cfg.output_dir / f"fold_{fold}"
     res.student_dir = str(out_dir / "best")
-    step = 0
+    step, first_epoch = 0, 0
+    best_weights: dict[str, torch.Tensor] = {}
+    # Dropout draws from torch's global RNG: seed it here, after the caches (a teacher fine-tuned in
+    # this process, or read from disk) have drawn whatever they draw, so a fold trains the same either way.
+    torch.manual_seed(tc.seed + fold)
     rng = np.random.default_rng(tc.seed + fold)
-    for epoch in range(tc.epochs):
+    if resume is not None:
+        best_weights = restore_training(resume, student, optimizer)
+        step, first_epoch = resume.step, resume.epoch
+        rng.bit_generator.state = resume.numpy_rng
+    for epoch in range(first_epoch, tc.epochs):
         t0 = time.perf_counter()
         order = rng.permutation(len(data.train))[:per_rank * world][rank::world]
         sums: dict[str, float] = {}
@@ -177,8 +231,7 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
             idx = order[m * tc.batch_size:(m + 1) * tc.batch_size]
             batch = collate([data.train[i] for i in idx], tok, data.labels)
             last_micro = (m + 1) % tc.grad_accum == 0 or m + 1 == micro_per_epoch
-            sync = wrapped.no_sync() if (world > 1 and not last_micro) else nullcontext()
-            with sync:
+            with gradient_sync(wrapped, enabled=last_micro):
                 out = distill_step(models, batch)
                 (out.total / tc.grad_accum).backward()
             for k, v in {"total": out.total, **out.terms}.items():
@@ -188,8 +241,7 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
                 for g, base in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = base * lr_factor(step, total_steps, warmup)
                 if tc.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_([p for p in head.parameters() if p.requires_grad],
-                                                   tc.max_grad_norm)
+                    clip_grad_norm([p for p in head.parameters() if p.requires_grad], tc.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
@@ -197,32 +249,55 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
         clock["train_s"] += epoch_train
         clock["seen"] += world * min(per_rank, micro_per_epoch * tc.batch_size)
         losses = {k: v / max(1, n_micro) for k, v in sums.items()}
-        if not all(math.isfinite(v) for v in losses.values()):
+        if not _all_ranks_finite(losses):  # every rank stops together, or the others hang in a collective
             raise FloatingPointError(f"non-finite loss in fold {fold} epoch {epoch + 1}: {losses}")
         row: dict[str, Any] = {"fold": fold, "epoch": epoch + 1, **{f"train_loss_{k}": v for k, v in losses.items()},
                                **{f"val_{k}": v for k, v in
-                                  _evaluate(head, teacher.audio_tower, data.val, tok, data.labels,
+                                  _evaluate(head, encoder, data.val, tok, data.labels,
                                             tc.eval_batch_size).items()},
                                "samples_per_s": world * min(per_rank, micro_per_epoch * tc.batch_size) / epoch_train,
-                               "lr": optimizer.param_groups[0]["lr"], "wall_s": epoch_train}
+                               "lr": optimizer.param_groups[0]["lr"], "wall_s": epoch_train, "attempt": attempt}
         if tc.eval_test_each_epoch:
-            row.update({f"test_{k}": v for k, v in _evaluate(head, teacher.audio_tower, data.test, tok, data.labels,
+            row.update({f"test_{k}": v for k, v in _evaluate(head, encoder, data.test, tok, data.labels,
                                                              tc.eval_batch_size).items()})
         res.epochs.append(row)
-        if res.best_epoch < 0 or _better(row, res.best, tc.select_metric):
+        # Sharded: gathering the full trainable state is a collective, so every rank does it.
+        state = full_trainable_state(head, prefix="base_model.") if is_sharded(head) else None
+        if _agreed(res.best_epoch < 0 or _better(row, res.best, tc.select_metric)):
             res.best_epoch = epoch + 1
             res.best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
             res.best.update({f"loss_{k}": v for k, v in losses.items()})
+            best_weights = snapshot_trainable(head)  # this rank's shards; restored for the final test
             if rank == 0:
-                _save_student(student, cfg, out_dir / "best", fold, res.best_epoch)
+                _save_student(student, cfg, out_dir / "best", fold, res.best_epoch, state)
         last = epoch + 1 == tc.epochs
         if last and not tc.eval_test_each_epoch:  # test once, with the best epoch's student
             res.best.update({f"test_{k}": v for k, v in
-                             _evaluate_saved(student, head, out_dir / "best", teacher, data,
-                                             tc.eval_batch_size).items()})
+                             _evaluate_saved(head, best_weights, teacher, data, tc.eval_batch_size,
+                                             encoder).items()})
         _log(f"fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} val UA {row['val_ua']:.3f}"
              + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
-        yield _Epoch(row=row, last=last, checkpoint=lambda: _epoch_checkpoint(student))
+        # A sharded adapter and optimizer are not written to resumable checkpoints (yet): none under fsdp.
+        yield _Epoch(row=row, last=last, checkpoint=_no_checkpoint if is_sharded(head) else functools.partial(
+            _epoch_checkpoint, student, optimizer, step=step, numpy_rng=rng.bit_generator.state, best=best_weights))
+
+
+def _all_ranks_finite(losses: dict[str, float]) -> bool:
+    finite = all(math.isfinite(v) for v in losses.values())
+    if _rank_world()[1] > 1:
+        flag = torch.tensor([0.0 if finite else 1.0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        finite = flag.item() == 0.0
+    return finite
+
+
+def _agreed(flag: bool) -> bool:
+    """Rank 0's decision for all (the ranks' train losses differ, so ``val_loss`` selection could split)."""
+    if _rank_world()[1] == 1:
+        return flag
+    t = torch.tensor([float(flag)])
+    dist.broadcast(t, 0)
+    return bool(t.item())
 
 
 def _better(row: dict[str, Any], best: dict[str, float], metric: str) -> bool:
@@ -241,12 +316,26 @@ def _optimizer(head: AudioLMHead, cfg: TrialConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=hp.weight_decay)
 
 
+def _teacher_cache(cfg: TrialConfig, data: FoldData, teacher) -> TeacherCache | None:
+    """``teacher_mode: cached``: the fold's teacher cache (built here, in process, if the sweep has not)."""
+    if cfg.model.teacher_mode != "cached":
+        return None
+    return TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=_log, batch_size=cfg.train.eval_batch_size))
+
+
 def _evaluate(head: AudioLMHead, audio_tower, examples: list[Example], tok, labels, batch_size: int) -> dict:
-    """Closed-set UA/WA/F1; split across ranks and gathered when distributed."""
+    """Closed-set UA/WA/F1; split across ranks and gathered when distributed.
+
+    Every rank scores the same number of clips (the short shares padded with the first clip, whose
+    scores are dropped): under FSDP each forward is a collective, so the ranks' forwards must pair up.
+    """
     rank, world = _rank_world()
     head.eval()
     part = examples[rank::world]
-    scores = score_labels(head, audio_tower, part, tok, labels, vocab=len(tok), batch_size=batch_size)
+    padded = part + examples[:1] * (-(-len(examples) // world) - len(part))
+    scores = score_labels(head, audio_tower, padded, tok, labels, vocab=len(tok),
+                          batch_size=batch_size)[:len(part)]
+    reshard(head)  # a sharded root stays gathered after a forward without backward
     head.train()
     pairs = list(zip([ex.label for ex in part], predict(scores)))
     if world > 1:
@@ -256,23 +345,33 @@ def _evaluate(head: AudioLMHead, audio_tower, examples: list[Example], tok, labe
     return classification_metrics([t for t, _ in pairs], [p for _, p in pairs])
 
 
-def _save_student(student, cfg: TrialConfig, path: Path, fold: int, epoch: int) -> None:
-    """LoRA adapter + projector (``save_pretrained``) and the resolved config, atomically."""
+def _save_student(student, cfg: TrialConfig, path: Path, fold: int, epoch: int,
+                  state: dict[str, torch.Tensor] | None = None) -> None:
+    """LoRA adapter + projector (``save_pretrained``) and the resolved config, atomically.
+
+    ``state``: the full trainable parameters (PeftModel keys) when the model is sharded."""
     with atomic_dir(path) as tmp:
-        student.save_pretrained(tmp, safe_serialization=True)
+        student.save_pretrained(tmp, safe_serialization=True, state_dict=state)
         meta = {"fold": fold, "epoch": epoch, "config": json.loads(cfg.to_json())}
         (tmp / "pldistill_config.json").write_text(json.dumps(meta, indent=2))
 
 
-def _epoch_checkpoint(student) -> Path:
+def _epoch_checkpoint(student, optimizer, state: ResumeState, *, step: int, numpy_rng: dict,
+                      best: dict[str, torch.Tensor]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix="pldistill-ckpt-"))
-    student.save_pretrained(tmp, safe_serialization=True)
+    state.step, state.numpy_rng = step, numpy_rng
+    save_state(tmp, student, optimizer, state, best=best)
     return tmp
 
 
-def _evaluate_saved(student, head, path: Path, teacher, data: FoldData, batch_size: int) -> dict:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+def _no_checkpoint(state: ResumeState) -> None:
+    return None
 
-    set_peft_model_state_dict(student, load_file(str(path / "adapter_model.safetensors")))
-    return _evaluate(head, teacher.audio_tower, data.test, teacher.tokenizer, data.labels, batch_size)
+
+def _evaluate_saved(head, best_weights: dict[str, torch.Tensor], teacher, data: FoldData, batch_size: int,
+                    encoder=None) -> dict:
+    """Test with the best epoch's weights, put back from each rank's own copy (no file read: under
+    FSDP the weights are shards, and on several nodes only rank 0's node has the saved file)."""
+    restore_trainable(head, best_weights)
+    encoder = teacher.audio_tower if encoder is None else encoder
+    return _evaluate(head, encoder, data.test, teacher.tokenizer, data.labels, batch_size)

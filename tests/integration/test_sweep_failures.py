@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 import pytest
-import yaml
+from _procs import tiny_sweep
 
 from pldistill.results import read_trials
 from pldistill.sweep.launch import LaunchOptions, launch
@@ -20,32 +20,50 @@ pytestmark = pytest.mark.slow
 
 
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_cache, monkeypatch):
-    sweep = {
-        "name": "failures",
-        "results": str(tmp_path / "results"),
-        "base": {"data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
-                 "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 1},
-                 "cache_dir": tiny_cache},
-        "search": {"algorithm": "grid", "max_concurrent_trials": 1,
-                   "variants": [{"name": "ok", "objective": "sft", "lr": 1e-3},
-                                {"name": "diverges", "objective": "sft", "lr": 1e30}]},
-        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
-    }
-    path = tmp_path / "failures.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
-    try:
-        summary = launch(path, LaunchOptions(num_cpus=2, dashboard=False, progress=False, ray_tmpdir=ray_tmp))
-    finally:
-        import ray
-
-        ray.shutdown()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    path = tiny_sweep("failures", tmp_path, tiny_cache, search={
+        "algorithm": "grid", "max_concurrent_trials": 1,
+        "variants": [{"name": "ok", "objective": "sft", "lr": 1e-3}, {"name": "diverges", "objective": "sft", "lr": 1e30}]})
+    summary = _launch_locally(path, monkeypatch)
     assert summary.counts == {"completed": 1, "failed": 1, "total": 2}
     rows = {r["hp_lr"]: r for r in read_trials(tmp_path / "results").to_pylist()}
     assert rows[1e-3]["status"] == "completed" and rows[1e-3]["error"] is None
     failed = rows[1e30]
     assert failed["status"] == "failed"
-    assert failed["error"].splitlines()[0].startswith("FloatingPointError: non-finite loss")
+    assert failed["error"].splitlines()[0].startswith("TrialDivergedError: non-finite loss")
     assert failed["ended_at"] is not None
+
+
+def test_diverged_trials_reach_optuna_as_failures_not_values(tmp_path, tiny_cache, monkeypatch):
+    """Every trial of this Optuna sweep diverges: each is recorded failed with its reason, never
+    retried (it would diverge again), and Optuna's study holds them as FAIL with no value."""
+    import glob
+    import os
+    import pickle
+
+    path = tiny_sweep("diverging", tmp_path, tiny_cache, epochs=2, fixed={"objective": "sft"},
+                      search={"algorithm": "optuna", "metric": "val_ua", "mode": "max", "num_samples": 2,
+                              "max_concurrent_trials": 2,
+                              "space": {"lr": {"type": "loguniform", "low": 1e29, "high": 1e30}}},
+                      failures={"worker_restarts": 2, "trial_retries": 1})
+    summary = _launch_locally(path, monkeypatch)
+    assert summary.counts == {"completed": 0, "failed": 2, "total": 2}
+    rows = read_trials(tmp_path / "results").to_pylist()
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert all(r["error"].startswith("TrialDivergedError: non-finite loss in fold 1 epoch 1") for r in rows)
+    exp = tmp_path / "results" / "diverging" / "ray-tune" / "diverging"
+    with open(max(glob.glob(str(exp / "searcher-state-*.pkl")), key=os.path.getmtime), "rb") as fh:
+        study = pickle.load(fh)["_ot_study"]  # this test's own Tune state: trusted
+    assert [(t.state.name, t.value) for t in study.trials] == [("FAIL", None), ("FAIL", None)]
+
+
+def _launch_locally(path, monkeypatch):
+    """``launch`` on a private 2-CPU Ray with its own temp dir, always shut down."""
+    import ray
+
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    try:
+        return launch(path, LaunchOptions(num_cpus=2, dashboard=False, progress=False, ray_tmpdir=ray_tmp))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)

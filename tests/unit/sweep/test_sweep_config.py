@@ -194,7 +194,7 @@ BAD_CASES = {
                                "search.variants[0].lora_rank: also a grid axis (search.grid.lora_rank)"),
     "grid_value_out_of_range": (VARIANTS + "  grid: {lora_rank: [4, 0]}\n", "search.grid.lora_rank[1]: expected >= 1, got 0"),
     "not_a_mapping": ("- a\n- b\n", "expected a mapping with keys name"),
-    "empty_file": ("", "expected a mapping with keys name, description, results, base, fixed, search, resources, got an empty file"),
+    "empty_file": ("", "expected a mapping with keys name, description, results, base, fixed, search, resources, failures, got an empty file"),
 }
 
 
@@ -209,7 +209,7 @@ def test_bad_file_names_file_and_key(tmp_path: Path, case: str) -> None:
 def test_problem_carries_line_number(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD + "colour: red\n")
     assert problems_of(path) == [f"{path}: colour: unknown key; valid keys: name, description, results, base, "
-                                 "fixed, search, resources (line 13)"]
+                                 "fixed, search, resources, failures (line 13)"]
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:
@@ -278,3 +278,14 @@ def test_importing_sweep_layer_loads_neither_torch_nor_ray() -> None:
             "print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_failures_section_is_typed_and_checked(tmp_path: Path) -> None:
+    good = write(tmp_path, GOOD + "failures: {worker_restarts: 5, trial_retries: 1}\n")
+    sweep = load_sweep(good)
+    assert (sweep.failures.worker_restarts, sweep.failures.trial_retries) == (5, 1)
+    assert load_sweep(write(tmp_path, GOOD)).failures.worker_restarts == 3  # the default
+    bad = write(tmp_path, GOOD + "failures: {worker_restarts: -1, retries: 2}\n")
+    problems = problems_of(bad)
+    assert any(p.startswith(f"{bad}: failures.worker_restarts:") for p in problems), problems
+    assert any(p.startswith(f"{bad}: failures.retries: unknown key") for p in problems), problems

@@ -1,0 +1,95 @@
+"""A trial's resumable state: what a restarted worker needs to carry on exactly where it stopped.
+
+One checkpoint folder per epoch, written after the epoch's evaluation::
+
+    adapter_model.safetensors, adapter_config.json   the student (LoRA + projector, ``save_pretrained``)
+    optimizer.pt                                     optimizer state and torch's RNG state (tensors only)
+    best_trainable.safetensors                       the best epoch's trainable weights so far
+    trainer_state.json                               fold, epoch, step, numpy RNG, best-so-far, epoch rows
+
+Nothing here is unpickled: ``optimizer.pt`` is read with ``torch.load(weights_only=True)``.
+Ray Train keeps the latest checkpoint of each trial and hands it back to the workers it restarts
+(after a worker or node died, or when an interrupted sweep resumes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["ResumeState", "save_state", "load_state", "restore_training", "STATE_FILE"]
+
+STATE_FILE = "trainer_state.json"
+_OPTIM_FILE = "optimizer.pt"
+_BEST_FILE = "best_trainable.safetensors"
+_FORMAT = 1
+
+
+@dataclass
+class ResumeState:
+    """Where a trial stood after an epoch. ``current``/``done`` are ``FoldResult`` dicts."""
+
+    fold_index: int  # index into cfg.data.folds of the fold this epoch belonged to
+    epoch: int  # epochs completed in that fold
+    step: int  # optimizer steps taken in that fold
+    numpy_rng: dict[str, Any]
+    current: dict[str, Any]
+    done: list[dict[str, Any]] = field(default_factory=list)
+    clock: dict[str, float] = field(default_factory=dict)
+    attempt: int = 0  # 0 for the first run of the trial, +1 per restart
+    metrics: dict[str, Any] = field(default_factory=dict)  # the report made after this epoch
+    path: Path | None = None  # the checkpoint folder (adapter weights live there)
+
+    def epoch_rows(self) -> list[dict[str, Any]]:
+        """Every epoch row reported up to this checkpoint, finished folds first."""
+        return [row for f in [*self.done, self.current] for row in f.get("epochs", [])]
+
+
+def save_state(path: Path, student: Any, optimizer: torch.optim.Optimizer, state: ResumeState,
+               best: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``state`` with the student's adapter and the optimizer into the folder ``path``;
+    ``best``: the best epoch's trainable weights so far (what the fold's final test will use)."""
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    student.save_pretrained(path, safe_serialization=True)
+    if best:
+        save_file({k: v.contiguous() for k, v in best.items()}, str(path / _BEST_FILE))
+    torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, path / _OPTIM_FILE)
+    body = {k: v for k, v in vars(state).items() if k != "path"}
+    (path / STATE_FILE).write_text(json.dumps({"format": _FORMAT, **body}, default=_jsonable))
+
+
+def load_state(path: Path) -> ResumeState | None:
+    """The state saved in ``path``, or None if it holds no trainer state (not a pldistill checkpoint)."""
+    path = Path(path)
+    if not (path / STATE_FILE).is_file():
+        return None
+    body = json.loads((path / STATE_FILE).read_text())
+    body.pop("format", None)
+    return ResumeState(**body, path=path)
+
+
+def restore_training(state: ResumeState, student: Any, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Load the adapter, optimizer and torch RNG saved with ``state`` into live objects; returns the
+    best epoch's trainable weights saved with it (empty if none were)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    assert state.path is not None
+    set_peft_model_state_dict(student, load_file(str(state.path / "adapter_model.safetensors")))
+    saved = torch.load(state.path / _OPTIM_FILE, weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["torch_rng"])
+    best = state.path / _BEST_FILE
+    return load_file(str(best)) if best.is_file() else {}
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
