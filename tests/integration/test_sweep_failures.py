@@ -37,7 +37,6 @@ def test_diverged_trials_reach_optuna_as_failures_not_values(tmp_path, tiny_cach
     """Every trial of this Optuna sweep diverges: each is recorded failed with its reason, never
     retried (it would diverge again), and Optuna's study holds them as FAIL with no value."""
     import glob
-    import os
     import pickle
 
     path = tiny_sweep("diverging", tmp_path, tiny_cache, epochs=2, fixed={"objective": "sft"},
@@ -51,7 +50,7 @@ def test_diverged_trials_reach_optuna_as_failures_not_values(tmp_path, tiny_cach
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert all(r["error"].startswith("TrialDivergedError: non-finite loss in fold 1 epoch 1") for r in rows)
     exp = tmp_path / "results" / "diverging" / "ray-tune" / "diverging"
-    with open(max(glob.glob(str(exp / "searcher-state-*.pkl")), key=os.path.getmtime), "rb") as fh:
+    with open(max(glob.glob(str(exp / "searcher-state-*.pkl"))), "rb") as fh:
         study = pickle.load(fh)["_ot_study"]  # this test's own Tune state: trusted
     assert [(t.state.name, t.value) for t in study.trials] == [("FAIL", None), ("FAIL", None)]
 

@@ -12,7 +12,6 @@ each finished, each epoch once; and Optuna's study (the searcher Tune restored) 
 from __future__ import annotations
 
 import glob
-import os
 import pickle
 import shutil
 import tempfile
@@ -98,7 +97,8 @@ def test_killed_launcher_resumes_to_exactly_num_samples_trials(tmp_path, tiny_ca
 
     # Optuna's study as Tune restored and finished it: same trials, same values, TPE
     exp = results / "resumable" / "ray-tune" / "resumable"
-    state_file = max(glob.glob(str(exp / "searcher-state-*.pkl")), key=os.path.getmtime)
+    # one file per launcher session, named by its start time (the final sync gives them all one mtime)
+    state_file = max(glob.glob(str(exp / "searcher-state-*.pkl")))
     with open(state_file, "rb") as fh:  # OptunaSearch.__dict__, as this test's own run saved it: trusted
         optuna_search = pickle.load(fh)
     study = optuna_search["_ot_study"]
