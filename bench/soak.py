@@ -29,9 +29,9 @@ from _procs import ray_processes, sigkill_and_wait, start_cli, stop, tiny_sweep 
 NAME = "soak"
 
 
-def _sweep(work: Path, cache: str, num_samples: int) -> Path:
+def _sweep(work: Path, cache: str, num_samples: int, steps: int) -> Path:
     """The soak sweep file (results under ``work/results``)."""
-    return tiny_sweep(NAME, work, cache, epochs=3, max_steps_per_epoch=3, fixed={"objective": "pl_distill"},
+    return tiny_sweep(NAME, work, cache, epochs=3, max_steps_per_epoch=steps, fixed={"objective": "pl_distill"},
                       search={"algorithm": "optuna", "metric": "val_ua", "mode": "max", "num_samples": num_samples,
                               "max_concurrent_trials": 2, "seed": 0,
                               "space": {"alpha": {"type": "uniform", "low": 0.0, "high": 2.0},
@@ -39,11 +39,11 @@ def _sweep(work: Path, cache: str, num_samples: int) -> Path:
                       failures={"worker_restarts": 5})
 
 
-def _run(work: Path, cache: str, num_samples: int, kills: int, rng: random.Random | None) -> dict:
+def _run(work: Path, cache: str, num_samples: int, steps: int, kills: int, rng: random.Random | None) -> dict:
     """One sweep from scratch; with ``rng``, ``kills`` random kills along the way."""
     results = work / "results"
     shutil.rmtree(results, ignore_errors=True)
-    path = _sweep(work, cache, num_samples)
+    path = _sweep(work, cache, num_samples, steps)
     log = work / "cli.log"
     ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")
     base = ["--num-cpus", "2", "--no-dashboard", "--quiet"]
@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--kills", type=int, default=3, help="random kills per repetition")
     ap.add_argument("--num-samples", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=3, help="optimizer steps per epoch (longer epochs: more kills mid-epoch)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=".pldistill-cache", help="shared cache (corpus, teacher, prior)")
     args = ap.parse_args()
@@ -99,16 +100,16 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="pldistill-soak-"))
     cache = str(Path(args.cache).resolve())
-    prepare_shared(load_sweep(_sweep(work, cache, args.num_samples)), log=lambda m: None)  # not part of any timing
+    prepare_shared(load_sweep(_sweep(work, cache, args.num_samples, args.steps)), log=lambda m: None)  # not part of any timing
 
     rng = random.Random(args.seed)
-    clean = _run(work, cache, args.num_samples, 0, None)
+    clean = _run(work, cache, args.num_samples, args.steps, 0, None)
     print(f"undisturbed: {clean['wall_s']:.0f} s, {clean['completed']}/{args.num_samples} trials, "
           f"duplicates {clean['duplicates']}")
     print("rep  worker_kills  driver_kills  completed  lost  duplicates  extra_rows  restarts  wall_s  wall/undisturbed")
     totals = {"completed": 0, "lost": 0, "duplicates": 0, "extra_rows": 0}
     for rep in range(args.reps):
-        r = _run(work, cache, args.num_samples, args.kills, rng)
+        r = _run(work, cache, args.num_samples, args.steps, args.kills, rng)
         for k in totals:
             totals[k] += r[k]
         print(f"{rep:>3}  {r['worker']:>12}  {r['driver']:>12}  {r['completed']:>9}  {r['lost']:>4}  "
