@@ -64,21 +64,13 @@ def kl_divergence(
         A scalar. With no masked position it is 0, still connected to ``student_logits`` so that
         ``backward()`` works and gives a zero gradient.
     """
-    if direction not in KL_DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(KL_DIRECTIONS)}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+    _check_options(direction, temperature, chunk_size)
     if teacher_logits.shape != student_logits.shape or student_logits.dim() != 3:
         raise ValueError(
             f"teacher and student logits must both be (B, L, V), got {tuple(teacher_logits.shape)} "
             f"and {tuple(student_logits.shape)}"
         )
-    if mask.dtype != torch.bool or mask.shape != student_logits.shape[:2]:
-        raise ValueError(
-            f"mask must be bool with shape {tuple(student_logits.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}"
-        )
+    _check_mask(mask, student_logits)
 
     teacher = teacher_logits.detach()
     rows_b, rows_l = mask.nonzero(as_tuple=True)
@@ -89,7 +81,7 @@ def kl_divergence(
         )
         return per_row.sum() / max(n, 1)
     out: Tensor = _ChunkedDivergence.apply(
-        teacher, student_logits, rows_b, rows_l, temperature, direction, chunk_size
+        teacher, None, student_logits, rows_b, rows_l, temperature, direction, chunk_size
     )
     return out
 
@@ -125,12 +117,7 @@ def kl_divergence_from_hidden(
     Returns:
         A scalar; no gradient reaches the teacher side.
     """
-    if direction not in KL_DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(KL_DIRECTIONS)}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+    _check_options(direction, temperature, chunk_size)
     if student_logits.dim() != 3 or teacher_hidden.dim() != 3 or teacher_hidden.shape[:2] != student_logits.shape[:2]:
         raise ValueError(
             f"teacher_hidden must be (B, L, H) and student_logits (B, L, V) with the same B, L; got "
@@ -141,69 +128,42 @@ def kl_divergence_from_hidden(
             f"lm_head_weight must be (V, H) = ({student_logits.shape[2]}, {teacher_hidden.shape[2]}), "
             f"got {tuple(lm_head_weight.shape)}"
         )
-    if mask.dtype != torch.bool or mask.shape != student_logits.shape[:2]:
-        raise ValueError(
-            f"mask must be bool with shape {tuple(student_logits.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}"
-        )
+    _check_mask(mask, student_logits)
     rows_b, rows_l = mask.nonzero(as_tuple=True)
     n = rows_b.numel()
     if n == 0:  # 0, still connected to the student (as kl_divergence)
         return student_logits[rows_b, rows_l].to(_compute_dtype(lm_head_weight, student_logits)).sum()
     head = (lm_head_weight.detach(), None if lm_head_bias is None else lm_head_bias.detach())
-    out: Tensor = _ChunkedHiddenDivergence.apply(
+    out: Tensor = _ChunkedDivergence.apply(
         teacher_hidden.detach(), head, student_logits, rows_b, rows_l, temperature, direction, chunk_size or n
     )
     return out
 
 
-def _teacher_logits(hidden: Tensor, head: tuple[Tensor, Tensor | None]) -> Tensor:
-    """``(n, H) -> (n, V)`` in the head's dtype, as ``AudioLMHead.logits`` computes them."""
+def _check_options(direction: str, temperature: float, chunk_size: int | None) -> None:
+    if direction not in KL_DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(KL_DIRECTIONS)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+
+
+def _check_mask(mask: Tensor, student_logits: Tensor) -> None:
+    if mask.dtype != torch.bool or mask.shape != student_logits.shape[:2]:
+        raise ValueError(
+            f"mask must be bool with shape {tuple(student_logits.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}"
+        )
+
+
+def _teacher_chunk(teacher: Tensor, head: tuple[Tensor, Tensor | None] | None, b: Tensor, l_: Tensor) -> Tensor:
+    """The teacher logits of the positions ``(b, l_)``: read from ``teacher`` (``(B, L, V)`` logits),
+    or, with ``head`` (weight, bias), recomputed from ``teacher`` as ``(B, L, H)`` hidden states in
+    the head's dtype, as ``AudioLMHead.logits`` computes them."""
+    if head is None:
+        return teacher[b, l_]
     weight, bias = head
-    return F.linear(hidden.to(weight.dtype), weight, bias)
-
-
-class _ChunkedHiddenDivergence(torch.autograd.Function):
-    """:func:`kl_divergence_from_hidden`: :class:`_ChunkedDivergence` with the teacher logits
-    of each chunk recomputed from the hidden states; saves only its inputs."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        hidden: Tensor,
-        head: tuple[Tensor, Tensor | None],
-        student: Tensor,
-        rows_b: Tensor,
-        rows_l: Tensor,
-        temperature: float,
-        direction: str,
-        chunk_size: int,
-    ) -> Tensor:
-        n = rows_b.numel()
-        total = torch.zeros((), dtype=_compute_dtype(head[0], student), device=student.device)
-        for start in range(0, n, chunk_size):
-            b, l_ = rows_b[start : start + chunk_size], rows_l[start : start + chunk_size]
-            teacher = _teacher_logits(hidden[b, l_], head)
-            total += _per_position(teacher, student[b, l_], temperature, direction).sum()
-        ctx.save_for_backward(hidden, student, rows_b, rows_l)
-        ctx.head = head
-        ctx.options = (temperature, direction, chunk_size)
-        return total / n
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        hidden, student, rows_b, rows_l = ctx.saved_tensors
-        temperature, direction, chunk_size = ctx.options
-        n = rows_b.numel()
-        grad = torch.zeros_like(student, memory_format=torch.contiguous_format)
-        scale = grad_out / (n * temperature)
-        for start in range(0, n, chunk_size):
-            b, l_ = rows_b[start : start + chunk_size], rows_l[start : start + chunk_size]
-            teacher = _teacher_logits(hidden[b, l_], ctx.head)
-            grad[b, l_] = (
-                _per_position_grad(teacher, student[b, l_], temperature, direction).mul_(scale).to(grad.dtype)
-            )
-        return None, None, grad, None, None, None, None, None
+    return F.linear(teacher[b, l_].to(weight.dtype), weight, bias)
 
 
 def _compute_dtype(a: Tensor, b: Tensor) -> torch.dtype:
@@ -226,7 +186,8 @@ def _per_position(teacher: Tensor, student: Tensor, temperature: float, directio
 
 
 class _ChunkedDivergence(torch.autograd.Function):
-    """:func:`kl_divergence` over chunks of positions.
+    """:func:`kl_divergence` over chunks of positions; with ``head``, the teacher side is hidden
+    states whose logits each chunk recomputes (:func:`kl_divergence_from_hidden`).
 
     Saves only its inputs; the backward recomputes each chunk's log-softmaxes and applies the
     closed-form gradient (checked against autograd on the unchunked path in the tests).
@@ -236,6 +197,7 @@ class _ChunkedDivergence(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any,
         teacher: Tensor,
+        head: tuple[Tensor, Tensor | None] | None,
         student: Tensor,
         rows_b: Tensor,
         rows_l: Tensor,
@@ -244,11 +206,14 @@ class _ChunkedDivergence(torch.autograd.Function):
         chunk_size: int,
     ) -> Tensor:
         n = rows_b.numel()
-        total = torch.zeros((), dtype=_compute_dtype(teacher, student), device=student.device)
+        dtype = _compute_dtype(teacher if head is None else head[0], student)
+        total = torch.zeros((), dtype=dtype, device=student.device)
         for start in range(0, n, chunk_size):
             b, l_ = rows_b[start : start + chunk_size], rows_l[start : start + chunk_size]
-            total += _per_position(teacher[b, l_], student[b, l_], temperature, direction).sum()
+            total += _per_position(_teacher_chunk(teacher, head, b, l_), student[b, l_], temperature,
+                                   direction).sum()
         ctx.save_for_backward(teacher, student, rows_b, rows_l)
+        ctx.head = head
         ctx.options = (temperature, direction, chunk_size)
         return total / n
 
@@ -263,11 +228,12 @@ class _ChunkedDivergence(torch.autograd.Function):
         for start in range(0, n, chunk_size):
             b, l_ = rows_b[start : start + chunk_size], rows_l[start : start + chunk_size]
             grad[b, l_] = (
-                _per_position_grad(teacher[b, l_], student[b, l_], temperature, direction)
+                _per_position_grad(_teacher_chunk(teacher, ctx.head, b, l_), student[b, l_], temperature,
+                                   direction)
                 .mul_(scale)
                 .to(grad.dtype)
             )
-        return None, grad, None, None, None, None, None
+        return None, None, grad, None, None, None, None, None
 
 
 def _per_position_grad(teacher: Tensor, student: Tensor, temperature: float, direction: str) -> Tensor:
