@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -10,9 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 
-@pytest.fixture
-def ray_private() -> Iterator[str]:
-    """A private local Ray (``address="local"``) with a fresh ``RAY_TMPDIR``; yields the temp dir.
+@contextlib.contextmanager
+def private_ray(**init_kwargs) -> Iterator[str]:
+    """A private local Ray (``address="local"``, 2 CPUs) with a fresh ``RAY_TMPDIR``, always shut
+    down; yields the temp dir. ``init_kwargs`` go to ``ray.init`` (e.g. ``_metrics_export_port``).
 
     The temp dir is short and under /tmp because Ray's unix sockets cannot have long paths.
     """
@@ -23,7 +25,7 @@ def ray_private() -> Iterator[str]:
     os.environ["RAY_TMPDIR"] = tmp
     try:
         ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp,
-                 log_to_driver=False, configure_logging=False)
+                 log_to_driver=False, configure_logging=False, **init_kwargs)
         yield tmp
     finally:
         ray.shutdown()
@@ -32,6 +34,13 @@ def ray_private() -> Iterator[str]:
         else:
             os.environ["RAY_TMPDIR"] = old
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_private() -> Iterator[str]:
+    """:func:`private_ray` as a fixture."""
+    with private_ray() as tmp:
+        yield tmp
 
 
 @pytest.fixture(scope="session")

@@ -8,16 +8,14 @@ are checked in ``test_jobs.py`` on a ``ray start`` head.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import socket
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from conftest import private_ray
 
 pytestmark = pytest.mark.slow
 
@@ -61,24 +59,10 @@ def _scrape(port: int, sweep: str, until: int, timeout: float = 40.0) -> dict:
 
 @pytest.fixture
 def ray_with_metrics() -> Iterator[int]:
-    """As ``ray_private`` in conftest, plus the Prometheus export on a free loopback port; yields the port."""
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="rm", dir="/tmp")
-    old = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
+    """A private Ray (conftest's ``private_ray``) with the Prometheus export on a free port; yields the port."""
     port = _free_port()
-    try:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
-                 configure_logging=False, _metrics_export_port=port)
+    with private_ray(_metrics_export_port=port):
         yield port
-    finally:
-        ray.shutdown()
-        if old is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = old
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_trial_metrics_in_prometheus_export(ray_with_metrics):
