@@ -110,14 +110,14 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
         torch.set_num_threads(cfg.train.num_threads)
     state = load_state(resume) if resume is not None else None
     started = time.perf_counter()
-    done = [_fold_result(d) for d in state.done] if state else []
+    done = [FoldResult(**d) for d in state.done] if state else []
     clock = dict(state.clock) if state else {"seen": 0, "train_s": 0.0}
     attempt = state.attempt + 1 if state else 0
     if state is not None:
         _log(f"resuming after fold {cfg.data.folds[state.fold_index]} epoch {state.epoch} (attempt {attempt})")
         if state.fold_index == len(cfg.data.folds) - 1 and state.epoch >= cfg.train.epochs:
             # Every epoch was done; the run stopped before its end was recorded: report it again.
-            final = _summarise([*done, _fold_result(state.current)], started, clock, attempt)
+            final = _summarise([*done, FoldResult(**state.current)], started, clock, attempt)
             if report is not None:
                 report(state.metrics, state.current["epochs"][-1], None)
             return final
@@ -125,7 +125,7 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
         if state is not None and k < state.fold_index:
             continue
         resuming = state is not None and k == state.fold_index
-        current = _fold_result(state.current) if resuming else FoldResult(fold=fold, best_epoch=-1, best={},
+        current = FoldResult(**state.current) if resuming else FoldResult(fold=fold, best_epoch=-1, best={},
                                                                                 teacher={})
         if resuming and state.epoch >= cfg.train.epochs:  # that fold had finished
             done.append(current)
@@ -151,10 +151,6 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
                     shutil.rmtree(ckpt, ignore_errors=True)
         done.append(current)
     return _summarise(done, started, clock, attempt)
-
-
-def _fold_result(d: dict[str, Any]) -> FoldResult:
-    return FoldResult(**d)
 
 
 def _summarise(folds: list[FoldResult], started: float, clock: dict[str, float], restarts: int = 0) -> TrialResult:
