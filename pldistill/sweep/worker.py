@@ -10,6 +10,7 @@ so a running sweep is queryable.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,9 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
         # check is collective); the driver turns the marker into the trial's failure.
         if rank == 0:
             write_divergence(cfg.output_dir, str(exc))
+    finally:
+        if resume is not None:  # the local copy Ray Train made of the checkpoint
+            shutil.rmtree(resume, ignore_errors=True)
 
 
 DIVERGED_FILE = "diverged.txt"
