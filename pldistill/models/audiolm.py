@@ -102,6 +102,38 @@ class AudioLMHead(nn.Module):
         logits = self.logits(hidden, vocab) if vocab is not None else None
         return audio, hidden, logits
 
+    def score_responses(self, encoded: Tensor, num_tokens: Tensor, prompt_ids: Tensor, prompt_mask: Tensor,
+                        responses: Tensor, response_lengths: Tensor, vocab: int | None = None) -> Tensor:
+        """Log-likelihood ``(B, C)`` fp32 of each of ``C`` responses after each of ``B`` prompts.
+
+        ``prompt_ids``/``prompt_mask``: ``(B, P)`` right-padded prompts (audio placeholders included);
+        ``responses``: ``(C, R)`` token ids, right-padded, ``response_lengths (C,)`` >= 1. The prompt
+        runs once and its keys and values are shared by the C continuations, which run in one batch
+        at positions ``len(prompt) + j``: the same numbers as C full sequences (causal attention;
+        padding keys masked), for a fraction of the work when the prompt is long.
+        """
+        audio = self.core.multi_modal_projector(encoded)
+        lm = self.core.language_model
+        embeds = merge_audio_embeddings(lm.embed_tokens, prompt_ids, audio, num_tokens, self.audio_token_id)
+        out = lm(inputs_embeds=embeds, attention_mask=prompt_mask, use_cache=True)
+        b, c, r = prompt_ids.shape[0], responses.shape[0], responses.shape[1]
+        lengths = prompt_mask.sum(-1)
+        last = out.last_hidden_state[torch.arange(b, device=lengths.device), lengths - 1]  # predicts token 0
+        scores = torch.log_softmax(self.logits(last, vocab).float(), -1)[:, responses[:, 0]]  # (B, C)
+        if r == 1:
+            return scores
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(c)  # clip-major: row b * C + c continues prompt b
+        steps = torch.arange(r - 1, device=responses.device)
+        cont_mask = (steps[None, :] < (response_lengths - 1)[:, None]).long().repeat(b, 1)  # (B*C, R-1)
+        hidden = lm(inputs_embeds=lm.embed_tokens(responses[:, :-1].repeat(b, 1)),
+                    attention_mask=torch.cat([prompt_mask.repeat_interleave(c, 0), cont_mask], 1),
+                    position_ids=lengths.repeat_interleave(c)[:, None] + steps[None, :],
+                    past_key_values=cache, use_cache=True).last_hidden_state
+        logp = torch.log_softmax(self.logits(hidden, vocab).float(), -1)  # position j predicts token j + 1
+        nxt = logp.gather(-1, responses[:, 1:].repeat(b, 1).unsqueeze(-1)).squeeze(-1) * cont_mask
+        return scores + nxt.sum(-1).view(b, c)
+
     def logits(self, hidden: Tensor, vocab: int | None = None) -> Tensor:
         """``lm_head`` over the first ``vocab`` rows only (padding rows never computed)."""
         head = self.model.lm_head

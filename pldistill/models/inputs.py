@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_TEMPLATE", "PromptTemplate", "Example", "ModelInputs", "collate", "candidate_inputs"]
+__all__ = ["DEFAULT_TEMPLATE", "PromptTemplate", "Example", "ModelInputs", "collate", "candidate_inputs",
+           "prompt_inputs", "response_ids"]
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,10 @@ class _Encoder:
         self.audio_id = int(tokenizer.convert_tokens_to_ids(AUDIO_TOKEN))
         self.pad_id = int(tokenizer.pad_token_id)
 
-    def sequence(self, n_audio: int, label: int) -> tuple[list[int], int, int]:
-        """ids, start of audio, start of response."""
+    def sequence(self, n_audio: int, label: int | None) -> tuple[list[int], int, int]:
+        """ids, start of audio, start of response (``label`` None: the prompt alone, no response)."""
         ids = self.before + [self.audio_id] * n_audio + self.after
-        return ids + self.responses[label], len(self.before), len(ids)
+        return ids + (self.responses[label] if label is not None else []), len(self.before), len(ids)
 
 
 #: Per (tokenizer, template, labels). The tokenizer itself is kept in the entry and compared by
@@ -137,10 +138,24 @@ def candidate_inputs(examples: Sequence[Example], tokenizer, labels: Sequence[st
     return _collate(rep, [c for _ in examples for c in range(len(labels))], tokenizer, labels, template)
 
 
+def prompt_inputs(examples: Sequence[Example], tokenizer, labels: Sequence[str],
+                  template: PromptTemplate = DEFAULT_TEMPLATE) -> ModelInputs:
+    """Each example's sequence up to the response (the prefix every candidate answer shares).
+
+    No response positions: ``response_mask`` is all False; ``label_index`` holds the true labels.
+    """
+    return _collate(examples, [ex.label for ex in examples], tokenizer, labels, template, with_response=False)
+
+
+def response_ids(tokenizer, labels: Sequence[str], template: PromptTemplate = DEFAULT_TEMPLATE) -> list[list[int]]:
+    """Token ids of each label's response (the label and the closing ``<|im_end|>``), in label order."""
+    return [list(r) for r in _encoder(tokenizer, template, labels).responses]
+
+
 def _collate(examples: Sequence[Example], responses: Sequence[int], tokenizer, labels: Sequence[str],
-             template: PromptTemplate) -> ModelInputs:
+             template: PromptTemplate, with_response: bool = True) -> ModelInputs:
     enc = _encoder(tokenizer, template, labels)
-    seqs = [enc.sequence(ex.num_audio_tokens, r) for ex, r in zip(examples, responses)]
+    seqs = [enc.sequence(ex.num_audio_tokens, r if with_response else None) for ex, r in zip(examples, responses)]
     b, length = len(seqs), max(len(s[0]) for s in seqs)
     input_ids = torch.full((b, length), enc.pad_id, dtype=torch.long)
     attention = torch.zeros((b, length), dtype=torch.long)

@@ -67,12 +67,14 @@ def wrap_models(teacher_head: nn.Module | None, student_head: nn.Module, mode: P
 
 def _shard_head(head: nn.Module, mesh, ignored: set[nn.Parameter], reshard_root: bool | None) -> None:
     """Bottom-up: each decoder layer, then the head itself (whatever its layers did not take)."""
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     for layer in head.core.language_model.layers:
         fully_shard(layer, mesh=mesh)
     # None: FSDP's default for a root (kept gathered between forward and backward).
     fully_shard(head, mesh=mesh, ignored_params=ignored, reshard_after_forward=reshard_root)
+    if hasattr(head, "score_responses"):  # closed-set evaluation: a second entry point that must gather too
+        register_fsdp_forward_method(head, "score_responses")
 
 
 @contextmanager
