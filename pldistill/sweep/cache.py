@@ -2,7 +2,8 @@
 
 For each fold of the sweep's base config the clips' keys go through ``map_batches`` on a pool of
 actors; each actor loads the fold's features and the (already fine-tuned) teacher once, by path,
-and turns a batch of keys into Parquet-ready rows (:func:`pldistill.train.teacher_cache.teacher_rows`).
+and turns a batch of keys into Parquet-ready rows (:func:`pldistill.train.teacher_cache.cache_rows`:
+the teacher runs on the fold's training clips only; val and test clips get their encoder output).
 Actors hold one GPU each when the sweep's workers use GPUs. The driver streams the results into
 the cache's temporary folder, with progress (``pldistill.progress``); ``ensure_teacher_cache`` checks
 that every clip is there exactly once, writes the ``lm_head`` and ``meta.json`` and renames the
@@ -169,9 +170,10 @@ class _TeacherRowsActor:
             self.teacher.model.to("cuda")
         self.storage = cfg.model.teacher_cache_dtype
         self.examples = {ex.key: ex for ex in (*self.data.train, *self.data.val, *self.data.test)}
+        self.train_keys = {ex.key for ex in self.data.train}
 
     def __call__(self, batch: dict[str, Any]) -> Any:
-        from pldistill.train.teacher_cache import teacher_rows
+        from pldistill.train.teacher_cache import cache_rows
 
         chunk = [self.examples[str(k)] for k in batch["key"]]
-        return teacher_rows(self.teacher, chunk, self.data.labels, storage=self.storage)
+        return cache_rows(self.teacher, chunk, self.data.labels, teacher_keys=self.train_keys, storage=self.storage)

@@ -1,9 +1,14 @@
 """The teacher cache: frozen encoder and teacher outputs computed once per sweep, read by every trial.
 
 In a sweep the audio encoder and the teacher are frozen, so what they produce for a clip is the
-same in every trial and epoch. Per clip the cache holds exactly what the losses read:
+same in every trial and epoch. Per clip the cache holds exactly what the losses and the evaluation
+read. For every clip of the fold:
 
-- ``encoded``: the encoder output rows the student's projector takes, ``(n_audio, D_enc)``;
+- ``encoded``: the encoder output rows the student's projector takes, ``(n_audio, D_enc)``.
+
+For the fold's *training* clips only (``teacher`` column true; the losses never see val and test
+clips, which the evaluation scores from ``encoded`` alone, so the teacher LLM never runs on them):
+
 - ``teacher_audio``: the teacher's projector rows, ``(n_audio, E_t)`` (CKA, relation terms);
 - ``attention``: for **every** teacher layer, heads averaged, the attention of each response
   token row to the audio columns, ``(n_layers, n_response, n_audio)`` (all weighting variants);
@@ -15,13 +20,14 @@ same in every trial and epoch. Per clip the cache holds exactly what the losses 
 Prompt positions enter no loss, so nothing is stored for them. Layout of a cache folder::
 
     <cache_dir>/teacher_outputs/<key>/
-        rows/*.parquet        one row per clip: key (the sample id), sizes, flattened arrays
+        rows/*.parquet        one row per clip: key (the sample id), teacher flag, sizes, flattened arrays
         lm_head.safetensors   weight (V, H_t) [+ bias]
         meta.json             written last; a folder without it is never read
 
 The key hashes everything the outputs depend on (the teacher's own cache key, which covers the
 teacher spec, its fine-tune, the fold's features ``content_key``, window, labels and prompt
-template; plus every clip key, the compute and storage dtypes and :data:`CACHE_VERSION`). The
+template; plus every clip key, which of them are training clips, the compute and storage dtypes and
+:data:`CACHE_VERSION`). The
 folder is built in a temporary folder and renamed into place whole (``atomic_dir``), under a file
 lock. Rows are joined back by ``key`` (Ray Data does not keep order) and read with pyarrow: no pickle.
 
@@ -56,13 +62,14 @@ __all__ = [
     "teacher_cache_key",
     "teacher_cache_dir",
     "teacher_rows",
+    "cache_rows",
     "fold_examples",
     "ensure_teacher_cache",
     "cached_audio_weights",
 ]
 
 #: Bump when the stored rows would change.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: Per-clip arrays, stored flattened (``list<float32>``, or ``list<int16>`` holding bfloat16 bits).
 ARRAY_COLUMNS = ("encoded", "teacher_audio", "attention", "hidden_audio", "hidden_response")
 _COMPLETE = "meta.json"
@@ -81,7 +88,7 @@ def teacher_cache_key(cfg: TrialConfig, data: FoldData) -> str:
         "teacher": teacher_key(cfg, data), "features": data.features_key, "window_s": data.window_s,
         "labels": data.labels, "template": repr(PromptTemplate()), "dtype": cfg.model.dtype,
         "storage": cfg.model.teacher_cache_dtype, "clips": sorted(ex.key for ex in fold_examples(data)),
-        "v": CACHE_VERSION,
+        "teacher_clips": sorted(ex.key for ex in data.train), "v": CACHE_VERSION,
     })
 
 
@@ -92,10 +99,24 @@ def teacher_cache_dir(cfg: TrialConfig, data: FoldData) -> Path:
 # ----------------------------------------------------------------------------------------- writing
 
 
+def cache_rows(teacher: Any, examples: Sequence[Example], labels: Sequence[str], *, teacher_keys: set[str],
+               storage: str = "float32") -> Any:
+    """:func:`teacher_rows` for a mixed batch: teacher outputs for the clips in ``teacher_keys`` (the
+    fold's training clips), the encoder output alone for the others."""
+    import pyarrow as pa
+
+    train = [ex for ex in examples if ex.key in teacher_keys]
+    other = [ex for ex in examples if ex.key not in teacher_keys]
+    tables = [teacher_rows(teacher, part, labels, storage=storage, teacher_outputs=flag)
+              for part, flag in ((train, True), (other, False)) if part]
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
 @torch.no_grad()
 def teacher_rows(teacher: Any, examples: Sequence[Example], labels: Sequence[str], *,
-                 storage: str = "float32") -> Any:
-    """Run encoder and teacher once on ``examples``: a ``pyarrow.Table`` with one row per clip.
+                 storage: str = "float32", teacher_outputs: bool = True) -> Any:
+    """Run the encoder (and, with ``teacher_outputs``, the teacher) once on ``examples``: a
+    ``pyarrow.Table`` with one row per clip. Without ``teacher_outputs`` only ``encoded`` is filled.
 
     ``teacher`` is a :class:`pldistill.models.loading.Teacher` (frozen, eval mode, window set).
     The forward is the one :func:`pldistill.train.step.distill_step` runs online.
@@ -108,22 +129,30 @@ def teacher_rows(teacher: Any, examples: Sequence[Example], labels: Sequence[str
     enc = encode_audio(teacher.audio_tower, inputs.input_features, inputs.feature_attention_mask)
     n_audio = int(enc.num_tokens.max())
     feats, ntok = enc.features[:, :n_audio], enc.num_tokens
-    with capture_attention(head.core.language_model, inputs.attention_mask, "all") as attn:
-        teacher_audio, hidden, _ = head(feats, ntok, inputs.input_ids, inputs.attention_mask, None)
-    heads_mean = torch.stack([a.sum(dim=1) / a.shape[1] for a in attn])  # (layers, B, L, L) fp32
-    rows = inputs.response_token_mask
     per_clip: dict[str, list[Tensor]] = {c: [] for c in ARRAY_COLUMNS}
+    n_response = inputs.response_mask.sum(-1) if teacher_outputs else torch.zeros_like(ntok)
+    if teacher_outputs:
+        with capture_attention(head.core.language_model, inputs.attention_mask, "all") as attn:
+            teacher_audio, hidden, _ = head(feats, ntok, inputs.input_ids, inputs.attention_mask, None)
+        heads_mean = torch.stack([a.sum(dim=1) / a.shape[1] for a in attn])  # (layers, B, L, L) fp32
+        rows = inputs.response_token_mask
     for i in range(len(inputs)):
-        a, r, n = inputs.audio_mask[i], inputs.response_mask[i], int(ntok[i])
+        n = int(ntok[i])
         per_clip["encoded"].append(feats[i, :n])
+        if not teacher_outputs:
+            for c in ARRAY_COLUMNS[1:]:
+                per_clip[c].append(feats.new_zeros(0))
+            continue
+        a, r = inputs.audio_mask[i], inputs.response_mask[i]
         per_clip["teacher_audio"].append(teacher_audio[i, :n])
         per_clip["attention"].append(heads_mean[:, i][:, rows[i]][:, :, a])
         per_clip["hidden_audio"].append(hidden[i][a])
         per_clip["hidden_response"].append(hidden[i][r])
     columns: dict[str, Any] = {
         "key": pa.array(inputs.keys, pa.string()),
+        "teacher": pa.array([teacher_outputs] * len(inputs), pa.bool_()),
         "n_audio": pa.array(ntok.cpu().numpy().astype(np.int32)),
-        "n_response": pa.array(inputs.response_mask.sum(-1).cpu().numpy().astype(np.int32)),
+        "n_response": pa.array(n_response.cpu().numpy().astype(np.int32)),
     }
     for name, tensors in per_clip.items():
         columns[name] = _list_column(tensors, "float32" if name == "attention" else storage)
@@ -150,10 +179,12 @@ def _write_rows_locally(teacher: Any, data: FoldData, rows_dir: Path, storage: s
 
     from pldistill.progress import StepProgress
 
-    examples = fold_examples(data)
+    examples = fold_examples(data)  # training clips first: batches mostly of one kind
+    train = {ex.key for ex in data.train}
     with StepProgress(len(examples), f"teacher cache fold {data.fold}", unit="clips", log=log, tty=False) as bar:
         for part, start in enumerate(range(0, len(examples), batch_size)):
-            table = teacher_rows(teacher, examples[start:start + batch_size], data.labels, storage=storage)
+            table = cache_rows(teacher, examples[start:start + batch_size], data.labels, teacher_keys=train,
+                               storage=storage)
             pq.write_table(table, rows_dir / f"part-{part:05d}.parquet")
             bar.advance(table.num_rows)
 
@@ -163,11 +194,16 @@ def _finish(tmp: Path, teacher: Any, data: FoldData, cfg: TrialConfig, key: str)
     import pyarrow.parquet as pq
     from safetensors.torch import save_file
 
-    keys = pq.read_table(tmp / "rows", columns=["key"]).column("key").to_pylist()
+    written = pq.read_table(tmp / "rows", columns=["key", "teacher"])
+    keys = written.column("key").to_pylist()
     expected = sorted(ex.key for ex in fold_examples(data))
     if sorted(keys) != expected:
         raise RuntimeError(f"teacher cache for fold {data.fold}: {len(keys)} rows written, "
                            f"{len(expected)} clips expected (missing or duplicated sample ids)")
+    with_teacher = sorted(k for k, t in zip(keys, written.column("teacher").to_pylist()) if t)
+    if with_teacher != sorted(ex.key for ex in data.train):
+        raise RuntimeError(f"teacher cache for fold {data.fold}: teacher outputs for {len(with_teacher)} clips, "
+                           f"expected for the {len(data.train)} training clips")
     vocab = len(teacher.tokenizer)
     lm_head = teacher.model.lm_head
     tensors = {"weight": lm_head.weight[:vocab].detach().cpu().contiguous()}
@@ -176,6 +212,7 @@ def _finish(tmp: Path, teacher: Any, data: FoldData, cfg: TrialConfig, key: str)
     save_file(tensors, str(tmp / "lm_head.safetensors"))
     cfg_text = teacher.model.config.text_config
     meta = {"key": key, "version": CACHE_VERSION, "fold": data.fold, "rows": len(keys),
+            "teacher_rows": len(with_teacher),
             "storage": cfg.model.teacher_cache_dtype, "vocab": vocab,
             "layers": int(cfg_text.num_hidden_layers), "hidden": int(cfg_text.hidden_size),
             "encoder_dim": int(teacher.model.config.audio_config.d_model),
@@ -243,16 +280,27 @@ class TeacherCache:
         if not meta_file.is_file():
             raise FileNotFoundError(f"{self.path} is not a complete teacher cache (no {_COMPLETE})")
         self.meta: dict[str, Any] = json.loads(meta_file.read_text())
-        table = pq.read_table(self.path / "rows")
+        self._load_rows(pq.read_table(self.path / "rows"))
+        head = load_file(str(self.path / "lm_head.safetensors"))
+        self.lm_head_weight: Tensor = head["weight"]
+        self.lm_head_bias: Tensor | None = head.get("bias")
+
+    @classmethod
+    def from_table(cls, table: Any, meta: dict[str, Any], path: str | Path = "<memory>") -> TeacherCache:
+        """A reader over rows in memory (``teacher_rows`` output) with a cache's ``meta``; no lm_head."""
+        cache = cls.__new__(cls)
+        cache.path, cache.meta, cache.lm_head_weight, cache.lm_head_bias = Path(path), meta, torch.zeros(0), None
+        cache._load_rows(table)
+        return cache
+
+    def _load_rows(self, table: Any) -> None:
         keys = table.column("key").to_pylist()
         self._index = {k: i for i, k in enumerate(keys)}
         if len(self._index) != len(keys):
             raise ValueError(f"{self.path}: duplicated sample ids")
+        self._teacher = table.column("teacher").to_numpy(zero_copy_only=False)
         self._n = {c: table.column(c).to_numpy().astype(np.int64) for c in ("n_audio", "n_response")}
         self._arrays = {c: _flat(table.column(c)) for c in ARRAY_COLUMNS}
-        head = load_file(str(self.path / "lm_head.safetensors"))
-        self.lm_head_weight: Tensor = head["weight"]
-        self.lm_head_bias: Tensor | None = head.get("bias")
 
     def lm_head_on(self, device: torch.device | str) -> Tensor:
         """The ``lm_head`` weight on ``device``, moved once (at real sizes it is ~2.5 GB in fp32)."""
@@ -273,6 +321,9 @@ class TeacherCache:
             i = self._index[key]
         except KeyError:
             raise KeyError(f"clip {key!r} is not in the teacher cache {self.path}") from None
+        if column != "encoded" and not self._teacher[i]:
+            raise KeyError(f"clip {key!r} is not a training clip of {self.path}: the cache holds only its "
+                           f"encoder output (teacher outputs are stored for training clips)")
         offsets, values = self._arrays[column]
         flat = torch.from_numpy(values[offsets[i]:offsets[i + 1]].copy())  # Arrow buffers are read-only
         if flat.dtype == torch.int16:

@@ -20,7 +20,7 @@ from pldistill.config import TrialConfig
 from pldistill.sweep.cache import CacheBuildOptions, build_fold_caches
 from pldistill.train.dataset import prepare_fold
 from pldistill.train.teacher import ensure_teacher
-from pldistill.train.teacher_cache import ARRAY_COLUMNS, TeacherCache, fold_examples, teacher_rows
+from pldistill.train.teacher_cache import ARRAY_COLUMNS, TeacherCache, cache_rows, fold_examples
 
 pytestmark = pytest.mark.slow
 
@@ -45,17 +45,13 @@ def test_ray_data_build_joins_rows_by_sample_id_and_is_reused(ray_private, tmp_p
     # against a forward in this process, for clips spread over the fold (join by key, not by order)
     teacher, _ = ensure_teacher(cfg, data, log=lambda m: None)
     picked = examples[::7]
-    table = teacher_rows(teacher, picked, data.labels)
-    direct = TeacherCache.__new__(TeacherCache)  # reuse the reader's decoding on the in-memory table
-    direct.meta, direct.path = cache.meta, path
-    direct._index = {k: i for i, k in enumerate(table.column("key").to_pylist())}
-    direct._n = {c: table.column(c).to_numpy().astype("int64") for c in ("n_audio", "n_response")}
-    from pldistill.train.teacher_cache import _flat
-
-    direct._arrays = {c: _flat(table.column(c)) for c in ARRAY_COLUMNS}
+    train = {ex.key for ex in data.train}
+    assert train & {ex.key for ex in picked} and {ex.key for ex in picked} - train
+    direct = TeacherCache.from_table(cache_rows(teacher, picked, data.labels, teacher_keys=train), cache.meta)
     for ex in picked:
-        for col in ARRAY_COLUMNS:
+        for col in ARRAY_COLUMNS if ex.key in train else ("encoded",):
             torch.testing.assert_close(cache.row(ex.key, col), direct.row(ex.key, col), rtol=1e-5, atol=1e-5)
+    assert cache.meta["teacher_rows"] == len(train)
     # second build: reused, not rebuilt
     stamp = (path / "meta.json").stat().st_mtime_ns
     assert build_fold_caches(cfg, log=logs.append, opts=opts) == [path]

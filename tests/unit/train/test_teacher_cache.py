@@ -136,7 +136,7 @@ def test_build_is_idempotent_and_complete(setup, tmp_path):
     again = ensure_teacher_cache(cfg, data, teacher, log=lambda m: None,
                                  write_rows=lambda d: pytest.fail("a complete cache must be reused"))
     assert again == cache.path
-    assert len(cache) == 16 and cache.meta["rows"] == 16
+    assert len(cache) == 16 and cache.meta["rows"] == 16 and cache.meta["teacher_rows"] == 10
     assert not [p for p in cache.path.parent.iterdir() if ".tmp-" in p.name]
 
 
@@ -152,6 +152,8 @@ def test_key_changes_with_what_the_outputs_depend_on(tmp_path):
         teacher_cache_key(_cfg(tmp_path, teacher="/some/other/teacher"), data),
         teacher_cache_key(_cfg(tmp_path, teacher_cache_dtype="bfloat16"), data),
         teacher_cache_key(cfg, dataclasses.replace(data, test=data.test[:2])),
+        # the same clips, one moved from train to val: the teacher runs on a different set
+        teacher_cache_key(cfg, dataclasses.replace(data, train=data.train[1:], val=data.val + data.train[:1])),
     ]
     assert base not in changed and len(set(changed)) == len(changed)
 
@@ -195,7 +197,7 @@ def test_rows_join_by_sample_id_whatever_their_order(setup, tmp_path):
         (shuffled / name).write_bytes((cache.path / name).read_bytes())
     other = TeacherCache(shuffled)
     for ex in data.train + data.test:
-        for col in ("encoded", "hidden_response", "attention"):
+        for col in ("encoded", "hidden_response", "attention") if ex in data.train else ("encoded",):
             assert torch.equal(other.row(ex.key, col), cache.row(ex.key, col))
     with pytest.raises(KeyError, match="not in the teacher cache"):
         other.row("nope", "encoded")
@@ -221,3 +223,37 @@ def test_sweeps_default_to_cached_unless_the_file_says_otherwise(model, expected
                                                    "space": {"alpha": {"type": "uniform", "low": 0, "high": 1}}}})
     assert resolve_trial_config(sweep, {"alpha": 0.5}, trial_id="t").model.teacher_mode == expected
     assert TrialConfig().model.teacher_mode == "online"
+
+
+def test_teacher_outputs_only_for_training_clips(setup):
+    """The losses see only training clips: val and test rows hold the encoder output alone, and asking
+    for their teacher outputs is a clear error (never a silently empty array)."""
+    _, _, data, _, cache = setup
+    table = pq.read_table(cache.path / "rows")
+    flags = dict(zip(table.column("key").to_pylist(), table.column("teacher").to_pylist()))
+    assert flags == {ex.key: ex in data.train for ex in data.train + data.val + data.test}
+    for ex in data.val + data.test:
+        assert cache.row(ex.key, "encoded").shape[0] == ex.num_audio_tokens
+        for col in ("teacher_audio", "attention", "hidden_audio", "hidden_response"):
+            with pytest.raises(KeyError, match="not a training clip"):
+                cache.row(ex.key, col)
+    with pytest.raises(KeyError, match="not a training clip"):
+        cache.batch([data.train[0].key, data.val[0].key])
+
+
+def test_missing_teacher_outputs_fail_the_build(setup, tmp_path):
+    """A writer that skipped the teacher for a training clip leaves no cache behind."""
+    import pyarrow as pa
+
+    teacher, _, data, _, cache = setup
+    cfg = _cfg(tmp_path)
+
+    def no_teacher(rows_dir):
+        table = pq.read_table(cache.path / "rows")
+        table = table.set_column(table.schema.get_field_index("teacher"), "teacher",
+                                 pa.array([False] * table.num_rows))
+        pq.write_table(table, rows_dir / "part.parquet")
+
+    with pytest.raises(RuntimeError, match="teacher outputs for 0 clips, expected for the 10 training clips"):
+        ensure_teacher_cache(cfg, data, teacher, log=lambda m: None, write_rows=no_teacher)
+    assert not [p for p in (cfg.cache_dir / "teacher_outputs").iterdir() if not p.name.endswith(".lock")]
