@@ -6,6 +6,12 @@ One checkpoint folder per epoch, written after the epoch's evaluation::
     optimizer.pt                                     optimizer state and torch's RNG state (tensors only)
     best_trainable.safetensors                       the best epoch's trainable weights so far
     trainer_state.json                               fold, epoch, step, numpy RNG, best-so-far, epoch rows
+    trainable.safetensors                            sharded (fsdp) trials only: the full trainable weights
+
+A sharded trial's rank 0 writes full (gathered) tensors: the trainable weights keyed by the
+:class:`~pldistill.models.audiolm.AudioLMHead`'s parameter names and the optimizer state as
+``torch.distributed.checkpoint``'s full state dict (keyed by those names too), so the restarted
+ranks re-shard them with ``set_model_state_dict`` / ``set_optimizer_state_dict``, on any node.
 
 Nothing here is unpickled: ``optimizer.pt`` is read with ``torch.load(weights_only=True)``.
 Ray Train keeps the latest checkpoint of each trial and hands it back to the workers it restarts
@@ -21,11 +27,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["ResumeState", "save_state", "load_state", "restore_training", "STATE_FILE"]
+__all__ = ["ResumeState", "FullState", "save_state", "load_state", "restore_training", "STATE_FILE"]
 
 STATE_FILE = "trainer_state.json"
 _OPTIM_FILE = "optimizer.pt"
 _BEST_FILE = "best_trainable.safetensors"
+_TRAINABLE_FILE = "trainable.safetensors"
 _FORMAT = 1
 
 
@@ -49,17 +56,35 @@ class ResumeState:
         return [row for f in [*self.done, self.current] for row in f.get("epochs", [])]
 
 
+@dataclass
+class FullState:
+    """A sharded student's trainable weights and optimizer state gathered in full (rank 0's copy).
+
+    ``trainable``: keyed by the head's parameter names; ``optimizer``: the full optimizer state dict
+    of ``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict``."""
+
+    trainable: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+
+
 def save_state(path: Path, student: Any, optimizer: torch.optim.Optimizer, state: ResumeState,
-               best: dict[str, torch.Tensor] | None = None) -> None:
+               best: dict[str, torch.Tensor] | None = None, full: FullState | None = None) -> None:
     """Write ``state`` with the student's adapter and the optimizer into the folder ``path``;
-    ``best``: the best epoch's trainable weights so far (what the fold's final test will use)."""
+    ``best``: the best epoch's trainable weights so far (what the fold's final test will use), full
+    tensors; ``full``: the gathered weights and optimizer of a sharded student (its own are shards)."""
     from safetensors.torch import save_file
 
     path.mkdir(parents=True, exist_ok=True)
-    student.save_pretrained(path, safe_serialization=True)
+    if full is None:
+        student.save_pretrained(path, safe_serialization=True)
+    else:
+        student.save_pretrained(path, safe_serialization=True,
+                                state_dict={f"base_model.{k}": v for k, v in full.trainable.items()})
+        save_file({k: v.contiguous() for k, v in full.trainable.items()}, str(path / _TRAINABLE_FILE))
     if best:
         save_file({k: v.contiguous() for k, v in best.items()}, str(path / _BEST_FILE))
-    torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, path / _OPTIM_FILE)
+    torch.save({"optimizer": optimizer.state_dict() if full is None else full.optimizer, "sharded": full is not None,
+                "torch_rng": torch.get_rng_state()}, path / _OPTIM_FILE)
     body = {k: v for k, v in vars(state).items() if k != "path"}
     (path / STATE_FILE).write_text(json.dumps({"format": _FORMAT, **body}, default=_jsonable))
 
@@ -74,16 +99,36 @@ def load_state(path: Path) -> ResumeState | None:
     return ResumeState(**body, path=path)
 
 
-def restore_training(state: ResumeState, student: Any, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+def restore_training(state: ResumeState, student: Any, optimizer: torch.optim.Optimizer,
+                     head: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Load the adapter, optimizer and torch RNG saved with ``state`` into live objects; returns the
-    best epoch's trainable weights saved with it (empty if none were)."""
+    best epoch's trainable weights saved with it (full tensors; empty if none were).
+
+    ``head``: the student's (FSDP-sharded) :class:`AudioLMHead`, for a checkpoint of a sharded trial:
+    every rank reads the full tensors and keeps its own shards. A collective then; all ranks call it."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    from pldistill.train.parallel import is_sharded
+
     assert state.path is not None
-    set_peft_model_state_dict(student, load_file(str(state.path / "adapter_model.safetensors")))
     saved = torch.load(state.path / _OPTIM_FILE, weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
+    if saved.get("sharded", False):
+        if head is None or not is_sharded(head):
+            raise ValueError(f"checkpoint {state.path} was written by a sharded trial (parallelism: fsdp); "
+                             f"it resumes only under fsdp")
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True, strict=False)
+        set_model_state_dict(head, load_file(str(state.path / _TRAINABLE_FILE)), options=opts)
+        set_optimizer_state_dict(head, optimizer, saved["optimizer"], options=opts)
+    else:
+        set_peft_model_state_dict(student, load_file(str(state.path / "adapter_model.safetensors")))
+        optimizer.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["torch_rng"])
     best = state.path / _BEST_FILE
     return load_file(str(best)) if best.is_file() else {}

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = ["ParallelMode", "wrap_models", "gradient_sync", "clip_grad_norm", "full_trainable_state",
-           "snapshot_trainable", "restore_trainable", "reshard", "is_sharded"]
+           "snapshot_trainable", "restore_trainable", "shard_like", "full_optimizer_state", "reshard",
+           "is_sharded"]
 
 ParallelMode = Literal["ddp", "fsdp"]
 
@@ -132,6 +133,30 @@ def restore_trainable(head: nn.Module, snapshot: dict[str, Tensor]) -> None:
         for name, p in head.named_parameters():
             if name in snapshot:
                 p.copy_(snapshot[name])
+
+
+def shard_like(head: nn.Module, full: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Full tensors keyed by ``head``'s parameter names, cut like its parameters: this rank's shards
+    of the sharded ones (no communication: every rank holds the full tensors), the others as is."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    params = dict(head.named_parameters())
+    out: dict[str, Tensor] = {}
+    for name, t in full.items():
+        p = params[name]
+        t = t.to(device=p.device, dtype=p.dtype)
+        out[name] = distribute_tensor(t, p.device_mesh, p.placements, src_data_rank=None) \
+            if isinstance(p, DTensor) else t
+    return out
+
+
+def full_optimizer_state(head: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The sharded optimizer's state gathered in full on rank 0 (CPU; empty on the other ranks),
+    keyed by ``head``'s parameter names. A collective: every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(head, optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def reshard(module: nn.Module) -> None:

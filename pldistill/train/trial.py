@@ -31,16 +31,18 @@ from pldistill.models.audiolm import AudioLMHead
 from pldistill.models.inputs import Example, collate
 from pldistill.models.loading import build_student, load_student_llm
 from pldistill.train._cache import atomic_dir
-from pldistill.train.checkpoint import ResumeState, load_state, restore_training, save_state
+from pldistill.train.checkpoint import FullState, ResumeState, load_state, restore_training, save_state
 from pldistill.train.dataset import FoldData, prepare_fold
 from pldistill.train.metrics import classification_metrics
 from pldistill.train.parallel import (
     clip_grad_norm,
+    full_optimizer_state,
     full_trainable_state,
     gradient_sync,
     is_sharded,
     reshard,
     restore_trainable,
+    shard_like,
     snapshot_trainable,
     wrap_models,
 )
@@ -208,13 +210,17 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
     out_dir = cfg.output_dir / f"fold_{fold}"
     res.student_dir = str(out_dir / "best")
     step, first_epoch = 0, 0
-    best_weights: dict[str, torch.Tensor] = {}
+    best_weights: dict[str, torch.Tensor] = {}  # this rank's copy (its shards when sharded)
+    best_full: dict[str, torch.Tensor] = {}  # sharded: the same gathered on rank 0, for checkpoints
+    sharded = is_sharded(head)
     # Dropout draws from torch's global RNG: seed it here, after the caches (a teacher fine-tuned in
     # this process, or read from disk) have drawn whatever they draw, so a fold trains the same either way.
     torch.manual_seed(tc.seed + fold)
     rng = np.random.default_rng(tc.seed + fold)
     if resume is not None:
-        best_weights = restore_training(resume, student, optimizer)
+        best_weights = restore_training(resume, student, optimizer, head=head)
+        if sharded:
+            best_full, best_weights = best_weights, shard_like(head, best_weights)
         step, first_epoch = resume.step, resume.epoch
         rng.bit_generator.state = resume.numpy_rng
     for epoch in range(first_epoch, tc.epochs):
@@ -258,12 +264,14 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
                                                              tc.eval_batch_size).items()})
         res.epochs.append(row)
         # Sharded: gathering the full trainable state is a collective, so every rank does it.
-        state = full_trainable_state(head, prefix="base_model.") if is_sharded(head) else None
+        state = full_trainable_state(head, prefix="base_model.") if sharded else None
         if _agreed(res.best_epoch < 0 or _better(row, res.best, tc.select_metric)):
             res.best_epoch = epoch + 1
             res.best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
             res.best.update({f"loss_{k}": v for k, v in losses.items()})
             best_weights = snapshot_trainable(head)  # this rank's shards; restored for the final test
+            if sharded and state is not None:
+                best_full = {k.removeprefix("base_model."): v for k, v in state.items()}
             if rank == 0:
                 _save_student(student, cfg, out_dir / "best", fold, res.best_epoch, state)
         last = epoch + 1 == tc.epochs
@@ -273,9 +281,14 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
                                              encoder).items()})
         _log(f"fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} val UA {row['val_ua']:.3f}"
              + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
-        # A sharded adapter and optimizer are not written to resumable checkpoints (yet): none under fsdp.
-        yield _Epoch(row=row, last=last, checkpoint=_no_checkpoint if is_sharded(head) else functools.partial(
-            _epoch_checkpoint, student, optimizer, step=step, numpy_rng=rng.bit_generator.state, best=best_weights))
+        full = None
+        if sharded:  # rank 0 writes the checkpoint from gathered copies (gathering is a collective)
+            optim = full_optimizer_state(head, optimizer)
+            if state is not None:
+                full = FullState({k.removeprefix("base_model."): v for k, v in state.items()}, optim)
+        yield _Epoch(row=row, last=last, checkpoint=functools.partial(
+            _epoch_checkpoint, student, optimizer, step=step, numpy_rng=rng.bit_generator.state,
+            best=best_full if sharded else best_weights, full=full))
 
 
 def _all_ranks_finite(losses: dict[str, float]) -> bool:
@@ -353,15 +366,11 @@ def _save_student(student, cfg: TrialConfig, path: Path, fold: int, epoch: int,
 
 
 def _epoch_checkpoint(student, optimizer, state: ResumeState, *, step: int, numpy_rng: dict,
-                      best: dict[str, torch.Tensor]) -> Path:
+                      best: dict[str, torch.Tensor], full: FullState | None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix="pldistill-ckpt-"))
     state.step, state.numpy_rng = step, numpy_rng
-    save_state(tmp, student, optimizer, state, best=best)
+    save_state(tmp, student, optimizer, state, best=best, full=full)
     return tmp
-
-
-def _no_checkpoint(state: ResumeState) -> None:
-    return None
 
 
 def _evaluate_saved(head, best_weights: dict[str, torch.Tensor], teacher, data: FoldData, batch_size: int,

@@ -169,7 +169,7 @@ def _trial_cfg(tmp_path: Path, cache: str, parallelism: str):
 
     return TrialConfig.model_validate({
         "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
-        "train": {"epochs": 1, "batch_size": 4, "grad_accum": 2, "max_steps_per_epoch": 2, "num_threads": 1,
+        "train": {"epochs": 2, "batch_size": 4, "grad_accum": 2, "max_steps_per_epoch": 2, "num_threads": 1,
                   "eval_test_each_epoch": False, "eval_batch_size": 5, "parallelism": parallelism},
         "model": {"teacher_finetune": {"enabled": False}},  # a random teacher is enough here, and fast
         "hparams": {"objective": "pl_distill"},
@@ -177,53 +177,74 @@ def _trial_cfg(tmp_path: Path, cache: str, parallelism: str):
     })
 
 
-def _trial_worker(rank: int, world: int, port: int, cfg_json: str, out: str) -> None:
+def _trial_worker(rank: int, world: int, port: int, cfg_json: str, out: str, keep: str, resume: str) -> None:
+    """``run_trial`` on one rank; rank 0 writes the result to ``out`` and copies each epoch's
+    checkpoint to ``keep/e<epoch>`` (``resume``: a checkpoint folder to start from, or "")."""
     import json
+    import shutil
 
     import torch.distributed as dist
 
     from pldistill.config import TrialConfig
     from pldistill.train.trial import run_trial
 
+    def report(metrics, row, ckpt):
+        if ckpt is not None:
+            shutil.copytree(ckpt, Path(keep) / f"e{row['epoch']}")
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        result = run_trial(TrialConfig.model_validate_json(cfg_json))
+        result = run_trial(TrialConfig.model_validate_json(cfg_json), report=report,
+                           resume=Path(resume) if resume else None)
         if rank == 0:
             Path(out).write_text(json.dumps({"metrics": result.metrics, "world": result.world_size,
-                                             "student_dir": result.folds[0].student_dir}))
+                                             "student_dir": result.folds[0].student_dir,
+                                             "epochs": result.folds[0].epochs, "restarts": result.restarts}))
         dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
-# fsdp only: a 2-rank DDP trial runs in every sweep test (tests/integration/test_sweep_e2e.py), and the
-# DDP step itself is checked against one process above.
-@pytest.mark.parametrize("mode", ["fsdp"])
-def test_trial_completes_and_saves_a_student_that_reloads(mode: str, tmp_path: Path):
-    """Two gloo ranks run a 1-epoch trial (test scored once, after the best weights are put back);
-    the saved adapter loads into a fresh
-    single-process student that scores the test split exactly as the 2-rank trial did."""
+def _spawn_trial(cfg, out: Path, keep: Path, resume: Path | None = None) -> dict:
     import json
 
+    mp.spawn(_trial_worker, args=(2, _free_port(), cfg.to_json(), str(out), str(keep), str(resume or "")),
+             nprocs=2, join=True)
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def fsdp_trial(tmp_path_factory):
+    """A 2-rank fsdp trial of 2 epochs (test scored once, after the best weights are put back), run
+    through once, with every epoch's checkpoint kept."""
+    from pldistill.train.dataset import prepare_fold
+    from pldistill.train.student_prior import ensure_student_llm
+    from pldistill.train.teacher import ensure_teacher
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("fsdp")
+    cfg = _trial_cfg(tmp, str(tmp / "cache"), "fsdp")
+    data = prepare_fold(cfg, 1)  # shared artefacts built once, here, as the sweep's prepare step does
+    teacher, _ = ensure_teacher(cfg, data, log=lambda m: None)
+    prior = ensure_student_llm(cfg, teacher.tokenizer, log=lambda m: None)
+    got = _spawn_trial(cfg, tmp / "result.json", tmp / "ckpts")
+    return cfg, data, teacher, prior, got, tmp / "ckpts"
+
+
+# fsdp only: a 2-rank DDP trial runs in every sweep test (tests/integration/test_sweep_e2e.py), and the
+# DDP step itself is checked against one process above.
+def test_trial_completes_and_saves_a_student_that_reloads(fsdp_trial):
+    """The 2-rank trial's saved adapter loads into a fresh single-process student that scores the
+    test split exactly as the 2-rank trial did."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     from pldistill.models.audiolm import AudioLMHead
     from pldistill.models.loading import build_student, load_student_llm
-    from pldistill.train.dataset import prepare_fold
-    from pldistill.train.student_prior import ensure_student_llm
-    from pldistill.train.teacher import ensure_teacher
     from pldistill.train.trial import _evaluate
 
-    torch.set_num_threads(1)
-    cfg = _trial_cfg(tmp_path, str(tmp_path / "cache"), mode)
-    data = prepare_fold(cfg, 1)  # shared artefacts built once, here, as the sweep's prepare step does
-    teacher, _ = ensure_teacher(cfg, data, log=lambda m: None)
-    prior = ensure_student_llm(cfg, teacher.tokenizer, log=lambda m: None)
-    out = tmp_path / "result.json"
-    mp.spawn(_trial_worker, args=(2, _free_port(), cfg.to_json(), str(out)), nprocs=2, join=True)
-    got = json.loads(out.read_text())
+    cfg, data, teacher, prior, got, _ = fsdp_trial
     assert got["world"] == 2
     best = Path(got["student_dir"])
     assert (best / "adapter_model.safetensors").is_file() and (best / "pldistill_config.json").is_file()
@@ -241,6 +262,30 @@ def test_trial_completes_and_saves_a_student_that_reloads(mode: str, tmp_path: P
     test = _evaluate(head, teacher.audio_tower, data.test, teacher.tokenizer, data.labels, 5)
     for key in ("ua", "wa", "f1"):
         assert test[key] == pytest.approx(got["metrics"][f"test_{key}"], abs=1e-9), key
+
+
+def test_fsdp_trial_resumes_from_its_epoch_checkpoint(fsdp_trial, tmp_path: Path):
+    """Rank 0 checkpoints gathered weights and optimizer state; two fresh ranks resume from epoch 1's
+    checkpoint, re-shard them and end exactly where the uninterrupted trial did."""
+    from pldistill.train.checkpoint import load_state, restore_training
+
+    cfg, _, teacher, prior, full, ckpts = fsdp_trial
+    assert sorted(p.name for p in ckpts.iterdir()) == ["e1", "e2"]
+    assert (ckpts / "e1" / "trainable.safetensors").is_file()
+    resumed = _spawn_trial(cfg.model_copy(update={"output_dir": tmp_path / "run"}), tmp_path / "r.json",
+                           tmp_path / "ckpts", resume=ckpts / "e1")
+    assert resumed["restarts"] == 1 and full["restarts"] == 0
+    assert [r["attempt"] for r in resumed["epochs"]] == [0, 1]  # epoch 1 from the checkpoint, epoch 2 rerun
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_s", "samples_per_s", "attempt")}  # noqa: E731
+                          for r in rows]
+    assert strip(resumed["epochs"]) == strip(full["epochs"])
+    assert resumed["metrics"] == full["metrics"]
+    # a sharded checkpoint resumes only sharded: one clear error in a single process
+    from pldistill.models.loading import build_student, load_student_llm
+
+    student = build_student(teacher, load_student_llm(prior, teacher.tokenizer, seed=0), lora_rank=8, lora_alpha=16.0)
+    with pytest.raises(ValueError, match="written by a sharded trial"):
+        restore_training(load_state(ckpts / "e1"), student, torch.optim.AdamW(student.parameters()))
 
 
 SWEEP = """\
