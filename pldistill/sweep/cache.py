@@ -2,7 +2,7 @@
 
 For each fold of the sweep's base config the clips' keys go through ``map_batches`` on a pool of
 actors; each actor loads the fold's features and the (already fine-tuned) teacher once, by path,
-and turns a batch of keys into Parquet-ready rows (:func:`pldistill.train.teacher_cache.cache_rows`:
+and turns a batch of keys into Arrow rows (:func:`pldistill.train.teacher_cache.cache_rows`:
 the teacher runs on the fold's training clips only; val and test clips get their encoder output).
 Actors hold one GPU each when the sweep's workers use GPUs. The driver streams the results into
 the cache's temporary folder, with progress (``pldistill.progress``); ``ensure_teacher_cache`` checks
@@ -126,7 +126,6 @@ def _ensure_ray(opts: CacheBuildOptions) -> None:
 
 def _write_with_ray_data(cfg: TrialConfig, fold: int, keys: list[str], rows_dir: Path, opts: CacheBuildOptions,
                          log: Callable[[str], None]) -> None:
-    import pyarrow.parquet as pq
     import ray
     import ray.data
 
@@ -140,10 +139,11 @@ def _write_with_ray_data(cfg: TrialConfig, fold: int, keys: list[str], rows_dir:
         num_gpus=opts.gpus_per_actor or None, num_cpus=1,
     )
     from pldistill.progress import StepProgress
+    from pldistill.train.teacher_cache import write_rows
 
     with StepProgress(len(keys), f"teacher cache fold {fold}", unit="clips", log=log, tty=opts.tty) as bar:
         for part, table in enumerate(_tables(ds)):
-            pq.write_table(table, rows_dir / f"part-{part:05d}.parquet")
+            write_rows(table, rows_dir / f"part-{part:05d}.arrow")
             bar.advance(table.num_rows)
 
 

@@ -20,7 +20,7 @@ clips, which the evaluation scores from ``encoded`` alone, so the teacher LLM ne
 Prompt positions enter no loss, so nothing is stored for them. Layout of a cache folder::
 
     <cache_dir>/teacher_outputs/<key>/
-        rows/*.parquet        one row per clip: key (the sample id), teacher flag, sizes, flattened arrays
+        rows/*.arrow          one row per clip: key (the sample id), teacher flag, sizes, flattened arrays
         lm_head.safetensors   weight (V, H_t) [+ bias]
         meta.json             written last; a folder without it is never read
 
@@ -31,9 +31,15 @@ template; plus every clip key, which of them are training clips, the compute and
 folder is built in a temporary folder and renamed into place whole (``atomic_dir``), under a file
 lock. Rows are joined back by ``key`` (Ray Data does not keep order) and read with pyarrow: no pickle.
 
+The rows are uncompressed Arrow IPC files, which :class:`TeacherCache` memory-maps: opening a
+cache reads nothing but the keys and sizes, a clip's arrays are read (copied) when a batch asks for
+them, and the concurrent trials on a node share one copy in the page cache. At real sizes this
+is what makes the cache usable at all: a training clip of a 30 s window holds ~6.4M values
+(750 audio rows of the encoder, the teacher projector and the teacher's hidden states), so an
+IEMOCAP fold is tens of GB even in bfloat16.
+
 Storage: ``float32`` (exact: trials reproduce the online losses to fp32 rounding) or ``bfloat16``
 (half the disk and memory, for real runs; values are then rounded, so no longer exact).
-:class:`TeacherCache` loads a fold's rows into memory.
 """
 
 from __future__ import annotations
@@ -66,10 +72,12 @@ __all__ = [
     "fold_examples",
     "ensure_teacher_cache",
     "cached_audio_weights",
+    "write_rows",
+    "read_rows",
 ]
 
 #: Bump when the stored rows would change.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: Per-clip arrays, stored flattened (``list<float32>``, or ``list<int16>`` holding bfloat16 bits).
 ARRAY_COLUMNS = ("encoded", "teacher_audio", "attention", "hidden_audio", "hidden_response")
 _COMPLETE = "meta.json"
@@ -165,18 +173,37 @@ def _list_column(tensors: list[Tensor], storage: str) -> Any:
     flat = [t.detach().reshape(-1).cpu() for t in tensors]
     offsets = np.concatenate([[0], np.cumsum([t.numel() for t in flat])]).astype(np.int64)
     values = torch.cat(flat) if flat else torch.zeros(0)
-    if storage == "bfloat16":  # bf16 bits as int16: Parquet has no bf16 type
+    if storage == "bfloat16":  # bf16 bits as int16: Arrow has no bf16 type
         arr = pa.array(values.to(torch.bfloat16).view(torch.int16).numpy())
     else:
         arr = pa.array(values.to(torch.float32).numpy())
     return pa.LargeListArray.from_arrays(pa.array(offsets), arr)
 
 
+def write_rows(table: Any, path: Path) -> None:
+    """One rows file: Arrow IPC, uncompressed, so that readers memory-map it."""
+    import pyarrow as pa
+
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def read_rows(rows_dir: Path) -> Any:
+    """Every rows file of a folder as one table whose buffers are the memory-mapped files (no copy)."""
+    import pyarrow as pa
+
+    tables = []
+    for f in sorted(rows_dir.glob("*.arrow")):
+        with pa.memory_map(str(f), "r") as source:  # the buffers keep the mapping alive
+            tables.append(pa.ipc.open_file(source).read_all())
+    if not tables:
+        raise FileNotFoundError(f"{rows_dir} holds no rows files (*.arrow)")
+    return pa.concat_tables(tables)
+
+
 def _write_rows_locally(teacher: Any, data: FoldData, rows_dir: Path, storage: str, batch_size: int,
                         log: Callable[[str], None]) -> None:
     """The in-process builder (no Ray): what a trial falls back on when it finds no cache."""
-    import pyarrow.parquet as pq
-
     from pldistill.progress import StepProgress
 
     examples = fold_examples(data)  # training clips first: batches mostly of one kind
@@ -185,16 +212,15 @@ def _write_rows_locally(teacher: Any, data: FoldData, rows_dir: Path, storage: s
         for part, start in enumerate(range(0, len(examples), batch_size)):
             table = cache_rows(teacher, examples[start:start + batch_size], data.labels, teacher_keys=train,
                                storage=storage)
-            pq.write_table(table, rows_dir / f"part-{part:05d}.parquet")
+            write_rows(table, rows_dir / f"part-{part:05d}.arrow")
             bar.advance(table.num_rows)
 
 
 def _finish(tmp: Path, teacher: Any, data: FoldData, cfg: TrialConfig, key: str) -> dict[str, Any]:
     """Check the rows cover every clip exactly once, then write the lm_head and, last, meta.json."""
-    import pyarrow.parquet as pq
     from safetensors.torch import save_file
 
-    written = pq.read_table(tmp / "rows", columns=["key", "teacher"])
+    written = read_rows(tmp / "rows")
     keys = written.column("key").to_pylist()
     expected = sorted(ex.key for ex in fold_examples(data))
     if sorted(keys) != expected:
@@ -225,7 +251,7 @@ def ensure_teacher_cache(cfg: TrialConfig, data: FoldData, teacher: Any, *, log:
                          write_rows: Callable[[Path], None] | None = None, batch_size: int = 16) -> Path:
     """The fold's cache folder, built first if missing (idempotent; concurrent callers wait).
 
-    ``write_rows(folder)`` writes the Parquet rows (the Ray Data builder passes one); by default
+    ``write_rows(folder)`` writes the rows files (the Ray Data builder passes one); by default
     they are computed in this process with ``teacher``.
     """
     key = teacher_cache_key(cfg, data)
@@ -269,10 +295,9 @@ class CachedTeacherBatch:
 
 
 class TeacherCache:
-    """A complete cache folder, loaded into memory; rows looked up by clip key."""
+    """A complete cache folder, memory-mapped; rows looked up by clip key, read when asked for."""
 
     def __init__(self, path: str | Path) -> None:
-        import pyarrow.parquet as pq
         from safetensors.torch import load_file
 
         self.path = Path(path)
@@ -280,7 +305,7 @@ class TeacherCache:
         if not meta_file.is_file():
             raise FileNotFoundError(f"{self.path} is not a complete teacher cache (no {_COMPLETE})")
         self.meta: dict[str, Any] = json.loads(meta_file.read_text())
-        self._load_rows(pq.read_table(self.path / "rows"))
+        self._load_rows(read_rows(self.path / "rows"))
         head = load_file(str(self.path / "lm_head.safetensors"))
         self.lm_head_weight: Tensor = head["weight"]
         self.lm_head_bias: Tensor | None = head.get("bias")
@@ -300,7 +325,12 @@ class TeacherCache:
             raise ValueError(f"{self.path}: duplicated sample ids")
         self._teacher = table.column("teacher").to_numpy(zero_copy_only=False)
         self._n = {c: table.column(c).to_numpy().astype(np.int64) for c in ("n_audio", "n_response")}
-        self._arrays = {c: _flat(table.column(c)) for c in ARRAY_COLUMNS}
+        # Row i lives in chunk _chunk[i] at _local[i] (one chunk per rows file / record batch); the
+        # chunks' arrays stay views of the mapped files (combining them would copy everything).
+        lengths = [len(c) for c in table.column("key").chunks]
+        self._chunk = np.repeat(np.arange(len(lengths)), lengths)
+        self._local = np.concatenate([np.arange(n) for n in lengths]) if lengths else np.zeros(0, np.int64)
+        self._arrays = {c: [_flat(chunk) for chunk in table.column(c).chunks] for c in ARRAY_COLUMNS}
 
     def lm_head_on(self, device: torch.device | str) -> Tensor:
         """The ``lm_head`` weight on ``device``, moved once (at real sizes it is ~2.5 GB in fp32)."""
@@ -324,8 +354,9 @@ class TeacherCache:
         if column != "encoded" and not self._teacher[i]:
             raise KeyError(f"clip {key!r} is not a training clip of {self.path}: the cache holds only its "
                            f"encoder output (teacher outputs are stored for training clips)")
-        offsets, values = self._arrays[column]
-        flat = torch.from_numpy(values[offsets[i]:offsets[i + 1]].copy())  # Arrow buffers are read-only
+        offsets, values = self._arrays[column][self._chunk[i]]
+        j = self._local[i]
+        flat = torch.from_numpy(values[offsets[j]:offsets[j + 1]].copy())  # mapped Arrow buffers are read-only
         if flat.dtype == torch.int16:
             flat = flat.view(torch.bfloat16)
         return flat.float().view(self._shape(i, column))
@@ -352,10 +383,10 @@ class TeacherCache:
         )
 
 
-def _flat(column: Any) -> tuple[np.ndarray, np.ndarray]:
-    """A (large) list column as absolute offsets and one flat values array (zero-copy where possible)."""
-    arr = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    return np.asarray(arr.offsets.to_numpy(), dtype=np.int64), arr.values.to_numpy()
+def _flat(arr: Any) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk of a (large) list column as offsets into its flat values array, both numpy views of
+    the Arrow buffers (no copy: for a memory-mapped file, views of the mapping)."""
+    return arr.offsets.to_numpy(), arr.values.to_numpy()
 
 
 def _pad(rows: list[Tensor]) -> Tensor:

@@ -6,9 +6,10 @@ Tiny random-weight models and random log-mel features made in-process; no fine-t
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -24,7 +25,9 @@ from pldistill.train.teacher_cache import (
     TeacherCache,
     cached_audio_weights,
     ensure_teacher_cache,
+    read_rows,
     teacher_cache_key,
+    write_rows,
 )
 
 LABELS = ("Neutral", "Happy", "Angry", "Sad")
@@ -175,7 +178,7 @@ def test_failed_build_leaves_no_folder(setup, tmp_path):
     cfg = _cfg(tmp_path)
 
     def half(rows_dir):
-        pq.write_table(pq.read_table(setup[4].path / "rows").slice(0, 5), rows_dir / "part.parquet")
+        write_rows(read_rows(setup[4].path / "rows").slice(0, 5), rows_dir / "part.arrow")
 
     with pytest.raises(RuntimeError, match="5 rows written, 16 clips expected"):
         ensure_teacher_cache(cfg, data, teacher, log=lambda m: None, write_rows=half)
@@ -187,12 +190,12 @@ def test_failed_build_leaves_no_folder(setup, tmp_path):
 def test_rows_join_by_sample_id_whatever_their_order(setup, tmp_path):
     """Shuffle the stored rows across files: every clip still gets its own arrays."""
     _, _, data, _, cache = setup
-    table = pq.read_table(cache.path / "rows")
+    table = read_rows(cache.path / "rows")
     perm = np.random.default_rng(0).permutation(table.num_rows)
     shuffled = tmp_path / "shuffled"
     (shuffled / "rows").mkdir(parents=True)
-    pq.write_table(table.take(perm[:7]), shuffled / "rows" / "b.parquet")
-    pq.write_table(table.take(perm[7:]), shuffled / "rows" / "a.parquet")
+    write_rows(table.take(perm[:7]), shuffled / "rows" / "b.arrow")
+    write_rows(table.take(perm[7:]), shuffled / "rows" / "a.arrow")
     for name in ("meta.json", "lm_head.safetensors"):
         (shuffled / name).write_bytes((cache.path / name).read_bytes())
     other = TeacherCache(shuffled)
@@ -229,7 +232,7 @@ def test_teacher_outputs_only_for_training_clips(setup):
     """The losses see only training clips: val and test rows hold the encoder output alone, and asking
     for their teacher outputs is a clear error (never a silently empty array)."""
     _, _, data, _, cache = setup
-    table = pq.read_table(cache.path / "rows")
+    table = read_rows(cache.path / "rows")
     flags = dict(zip(table.column("key").to_pylist(), table.column("teacher").to_pylist()))
     assert flags == {ex.key: ex in data.train for ex in data.train + data.val + data.test}
     for ex in data.val + data.test:
@@ -249,11 +252,48 @@ def test_missing_teacher_outputs_fail_the_build(setup, tmp_path):
     cfg = _cfg(tmp_path)
 
     def no_teacher(rows_dir):
-        table = pq.read_table(cache.path / "rows")
+        table = read_rows(cache.path / "rows")
         table = table.set_column(table.schema.get_field_index("teacher"), "teacher",
                                  pa.array([False] * table.num_rows))
-        pq.write_table(table, rows_dir / "part.parquet")
+        write_rows(table, rows_dir / "part.arrow")
 
     with pytest.raises(RuntimeError, match="teacher outputs for 0 clips, expected for the 10 training clips"):
         ensure_teacher_cache(cfg, data, teacher, log=lambda m: None, write_rows=no_teacher)
     assert not [p for p in (cfg.cache_dir / "teacher_outputs").iterdir() if not p.name.endswith(".lock")]
+
+
+def _mapped_ranges(files) -> list[tuple[int, int]]:
+    names = {str(f.resolve()) for f in files}
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[5] in names:
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            ranges.append((lo, hi))
+    return ranges
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads the process's mappings (Linux)")
+def test_reader_memory_maps_the_rows(setup):
+    """Opening a cache copies none of the arrays into memory: they stay views of the mapped files,
+    and a clip's values are copied out only when asked for (and are then writable tensors)."""
+    import pyarrow as pa
+
+    _, _, data, _, cache = setup
+    files = sorted((cache.path / "rows").glob("*.arrow"))
+    assert len(files) > 1  # batch 3 when built: several files, so several chunks to look up
+    size = sum(f.stat().st_size for f in files)
+    before = pa.total_allocated_bytes()
+    again = TeacherCache(cache.path)
+    assert pa.total_allocated_bytes() - before < size / 20
+    mapped = _mapped_ranges(files)  # address ranges of the files' mappings in this process
+    for chunks in again._arrays.values():
+        for _, values in chunks:
+            assert not values.flags.writeable
+            if values.size:
+                assert any(lo <= values.ctypes.data < hi for lo, hi in mapped), "values not in a mapped file"
+    ex = data.train[-1]
+    row = again.row(ex.key, "hidden_audio")
+    assert row.shape == (ex.num_audio_tokens, again.meta["hidden"])
+    row += 1.0  # a copy: the file's pages are untouched
+    assert torch.equal(again.row(ex.key, "hidden_audio"), cache.row(ex.key, "hidden_audio"))
