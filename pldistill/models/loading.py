@@ -105,6 +105,48 @@ def build_tiny_teacher(seed: int = 0, sizes: TinySizes = TINY_TEACHER) -> Teache
     return Teacher(model=model.eval(), tokenizer=tokenizer, source="tiny")
 
 
+#: Where the encoder's weights live in a checkpoint: the Hub layout (``save_pretrained`` writes it too)
+#: or transformers' in-memory module path.
+_ENCODER_PREFIXES = ("audio_tower.", "model.audio_tower.")
+
+
+def _encoder_only_teacher(path: Path, dtype: torch.dtype) -> nn.Module:
+    """A ``Qwen2AudioForConditionalGeneration`` on ``meta`` but for its audio tower, read from the
+    checkpoint's safetensors files (only the files that hold encoder tensors are opened)."""
+    import json
+
+    from safetensors import safe_open
+    from transformers import AutoConfig, Qwen2AudioForConditionalGeneration
+    from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
+
+    config = AutoConfig.from_pretrained(path)
+    config.text_config._attn_implementation = "sdpa"
+    config.audio_config._attn_implementation = "sdpa"
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = sorted({path / f for k, f in weight_map.items() if k.startswith(_ENCODER_PREFIXES)})
+    else:
+        files = sorted(path.glob("*.safetensors"))
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
+                prefix = next((p for p in _ENCODER_PREFIXES if key.startswith(p)), None)
+                if prefix is not None:
+                    state[key[len(prefix):]] = f.get_tensor(key).to(dtype)
+    with torch.device("meta"):
+        model = Qwen2AudioForConditionalGeneration(config)
+        tower = Qwen2AudioEncoder(config.audio_config)
+    tower = tower.to_empty(device="cpu").to(dtype)
+    try:
+        tower.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # missing or unexpected encoder tensors
+        raise ValueError(f"audio encoder weights do not match its config: {_first_line(exc)}") from exc
+    model.model.audio_tower = tower
+    return model
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -119,18 +161,27 @@ def _require_dir(path: str, field: str) -> Path:
     return p
 
 
-def load_teacher(spec: str, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Teacher:
-    """``tiny`` or a local checkpoint of ``Qwen2AudioForConditionalGeneration`` (weights via safetensors)."""
+def load_teacher(spec: str, *, seed: int = 0, dtype: torch.dtype = torch.float32,
+                 encoder_only: bool = False) -> Teacher:
+    """``tiny`` or a local checkpoint of ``Qwen2AudioForConditionalGeneration`` (weights via safetensors).
+
+    ``encoder_only``: read only the audio encoder's weights; the projector and language model stay
+    on the ``meta`` device (no memory, nothing read). What a trial that reads the teacher cache
+    needs: the config, the tokenizer and the encoder it shares with the student, not a 7B LLM.
+    """
     if spec == "tiny":
         return build_tiny_teacher(seed)
     from transformers import AutoTokenizer, Qwen2AudioForConditionalGeneration
 
     path = _require_dir(spec, "model.teacher")
     try:
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, use_safetensors=True,
-            attn_implementation={"text_config": "sdpa", "audio_config": "sdpa"},
-        )
+        if encoder_only:
+            model = _encoder_only_teacher(path, dtype)
+        else:
+            model = Qwen2AudioForConditionalGeneration.from_pretrained(
+                path, dtype=dtype, use_safetensors=True,
+                attn_implementation={"text_config": "sdpa", "audio_config": "sdpa"},
+            )
         tokenizer = AutoTokenizer.from_pretrained(path)
     except _LOAD_ERRORS as exc:
         raise InputError(path, "model.teacher", f"cannot load checkpoint: {_first_line(exc)}") from exc

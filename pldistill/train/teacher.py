@@ -5,6 +5,10 @@ on the fold's train split (CE on the response, all parameters) to have knowledge
 result is saved with ``save_pretrained`` (safetensors) under ``cache_dir/teachers/<hash>`` and
 loaded back *by path*, through the same code as a real checkpoint. A file lock makes concurrent
 trials of one sweep wait for the first one instead of training the same teacher twice.
+
+A real teacher used as is is scored once per fold too (``teachers/<hash>/metrics.json``, the
+Teacher row of the reports), not in every trial. Trials that read the teacher cache load the
+teacher without its language model (``encoder_only``): a 7B LLM they would never run.
 """
 
 from __future__ import annotations
@@ -51,24 +55,44 @@ def evaluate(head: AudioLMHead, audio_tower: torch.nn.Module, examples: list[Exa
     return classification_metrics([ex.label for ex in examples], predict(scores))
 
 
-def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] = print) -> tuple[Teacher, dict]:
-    """The fold's teacher (frozen, eval mode, encoder window set) and its own val/test metrics."""
+def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] = print, *,
+                   encoder_only: bool = False) -> tuple[Teacher, dict]:
+    """The fold's teacher (frozen, eval mode, encoder window set) and its own val/test metrics.
+
+    The metrics are computed once per fold and kept in ``cache_dir/teachers/<key>/metrics.json``
+    (beside the fine-tuned teacher, when there is one). ``encoder_only``: load the teacher without
+    its language model (see :func:`~pldistill.models.loading.load_teacher`), for trials that read
+    the teacher cache; then the full teacher is loaded only if its metrics are not cached yet.
+    """
     dtype = _DTYPES[cfg.model.dtype]
     ft = cfg.model.teacher_finetune
-    use_cache = ft.enabled or cfg.model.teacher == "tiny"
-    if not use_cache:  # a real teacher used as is (the paper): load and score once per process
-        teacher = load_teacher(cfg.model.teacher, dtype=dtype)
-        set_encoder_window(teacher.audio_tower, data.window_s)
-        return _frozen(teacher), _teacher_metrics(teacher, data, cfg)
     key = teacher_key(cfg, data)
     root = cfg.cache_dir / "teachers"
     final = root / key
-    with cache_lock(root / f".{key}.lock"):
-        if not (final / "metrics.json").is_file():
-            _finetune_into(cfg, data, final, dtype, log)
-    teacher = load_teacher(str(final), dtype=dtype)
+    if not (ft.enabled or cfg.model.teacher == "tiny"):  # a real teacher used as is (the paper)
+        with cache_lock(root / f".{key}.lock"):
+            if not (final / "metrics.json").is_file():
+                full = _windowed(load_teacher(cfg.model.teacher, dtype=dtype), data)
+                _write_metrics(final, _teacher_metrics(_frozen(full), data, cfg))
+                if not encoder_only:
+                    return full, json.loads((final / "metrics.json").read_text())
+        teacher = load_teacher(cfg.model.teacher, dtype=dtype, encoder_only=encoder_only)
+    else:
+        with cache_lock(root / f".{key}.lock"):
+            if not (final / "metrics.json").is_file():
+                _finetune_into(cfg, data, final, dtype, log)
+        teacher = load_teacher(str(final), dtype=dtype, encoder_only=encoder_only)
+    return _frozen(_windowed(teacher, data)), json.loads((final / "metrics.json").read_text())
+
+
+def _windowed(teacher: Teacher, data: FoldData) -> Teacher:
     set_encoder_window(teacher.audio_tower, data.window_s)
-    return _frozen(teacher), json.loads((final / "metrics.json").read_text())
+    return teacher
+
+
+def _write_metrics(folder: Path, metrics: dict) -> None:
+    with atomic_dir(folder) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
 def _frozen(teacher: Teacher) -> Teacher:

@@ -67,6 +67,7 @@ __all__ = [
     "TeacherCache",
     "teacher_cache_key",
     "teacher_cache_dir",
+    "teacher_cache_complete",
     "teacher_rows",
     "cache_rows",
     "fold_examples",
@@ -102,6 +103,11 @@ def teacher_cache_key(cfg: TrialConfig, data: FoldData) -> str:
 
 def teacher_cache_dir(cfg: TrialConfig, data: FoldData) -> Path:
     return cfg.cache_dir / "teacher_outputs" / teacher_cache_key(cfg, data)
+
+
+def teacher_cache_complete(cfg: TrialConfig, data: FoldData) -> bool:
+    """Whether the fold's cache is built (then a trial needs no teacher LLM at all)."""
+    return (teacher_cache_dir(cfg, data) / _COMPLETE).is_file()
 
 
 # ----------------------------------------------------------------------------------------- writing

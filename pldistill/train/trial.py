@@ -50,7 +50,7 @@ from pldistill.train.scoring import predict, score_labels
 from pldistill.train.step import DistillModels, distill_step
 from pldistill.train.student_prior import ensure_student_llm
 from pldistill.train.teacher import ensure_teacher
-from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache
+from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache, teacher_cache_complete
 
 __all__ = ["run_trial", "TrialResult", "FoldResult", "Reporter", "lr_factor"]
 
@@ -180,7 +180,9 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
     rank, world = _rank_world()
     torch.manual_seed(tc.seed)
     data = prepare_fold(cfg, fold)
-    teacher, res.teacher = ensure_teacher(cfg, data, log=_log)
+    # Reading a built cache, a trial needs the teacher's config, tokenizer and encoder, not its LLM.
+    light = cfg.model.teacher_mode == "cached" and teacher_cache_complete(cfg, data)
+    teacher, res.teacher = ensure_teacher(cfg, data, log=_log, encoder_only=light)
     cache = _teacher_cache(cfg, data, teacher)
     encoder = cache if cache is not None else teacher.audio_tower  # what evaluation reads the audio from
     tok = teacher.tokenizer

@@ -84,7 +84,8 @@ def _cli_builds_then_reuses(tmp_path, capsys):
     assert folder in again and "clips" not in again
 
 
-def test_cached_trial_reproduces_the_online_trial(tmp_path):
+def test_cached_trial_reproduces_the_online_trial(tmp_path, monkeypatch):
+    import pldistill.train.teacher as teacher_mod
     from pldistill.train.trial import run_trial
 
     def cfg(mode: str) -> TrialConfig:
@@ -94,6 +95,14 @@ def test_cached_trial_reproduces_the_online_trial(tmp_path):
             "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 1, "max_steps_per_epoch": 4},
             "hparams": {"objective": "pl_distill", "weighting": "attention_layers"}})
 
+    loads: list[bool] = []
+    real_load = teacher_mod.load_teacher
+
+    def spy(*args, encoder_only: bool = False, **kwargs):
+        loads.append(encoder_only)
+        return real_load(*args, encoder_only=encoder_only, **kwargs)
+
+    monkeypatch.setattr(teacher_mod, "load_teacher", spy)
     online, cached = run_trial(cfg("online")), run_trial(cfg("cached"))
     assert (tmp_path / "cache" / "teacher_outputs").is_dir()
     a, b = online.folds[0].epochs[0], cached.folds[0].epochs[0]
@@ -101,3 +110,11 @@ def test_cached_trial_reproduces_the_online_trial(tmp_path):
     for key in a:
         if key.startswith(("train_loss_", "val_", "test_")):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+    # the cache is built now: the next cached trial loads the teacher without its LLM, same figures
+    assert loads and not any(loads)  # online; cached with no cache yet (the trial built it, with the LLM)
+    n = len(loads)
+    again = run_trial(cfg("cached").model_copy(update={"output_dir": tmp_path / "again"}))
+    assert loads[n:] == [True]
+    strip = lambda e: {k: v for k, v in e.items() if k not in ("wall_s", "samples_per_s")}  # noqa: E731
+    assert strip(again.folds[0].epochs[0]) == strip(b)
+    assert again.folds[0].teacher == cached.folds[0].teacher

@@ -137,6 +137,43 @@ def test_tiny_teacher_saved_and_loaded_by_path_is_identical(teacher, tmp_path):
     torch.testing.assert_close(outs[0], outs[1])
 
 
+@pytest.mark.parametrize("shard", [None, "300KB"])  # one file, or shards with an index
+def test_encoder_only_load_reads_the_encoder_and_leaves_the_llm_on_meta(tmp_path, shard):
+    """What a cached trial loads: the encoder equals the full load's, nothing else is in memory,
+    and a student built on it is a working student."""
+    from pldistill.errors import InputError
+
+    full = build_tiny_teacher(seed=0)
+    kwargs = {"max_shard_size": shard} if shard else {}
+    full.model.save_pretrained(tmp_path, safe_serialization=True, **kwargs)
+    full.tokenizer.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors.index.json").is_file() == bool(shard)
+    light = load_teacher(str(tmp_path), encoder_only=True)
+    tower = dict(light.audio_tower.named_parameters())
+    assert tower.keys() == dict(full.audio_tower.named_parameters()).keys()
+    for name, p in full.audio_tower.named_parameters():
+        assert tower[name].device.type == "cpu"
+        assert torch.equal(tower[name], p), name
+    rest = [p for n, p in light.model.named_parameters() if not n.startswith("model.audio_tower.")]
+    assert rest and all(p.device.type == "meta" for p in rest)
+    assert light.model.config.audio_token_id == full.model.config.audio_token_id
+    assert len(light.tokenizer) == len(full.tokenizer)
+    set_encoder_window(light.audio_tower, 2.0)
+    student = build_student(light, load_student_llm("tiny", light.tokenizer, seed=0), lora_rank=4, lora_alpha=8.0)
+    batch = collate(_examples(), light.tokenizer, LABELS)
+    enc = encode_audio(light.audio_tower, batch.input_features, batch.feature_attention_mask)
+    out = AudioLMHead(student.base_model.model)(enc.features, enc.num_tokens, batch.input_ids,
+                                                 batch.attention_mask, len(light.tokenizer))
+    assert torch.isfinite(out[2]).all()
+    # a checkpoint without its encoder is one clear error naming the folder and field
+    from safetensors.torch import load_file, save_file
+
+    for f in tmp_path.glob("*.safetensors"):
+        save_file({k: v for k, v in load_file(str(f)).items() if "conv1" not in k}, str(f), metadata={"format": "pt"})
+    with pytest.raises(InputError, match="model.teacher.*audio encoder weights do not match"):
+        load_teacher(str(tmp_path), encoder_only=True)
+
+
 def test_missing_checkpoint_is_one_clear_error(tmp_path):
     from pldistill.errors import InputError
 

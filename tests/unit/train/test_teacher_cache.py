@@ -297,3 +297,30 @@ def test_reader_memory_maps_the_rows(setup):
     assert row.shape == (ex.num_audio_tokens, again.meta["hidden"])
     row += 1.0  # a copy: the file's pages are untouched
     assert torch.equal(again.row(ex.key, "hidden_audio"), cache.row(ex.key, "hidden_audio"))
+
+
+def test_a_checkpoint_teacher_is_scored_once_per_fold_and_loads_light(tmp_path, monkeypatch):
+    """A real teacher used as is: its val/test figures are computed once (then read from the cache
+    folder), and a trial that reads the teacher cache loads it without its language model."""
+    import pldistill.train.teacher as teacher_mod
+    from pldistill.train.teacher import ensure_teacher
+
+    path = tmp_path / "teacher"
+    saved = build_tiny_teacher(seed=3)
+    saved.model.save_pretrained(path, safe_serialization=True)
+    saved.tokenizer.save_pretrained(path)
+    data, cfg = _fold(), _cfg(tmp_path, teacher=str(path))
+    full, metrics = ensure_teacher(cfg, data, log=lambda m: None)
+    assert set(metrics) >= {"val_ua", "test_ua"}
+    assert all(p.device.type == "cpu" for p in full.model.parameters())
+    assert len(list((cfg.cache_dir / "teachers").glob("*/metrics.json"))) == 1
+
+    monkeypatch.setattr(teacher_mod, "_teacher_metrics", lambda *a: pytest.fail("scored twice"))
+    light, again = ensure_teacher(cfg, data, log=lambda m: None, encoder_only=True)
+    assert again == metrics
+    assert light.audio_tower.embed_positions.weight.shape[0] == int(WINDOW * 50)  # window set
+    llm = light.model.model.language_model
+    assert all(p.device.type == "meta" for p in llm.parameters())
+    for (name, a), b in zip(full.audio_tower.named_parameters(), light.audio_tower.parameters()):
+        assert torch.equal(a, b), name
+    assert ensure_teacher(cfg, data, log=lambda m: None)[1] == metrics
