@@ -51,6 +51,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
 
     cfg = TrialConfig.model_validate(loop_config["trial"])
     sweep, trial_id = loop_config["sweep"], loop_config["trial_id"]
+    _use_worker_gpu()
     store = ResultsStore(Path(loop_config["results"]), sweep)
     rank = ray.train.get_context().get_world_rank()
     nodes = json.dumps(_gather_nodes())
@@ -85,6 +86,17 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     finally:
         if resume is not None:  # the local copy Ray Train made of the checkpoint
             shutil.rmtree(resume, ignore_errors=True)
+
+
+def _use_worker_gpu() -> None:
+    """Make this worker's GPU (Ray Train assigns one per worker) the current device: the trial
+    computes there, and nccl collectives use it. No-op on CPU workers."""
+    import torch
+
+    if torch.cuda.is_available():
+        import ray.train.torch
+
+        torch.cuda.set_device(ray.train.torch.get_device())
 
 
 DIVERGED_FILE = "diverged.txt"

@@ -80,11 +80,14 @@ def save_state(path: Path, student: Any, optimizer: torch.optim.Optimizer, state
     else:
         student.save_pretrained(path, safe_serialization=True,
                                 state_dict={f"base_model.{k}": v for k, v in full.trainable.items()})
-        save_file({k: v.contiguous() for k, v in full.trainable.items()}, str(path / _TRAINABLE_FILE))
+        save_file({k: v.detach().cpu().contiguous() for k, v in full.trainable.items()}, str(path / _TRAINABLE_FILE))
     if best:
-        save_file({k: v.contiguous() for k, v in best.items()}, str(path / _BEST_FILE))
+        save_file({k: v.detach().cpu().contiguous() for k, v in best.items()}, str(path / _BEST_FILE))
+    rng = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():  # dropout on a GPU draws from its own generator
+        rng["cuda_rng"] = torch.cuda.get_rng_state()
     torch.save({"optimizer": optimizer.state_dict() if full is None else full.optimizer, "sharded": full is not None,
-                "torch_rng": torch.get_rng_state()}, path / _OPTIM_FILE)
+                **rng}, path / _OPTIM_FILE)
     body = {k: v for k, v in vars(state).items() if k != "path"}
     (path / STATE_FILE).write_text(json.dumps({"format": _FORMAT, **body}, default=_jsonable))
 
@@ -112,7 +115,8 @@ def restore_training(state: ResumeState, student: Any, optimizer: torch.optim.Op
     from pldistill.train.parallel import is_sharded
 
     assert state.path is not None
-    saved = torch.load(state.path / _OPTIM_FILE, weights_only=True)
+    # on the CPU: the optimizer moves its state to each parameter's device (maybe another GPU index)
+    saved = torch.load(state.path / _OPTIM_FILE, weights_only=True, map_location="cpu")
     if saved.get("sharded", False):
         if head is None or not is_sharded(head):
             raise ValueError(f"checkpoint {state.path} was written by a sharded trial (parallelism: fsdp); "
@@ -130,6 +134,8 @@ def restore_training(state: ResumeState, student: Any, optimizer: torch.optim.Op
         set_peft_model_state_dict(student, load_file(str(state.path / "adapter_model.safetensors")))
         optimizer.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["torch_rng"])
+    if "cuda_rng" in saved and torch.cuda.is_available():
+        torch.cuda.set_rng_state(saved["cuda_rng"])
     best = state.path / _BEST_FILE
     return load_file(str(best)) if best.is_file() else {}
 

@@ -26,15 +26,28 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["ParallelMode", "wrap_models", "gradient_sync", "clip_grad_norm", "full_trainable_state",
-           "snapshot_trainable", "restore_trainable", "shard_like", "full_optimizer_state", "reshard",
-           "is_sharded"]
+__all__ = ["ParallelMode", "compute_device", "collective_device", "wrap_models", "gradient_sync",
+           "clip_grad_norm", "full_trainable_state", "snapshot_trainable", "restore_trainable", "shard_like",
+           "full_optimizer_state", "reshard", "is_sharded"]
 
 ParallelMode = Literal["ddp", "fsdp"]
 
 
 def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def compute_device() -> torch.device:
+    """Where this process computes: its current GPU when it has one (a Ray Train worker gets its own
+    GPU, set current by the sweep's worker loop), else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def collective_device() -> torch.device:
+    """Where small tensors for collectives must live: the GPU under nccl, the CPU under gloo."""
+    if _world() > 1 and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def is_sharded(module: nn.Module) -> bool:
@@ -44,21 +57,32 @@ def is_sharded(module: nn.Module) -> bool:
 
 
 def wrap_models(teacher_head: nn.Module | None, student_head: nn.Module, mode: ParallelMode, *,
-                audio_tower: nn.Module | None = None) -> tuple[nn.Module | None, nn.Module]:
-    """``(teacher, student)`` to call in a step. Single process: both unchanged. ``ddp``: the student in
-    DDP, the teacher as is (frozen, replicated). ``fsdp``: both sharded in place (the returned modules
-    are the same objects); ``audio_tower``'s parameters are left out of both (replicated)."""
+                audio_tower: nn.Module | None = None, device: torch.device | str | None = None,
+                ) -> tuple[nn.Module | None, nn.Module]:
+    """``(teacher, student)`` to call in a step, on ``device`` (default: where the student is).
+
+    Single process: both moved, unwrapped. ``ddp``: the student in DDP, the teacher as is (frozen,
+    replicated). ``fsdp``: both sharded in place (the returned modules are the same objects), each
+    rank moving only its shards to ``device`` (a 7B teacher never sits whole on one GPU);
+    ``audio_tower``'s parameters are left out of both (replicated, moved whole)."""
     if mode not in ("ddp", "fsdp"):
         raise ValueError(f"unknown parallelism {mode!r}; valid: ddp, fsdp")
+    device = torch.device(device) if device is not None else next(student_head.parameters()).device
     world = _world()
-    if world == 1:
-        return teacher_head, student_head
-    if mode == "ddp":
-        return teacher_head, nn.parallel.DistributedDataParallel(student_head)
+    if audio_tower is not None:
+        audio_tower.to(device)
+    if world == 1 or mode == "ddp":
+        student_head.to(device)
+        if teacher_head is not None:
+            teacher_head.to(device)
+        if world == 1:
+            return teacher_head, student_head
+        ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else None
+        return teacher_head, nn.parallel.DistributedDataParallel(student_head, device_ids=ids)
     from torch.distributed.device_mesh import init_device_mesh
 
-    device = next(student_head.parameters()).device
-    mesh = init_device_mesh(device.type, (world,))
+    mesh = init_device_mesh(device.type, (world,))  # fully_shard moves what it manages to the mesh's device
     ignored = set(audio_tower.parameters()) if audio_tower is not None else set()
     if teacher_head is not None:
         _shard_head(teacher_head, mesh, ignored, reshard_root=True)

@@ -56,13 +56,15 @@ def evaluate(head: AudioLMHead, audio_tower: torch.nn.Module, examples: list[Exa
 
 
 def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] = print, *,
-                   encoder_only: bool = False) -> tuple[Teacher, dict]:
+                   encoder_only: bool = False, device: torch.device | str = "cpu") -> tuple[Teacher, dict]:
     """The fold's teacher (frozen, eval mode, encoder window set) and its own val/test metrics.
 
     The metrics are computed once per fold and kept in ``cache_dir/teachers/<key>/metrics.json``
     (beside the fine-tuned teacher, when there is one). ``encoder_only``: load the teacher without
     its language model (see :func:`~pldistill.models.loading.load_teacher`), for trials that read
     the teacher cache; then the full teacher is loaded only if its metrics are not cached yet.
+    ``device``: where fine-tuning and scoring run (the returned teacher is on the CPU, except a full
+    teacher that was just scored there).
     """
     dtype = _DTYPES[cfg.model.dtype]
     ft = cfg.model.teacher_finetune
@@ -73,6 +75,7 @@ def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] 
         with cache_lock(root / f".{key}.lock"):
             if not (final / "metrics.json").is_file():
                 full = _windowed(load_teacher(cfg.model.teacher, dtype=dtype), data)
+                full.model.to(device)
                 _write_metrics(final, _teacher_metrics(_frozen(full), data, cfg))
                 if not encoder_only:
                     return full, json.loads((final / "metrics.json").read_text())
@@ -80,7 +83,7 @@ def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] 
     else:
         with cache_lock(root / f".{key}.lock"):
             if not (final / "metrics.json").is_file():
-                _finetune_into(cfg, data, final, dtype, log)
+                _finetune_into(cfg, data, final, dtype, log, device)
         teacher = load_teacher(str(final), dtype=dtype, encoder_only=encoder_only)
     return _frozen(_windowed(teacher, data)), json.loads((final / "metrics.json").read_text())
 
@@ -109,11 +112,11 @@ def _teacher_metrics(teacher: Teacher, data: FoldData, cfg: TrialConfig) -> dict
 
 
 def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.dtype,
-                   log: Callable[[str], None]) -> None:
+                   log: Callable[[str], None], device: torch.device | str = "cpu") -> None:
     ft = cfg.model.teacher_finetune
     teacher = load_teacher(cfg.model.teacher, seed=cfg.model.init_seed, dtype=dtype)
     set_encoder_window(teacher.audio_tower, data.window_s)
-    model, tok = teacher.model, teacher.tokenizer
+    model, tok = teacher.model.to(device), teacher.tokenizer
     # A random tiny encoder knows nothing: train it too. A real encoder stays frozen.
     train_encoder = cfg.model.teacher == "tiny"
     for p in model.model.audio_tower.parameters():
@@ -133,7 +136,7 @@ def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.d
             order = rng.permutation(len(data.train))
             total = 0.0
             for s in range(0, len(order), ft.batch_size):
-                batch = collate([data.train[i] for i in order[s:s + ft.batch_size]], tok, data.labels)
+                batch = collate([data.train[i] for i in order[s:s + ft.batch_size]], tok, data.labels).to(device)
                 enc = encode_audio(model.model.audio_tower, batch.input_features, batch.feature_attention_mask)
                 _, _, logits = head(enc.features, enc.num_tokens, batch.input_ids, batch.attention_mask, vocab)
                 loss = torch.nn.functional.cross_entropy(logits[batch.response_mask].float(),

@@ -36,6 +36,8 @@ from pldistill.train.dataset import FoldData, prepare_fold
 from pldistill.train.metrics import classification_metrics
 from pldistill.train.parallel import (
     clip_grad_norm,
+    collective_device,
+    compute_device,
     full_optimizer_state,
     full_trainable_state,
     gradient_sync,
@@ -182,7 +184,8 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
     data = prepare_fold(cfg, fold)
     # Reading a built cache, a trial needs the teacher's config, tokenizer and encoder, not its LLM.
     light = cfg.model.teacher_mode == "cached" and teacher_cache_complete(cfg, data)
-    teacher, res.teacher = ensure_teacher(cfg, data, log=_log, encoder_only=light)
+    device = compute_device()
+    teacher, res.teacher = ensure_teacher(cfg, data, log=_log, encoder_only=light, device=device)
     cache = _teacher_cache(cfg, data, teacher)
     encoder = cache if cache is not None else teacher.audio_tower  # what evaluation reads the audio from
     tok = teacher.tokenizer
@@ -196,7 +199,8 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
                                 kl_chunk_size=tc.kl_chunk_size)
     online_teacher = AudioLMHead(teacher.model) if cache is None else None  # cached: the teacher LLM never runs
     # ddp: student in DDP; fsdp: teacher and student sharded in place (before the optimizer sees them).
-    online_teacher, wrapped = wrap_models(online_teacher, head, tc.parallelism, audio_tower=teacher.audio_tower)
+    online_teacher, wrapped = wrap_models(online_teacher, head, tc.parallelism, audio_tower=teacher.audio_tower,
+                                          device=device)
     models = DistillModels(audio_tower=teacher.audio_tower, teacher=online_teacher,
                            student=wrapped, vocab=len(tok), objective=objective, weighting=hp.weighting,
                            sharpen_p=hp.sharpen_p, cache=cache)
@@ -233,7 +237,7 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
         optimizer.zero_grad(set_to_none=True)
         for m in range(micro_per_epoch):
             idx = order[m * tc.batch_size:(m + 1) * tc.batch_size]
-            batch = collate([data.train[i] for i in idx], tok, data.labels)
+            batch = collate([data.train[i] for i in idx], tok, data.labels).to(device)
             last_micro = (m + 1) % tc.grad_accum == 0 or m + 1 == micro_per_epoch
             with gradient_sync(wrapped, enabled=last_micro):
                 out = distill_step(models, batch)
@@ -296,7 +300,7 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
 def _all_ranks_finite(losses: dict[str, float]) -> bool:
     finite = all(math.isfinite(v) for v in losses.values())
     if _rank_world()[1] > 1:
-        flag = torch.tensor([0.0 if finite else 1.0])
+        flag = torch.tensor([0.0 if finite else 1.0], device=collective_device())
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         finite = flag.item() == 0.0
     return finite
@@ -306,7 +310,7 @@ def _agreed(flag: bool) -> bool:
     """Rank 0's decision for all (the ranks' train losses differ, so ``val_loss`` selection could split)."""
     if _rank_world()[1] == 1:
         return flag
-    t = torch.tensor([float(flag)])
+    t = torch.tensor([float(flag)], device=collective_device())
     dist.broadcast(t, 0)
     return bool(t.item())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from pldistill.config import TrialConfig
 from pldistill.train.trial import run_trial
@@ -88,3 +89,19 @@ def test_testing_only_the_best_epoch_reloads_the_saved_student_exactly(tmp_path,
     assert all("test_ua" not in row for row in once.epochs)
     for key in ("test_ua", "test_wa", "test_f1"):
         assert once.best[key] == every.epochs[every.best_epoch - 1][key]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (none on the CI machines)")
+def test_trial_on_the_gpu_matches_the_cpu(tmp_path, tiny_cache, monkeypatch):
+    """Models, batches and the cache reader follow the trial's device: the same short trial on the
+    GPU and on the CPU gives the same figures (fp32, no TF32)."""
+    import pldistill.train.trial as trial_mod
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    kwargs = dict(epochs=1, max_steps_per_epoch=3)
+    gpu = run_trial(_cfg(tmp_path / "gpu", tiny_cache, "pl_distill", **kwargs))
+    monkeypatch.setattr(trial_mod, "compute_device", lambda: torch.device("cpu"))
+    cpu = run_trial(_cfg(tmp_path / "cpu", tiny_cache, "pl_distill", **kwargs))
+    assert gpu.metrics.keys() == cpu.metrics.keys()
+    for key, value in cpu.metrics.items():
+        assert gpu.metrics[key] == pytest.approx(value, rel=1e-3, abs=1e-4), key
