@@ -1,11 +1,20 @@
 """Wall time of the same small sweep with ``teacher_mode: online`` and ``cached``, side by side (issue #5).
 
 The smoke sweep's trial (``sweeps/smoke.yaml``: synthetic fold 1, 120 train clips, batch 8,
-``pl_distill``) with tiny models big enough that matrix multiplies, not per-operation overhead,
-dominate a CPU step, in the parameter ratio of Qwen2-Audio's encoder : Qwen2-7B : Qwen2-0.5B
-(~1.3 : 15 : 1; the counts are printed): student LLM hidden 256 x 2 layers (2.0M), teacher LLM
-hidden 1024 x 2 layers (31M), encoder d_model 256 x 3 layers (2.7M). Sequences are the tiny
-defaults' (2 s window: 100 encoder positions, <= 50 audio tokens, 128 LLM tokens per batch row).
+``pl_distill``) with tiny models in the parameter ratio of Qwen2-Audio's encoder : Qwen2-7B :
+Qwen2-0.5B (~1.3 : 15 : 1; the counts are printed) and the real 4 : 1 teacher : student width.
+``--width`` picks the student's width (the rest follows):
+
+- 384 (default): student LLM 384 x 2 layers (4.5M), teacher LLM 1536 x 2 (69M), encoder 384 x 3 (5.9M);
+- 256: student 256 x 2 (2.1M), teacher 1024 x 2 (31M), encoder 256 x 3 (2.7M); the size of the
+  session 2-3 runs in ``bench/RESULTS.md``.
+
+Width matters on a CPU beyond the FLOPs: a step's elementwise work (LoRA scaling and adds, SiLU,
+RoPE, norms) and LoRA's rank-8 matmuls grow with width, its matrix multiplies with width squared,
+and the former run far below the machine's matmul rate. At width 256 they are ~30% of the
+student's step, inflating the cached/online ratio over what the FLOPs say; the real widths (896
+and 3584) are wider still than either set. Sequences are the tiny defaults' (2 s window: 100
+encoder positions, <= 50 audio tokens, 128 LLM tokens per batch row).
 
 Three measurements, in one run, on the same machine load:
 
@@ -24,7 +33,8 @@ Not timed, as in a sweep's ``prepare_shared`` for both modes: corpus, features, 
 (``--teacher-epochs``, fewer than the default 20: the bigger teacher costs ~15x the student per
 step), student prior. They are cached under ``--cache`` (per size set), so a second run skips them.
 
-    .venv/bin/python bench/cached_vs_online.py   # ~9 min on 2 busy cores (+5 min once: teacher, prior)
+    .venv/bin/python bench/cached_vs_online.py   # ~20 min on 2 cores (+~8 min once: teacher, prior)
+    .venv/bin/python bench/cached_vs_online.py --width 256   # ~8 min (+5 min once)
     .venv/bin/python bench/cached_vs_online.py --trials 2 --epochs 1
     .venv/bin/python bench/cached_vs_online.py --quick --cache /tmp/x   # default tiny models, ~30 s
 """
@@ -46,12 +56,19 @@ from typing import Any
 import torch
 from _util import quiet, smoke_trial_config, table
 
-#: Student LLM: Qwen2-0.5B's role (hidden 896 x 24 layers), reduced.
-STUDENT = dict(hidden=256, layers=2, heads=4, kv_heads=2, intermediate=1024, vocab_pad=16, tie_embeddings=True)
-#: Teacher LLM: ~15x the student's parameters (Qwen2-7B / Qwen2-0.5B), wider and untied like the real one.
-TEACHER = dict(hidden=1024, layers=2, heads=8, kv_heads=2, intermediate=4096, vocab_pad=64, tie_embeddings=False)
-#: Whisper-style encoder: ~1.3x the student LLM (Qwen2-Audio's encoder / Qwen2-0.5B).
-ENCODER = dict(d_model=256, encoder_layers=3, encoder_attention_heads=4, encoder_ffn_dim=1024)
+#: Per student width: (student LLM, teacher LLM, encoder). Student: Qwen2-0.5B's role (hidden 896 x
+#: 24 layers), reduced. Teacher: ~15x the student's parameters (Qwen2-7B / Qwen2-0.5B), 4x wider and
+#: untied like the real one. Encoder: ~1.3x the student LLM (Qwen2-Audio's encoder / Qwen2-0.5B).
+SIZE_SETS: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
+    384: (dict(hidden=384, layers=2, heads=6, kv_heads=2, intermediate=1536, vocab_pad=16, tie_embeddings=True),
+          dict(hidden=1536, layers=2, heads=12, kv_heads=2, intermediate=6144, vocab_pad=64, tie_embeddings=False),
+          dict(d_model=384, encoder_layers=3, encoder_attention_heads=6, encoder_ffn_dim=1536)),
+    256: (dict(hidden=256, layers=2, heads=4, kv_heads=2, intermediate=1024, vocab_pad=16, tie_embeddings=True),
+          dict(hidden=1024, layers=2, heads=8, kv_heads=2, intermediate=4096, vocab_pad=64, tie_embeddings=False),
+          dict(d_model=256, encoder_layers=3, encoder_attention_heads=4, encoder_ffn_dim=1024)),
+}
+DEFAULT_WIDTH = 384
+STUDENT, TEACHER, ENCODER = SIZE_SETS[DEFAULT_WIDTH]
 #: One per weighting variant first; the rest spread over sweeps/smoke.yaml's space.
 TRIALS = (
     dict(weighting="attention_last", alpha=1.0, beta=0.8, gamma=1.0, temperature=2.0, lora_rank=8),
@@ -66,7 +83,7 @@ TRIALS = (
 
 
 @contextlib.contextmanager
-def bench_sizes(enabled: bool = True) -> Iterator[None]:
+def bench_sizes(enabled: bool = True, width: int = DEFAULT_WIDTH) -> Iterator[None]:
     """Build the tiny teacher, encoder and student prior at the bench's sizes (restored on exit)."""
     from pldistill.models import loading
     from pldistill.train import student_prior
@@ -76,9 +93,10 @@ def bench_sizes(enabled: bool = True) -> Iterator[None]:
         return
     saved = (dict(loading.TINY_ENCODER), loading.build_tiny_teacher, student_prior.TINY_STUDENT,
              student_prior.load_student_llm)
-    student = loading.TinySizes(**STUDENT)
-    loading.TINY_ENCODER.update(ENCODER)
-    loading.build_tiny_teacher = functools.partial(saved[1], sizes=loading.TinySizes(**TEACHER))
+    student_sizes, teacher_sizes, encoder = SIZE_SETS[width]
+    student = loading.TinySizes(**student_sizes)
+    loading.TINY_ENCODER.update(encoder)
+    loading.build_tiny_teacher = functools.partial(saved[1], sizes=loading.TinySizes(**teacher_sizes))
     student_prior.TINY_STUDENT = student  # its cache key
     student_prior.load_student_llm = functools.partial(saved[3], sizes=student)
     try:
@@ -89,9 +107,9 @@ def bench_sizes(enabled: bool = True) -> Iterator[None]:
         loading.build_tiny_teacher, student_prior.TINY_STUDENT, student_prior.load_student_llm = saved[1:]
 
 
-def default_cache(quick: bool) -> Path:
+def default_cache(quick: bool, width: int = DEFAULT_WIDTH) -> Path:
     """Its own cache per size set: the teacher cache key names the teacher ``tiny``, not its sizes."""
-    tag = "default" if quick else hashlib.sha256(repr((STUDENT, TEACHER, ENCODER)).encode()).hexdigest()[:8]
+    tag = "default" if quick else hashlib.sha256(repr(SIZE_SETS[width]).encode()).hexdigest()[:8]
     return Path(f"/tmp/pldistill-bench-cvo-{tag}")
 
 
@@ -186,6 +204,8 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=6, help="timed batches of the step measurement")
     ap.add_argument("--teacher-epochs", type=int, default=4, help="teacher fine-tune epochs (not timed)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--width", type=int, default=DEFAULT_WIDTH, choices=sorted(SIZE_SETS),
+                    help="the student LLM's width; sets every model's size (see above)")
     ap.add_argument("--test-once", action="store_true",
                     help="train.eval_test_each_epoch: false (both modes): test only the best epoch, at the end")
     ap.add_argument("--cache", type=Path, default=None, help="default: /tmp/pldistill-bench-cvo-<sizes>")
@@ -194,7 +214,7 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.quick:
         args.trials, args.epochs, args.steps, args.teacher_epochs = 1, 1, 1, 1
-    args.cache = args.cache or default_cache(args.quick)
+    args.cache = args.cache or default_cache(args.quick, args.width)
     return args
 
 
@@ -202,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _args(argv)
     quiet()
     torch.set_num_threads(args.threads)
-    with bench_sizes(not args.quick):
+    with bench_sizes(not args.quick, args.width):
         return _run(args)
 
 

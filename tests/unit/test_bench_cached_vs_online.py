@@ -31,18 +31,20 @@ def _load() -> ModuleType:
     return module
 
 
-def test_bench_sizes_keep_the_real_ratio_and_are_restored() -> None:
+@pytest.mark.parametrize("width", [256, 384])
+def test_bench_sizes_keep_the_real_ratio_and_are_restored(width: int) -> None:
     from pldistill.models import loading
     from pldistill.train import student_prior
 
     bench = _load()
     before = (dict(loading.TINY_ENCODER), loading.build_tiny_teacher, student_prior.TINY_STUDENT,
               student_prior.load_student_llm)
-    with bench.bench_sizes():
+    with bench.bench_sizes(width=width):
         teacher = loading.build_tiny_teacher(0)
         llm = student_prior.load_student_llm("tiny", teacher.tokenizer)
         counts = bench._param_counts(teacher, llm)
-        assert student_prior.TINY_STUDENT.hidden == bench.STUDENT["hidden"]
+        assert student_prior.TINY_STUDENT.hidden == width
+        assert teacher.model.config.text_config.hidden_size == 4 * width  # the real 896 : 3584
     assert (dict(loading.TINY_ENCODER), loading.build_tiny_teacher, student_prior.TINY_STUDENT,
             student_prior.load_student_llm) == before
     ratio_enc = counts["encoder"] / counts["student LLM"]
