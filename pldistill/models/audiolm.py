@@ -91,11 +91,17 @@ class AudioLMHead(nn.Module):
     def audio_token_id(self) -> int:
         return int(self.model.config.audio_token_id)
 
+    def _project(self, encoded: Tensor) -> Tensor:
+        """Projector rows of encoder output in the projector's own dtype: the encoder is the teacher's
+        (e.g. bfloat16) or a float32 cache, while the student's projector may be float32."""
+        projector = self.core.multi_modal_projector
+        return projector(encoded.to(next(projector.parameters()).dtype))
+
     def forward(self, encoded: Tensor, num_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor,
                 vocab: int | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """Projector rows ``(B, T, E)``, final hidden ``(B, L, H)`` and, when ``vocab`` is given,
         logits ``(B, L, vocab)`` (inside forward so DDP/FSDP see the whole computation)."""
-        audio = self.core.multi_modal_projector(encoded)
+        audio = self._project(encoded)
         lm = self.core.language_model
         inputs_embeds = merge_audio_embeddings(lm.embed_tokens, input_ids, audio, num_tokens, self.audio_token_id)
         hidden = lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
@@ -112,7 +118,7 @@ class AudioLMHead(nn.Module):
         at positions ``len(prompt) + j``: the same numbers as C full sequences (causal attention;
         padding keys masked), for a fraction of the work when the prompt is long.
         """
-        audio = self.core.multi_modal_projector(encoded)
+        audio = self._project(encoded)
         lm = self.core.language_model
         embeds = merge_audio_embeddings(lm.embed_tokens, prompt_ids, audio, num_tokens, self.audio_token_id)
         out = lm(inputs_embeds=embeds, attention_mask=prompt_mask, use_cache=True)
