@@ -10,7 +10,10 @@ PL-Distill objective and ``attention_last`` weighting, then backward, gradient c
 
 Model FLOPs per sample come from ``bench/flops.py`` (``step_parts(..., "online")``, the same
 accounting that file documents) for the sizes actually built; MFU = FLOPs/s / the device's peak dense
-bf16 FLOP/s (table below, or ``--peak-tflops``).
+bf16 FLOP/s (table below, or ``--peak-tflops``). Then the same student, batch and optimizer take the
+same step reading a teacher cache of the batch built in memory (``teacher_mode: cached``: no encoder
+and no teacher forward), and the cached / online step time is printed too (these figures are for the
+online step).
 
 ``--scale s`` shrinks every model for a CPU run: layers, attention heads (head size kept), FFN widths
 and vocabularies times ``s`` (at least 1 layer and 1 head); ``--tiny`` is ``--scale 1/32``.
@@ -109,18 +112,55 @@ def build_models(sizes: Sizes, device: torch.device, dtype: torch.dtype, *, lora
     return teacher, student
 
 
-def make_batch(tok, batch: int, clip_s: float, window_s: float, device: torch.device, dtype: torch.dtype):
+def make_examples(batch: int, clip_s: float, window_s: float) -> list:
     """``batch`` clips of ``clip_s`` seconds of random log-mel in a ``window_s`` window."""
     from pldistill.data.features import FRAMES_PER_SECOND, audio_token_count
-    from pldistill.models.inputs import Example, collate
+    from pldistill.models.inputs import Example
 
     frames, valid = int(window_s * FRAMES_PER_SECOND), int(clip_s * FRAMES_PER_SECOND)
     rng = np.random.default_rng(0)
-    examples = [Example(key=f"b{i}", features=rng.standard_normal((128, frames)).astype(np.float32),
-                        valid_frames=valid, label=i % len(LABELS), num_audio_tokens=audio_token_count(valid))
-                for i in range(batch)]
-    inputs = collate(examples, tok, LABELS).to(device)
+    return [Example(key=f"b{i}", features=rng.standard_normal((128, frames)).astype(np.float32),
+                    valid_frames=valid, label=i % len(LABELS), num_audio_tokens=audio_token_count(valid))
+            for i in range(batch)]
+
+
+def make_batch(tok, batch: int, clip_s: float, window_s: float, device: torch.device, dtype: torch.dtype):
+    from pldistill.models.inputs import collate
+
+    inputs = collate(make_examples(batch, clip_s, window_s), tok, LABELS).to(device)
     return dataclasses.replace(inputs, input_features=inputs.input_features.to(dtype))
+
+
+def cached_models(models, teacher, examples: list, vocab: int):
+    """``models`` reading a teacher cache of ``examples`` built in memory (float32 rows, as a sweep's
+    cache stores them), as a ``teacher_mode: cached`` trial does: no encoder, no teacher forward."""
+    from pldistill.train.teacher_cache import TeacherCache, teacher_rows
+
+    cfg = teacher.model.config
+    meta = {"layers": cfg.text_config.num_hidden_layers, "hidden": cfg.text_config.hidden_size,
+            "encoder_dim": cfg.audio_config.d_model,
+            "projector_dim": teacher.model.model.multi_modal_projector.linear.out_features}
+    cache = TeacherCache.from_table(teacher_rows(teacher, examples, LABELS), meta)
+    cache.lm_head_weight = teacher.model.lm_head.weight[:vocab].detach()
+    return dataclasses.replace(models, audio_tower=None, teacher=None, cache=cache)
+
+
+def _time_steps(models, inputs, params, optimizer, device, warmup: int, steps: int) -> tuple[float, Any]:
+    from pldistill.train.step import distill_step
+
+    times = []
+    for i in range(warmup + steps):
+        _sync(device)
+        t = time.perf_counter()
+        out = distill_step(models, inputs)
+        out.total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return float(np.median(times)), out
 
 
 def _flops_per_sample(teacher, student, inputs, lora_rank: int, vocab: int) -> float:
@@ -145,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build, warm up, time ``args.steps`` steps; returns the figures :func:`main` prints."""
     from pldistill.losses import build_objective
     from pldistill.models.audiolm import AudioLMHead
-    from pldistill.train.step import DistillModels, distill_step
+    from pldistill.train.step import DistillModels
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16
@@ -162,24 +202,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     inputs = make_batch(teacher.tokenizer, args.batch, args.clip_s, args.window_s, device, dtype)
-    times = []
-    for i in range(args.warmup + args.steps):
-        _sync(device)
-        t = time.perf_counter()
-        out = distill_step(models, inputs)
-        out.total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        _sync(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t)
-    step_s = float(np.median(times))
+    step_s, out = _time_steps(models, inputs, params, optimizer, device, args.warmup, args.steps)
+    # the same student, batch and optimizer reading the teacher cache instead (issue #5's comparison)
+    cached = cached_models(models, teacher, make_examples(args.batch, args.clip_s, args.window_s), vocab)
+    cached_s, _ = _time_steps(cached, inputs, params, optimizer, device, args.warmup, args.steps)
     per_sample = _flops_per_sample(teacher, student, inputs, args.lora_rank, vocab)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     achieved = per_sample * args.batch / step_s
-    return {"device": name, "scale": args.scale, "build_s": build_s, "step_s": step_s,
+    return {"device": name, "scale": args.scale, "build_s": build_s, "step_s": step_s, "cached_step_s": cached_s,
             "samples_per_s": args.batch / step_s, "gflop_per_sample": per_sample / 1e9,
             "tflops": achieved / 1e12, "mfu": achieved / (peak * 1e12) if peak else None,
             "loss": float(out.total.detach()), "seq": int(inputs.attention_mask.shape[1]),
@@ -214,7 +245,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "n/a (give --peak-tflops)"
     rows = [["build (s)", f"{r['build_s']:.1f}"], ["step, median (s)", f"{r['step_s']:.3f}"],
             ["samples/s", f"{r['samples_per_s']:.2f}"], ["model GFLOP per sample", f"{r['gflop_per_sample']:,.1f}"],
-            ["achieved TFLOP/s", f"{r['tflops']:.3f}"], ["MFU", mfu], ["loss", f"{r['loss']:.3f}"]]
+            ["achieved TFLOP/s", f"{r['tflops']:.3f}"], ["MFU", mfu], ["loss", f"{r['loss']:.3f}"],
+            ["cached step, median (s)", f"{r['cached_step_s']:.3f}"],
+            ["cached / online step", f"{r['cached_step_s'] / r['step_s']:.3f}"]]
     if r["peak_mem_gib"] is not None:
         rows.append(["peak GPU memory (GiB)", f"{r['peak_mem_gib']:.1f}"])
     print(table(["figure", "value"], rows))
