@@ -92,15 +92,14 @@ def test_testing_only_the_best_epoch_reloads_the_saved_student_exactly(tmp_path,
 
 
 @pytest.mark.parametrize("mode", ["online", "cached"])
-def test_bfloat16_teacher_trains_a_float32_student(tmp_path, mode):
+def test_bfloat16_teacher_trains_a_float32_student(tmp_path, tiny_cache, mode):
     """``model.dtype: bfloat16`` (the real sweeps' setting) loads the teacher in bfloat16 while the
     student stays float32: its projector takes the bf16 encoder output (online) or the fp32 cache."""
     cfg = TrialConfig.model_validate({
         "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
-        "model": {"teacher_mode": mode, "dtype": "bfloat16", "teacher_finetune": {"epochs": 1}},
+        "model": {"teacher_mode": mode, "dtype": "bfloat16"},
         "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 2, "max_steps_per_epoch": 2},
-        "hparams": {"objective": "pl_distill"}, "output_dir": str(tmp_path / "run"),
-        "cache_dir": str(tmp_path / "cache")})
+        "hparams": {"objective": "pl_distill"}, "output_dir": str(tmp_path / "run"), "cache_dir": tiny_cache})
     result = run_trial(cfg)
     assert all(math.isfinite(v) for v in result.metrics.values()), result.metrics
     assert result.metrics["loss_kl_audio"] > 0 and result.metrics["loss_cka"] > 0
