@@ -134,13 +134,9 @@ def make_batch(tok, batch: int, clip_s: float, window_s: float, device: torch.de
 def cached_models(models, teacher, examples: list, vocab: int):
     """``models`` reading a teacher cache of ``examples`` built in memory (float32 rows, as a sweep's
     cache stores them), as a ``teacher_mode: cached`` trial does: no encoder, no teacher forward."""
-    from pldistill.train.teacher_cache import TeacherCache, teacher_rows
+    from pldistill.train.teacher_cache import TeacherCache, teacher_dims, teacher_rows
 
-    cfg = teacher.model.config
-    meta = {"layers": cfg.text_config.num_hidden_layers, "hidden": cfg.text_config.hidden_size,
-            "encoder_dim": cfg.audio_config.d_model,
-            "projector_dim": teacher.model.model.multi_modal_projector.linear.out_features}
-    cache = TeacherCache.from_table(teacher_rows(teacher, examples, LABELS), meta)
+    cache = TeacherCache.from_table(teacher_rows(teacher, examples, LABELS), teacher_dims(teacher))
     cache.lm_head_weight = teacher.model.lm_head.weight[:vocab].detach()
     return dataclasses.replace(models, audio_tower=None, teacher=None, cache=cache)
 

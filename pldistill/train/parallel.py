@@ -127,8 +127,8 @@ def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> Tensor:
     return total
 
 
-def full_trainable_state(head: nn.Module, prefix: str = "") -> dict[str, Tensor] | None:
-    """Full (unsharded) CPU copies of the trainable parameters, keyed ``prefix + name``.
+def full_trainable_state(head: nn.Module) -> dict[str, Tensor] | None:
+    """Full (unsharded) CPU copies of the trainable parameters, keyed by ``head``'s parameter names.
 
     A collective under FSDP: every rank must call it, in the same order; rank 0 gets the dict, the
     others None. Unsharded models: every rank gets it (no communication)."""
@@ -141,7 +141,7 @@ def full_trainable_state(head: nn.Module, prefix: str = "") -> dict[str, Tensor]
             continue
         full = p.full_tensor() if isinstance(p, DTensor) else p
         if rank == 0 or not isinstance(p, DTensor):
-            out[prefix + name] = full.detach().to("cpu", copy=True)
+            out[name] = full.detach().to("cpu", copy=True)
     return out if rank == 0 or not is_sharded(head) else None
 
 

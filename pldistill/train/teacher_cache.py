@@ -68,6 +68,7 @@ __all__ = [
     "teacher_cache_key",
     "teacher_cache_dir",
     "teacher_cache_complete",
+    "teacher_dims",
     "teacher_rows",
     "cache_rows",
     "fold_examples",
@@ -242,15 +243,19 @@ def _finish(tmp: Path, teacher: Any, data: FoldData, cfg: TrialConfig, key: str)
     if getattr(lm_head, "bias", None) is not None:
         tensors["bias"] = lm_head.bias[:vocab].detach().cpu().contiguous()
     save_file(tensors, str(tmp / "lm_head.safetensors"))
-    cfg_text = teacher.model.config.text_config
     meta = {"key": key, "version": CACHE_VERSION, "fold": data.fold, "rows": len(keys),
-            "teacher_rows": len(with_teacher),
-            "storage": cfg.model.teacher_cache_dtype, "vocab": vocab,
-            "layers": int(cfg_text.num_hidden_layers), "hidden": int(cfg_text.hidden_size),
-            "encoder_dim": int(teacher.model.config.audio_config.d_model),
-            "projector_dim": int(teacher.model.model.multi_modal_projector.linear.out_features)}
+            "teacher_rows": len(with_teacher), "storage": cfg.model.teacher_cache_dtype, "vocab": vocab,
+            **teacher_dims(teacher)}
     (tmp / _COMPLETE).write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def teacher_dims(teacher: Any) -> dict[str, int]:
+    """The sizes a reader needs to reshape the flat rows (part of ``meta.json``)."""
+    text = teacher.model.config.text_config
+    return {"layers": int(text.num_hidden_layers), "hidden": int(text.hidden_size),
+            "encoder_dim": int(teacher.model.config.audio_config.d_model),
+            "projector_dim": int(teacher.model.model.multi_modal_projector.linear.out_features)}
 
 
 def ensure_teacher_cache(cfg: TrialConfig, data: FoldData, teacher: Any, *, log: Callable[[str], None] = print,

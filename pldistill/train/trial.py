@@ -269,17 +269,17 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
             row.update({f"test_{k}": v for k, v in _evaluate(head, encoder, data.test, tok, data.labels,
                                                              tc.eval_batch_size).items()})
         res.epochs.append(row)
-        # Sharded: gathering the full trainable state is a collective, so every rank does it.
-        state = full_trainable_state(head, prefix="base_model.") if sharded else None
+        # Sharded: gathering the full trainable state is a collective, so every rank does it (rank 0 gets it).
+        gathered = full_trainable_state(head) if sharded else None
         if _agreed(res.best_epoch < 0 or _better(row, res.best, tc.select_metric)):
             res.best_epoch = epoch + 1
             res.best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
             res.best.update({f"loss_{k}": v for k, v in losses.items()})
             best_weights = snapshot_trainable(head)  # this rank's shards; restored for the final test
-            if sharded and state is not None:
-                best_full = {k.removeprefix("base_model."): v for k, v in state.items()}
+            if gathered is not None:
+                best_full = gathered
             if rank == 0:
-                _save_student(student, cfg, out_dir / "best", fold, res.best_epoch, state)
+                _save_student(student, cfg, out_dir / "best", fold, res.best_epoch, gathered)
         last = epoch + 1 == tc.epochs
         if last and not tc.eval_test_each_epoch:  # test once, with the best epoch's student
             res.best.update({f"test_{k}": v for k, v in
@@ -290,8 +290,8 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
         full = None
         if sharded:  # rank 0 writes the checkpoint from gathered copies (gathering is a collective)
             optim = full_optimizer_state(head, optimizer)
-            if state is not None:
-                full = FullState({k.removeprefix("base_model."): v for k, v in state.items()}, optim)
+            if gathered is not None:
+                full = FullState(gathered, optim)
         yield _Epoch(row=row, last=last, checkpoint=functools.partial(
             _epoch_checkpoint, student, optimizer, step=step, numpy_rng=rng.bit_generator.state,
             best=best_full if sharded else best_weights, full=full))
@@ -364,9 +364,10 @@ def _save_student(student, cfg: TrialConfig, path: Path, fold: int, epoch: int,
                   state: dict[str, torch.Tensor] | None = None) -> None:
     """LoRA adapter + projector (``save_pretrained``) and the resolved config, atomically.
 
-    ``state``: the full trainable parameters (PeftModel keys) when the model is sharded."""
+    ``state``: the full trainable parameters (the head's names) when the model is sharded."""
+    peft_state = {f"base_model.{k}": v for k, v in state.items()} if state is not None else None
     with atomic_dir(path) as tmp:
-        student.save_pretrained(tmp, safe_serialization=True, state_dict=state)
+        student.save_pretrained(tmp, safe_serialization=True, state_dict=peft_state)
         meta = {"fold": fold, "epoch": epoch, "config": json.loads(cfg.to_json())}
         (tmp / "pldistill_config.json").write_text(json.dumps(meta, indent=2))
 
