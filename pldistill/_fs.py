@@ -1,18 +1,150 @@
-"""File-system helpers every layer may use (a leaf: imports nothing from pldistill)."""
+"""File-system safety in one place (a leaf: imports nothing from pldistill).
+
+Everything pldistill writes that another process may read meanwhile goes through here:
+
+* :func:`private_dirs`: folders created user-only (0o700), parents included;
+* :func:`atomic_write`: a file that appears whole or not at all (temp file in the same folder,
+  fsync, ``os.replace``, fsync of the folder);
+* :func:`atomic_dir`: a folder that appears whole or not at all (built aside, renamed in);
+* :func:`file_lock`: an exclusive ``flock`` held for a block (blocking, or failing at once).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
-__all__ = ["private_dirs"]
+__all__ = ["private_dirs", "atomic_write", "atomic_dir", "file_lock", "fsync_dir", "remove_stale_temps"]
+
+_DIR_MODE = 0o700
 
 
-def private_dirs(path: Path) -> None:
+def private_dirs(path: str | Path) -> None:
     """Create ``path`` and its missing parents user-only (0o700): ``mkdir(parents=True, mode=...)``
-    would give the parents the umask's default (usually 0o755)."""
+    would give the parents the umask's default (usually 0o755). A file in the way raises
+    :class:`NotADirectoryError`."""
     path = Path(path)
-    missing = [p for p in (path, *path.parents) if not p.exists()]
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(p))
     for folder in reversed(missing):
         with contextlib.suppress(FileExistsError):  # another process made it meanwhile
-            folder.mkdir(mode=0o700)
+            folder.mkdir(mode=_DIR_MODE)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename in ``path`` durable (best effort: not every filesystem opens folders)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | Path, content: bytes | str | Callable[[IO[bytes]], None], *,
+                 durable: bool = True) -> Path:
+    """Write ``path`` through a temp file beside it, then ``os.replace``: a reader sees the old file
+    or the new one, never part of one. ``content`` is bytes, text (UTF-8) or a function that writes
+    into the open binary file. ``durable`` fsyncs the file and its folder (results that must survive
+    a lost machine); the folder is created user-only when missing."""
+    path = Path(path)
+    private_dirs(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if callable(content):
+                content(fh)
+            else:
+                fh.write(content.encode() if isinstance(content, str) else content)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+    return path
+
+
+@contextmanager
+def atomic_dir(final: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a fresh temp folder beside ``final``; when the block succeeds it becomes ``final``.
+
+    An existing ``final`` is renamed aside first and deleted after the new one is in place, so there
+    is no moment without one. ``replace=False``: an existing ``final`` (say, built meanwhile by a
+    concurrent process) is kept, the new one discarded and :class:`FileExistsError` raised, for the
+    caller to check that theirs matches. On failure the temp folder is removed and ``final`` left as
+    it was."""
+    final = Path(final)
+    private_dirs(final.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            if not replace:
+                raise FileExistsError(17, "File exists", str(final))
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.replace(final, old / final.name)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_stale_temps(folder: str | Path, name: str) -> int:
+    """Delete what an interrupted :func:`atomic_dir`/:func:`atomic_write` of ``folder/name`` left
+    behind (a process killed mid-write cannot clean up). Call it only where no other process may be
+    writing ``name`` right now. Returns how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.iterdir()
+             if p.name.startswith((f".{name}.tmp-", f".{name}.old-"))]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                p.unlink()
+    return len(stale)
+
+
+@contextmanager
+def file_lock(path: str | Path, *, blocking: bool = True, holder: str | None = None) -> Iterator[IO[str]]:
+    """An exclusive ``flock`` on ``path`` for the block (the folder is created user-only).
+
+    ``blocking=False`` raises :class:`BlockingIOError` at once when another process holds it.
+    ``holder``: written into the file while held, so the one refused can say who holds it."""
+    path = Path(path)
+    private_dirs(path.parent)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        try:
+            if holder is not None:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(holder)
+                fh.flush()
+            yield fh
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -17,8 +17,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pldistill._fs import private_dirs
+from pldistill._fs import atomic_write
 from pldistill.data.audio import TARGET_SAMPLE_RATE, load_audio
 from pldistill.errors import InputError
 
@@ -174,17 +172,12 @@ class Features:
     def save(self, path: Path) -> None:
         """Atomically write a ``.npz`` (strings as unicode arrays: loads without pickle); folders it
         creates are user-only (0o700)."""
-        private_dirs(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, keys=np.array(self.keys, dtype=str), window_s=np.float64(self.window_s),
-                         valid_frames=self.valid_frames, stored=self.stored, offsets=self.offsets,
-                         pad_values=self.pad_values, skipped=np.array(self.skipped, dtype=str))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        def write(fh) -> None:
+            np.savez(fh, keys=np.array(self.keys, dtype=str), window_s=np.float64(self.window_s),
+                     valid_frames=self.valid_frames, stored=self.stored, offsets=self.offsets,
+                     pad_values=self.pad_values, skipped=np.array(self.skipped, dtype=str))
+
+        atomic_write(path, write, durable=False)  # a cache: rebuilt if lost
 
     @classmethod
     def load(cls, path: Path) -> Features:

@@ -12,17 +12,14 @@ cell shows that trial's *test* scores, which are already means over the trial's 
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pldistill._fs import atomic_dir
 from pldistill.errors import InputError
 from pldistill.results.query import best_trials, default_mode, sweep_status
 from pldistill.results.store import list_sweeps, read_sweep_metas, read_trials
@@ -381,17 +378,6 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
     return "\n".join(out)
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Put ``tmp`` where ``out`` is: rename the old report aside, rename the new one in, delete the old."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_report(root: str | Path, name: str, out: str | Path | None = None, *, top: int = 5) -> Path:
     """Write ``report.md`` and its PNGs for sweep ``name`` into ``out`` (default
     ``<root>/<name>/report``), atomically: built in a temp folder beside it, then renamed into place.
@@ -403,16 +389,9 @@ def write_report(root: str | Path, name: str, out: str | Path | None = None, *, 
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").is_file())):
         raise InputError(out, None, "exists and is not a report folder (no report.md); choose another --out")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        with atomic_dir(out) as tmp:
+            plots = write_plots(report, tmp)
+            (tmp / "report.md").write_text(render_markdown(report, plots), encoding="utf-8")
     except OSError as exc:
         raise InputError(out, None, f"cannot write the report here ({exc.strerror or exc})") from exc
-    try:
-        plots = write_plots(report, tmp)
-        (tmp / "report.md").write_text(render_markdown(report, plots), encoding="utf-8")
-        _replace_dir(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
     return out

@@ -14,7 +14,6 @@ of one; readers skip names starting with a dot. Folders are created user-only (0
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import json
@@ -29,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pldistill import __version__
+from pldistill._fs import atomic_write, private_dirs
 from pldistill.errors import InputError
 from pldistill.results.schema import (
     SCHEMA_VERSION,
@@ -44,7 +44,6 @@ from pldistill.results.schema import (
 __all__ = ["ResultsStore", "read_trials", "read_epochs", "read_sweep_metas", "list_sweeps", "result_files",
            "git_commit"]
 
-_DIR_MODE = 0o700
 SWEEP_FILE = "sweep.json"
 
 
@@ -73,48 +72,6 @@ def _check_name(value: str, what: str) -> str:
             or any(c in value for c in "/\\\0")):
         raise InputError(None, what, f"{value!r} cannot be a file name (no '/', '\\', leading '.' or empty)")
     return value
-
-
-def _mkdirs(path: Path) -> None:
-    """Create ``path`` and its missing parents with mode 0o700 (``os.makedirs`` applies the mode to the
-    leaf only)."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        if p.parent == p:
-            break
-        p = p.parent
-    if p.exists() and not p.is_dir():
-        raise NotADirectoryError(20, "Not a directory", str(p))
-    for d in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
-            os.mkdir(d, _DIR_MODE)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through a temp file in its folder: fsync, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 class ResultsStore:
@@ -158,8 +115,8 @@ class ResultsStore:
             self.check_writable()
         try:
             for sub in ("trials", "epochs"):  # the layout appears with the first write, user-only
-                _mkdirs(self.sweep_dir / sub)
-            _atomic_write(path, write)
+                private_dirs(self.sweep_dir / sub)
+            atomic_write(path, write)
         except OSError as exc:
             raise InputError(path, None, f"cannot write results ({exc.strerror or exc})") from exc
         return path
@@ -181,10 +138,6 @@ class ResultsStore:
         """The current ``sweep.json`` (None when there is none)."""
         path = self.sweep_dir / SWEEP_FILE
         return _load_meta(path) if path.exists() else None
-
-    def update_sweep_meta(self, **changes: object) -> Path:
-        """Rewrite ``sweep.json`` with ``changes`` merged in (e.g. ``status="finished", ended_at=...``)."""
-        return self.write_sweep_meta({**(self.read_sweep_meta() or {}), **changes})
 
     def write_trial(self, record: TrialRecord | Mapping[str, object]) -> Path:
         """Write (or replace) the trial's row. ``sweep`` is filled in; ``git_commit`` too when unset."""

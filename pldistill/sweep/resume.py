@@ -18,8 +18,8 @@ however it dies.
 
 from __future__ import annotations
 
-import fcntl
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,33 +52,24 @@ class SweepLock:
 
     def __init__(self, sweep_dir: Path) -> None:
         self.path = Path(sweep_dir) / _LOCK_FILE
-        self._fh: IO[str] | None = None
+        self._lock: AbstractContextManager[IO[str]] | None = None
 
     def __enter__(self) -> SweepLock:
-        from pldistill.train._cache import private_dirs
+        from pldistill._fs import file_lock
 
-        private_dirs(self.path.parent)
-        fh = open(self.path, "a+")  # noqa: SIM115 (held until __exit__)
+        self._lock = file_lock(self.path, blocking=False, holder=f"pid {os.getpid()}")
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock.__enter__()
         except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
+            holder = self.path.read_text().strip() or "another process"
             raise SweepBusyError(f"sweep at {self.path.parent} is being run by {holder}; wait for it or stop it "
                                  "first") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        self._fh = fh
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
 
 
 def tune_trials(results: Path, name: str) -> list[Any]:

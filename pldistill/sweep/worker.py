@@ -104,7 +104,6 @@ DIVERGED_FILE = "diverged.txt"
 
 def write_divergence(output_dir: Path, reason: str) -> None:
     """Record why a trial diverged, atomically, in its output folder."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / f".{DIVERGED_FILE}.tmp"
-    tmp.write_text(reason)
-    tmp.replace(output_dir / DIVERGED_FILE)
+    from pldistill._fs import atomic_write
+
+    atomic_write(output_dir / DIVERGED_FILE, reason)

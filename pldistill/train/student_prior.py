@@ -17,12 +17,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from pldistill._fs import atomic_dir, file_lock
 from pldistill.config import TrialConfig, config_hash
 from pldistill.models.inputs import PromptTemplate
 from pldistill.models.loading import TINY_STUDENT, load_student_llm
 from pldistill.models.tokenizer import AUDIO_TOKEN
 from pldistill.progress import StepProgress
-from pldistill.train._cache import atomic_dir, cache_lock
 
 __all__ = ["ensure_student_llm", "LABEL_SETS"]
 
@@ -43,7 +43,7 @@ def ensure_student_llm(cfg: TrialConfig, tokenizer, log: Callable[[str], None] =
                        "steps": _STEPS, "batch": _BATCH, "lr": _LR, "v": 1})
     root = cfg.cache_dir / "students"
     final = root / key
-    with cache_lock(root / f".{key}.lock"):
+    with file_lock(root / f".{key}.lock"):
         if not (final / "config.json").is_file():
             _pretrain_into(final, tokenizer, cfg.model.init_seed, log)
     return str(final)

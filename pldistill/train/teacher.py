@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pldistill._fs import atomic_dir, file_lock
 from pldistill.config import TrialConfig, config_hash
 from pldistill.models.audiolm import AudioLMHead, encode_audio
 from pldistill.models.inputs import Example, PromptTemplate, collate
 from pldistill.models.loading import Teacher, freeze, load_teacher, set_encoder_window
 from pldistill.progress import StepProgress
-from pldistill.train._cache import atomic_dir, cache_lock
 from pldistill.train.dataset import FoldData
 from pldistill.train.metrics import classification_metrics
 from pldistill.train.scoring import predict, score_labels
@@ -72,7 +72,7 @@ def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] 
     root = cfg.cache_dir / "teachers"
     final = root / key
     if not (ft.enabled or cfg.model.teacher == "tiny"):  # a real teacher used as is (the paper)
-        with cache_lock(root / f".{key}.lock"):
+        with file_lock(root / f".{key}.lock"):
             if not (final / "metrics.json").is_file():
                 full = _windowed(load_teacher(cfg.model.teacher, dtype=dtype), data)
                 full.model.to(device)
@@ -81,7 +81,7 @@ def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] 
                     return full, json.loads((final / "metrics.json").read_text())
         teacher = load_teacher(cfg.model.teacher, dtype=dtype, encoder_only=encoder_only)
     else:
-        with cache_lock(root / f".{key}.lock"):
+        with file_lock(root / f".{key}.lock"):
             if not (final / "metrics.json").is_file():
                 _finetune_into(cfg, data, final, dtype, log, device)
         teacher = load_teacher(str(final), dtype=dtype, encoder_only=encoder_only)

@@ -54,10 +54,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pldistill._fs import atomic_dir, file_lock
 from pldistill.config import TrialConfig, config_hash
 from pldistill.models.audiolm import AudioLMHead, EncodedAudio, capture_attention, encode_audio
 from pldistill.models.inputs import Example, PromptTemplate, collate
-from pldistill.train._cache import atomic_dir, cache_lock
 from pldistill.train.dataset import FoldData
 
 __all__ = [
@@ -267,7 +267,7 @@ def ensure_teacher_cache(cfg: TrialConfig, data: FoldData, teacher: Any, *, log:
     """
     key = teacher_cache_key(cfg, data)
     final = cfg.cache_dir / "teacher_outputs" / key
-    with cache_lock(final.parent / f".{key}.lock"):
+    with file_lock(final.parent / f".{key}.lock"):
         if (final / _COMPLETE).is_file():
             return final
         log(f"teacher cache fold {data.fold}: building {final}")

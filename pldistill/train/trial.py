@@ -25,12 +25,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pldistill._fs import atomic_dir
 from pldistill.config import TrialConfig
 from pldistill.losses import build_objective
 from pldistill.models.audiolm import AudioLMHead
 from pldistill.models.inputs import Example, collate
 from pldistill.models.loading import build_student, load_student_llm
-from pldistill.train._cache import atomic_dir
 from pldistill.train.checkpoint import FullState, ResumeState, load_state, restore_training, save_state
 from pldistill.train.dataset import FoldData, prepare_fold
 from pldistill.train.metrics import classification_metrics

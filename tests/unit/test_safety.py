@@ -185,11 +185,11 @@ def test_results_folders_are_user_only(tmp_path, umask_022):
 def test_cache_folders_are_user_only(tmp_path, umask_022):
     import numpy as np
 
+    from pldistill._fs import atomic_dir, file_lock
     from pldistill.data.features import Features
-    from pldistill.train._cache import atomic_dir, cache_lock
 
     cache = tmp_path / "new" / "cache"
-    with cache_lock(cache / "teachers" / ".k.lock"):
+    with file_lock(cache / "teachers" / ".k.lock"):
         pass
     with atomic_dir(cache / "students" / "k") as tmp:
         (tmp / "config.json").write_text("{}")

@@ -103,13 +103,14 @@ def test_empty_root_reads_as_empty_tables(tmp_path) -> None:
     assert "train_loss_total" in read_epochs(tmp_path).column_names
 
 
-def test_sweep_meta_defaults_and_update(tmp_path) -> None:
+def test_sweep_meta_defaults_and_rewrite(tmp_path) -> None:
     s = ResultsStore(tmp_path, "sw")
     s.write_sweep_meta({"sweep_file": "sweeps/smoke.yaml", "config": {"a": [1, 2]}, "metric": "val_ua", "mode": "max"})
     first = json.loads((tmp_path / "sw" / "sweep.json").read_text())
     assert first["name"] == "sw" and first["status"] == "running" and first["pldistill_version"]
     assert first["config"] == {"a": [1, 2]} and first["started_at"].endswith("+00:00")
-    s.update_sweep_meta(status="finished", ended_at="2025-01-01T00:00:00+00:00", counts={"completed": 3})
+    s.write_sweep_meta({**first, "status": "finished", "ended_at": "2025-01-01T00:00:00+00:00",
+                        "counts": {"completed": 3}})
     second = s.read_sweep_meta()
     assert second is not None
     assert second["status"] == "finished" and second["started_at"] == first["started_at"]

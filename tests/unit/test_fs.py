@@ -1,0 +1,95 @@
+"""The one module for file-system safety: atomic files and folders, locks, private folders."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import stat
+
+import pytest
+
+from pldistill._fs import atomic_dir, atomic_write, file_lock, private_dirs, remove_stale_temps
+
+
+def _hold_lock(path: str, ready, release) -> None:
+    with file_lock(path, holder="pid child"):
+        ready.set()
+        release.wait(10)
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path) -> None:
+    target = tmp_path / "deep" / "f.txt"
+    atomic_write(target, "one")
+    atomic_write(target, b"two")
+    assert target.read_text() == "two"
+
+    def fail(fh) -> None:
+        fh.write(b"half")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, fail)
+    assert target.read_text() == "two"
+    assert sorted(os.listdir(target.parent)) == ["f.txt"]  # no temp file left
+    assert stat.S_IMODE(os.stat(tmp_path / "deep").st_mode) == 0o700
+
+
+def test_atomic_dir_replaces_keeps_or_refuses(tmp_path) -> None:
+    final = tmp_path / "d"
+    with atomic_dir(final) as tmp:
+        (tmp / "a").write_text("1")
+    with atomic_dir(final) as tmp:
+        (tmp / "b").write_text("2")
+    assert sorted(os.listdir(final)) == ["b"]
+    with pytest.raises(ValueError), atomic_dir(final) as tmp:
+        (tmp / "c").write_text("3")
+        raise ValueError("failed while building")
+    assert sorted(os.listdir(final)) == ["b"]
+    with pytest.raises(FileExistsError), atomic_dir(final, replace=False) as tmp:
+        (tmp / "c").write_text("3")
+    assert sorted(os.listdir(final)) == ["b"]
+    assert sorted(os.listdir(tmp_path)) == ["d"]  # nothing half-written beside it
+
+
+def test_remove_stale_temps_clears_what_a_killed_writer_left(tmp_path) -> None:
+    (tmp_path / ".ckpt.tmp-abc").mkdir()
+    (tmp_path / ".ckpt.old-def").mkdir()
+    (tmp_path / ".ckpt.tmp-x").write_text("")
+    (tmp_path / ".other.tmp-abc").mkdir()
+    (tmp_path / "ckpt").mkdir()
+    assert remove_stale_temps(tmp_path, "ckpt") == 3
+    assert sorted(os.listdir(tmp_path)) == [".other.tmp-abc", "ckpt"]
+
+
+def test_file_lock_excludes_another_process(tmp_path) -> None:
+    path = tmp_path / "locks" / ".x.lock"
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold_lock, args=(str(path), ready, release))
+    child.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(BlockingIOError), file_lock(path, blocking=False):
+            pass
+        assert path.read_text() == "pid child"
+    finally:
+        release.set()
+        child.join(30)
+    with file_lock(path, blocking=False):
+        pass
+
+
+def test_private_dirs_refuses_a_file_in_the_way(tmp_path) -> None:
+    (tmp_path / "f").write_text("")
+    with pytest.raises(NotADirectoryError):
+        private_dirs(tmp_path / "f" / "sub")
+
+
+def test_a_second_launcher_is_refused_and_told_who_holds_the_sweep(tmp_path) -> None:
+    from pldistill.sweep.resume import SweepBusyError, SweepLock
+
+    with SweepLock(tmp_path / "sw"):
+        with pytest.raises(SweepBusyError, match=f"pid {os.getpid()}"), SweepLock(tmp_path / "sw"):
+            pass
+    with SweepLock(tmp_path / "sw"):  # released on exit
+        pass
