@@ -145,10 +145,7 @@ def step_times(cfg, data, teacher, cache, n_batches: int) -> dict[str, Any]:
 
     hp = cfg.hparams
     head, params = _student(cfg, teacher)
-    objective = build_objective(hp.objective, alpha=hp.alpha, beta=hp.beta, gamma=hp.gamma,
-                                temperature=hp.temperature, kl_t2_scaling=hp.kl_t2_scaling,
-                                cka_estimator=hp.cka_estimator, relation_weight=hp.llava_kd_relation,
-                                kl_chunk_size=cfg.train.kl_chunk_size)
+    objective = build_objective(hp.objective, hp.model_dump(), kl_chunk_size=cfg.train.kl_chunk_size)
     common = dict(student=head, vocab=len(teacher.tokenizer), objective=objective, weighting=hp.weighting,
                   sharpen_p=hp.sharpen_p)
     models = {"online": DistillModels(audio_tower=teacher.audio_tower, teacher=AudioLMHead(teacher.model), **common),

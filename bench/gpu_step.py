@@ -179,6 +179,7 @@ def _sync(device: torch.device) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build, warm up, time ``args.steps`` steps; returns the figures :func:`main` prints."""
+    from pldistill.config import Hyperparameters
     from pldistill.losses import build_objective
     from pldistill.models.audiolm import AudioLMHead
     from pldistill.train.step import DistillModels
@@ -193,7 +194,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     head = AudioLMHead(student.base_model.model).train()
     vocab = min(sizes.teacher["vocab_size"], sizes.student["vocab_size"])  # the shared vocabulary
     models = DistillModels(audio_tower=teacher.audio_tower, teacher=AudioLMHead(teacher.model), student=head,
-                           vocab=vocab, objective=build_objective("pl_distill", kl_chunk_size=args.kl_chunk),
+                           vocab=vocab, objective=build_objective("pl_distill", Hyperparameters().model_dump(),
+                                                                 kl_chunk_size=args.kl_chunk),
                            weighting="attention_last")
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)

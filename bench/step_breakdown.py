@@ -131,9 +131,7 @@ def _models(cfg, teacher, head, objective: str):
     from pldistill.train.step import DistillModels
 
     hp = cfg.hparams
-    obj = build_objective(objective, alpha=hp.alpha, beta=hp.beta, gamma=hp.gamma, temperature=hp.temperature,
-                          kl_t2_scaling=hp.kl_t2_scaling, cka_estimator=hp.cka_estimator,
-                          relation_weight=hp.llava_kd_relation, kl_chunk_size=cfg.train.kl_chunk_size)
+    obj = build_objective(objective, hp.model_dump(), kl_chunk_size=cfg.train.kl_chunk_size)
     return DistillModels(audio_tower=teacher.audio_tower, teacher=AudioLMHead(teacher.model), student=head,
                          vocab=len(teacher.tokenizer), objective=obj, weighting=hp.weighting,
                          sharpen_p=hp.sharpen_p)
@@ -143,7 +141,7 @@ def timed_step(m, inputs, t: dict[str, float]) -> None:
     """``distill_step`` + backward of ``pldistill/train/step.py``, part by part, seconds into ``t``."""
     from pldistill.losses import DistillBatch, audio_token_weights
     from pldistill.models.audiolm import capture_attention, encode_audio
-    from pldistill.train.step import attention_layers_for
+    from pldistill.losses import attention_layers_for
 
     with _timer(t, "encoder"), torch.no_grad():
         enc = encode_audio(m.audio_tower, inputs.input_features, inputs.feature_attention_mask)
@@ -158,7 +156,7 @@ def timed_step(m, inputs, t: dict[str, float]) -> None:
                          audio_mask=inputs.audio_mask, student_audio=leaves[1],
                          audio_token_mask=enc.token_mask[:, :n_audio])
     if m.objective.needs_teacher:
-        layers = attention_layers_for(m.weighting) if "cka" in m.objective.weights else None
+        layers = attention_layers_for(m.weighting) if m.objective.needs_audio_weights else None
         attn: list[torch.Tensor] = []
         with _timer(t, "teacher"), torch.no_grad(), _timed_attention_probs(t):
             if layers is None:

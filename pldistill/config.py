@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,16 +26,41 @@ __all__ = [
     "Hyperparameters",
     "TrainConfig",
     "TrialConfig",
-    "OBJECTIVE_NAMES",
-    "WEIGHTING_NAMES",
+    "MetricName",
+    "ValMetric",
+    "TestMetric",
+    "METRIC_NAMES",
+    "metric_mode",
     "config_hash",
 ]
 
-#: Objectives the loss library provides (``pldistill.losses.OBJECTIVES`` is the source of truth;
-#: this list is checked against it in a unit test so config validation needs no torch import).
-OBJECTIVE_NAMES = ("sft", "forward_kl", "reverse_kl", "llava_kd", "ldist", "pl_distill")
-#: Audio-token weighting variants of ``pldistill.losses.audio_token_weights``.
-WEIGHTING_NAMES = ("uniform", "attention_last", "attention_layers", "attention_sharpened")
+#: A split's figures: UA (balanced accuracy), WA (accuracy), macro-F1, and loss (the student's CE
+#: on the gold answer, eq. 7: summed over a clip's response tokens, mean over clips).
+EvalName = Literal["ua", "wa", "f1", "loss"]
+#: Every figure a trial reports per split, by the name the sweep file, Tune, the trial loop, the
+#: recorder and the results schema all use.
+ValMetric = Literal["val_ua", "val_wa", "val_f1", "val_loss"]
+TestMetric = Literal["test_ua", "test_wa", "test_f1", "test_loss"]
+MetricName = Literal[ValMetric, TestMetric]
+METRIC_NAMES: tuple[str, ...] = typing.get_args(MetricName)
+EVAL_NAMES: tuple[str, ...] = typing.get_args(EvalName)
+
+
+def metric_mode(metric: str) -> Literal["max", "min"]:
+    """Whether a metric is better large (scores) or small (losses)."""
+    return "min" if metric.endswith("_loss") else "max"
+
+
+def _registered(kind: str, value: str) -> str:
+    """``value`` if the loss library registers it as an objective / weighting, else a ValueError
+    listing the valid ones. Imported here, not at the top: the names live where the losses are
+    defined (``pldistill.losses``), and torch should not load for ``--help``."""
+    from pldistill.losses import OBJECTIVES, WEIGHTINGS
+
+    valid = OBJECTIVES if kind == "objective" else WEIGHTINGS
+    if value not in valid:
+        raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
+    return value
 
 
 class _Strict(BaseModel):
@@ -135,16 +161,12 @@ class Hyperparameters(_Strict):
     @field_validator("objective")
     @classmethod
     def _known_objective(cls, v: str) -> str:
-        if v not in OBJECTIVE_NAMES:
-            raise ValueError(f"unknown objective {v!r}; valid: {', '.join(OBJECTIVE_NAMES)}")
-        return v
+        return _registered("objective", v)
 
     @field_validator("weighting")
     @classmethod
     def _known_weighting(cls, v: str) -> str:
-        if v not in WEIGHTING_NAMES:
-            raise ValueError(f"unknown weighting {v!r}; valid: {', '.join(WEIGHTING_NAMES)}")
-        return v
+        return _registered("weighting", v)
 
 
 class TrainConfig(_Strict):
@@ -155,7 +177,8 @@ class TrainConfig(_Strict):
     grad_accum: int = Field(16, ge=1)
     eval_batch_size: int = Field(16, ge=1)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
-    select_metric: Literal["val_ua", "val_wa", "val_f1", "val_loss"] = "val_ua"
+    #: The epoch kept per fold is the best by this metric (a test metric here would select on test).
+    select_metric: ValMetric = "val_ua"
     seed: int = 0
     #: Evaluate on test each epoch (the paper reports the test score of the best validation epoch).
     eval_test_each_epoch: bool = True

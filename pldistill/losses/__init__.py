@@ -11,25 +11,40 @@ from .cka import CKA_ESTIMATORS, awcka, linear_cka
 from .kl import KL_DIRECTIONS, kl_divergence, kl_divergence_from_hidden
 from .objectives import (
     OBJECTIVES,
-    TERM_INPUTS,
     TERMS,
     DistillBatch,
+    Objective,
     ObjectiveOutput,
+    Term,
     TermOptions,
     WeightedSumObjective,
     build_objective,
+    register_objective,
+    register_term,
 )
 from .relation import relation_distance
-from .weights import WEIGHTING_VARIANTS, audio_token_weights
+from .weights import (
+    WEIGHTING_VARIANTS,
+    WEIGHTINGS,
+    attention_layers_for,
+    audio_token_weights,
+    audio_weights_from_rows,
+)
 
 __all__ = [
     "CKA_ESTIMATORS",
     "KL_DIRECTIONS",
     "OBJECTIVES",
     "TERMS",
-    "TERM_INPUTS",
+    "WEIGHTINGS",
     "WEIGHTING_VARIANTS",
+    "attention_layers_for",
+    "audio_weights_from_rows",
     "DistillBatch",
+    "Objective",
+    "Term",
+    "register_objective",
+    "register_term",
     "ObjectiveOutput",
     "TermOptions",
     "WeightedSumObjective",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +25,13 @@ __all__ = [
     "DistillBatch",
     "ObjectiveOutput",
     "TermOptions",
+    "Term",
+    "Objective",
     "WeightedSumObjective",
     "TERMS",
-    "TERM_INPUTS",
     "OBJECTIVES",
+    "register_term",
+    "register_objective",
     "build_objective",
 ]
 
@@ -63,13 +67,72 @@ class ObjectiveOutput:
 
 @dataclass(frozen=True)
 class TermOptions:
-    """Settings the terms share (weights live in the objective, not here)."""
+    """Settings the terms share (weights live in the objective, not here). Their values come from
+    the hyperparameters of the same name (``pldistill.config.Hyperparameters`` holds the defaults)."""
 
-    temperature: float = 2.0  #: t of eq. 5 for every KL term
-    cka_estimator: str = "biased"  #: see pldistill.losses.awcka
-    kl_chunk_size: int | None = None  #: see pldistill.losses.kl_divergence
+    temperature: float  #: t of eq. 5 for every KL term
+    cka_estimator: str  #: see pldistill.losses.awcka
+    kl_chunk_size: int | None = None  #: see pldistill.losses.kl_divergence (a resource setting)
 
 
+#: ``(batch, options) -> unweighted scalar``
+TermFn = Callable[[DistillBatch, TermOptions], Tensor]
+
+
+@dataclass(frozen=True)
+class Term:
+    """A loss term as registered: its function, the optional :class:`DistillBatch` fields it reads,
+    its label in reports, and whether ``kl_t2_scaling`` multiplies its weight by ``t**2``."""
+
+    name: str
+    fn: TermFn
+    inputs: tuple[str, ...]
+    label: str
+    kl: bool = False
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A registered objective: ``weights`` maps each term to the hyperparameter weighting it
+    (None: weight 1); ``label`` is its row name in reports (the paper's Table 1)."""
+
+    name: str
+    label: str
+    weights: Mapping[str, str | None]
+
+
+_TERMS: dict[str, Term] = {}
+_OBJECTIVES: dict[str, Objective] = {}
+#: Term name -> :class:`Term`, in registration order (the order of logs and loss columns).
+TERMS: Mapping[str, Term] = MappingProxyType(_TERMS)
+#: Objective name -> :class:`Objective`, in registration order (the order of reports).
+OBJECTIVES: Mapping[str, Objective] = MappingProxyType(_OBJECTIVES)
+
+
+def register_term(name: str, *, label: str, inputs: tuple[str, ...] = (), kl: bool = False
+                  ) -> Callable[[TermFn], TermFn]:
+    """Decorator: register ``fn`` as the term ``name`` (torchdistill registers a loss next to its
+    class the same way), so that adding a term touches the place that defines it."""
+
+    def register(fn: TermFn) -> TermFn:
+        if name in _TERMS:
+            raise ValueError(f"term {name!r} is registered twice")
+        _TERMS[name] = Term(name, fn, tuple(inputs), label, kl)
+        return fn
+
+    return register
+
+
+def register_objective(name: str, *, label: str, **weights: str | None) -> Objective:
+    """Register the objective ``name``: ``term=hyperparameter`` (or None for weight 1) per term."""
+    unknown = sorted(set(weights) - set(_TERMS))
+    if name in _OBJECTIVES or unknown:
+        raise ValueError(f"objective {name!r}: registered twice or unknown terms {unknown}")
+    _OBJECTIVES[name] = Objective(name, label, MappingProxyType(dict(weights)))
+    return _OBJECTIVES[name]
+
+
+@register_term("ce", label="CE")
 def _ce(batch: DistillBatch, opts: TermOptions) -> Tensor:
     """Eq. 7: cross-entropy of the student's response logits against the labels.
 
@@ -84,6 +147,7 @@ def _ce(batch: DistillBatch, opts: TermOptions) -> Tensor:
     return F.cross_entropy(logits.to(dtype), batch.labels[batch.response_mask])
 
 
+@register_term("cka", label="PDist", inputs=("teacher_audio", "student_audio", "audio_weights"))
 def _cka(batch: DistillBatch, opts: TermOptions) -> Tensor:
     """Eq. 4: ``1 - AwCKA(teacher_audio, student_audio, audio_weights)``, mean over the batch."""
     assert batch.teacher_audio is not None and batch.student_audio is not None
@@ -98,7 +162,7 @@ def _cka(batch: DistillBatch, opts: TermOptions) -> Tensor:
     return 1.0 - sim.mean()
 
 
-def _kl(mask_field: str, direction: str) -> Callable[[DistillBatch, TermOptions], Tensor]:
+def _kl(name: str, label: str, mask_field: str, direction: str, doc: str) -> None:
     def term(batch: DistillBatch, opts: TermOptions) -> Tensor:
         if batch.teacher_logits is None and batch.teacher_hidden is not None:
             assert batch.teacher_lm_head is not None
@@ -115,62 +179,37 @@ def _kl(mask_field: str, direction: str) -> Callable[[DistillBatch, TermOptions]
             chunk_size=opts.kl_chunk_size,
         )
 
-    return term
+    term.__doc__ = doc
+    register_term(name, label=label, inputs=("teacher_logits",), kl=True)(term)
 
 
-_kl_audio = _kl("audio_mask", "forward")
-_kl_audio.__doc__ = "Eq. 5: KL(P_T || P_S) at temperature t over the audio positions."
-_kl_response = _kl("response_mask", "forward")
-_kl_response.__doc__ = "Eq. 6: KL(P_T || P_S) at temperature t over the response positions."
-_rkl_response = _kl("response_mask", "reverse")
-_rkl_response.__doc__ = "Reverse KL(P_S || P_T) over the response positions (the 'Reverse KL' baseline)."
+_kl("kl_audio", "KL(audio)", "audio_mask", "forward",
+    "Eq. 5: KL(P_T || P_S) at temperature t over the audio positions.")
+_kl("kl_response", "KL(response)", "response_mask", "forward",
+    "Eq. 6: KL(P_T || P_S) at temperature t over the response positions.")
+_kl("rkl_response", "Reverse KL(response)", "response_mask", "reverse",
+    "Reverse KL(P_S || P_T) over the response positions (the 'Reverse KL' baseline).")
 
 
+@register_term("relation", label="Relation", inputs=("teacher_audio", "student_audio"))
 def _relation(batch: DistillBatch, opts: TermOptions) -> Tensor:
     """LLaVA-KD's relation distillation on the projector outputs; see :func:`.relation_distance`."""
     assert batch.teacher_audio is not None and batch.student_audio is not None
     return relation_distance(batch.teacher_audio.detach(), batch.student_audio, batch.audio_token_mask).mean()
 
 
-#: Term name -> function ``(batch, options) -> unweighted scalar``.
-TERMS: Mapping[str, Callable[[DistillBatch, TermOptions], Tensor]] = MappingProxyType(
-    {
-        "ce": _ce,
-        "cka": _cka,
-        "kl_audio": _kl_audio,
-        "kl_response": _kl_response,
-        "rkl_response": _rkl_response,
-        "relation": _relation,
-    }
-)
+# The paper's Table 1 methods and Table 2's LDist, in the paper's order (reports keep it).
+register_objective("sft", label="SFT", ce=None)
+register_objective("forward_kl", label="Forward KL", ce=None, kl_response="gamma")
+register_objective("reverse_kl", label="Reverse KL", ce=None, rkl_response="gamma")
+register_objective("llava_kd", label="LLaVA-KD", ce=None, kl_response="gamma", kl_audio="beta",
+                   relation="llava_kd_relation")
+register_objective("ldist", label="LDist", ce=None, kl_audio="beta", kl_response="gamma")
+register_objective("pl_distill", label="PL-Distill", ce=None, cka="alpha", kl_audio="beta",
+                   kl_response="gamma")  # eq. 8
 
-#: Term name -> the optional :class:`DistillBatch` fields it reads.
-TERM_INPUTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        "ce": (),
-        "cka": ("teacher_audio", "student_audio", "audio_weights"),
-        "kl_audio": ("teacher_logits",),
-        "kl_response": ("teacher_logits",),
-        "rkl_response": ("teacher_logits",),
-        "relation": ("teacher_audio", "student_audio"),
-    }
-)
-
-_KL_TERMS = frozenset({"kl_audio", "kl_response", "rkl_response"})
 _TEACHER_FIELDS = frozenset({"teacher_logits", "teacher_audio", "audio_weights"})
 _AUDIO_FIELDS = frozenset({"teacher_audio", "student_audio"})
-
-#: Objective name -> {term name: the build_objective hyperparameter weighting it (None = 1)}.
-OBJECTIVES: Mapping[str, Mapping[str, str | None]] = MappingProxyType(
-    {
-        "sft": {"ce": None},
-        "forward_kl": {"ce": None, "kl_response": "gamma"},
-        "reverse_kl": {"ce": None, "rkl_response": "gamma"},
-        "llava_kd": {"ce": None, "kl_response": "gamma", "kl_audio": "beta", "relation": "relation_weight"},
-        "ldist": {"ce": None, "kl_audio": "beta", "kl_response": "gamma"},
-        "pl_distill": {"ce": None, "cka": "alpha", "kl_audio": "beta", "kl_response": "gamma"},  # eq. 8
-    }
-)
 
 
 class WeightedSumObjective:
@@ -185,9 +224,10 @@ class WeightedSumObjective:
         self.name = name
         self.weights: dict[str, float] = dict(weights)
         self.options = options
-        self.required_fields = frozenset(f for t in self.weights for f in TERM_INPUTS[t])
+        self.required_fields = frozenset(f for t in self.weights for f in TERMS[t].inputs)
         self.needs_teacher = bool(self.required_fields & _TEACHER_FIELDS)
         self.needs_audio = bool(self.required_fields & _AUDIO_FIELDS)
+        self.needs_audio_weights = "audio_weights" in self.required_fields
 
     def __repr__(self) -> str:
         return f"WeightedSumObjective({self.name!r}, weights={self.weights}, options={self.options})"
@@ -203,11 +243,12 @@ class WeightedSumObjective:
         terms: dict[str, Tensor] = {}
         total: Tensor | None = None
         for term, weight in self.weights.items():
+            fn = TERMS[term].fn
             if weight == 0.0:
                 with torch.no_grad():
-                    terms[term] = TERMS[term](batch, self.options)
+                    terms[term] = fn(batch, self.options)
                 continue
-            value = TERMS[term](batch, self.options)
+            value = fn(batch, self.options)
             terms[term] = value.detach()
             total = weight * value if total is None else total + weight * value
         if total is None:  # every weight is 0: nothing to optimise
@@ -217,28 +258,29 @@ class WeightedSumObjective:
 
 def build_objective(
     name: str,
+    hparams: Mapping[str, Any],
     *,
-    alpha: float = 1.0,
-    beta: float = 0.8,
-    gamma: float = 1.0,
-    temperature: float = 2.0,
-    kl_t2_scaling: bool = False,
-    cka_estimator: str = "biased",
-    relation_weight: float = 1.0,
     kl_chunk_size: int | None = None,
     term_weights: Mapping[str, float] | None = None,
 ) -> WeightedSumObjective:
-    """The objective ``name`` of :data:`OBJECTIVES` with its weights resolved.
+    """The objective ``name`` of :data:`OBJECTIVES` with its weights and options read from ``hparams``.
 
-    Defaults are the paper's (section 3.1): ``alpha=1.0`` (cka), ``beta=0.8`` (kl_audio),
-    ``gamma=1.0`` (kl_response / rkl_response), ``t=2``. ``term_weights`` sets a term's weight
-    directly, replacing its hyperparameter; naming a term that the objective lacks adds it.
-    ``kl_t2_scaling`` multiplies the weight of every KL term by ``t**2`` (Hinton et al.; off in the
-    paper); the logged term stays the unscaled KL, so ``total`` is still the weighted sum of
-    ``terms`` with the weights in ``.weights``.
+    ``hparams`` maps hyperparameter names to values (``Hyperparameters.model_dump()``; the defaults
+    are written there once, the paper's section 3.1): every weight the objective names (``alpha``,
+    ``beta``, ``gamma``, ...) and the term options ``temperature``, ``cka_estimator`` and
+    ``kl_t2_scaling`` must be present. ``term_weights`` sets a term's weight directly, replacing its
+    hyperparameter; naming a term that the objective lacks adds it. ``kl_t2_scaling`` multiplies the
+    weight of every KL term by ``t**2`` (Hinton et al.; off in the paper); the logged term stays the
+    unscaled KL, so ``total`` is still the weighted sum of ``terms`` with the weights in ``.weights``.
     """
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; valid: {', '.join(OBJECTIVES)}")
+    spec = OBJECTIVES[name]
+    wanted = {h for h in spec.weights.values() if h is not None} | {"temperature", "cka_estimator", "kl_t2_scaling"}
+    absent = sorted(wanted - set(hparams))
+    if absent:
+        raise ValueError(f"objective {name!r} needs hyperparameters {absent}")
+    temperature, cka_estimator = hparams["temperature"], hparams["cka_estimator"]
     if cka_estimator not in CKA_ESTIMATORS:
         raise ValueError(f"unknown cka_estimator {cka_estimator!r}; valid: {', '.join(CKA_ESTIMATORS)}")
     if not temperature > 0:
@@ -247,10 +289,9 @@ def build_objective(
     unknown = sorted(set(overrides) - set(TERMS))
     if unknown:
         raise ValueError(f"unknown term(s) {unknown} in term_weights; valid: {', '.join(TERMS)}")
-    hyper = {"alpha": alpha, "beta": beta, "gamma": gamma, "relation_weight": relation_weight}
-    weights = {term: 1.0 if h is None else float(hyper[h]) for term, h in OBJECTIVES[name].items()}
+    weights = {term: 1.0 if h is None else float(hparams[h]) for term, h in spec.weights.items()}
     weights.update({term: float(w) for term, w in overrides.items()})
-    if kl_t2_scaling:
-        weights = {t: w * temperature**2 if t in _KL_TERMS else w for t, w in weights.items()}
+    if hparams["kl_t2_scaling"]:
+        weights = {t: w * temperature**2 if TERMS[t].kl else w for t, w in weights.items()}
     options = TermOptions(temperature=temperature, cka_estimator=cka_estimator, kl_chunk_size=kl_chunk_size)
     return WeightedSumObjective(name, weights, options)

@@ -9,15 +9,34 @@ power before normalising.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
 
-__all__ = ["WEIGHTING_VARIANTS", "audio_token_weights"]
+__all__ = ["WEIGHTINGS", "WEIGHTING_VARIANTS", "attention_layers_for", "audio_token_weights", "audio_weights_from_rows"]
 
-#: Weighting variants accepted by :func:`audio_token_weights` (``pldistill.config.WEIGHTING_NAMES``).
-WEIGHTING_VARIANTS = ("uniform", "attention_last", "attention_layers", "attention_sharpened")
+#: Weighting variant -> its label in reports (the paper's Table 2 calls uniform weights "CKA").
+WEIGHTINGS: Mapping[str, str] = MappingProxyType({
+    "uniform": "CKA",
+    "attention_last": "AwCKA",
+    "attention_layers": "AwCKA, all layers",
+    "attention_sharpened": "AwCKA, sharpened",
+})
+#: The variants accepted by :func:`audio_token_weights` (the source of the config's valid names).
+WEIGHTING_VARIANTS = tuple(WEIGHTINGS)
+
+
+def attention_layers_for(variant: str) -> str | None:
+    """Which teacher layers' attention ``variant`` reads: None (uniform), ``"last"`` or ``"all"``."""
+    _check_variant(variant)
+    return {"uniform": None, "attention_layers": "all"}.get(variant, "last")
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting variant {variant!r}; valid: {', '.join(WEIGHTINGS)}")
 
 
 def audio_token_weights(
@@ -54,8 +73,7 @@ def audio_token_weights(
         token is all zero). A sample whose attention gives no usable mass (no response row, or
         all scores zero) falls back to uniform weights rather than dividing by zero.
     """
-    if variant not in WEIGHTING_VARIANTS:
-        raise ValueError(f"unknown weighting variant {variant!r}; valid: {', '.join(WEIGHTING_VARIANTS)}")
+    _check_variant(variant)
     if audio_mask.dtype != torch.bool or response_mask.dtype != torch.bool or audio_mask.dim() != 2:
         raise ValueError("audio_mask and response_mask must be (B, L) bool tensors")
     if audio_mask.shape != response_mask.shape:
@@ -68,11 +86,39 @@ def audio_token_weights(
         else:
             layers = _as_layers(attentions, audio_mask.shape)
             if variant != "attention_layers":
-                layers = layers[-1:]
-            scores = torch.stack([_response_to_columns(a, response_mask) for a in layers]).mean(0)
-            if variant == "attention_sharpened":
-                scores = scores.pow(p)
+                layers = layers[-1:]  # only the layers the variant reads are reduced
+            scores = _combine_layers(torch.stack([_response_to_columns(a, response_mask) for a in layers]),
+                                     variant, p)
         return _normalise(*_gather_audio(scores, audio_mask))
+
+
+def audio_weights_from_rows(attention: Sequence[Tensor], variant: str, *, p: float = 2.0) -> Tensor:
+    """Eq. 1 from the rows the teacher cache stores; equals :func:`audio_token_weights` on the full
+    attention of the same clips.
+
+    ``attention``: per clip ``(n_layers, n_response, n_audio)``: the response rows' attention to the
+    audio columns, heads already averaged, last layer last. Returns ``(B, max n_audio)`` float32,
+    zero-padded, each row summing to 1 over its audio tokens (uniform when no usable mass).
+    """
+    _check_variant(variant)
+    with torch.no_grad():
+        scores = []
+        for a in attention:
+            if variant == "uniform":
+                scores.append(torch.ones(a.shape[2], device=a.device))
+            else:
+                per_layer = a.sum(1) / max(a.shape[1], 1)  # mean over response rows: (n_layers, n_audio)
+                scores.append(_combine_layers(per_layer, variant, p))
+        pad = torch.nn.utils.rnn.pad_sequence
+        valid = pad([torch.ones(s.shape[0], dtype=torch.bool, device=s.device) for s in scores], batch_first=True)
+        return _normalise(pad(scores, batch_first=True), valid)
+
+
+def _combine_layers(per_layer: Tensor, variant: str, p: float) -> Tensor:
+    """``(n_layers, ..., n)`` scores -> ``(..., n)``: the last layer, or the mean over all for
+    ``attention_layers``; ``attention_sharpened`` raises them to ``p``."""
+    scores = per_layer.mean(0) if variant == "attention_layers" else per_layer[-1]
+    return scores.pow(p) if variant == "attention_sharpened" else scores
 
 
 def _as_layers(attentions: Tensor | Sequence[Tensor] | None, mask_shape: torch.Size) -> list[Tensor]:

@@ -13,17 +13,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pldistill.losses import DistillBatch, ObjectiveOutput, WeightedSumObjective, audio_token_weights
+from pldistill.losses import (
+    DistillBatch,
+    ObjectiveOutput,
+    WeightedSumObjective,
+    attention_layers_for,
+    audio_token_weights,
+    audio_weights_from_rows,
+)
 from pldistill.models.audiolm import AudioLMHead, EncodedAudio, capture_attention, encode_audio
 from pldistill.models.inputs import ModelInputs
-from pldistill.train.teacher_cache import TeacherCache, cached_audio_weights
+from pldistill.train.teacher_cache import TeacherCache
 
-__all__ = ["DistillModels", "distill_step", "attention_layers_for"]
-
-
-def attention_layers_for(weighting: str) -> str | None:
-    """Which teacher layers' attention a weighting variant needs (None: no attention)."""
-    return {"uniform": None, "attention_layers": "all"}.get(weighting, "last")
+__all__ = ["DistillModels", "distill_step"]
 
 
 @dataclass
@@ -61,7 +63,7 @@ def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
                          audio_token_mask=enc.token_mask[:, :n_audio])
     if not m.objective.needs_teacher:
         return m.objective(batch)
-    wants_weights = "cka" in m.objective.weights
+    wants_weights = m.objective.needs_audio_weights
     if cached is not None:
         assert m.cache is not None
         if m.cache.lm_head_bias is not None:
@@ -69,7 +71,7 @@ def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
         batch.teacher_hidden = cached.teacher_hidden(inputs.audio_mask, inputs.response_mask)
         batch.teacher_lm_head = m.cache.lm_head_on(batch.teacher_hidden.device)
         batch.teacher_audio = cached.teacher_audio[:, :n_audio]
-        weights = cached_audio_weights(cached.attention, m.weighting, p=m.sharpen_p) if wants_weights else None
+        weights = audio_weights_from_rows(cached.attention, m.weighting, p=m.sharpen_p) if wants_weights else None
     else:
         batch.teacher_audio, batch.teacher_logits, weights = _online_teacher(m, inputs, feats, enc, wants_weights)
     if wants_weights:

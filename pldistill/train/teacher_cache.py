@@ -73,7 +73,6 @@ __all__ = [
     "cache_rows",
     "fold_examples",
     "ensure_teacher_cache",
-    "cached_audio_weights",
     "write_rows",
     "read_rows",
 ]
@@ -402,32 +401,3 @@ def _flat(arr: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def _pad(rows: list[Tensor]) -> Tensor:
     return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
-
-
-def cached_audio_weights(attention: Sequence[Tensor], variant: str, *, p: float = 2.0) -> Tensor:
-    """Eq. 1 from cached attention rows; equals :func:`pldistill.losses.audio_token_weights`.
-
-    ``attention``: per clip ``(n_layers, n_response, n_audio)``, heads already averaged. Returns
-    ``(B, T)`` float32, zero-padded, rows summing to 1 (uniform when no usable mass).
-    """
-    from pldistill.losses import WEIGHTING_VARIANTS
-
-    if variant not in WEIGHTING_VARIANTS:
-        raise ValueError(f"unknown weighting variant {variant!r}; valid: {', '.join(WEIGHTING_VARIANTS)}")
-    scores = []
-    for a in attention:
-        if variant == "uniform":
-            s = torch.ones(a.shape[2], device=a.device)
-        else:
-            per_layer = a.sum(1) / max(a.shape[1], 1)  # mean over response rows: (n_layers, n_audio)
-            s = per_layer.mean(0) if variant == "attention_layers" else per_layer[-1]
-            if variant == "attention_sharpened":
-                s = s.pow(p)
-        scores.append(s)
-    padded = _pad(scores)
-    valid = _pad([torch.ones(s.shape[0], dtype=torch.bool, device=s.device) for s in scores])
-    # as weights._normalise: uniform where the scores have no finite positive mass
-    total = padded.sum(-1, keepdim=True)
-    uniform = valid.to(padded.dtype) / valid.sum(-1, keepdim=True).clamp_min(1)
-    usable = torch.isfinite(total) & (total > 0)
-    return torch.where(usable, padded / torch.where(usable, total, 1.0), uniform)

@@ -88,8 +88,8 @@ def test_private_dirs_refuses_a_file_in_the_way(tmp_path) -> None:
 def test_a_second_launcher_is_refused_and_told_who_holds_the_sweep(tmp_path) -> None:
     from pldistill.sweep.resume import SweepBusyError, SweepLock
 
-    with SweepLock(tmp_path / "sw"):
-        with pytest.raises(SweepBusyError, match=f"pid {os.getpid()}"), SweepLock(tmp_path / "sw"):
-            pass
+    with SweepLock(tmp_path / "sw"), pytest.raises(SweepBusyError, match=f"pid {os.getpid()}"), \
+            SweepLock(tmp_path / "sw"):
+        pass
     with SweepLock(tmp_path / "sw"):  # released on exit
         pass

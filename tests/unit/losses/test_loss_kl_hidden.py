@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _objectives import objective
 
 from pldistill.losses import KL_DIRECTIONS, kl_divergence, kl_divergence_from_hidden
-from pldistill.losses.objectives import DistillBatch, build_objective
+from pldistill.losses.objectives import DistillBatch
 
 F64 = torch.float64
 B, L, H, V = 2, 7, 6, 11
@@ -99,7 +100,7 @@ def test_objective_reads_hidden_when_no_teacher_logits() -> None:
     labels = torch.full((B, L), -100)
     labels[m] = torch.randint(0, V, (int(m.sum()),), generator=torch.Generator().manual_seed(0))
     common = dict(student_logits=s, labels=labels, response_mask=m, audio_mask=~m)
-    obj = build_objective("ldist", kl_chunk_size=2)
+    obj = objective("ldist", kl_chunk_size=2)
     with_logits = obj(DistillBatch(teacher_logits=F.linear(hidden, weight), **common))
     with_hidden = obj(DistillBatch(teacher_hidden=hidden, teacher_lm_head=weight, **common))
     for name, value in with_logits.terms.items():

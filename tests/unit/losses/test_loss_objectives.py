@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _objectives import objective as build
 
-from pldistill.config import OBJECTIVE_NAMES
 from pldistill.losses import (
     OBJECTIVES,
-    TERM_INPUTS,
     TERMS,
     DistillBatch,
     awcka,
-    build_objective,
     kl_divergence,
     relation_distance,
 )
@@ -25,41 +23,51 @@ from pldistill.losses import (
 MakeBatch = Callable[..., DistillBatch]
 
 
-def test_names_match_config() -> None:
-    assert tuple(OBJECTIVES) == OBJECTIVE_NAMES
-    assert set(TERM_INPUTS) == set(TERMS)
+def test_registered_names_are_what_config_and_schema_use() -> None:
+    from pldistill.config import Hyperparameters
+    from pldistill.results.schema import LOSS_TERMS
+
     batch_fields = {f.name for f in dataclasses.fields(DistillBatch)}
-    assert {f for need in TERM_INPUTS.values() for f in need} <= batch_fields
-    assert all(set(terms) <= set(TERMS) for terms in OBJECTIVES.values())
+    assert {f for t in TERMS.values() for f in t.inputs} <= batch_fields
+    assert all(set(o.weights) <= set(TERMS) for o in OBJECTIVES.values())
+    # every weight an objective names is a hyperparameter (its default written there once)
+    hp = set(Hyperparameters.model_fields)
+    assert {h for o in OBJECTIVES.values() for h in o.weights.values() if h} <= hp
+    # the results schema has one loss column per registered term, plus the total
+    assert ("total", *TERMS) == LOSS_TERMS
+    for name in OBJECTIVES:  # the config accepts exactly the registered objectives
+        Hyperparameters(objective=name)
+    with pytest.raises(ValueError, match=", ".join(OBJECTIVES)):
+        Hyperparameters(objective="pl_distil")
 
 
 def test_paper_objective_weights() -> None:
-    objective = build_objective("pl_distill")
+    objective = build("pl_distill")
     assert objective.weights == {"ce": 1.0, "cka": 1.0, "kl_audio": 0.8, "kl_response": 1.0}
     assert objective.options.temperature == 2.0
     assert objective.needs_teacher and objective.needs_audio
-    sft = build_objective("sft")
+    sft = build("sft")
     assert not sft.needs_teacher and not sft.needs_audio
-    assert build_objective("forward_kl").needs_teacher and not build_objective("forward_kl").needs_audio
+    assert build("forward_kl").needs_teacher and not build("forward_kl").needs_audio
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
 @pytest.mark.parametrize("t2", [False, True])
 def test_total_is_weighted_sum_of_logged_terms(make_batch: MakeBatch, name: str, t2: bool) -> None:
-    objective = build_objective(name, alpha=0.7, beta=0.3, gamma=1.9, relation_weight=0.4, kl_t2_scaling=t2)
+    objective = build(name, alpha=0.7, beta=0.3, gamma=1.9, llava_kd_relation=0.4, kl_t2_scaling=t2)
     out = objective(make_batch())
-    assert set(out.terms) == set(OBJECTIVES[name])
+    assert set(out.terms) == set(OBJECTIVES[name].weights)
     expected = sum(objective.weights[t] * out.terms[t] for t in out.terms)
     torch.testing.assert_close(out.total, expected)
-    for term, hyper in OBJECTIVES[name].items():
+    for term, hyper in OBJECTIVES[name].weights.items():
         scale = 4.0 if t2 and term in ("kl_audio", "kl_response", "rkl_response") else 1.0
-        base = {None: 1.0, "alpha": 0.7, "beta": 0.3, "gamma": 1.9, "relation_weight": 0.4}[hyper]
+        base = {None: 1.0, "alpha": 0.7, "beta": 0.3, "gamma": 1.9, "llava_kd_relation": 0.4}[hyper]
         assert objective.weights[term] == pytest.approx(base * scale)
 
 
 def test_zero_weight_removes_term_but_still_logs_it(make_batch: MakeBatch) -> None:
-    full = build_objective("pl_distill")(make_batch())
-    ablated_objective = build_objective("pl_distill", alpha=0.0)
+    full = build("pl_distill")(make_batch())
+    ablated_objective = build("pl_distill", alpha=0.0)
     batch = make_batch(requires_grad=True)
     ablated = ablated_objective(batch)
     assert "cka" in ablated.terms
@@ -68,19 +76,19 @@ def test_zero_weight_removes_term_but_still_logs_it(make_batch: MakeBatch) -> No
     ablated.total.backward()
     assert batch.student_audio is not None and batch.student_audio.grad is None  # nothing else reads it
     # term_weights gives the same ablation, and can add a term the objective lacks.
-    via_terms = build_objective("pl_distill", term_weights={"cka": 0.0})
+    via_terms = build("pl_distill", term_weights={"cka": 0.0})
     assert via_terms.weights == ablated_objective.weights
-    extended = build_objective("ldist", term_weights={"cka": 0.5})
+    extended = build("ldist", term_weights={"cka": 0.5})
     assert extended.weights["cka"] == 0.5 and extended.needs_audio
 
 
 def test_unknown_names_list_valid_ones() -> None:
     with pytest.raises(ValueError, match="sft, forward_kl, reverse_kl, llava_kd, ldist, pl_distill"):
-        build_objective("pl_distil")
+        build("pl_distil")
     with pytest.raises(ValueError, match="ce, cka, kl_audio, kl_response, rkl_response, relation"):
-        build_objective("pl_distill", term_weights={"kl_prompt": 1.0})
+        build("pl_distill", term_weights={"kl_prompt": 1.0})
     with pytest.raises(ValueError, match="biased, debiased"):
-        build_objective("pl_distill", cka_estimator="unbiased")
+        build("pl_distill", cka_estimator="unbiased")
 
 
 def test_sft_without_teacher_fields(make_batch: MakeBatch) -> None:
@@ -92,7 +100,7 @@ def test_sft_without_teacher_fields(make_batch: MakeBatch) -> None:
         audio_token_mask=None,
         audio_weights=None,
     )
-    out = build_objective("sft")(batch)
+    out = build("sft")(batch)
     assert set(out.terms) == {"ce"}
     out.total.backward()
     assert batch.student_logits.grad is not None
@@ -101,7 +109,7 @@ def test_sft_without_teacher_fields(make_batch: MakeBatch) -> None:
 def test_missing_fields_are_named(make_batch: MakeBatch) -> None:
     batch = dataclasses.replace(make_batch(), audio_weights=None)
     with pytest.raises(ValueError, match="audio_weights"):
-        build_objective("pl_distill")(batch)
+        build("pl_distill")(batch)
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
@@ -111,7 +119,7 @@ def test_gradient_reaches_student_not_teacher(make_batch: MakeBatch, name: str) 
     for t in teacher:
         assert t is not None
         t.requires_grad_(True)
-    objective = build_objective(name)
+    objective = build(name)
     objective(batch).total.backward()
     assert batch.student_logits.grad is not None and batch.student_logits.grad.abs().sum() > 0
     assert batch.student_audio is not None
@@ -121,7 +129,7 @@ def test_gradient_reaches_student_not_teacher(make_batch: MakeBatch, name: str) 
 
 def test_terms_match_their_definitions(make_batch: MakeBatch) -> None:
     batch = make_batch()
-    opts = build_objective("pl_distill").options
+    opts = build("pl_distill").options
     assert (
         batch.teacher_logits is not None
         and batch.teacher_audio is not None
@@ -129,19 +137,19 @@ def test_terms_match_their_definitions(make_batch: MakeBatch) -> None:
     )
     rm = batch.response_mask
     torch.testing.assert_close(
-        TERMS["ce"](batch, opts), F.cross_entropy(batch.student_logits[rm], batch.labels[rm])
+        TERMS["ce"].fn(batch, opts), F.cross_entropy(batch.student_logits[rm], batch.labels[rm])
     )
     torch.testing.assert_close(
-        TERMS["kl_audio"](batch, opts),
+        TERMS["kl_audio"].fn(batch, opts),
         kl_divergence(batch.teacher_logits, batch.student_logits, batch.audio_mask, temperature=2.0),
     )
     torch.testing.assert_close(
-        TERMS["rkl_response"](batch, opts),
+        TERMS["rkl_response"].fn(batch, opts),
         kl_divergence(batch.teacher_logits, batch.student_logits, rm, temperature=2.0, direction="reverse"),
     )
     assert batch.audio_weights is not None
     torch.testing.assert_close(
-        TERMS["cka"](batch, opts),
+        TERMS["cka"].fn(batch, opts),
         1
         - awcka(batch.teacher_audio, batch.student_audio, batch.audio_weights, batch.audio_token_mask).mean(),
     )
@@ -151,16 +159,16 @@ def test_ce_ignores_non_response_positions(make_batch: MakeBatch) -> None:
     batch = make_batch()
     dirty = batch.student_logits.clone()
     dirty[~batch.response_mask] = float("nan")
-    opts = build_objective("sft").options
+    opts = build("sft").options
     torch.testing.assert_close(
-        TERMS["ce"](dataclasses.replace(batch, student_logits=dirty), opts), TERMS["ce"](batch, opts)
+        TERMS["ce"].fn(dataclasses.replace(batch, student_logits=dirty), opts), TERMS["ce"].fn(batch, opts)
     )
 
 
 def test_chunked_kl_objective_equals_unchunked(make_batch: MakeBatch) -> None:
     batch = make_batch()
-    plain = build_objective("pl_distill")(batch)
-    chunked = build_objective("pl_distill", kl_chunk_size=2)(batch)
+    plain = build("pl_distill")(batch)
+    chunked = build("pl_distill", kl_chunk_size=2)(batch)
     torch.testing.assert_close(chunked.total, plain.total)
 
 

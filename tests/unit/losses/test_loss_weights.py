@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pldistill.config import WEIGHTING_NAMES
-from pldistill.losses import WEIGHTING_VARIANTS, audio_token_weights
+from pldistill.losses import WEIGHTING_VARIANTS, audio_token_weights, audio_weights_from_rows
 
 B, H, L = 2, 3, 10
 AUDIO = ([1, 2, 3, 4, 5], [2, 3, 4])  # sample 1 has fewer audio tokens: L_a = 5, padded
@@ -151,5 +150,25 @@ def test_unknown_variant_and_bad_shapes() -> None:
         audio_token_weights(torch.zeros(B, H, L, L - 1), audio, response, "attention_last")
 
 
-def test_variants_match_config_names() -> None:
-    assert tuple(WEIGHTING_VARIANTS) == WEIGHTING_NAMES
+def test_config_accepts_exactly_the_registered_variants() -> None:
+    from pldistill.config import Hyperparameters
+
+    for variant in WEIGHTING_VARIANTS:
+        assert Hyperparameters(weighting=variant).weighting == variant
+    with pytest.raises(ValueError, match=", ".join(WEIGHTING_VARIANTS)):
+        Hyperparameters(weighting="attention_first")
+
+
+@pytest.mark.parametrize("variant", WEIGHTING_VARIANTS)
+def test_weights_from_cached_rows_equal_weights_from_full_attention(variant):
+    """The teacher cache keeps only response rows x audio columns, heads averaged: same eq. 1."""
+    g = torch.Generator().manual_seed(0)
+    b, layers, heads, length = 2, 3, 2, 12
+    audio = torch.zeros(b, length, dtype=torch.bool)
+    audio[0, 1:7], audio[1, 1:5] = True, True
+    rows = torch.zeros(b, length, dtype=torch.bool)
+    rows[0, 9:11], rows[1, 8] = True, True
+    attn = torch.randn(layers, b, heads, length, length, generator=g).softmax(-1)
+    expected = audio_token_weights(attn, audio, rows, variant, p=2.5)
+    per_clip = [attn[:, i].mean(1)[:, rows[i]][:, :, audio[i]] for i in range(b)]
+    torch.testing.assert_close(audio_weights_from_rows(per_clip, variant, p=2.5), expected)

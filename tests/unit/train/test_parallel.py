@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _objectives import objective
 
 from pldistill.models.inputs import Example, collate
 
@@ -41,7 +42,6 @@ def _examples() -> list[Example]:
 
 
 def _models():
-    from pldistill.losses import build_objective
     from pldistill.models.audiolm import AudioLMHead
     from pldistill.models.loading import (
         build_student,
@@ -61,8 +61,8 @@ def _models():
             if "lora_B" in name:
                 p.data.normal_(0.0, 0.02)
     head = AudioLMHead(student.base_model.model).train()
-    objective = build_objective("pl_distill", alpha=1.0, beta=0.8, gamma=1.0, temperature=2.0)
-    return teacher, student, head, AudioLMHead(teacher.model), objective
+    obj = objective("pl_distill", alpha=1.0, beta=0.8, gamma=1.0, temperature=2.0)
+    return teacher, student, head, AudioLMHead(teacher.model), obj
 
 
 def _step(teacher, teacher_head, student_head, objective, examples, sync_last: bool, mode: str | None):
