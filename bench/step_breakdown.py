@@ -139,9 +139,8 @@ def _models(cfg, teacher, head, objective: str):
 
 def timed_step(m, inputs, t: dict[str, float]) -> None:
     """``distill_step`` + backward of ``pldistill/train/step.py``, part by part, seconds into ``t``."""
-    from pldistill.losses import DistillBatch, audio_token_weights
+    from pldistill.losses import DistillBatch, attention_layers_for, audio_token_weights
     from pldistill.models.audiolm import capture_attention, encode_audio
-    from pldistill.losses import attention_layers_for
 
     with _timer(t, "encoder"), torch.no_grad():
         enc = encode_audio(m.audio_tower, inputs.input_features, inputs.feature_attention_mask)
