@@ -23,12 +23,13 @@ import statistics
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from pldistill import __version__
+from pldistill.config import METRIC_NAMES
 
 __all__ = [
     "SCHEMA_VERSION", "LOSS_TERMS", "TRIAL_STATUSES", "SWEEP_STATUSES", "SWEEP_META_KEYS", "SchemaError",
@@ -38,7 +39,9 @@ __all__ = [
 
 #: Bump when a column changes meaning or type (adding a nullable column needs no bump).
 SCHEMA_VERSION = 1
-#: Loss terms logged under their own name (``loss_<term>`` in trials, ``train_loss_<term>`` in epochs).
+#: Loss terms logged under their own name (``loss_<term>`` in trials, ``train_loss_<term>`` in epochs):
+#: ``total`` and the terms registered in ``pldistill.losses`` (a unit test checks they agree; spelled
+#: out here so that reading results never imports torch).
 LOSS_TERMS = ("total", "ce", "cka", "kl_audio", "kl_response", "rkl_response", "relation")
 TRIAL_STATUSES = ("completed", "failed", "running", "pruned")
 SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
@@ -50,13 +53,12 @@ SWEEP_META_KEYS = ("name", "sweep_file", "config", "started_at", "ended_at", "st
 _META_VERSION = b"pldistill.schema_version"
 _META_TABLE = b"pldistill.table"
 _HP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_METRICS = ("val_ua", "val_wa", "val_f1", "test_ua", "test_wa", "test_f1")
+_METRICS = METRIC_NAMES
 _TS = pa.timestamp("us", tz="UTC")
-
-FOLD_METRICS_TYPE = pa.struct(
-    [pa.field("fold", pa.int64()), pa.field("best_epoch", pa.int64())]
-    + [pa.field(m, pa.float64()) for m in _METRICS]
-)
+_PY_ARROW: dict[Any, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
+                                     dt.datetime: _TS}
+#: Record field metadata of a column that may not be null.
+_REQUIRED: Mapping[str, Any] = types.MappingProxyType({"nullable": False})
 
 
 class SchemaError(ValueError):
@@ -76,28 +78,33 @@ def hp_column(name: str) -> str:
     return f"hp_{name}"
 
 
-_TRIAL_HEAD = [_f("sweep", pa.string(), False), _f("trial_id", pa.string(), False),
-               _f("status", pa.string(), False), _f("error", pa.string())]
-_TRIAL_TAIL = (
-    [_f("objective", pa.string()), _f("dataset", pa.string()), _f("folds", pa.list_(pa.int64())),
-     _f("best_epoch", pa.int64())]
-    + [_f(m, pa.float64()) for m in _METRICS]
-    + [_f(f"teacher_{m}", pa.float64()) for m in _METRICS]
-    + [_f("fold_metrics", pa.list_(FOLD_METRICS_TYPE))]
-    + [_f(f"loss_{t}", pa.float64()) for t in LOSS_TERMS]
-    + [_f("wall_s", pa.float64()), _f("samples_per_s", pa.float64()), _f("num_workers", pa.int64()),
-       _f("nodes", pa.list_(pa.string())), _f("restarts", pa.int64()), _f("config_json", pa.string()),
-       _f("pldistill_version", pa.string()), _f("git_commit", pa.string()),
-       _f("started_at", _TS), _f("ended_at", _TS), _f("schema_version", pa.int64(), False)]
-)
-_EPOCH_FIELDS = (
-    [_f("sweep", pa.string(), False), _f("trial_id", pa.string(), False),
-     _f("fold", pa.int64(), False), _f("epoch", pa.int64(), False)]
-    + [_f(f"train_loss_{t}", pa.float64()) for t in LOSS_TERMS]
-    + [_f(m, pa.float64()) for m in ("val_ua", "val_wa", "val_f1", "val_loss", "test_ua", "test_wa", "test_f1",
-                                     "samples_per_s", "lr", "wall_s")]
-    + [_f("attempt", pa.int64()), _f("schema_version", pa.int64(), False)]
-)
+def _arrow_type(tp: Any) -> pa.DataType:
+    """The Arrow type of a record field's annotation (``X | None`` is a nullable ``X``)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _arrow_type(args[0])
+    if typing.get_origin(tp) is list:
+        return pa.list_(_arrow_type(args[0]))
+    if is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        return pa.struct([pa.field(f.name, _arrow_type(hints[f.name])) for f in fields(tp)])
+    return _PY_ARROW[tp]
+
+
+def _record_fields(cls: type, expand: Mapping[str, Sequence[pa.Field]]) -> list[pa.Field]:
+    """The columns of a record dataclass, derived from its fields in order: one per field, except
+    the dict fields named in ``expand`` (``hparams``, ``losses``), which stand for the columns given
+    there; then ``schema_version``."""
+    hints = typing.get_type_hints(cls)
+    out: list[pa.Field] = []
+    for f in fields(cls):
+        if f.name in expand:
+            out.extend(expand[f.name])
+        else:
+            out.append(_f(f.name, _arrow_type(hints[f.name]), f.metadata.get("nullable", True)))
+    return [*out, _f("schema_version", pa.int64(), False)]
+
+
 _SWEEP_FIELDS = [
     _f("name", pa.string(), False), _f("sweep_file", pa.string()), _f("status", pa.string()),
     _f("metric", pa.string()), _f("mode", pa.string()), _f("started_at", _TS), _f("ended_at", _TS),
@@ -155,12 +162,14 @@ def trials_schema(hparams: Mapping[str, object] | None = None) -> pa.Schema:
     the Python type of the value (bool, int64, float64, string; None -> string).
     """
     hp = [_f(hp_column(n), _hp_type(n, v)) for n, v in sorted((hparams or {}).items())]
-    return _with_meta([*_TRIAL_HEAD, *hp, *_TRIAL_TAIL], "trials")
+    losses = [_f(f"loss_{t}", pa.float64()) for t in LOSS_TERMS]
+    return _with_meta(_record_fields(TrialRecord, {"hparams": hp, "losses": losses}), "trials")
 
 
 def epochs_schema() -> pa.Schema:
     """The epochs schema: one row per (trial, fold, epoch)."""
-    return _with_meta(list(_EPOCH_FIELDS), "epochs")
+    losses = [_f(f"train_loss_{t}", pa.float64()) for t in LOSS_TERMS]
+    return _with_meta(_record_fields(EpochRecord, {"train_losses": losses}), "epochs")
 
 
 def sweeps_schema() -> pa.Schema:
@@ -188,9 +197,11 @@ class FoldMetrics:
     val_ua: float | None = None
     val_wa: float | None = None
     val_f1: float | None = None
+    val_loss: float | None = None
     test_ua: float | None = None
     test_wa: float | None = None
     test_f1: float | None = None
+    test_loss: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -201,9 +212,9 @@ class TrialRecord:
     ``loss_<term>`` columns; metrics are means over ``folds``.
     """
 
-    trial_id: str
-    status: str
-    sweep: str | None = None
+    sweep: str | None = field(default=None, metadata=_REQUIRED)
+    trial_id: str = field(metadata=_REQUIRED)
+    status: str = field(metadata=_REQUIRED)
     error: str | None = None
     hparams: dict[str, object] = field(default_factory=dict)
     objective: str | None = None
@@ -213,16 +224,20 @@ class TrialRecord:
     val_ua: float | None = None
     val_wa: float | None = None
     val_f1: float | None = None
+    val_loss: float | None = None
     test_ua: float | None = None
     test_wa: float | None = None
     test_f1: float | None = None
+    test_loss: float | None = None
     #: The teacher's own scores on the same splits (mean over folds), beside the student's.
     teacher_val_ua: float | None = None
     teacher_val_wa: float | None = None
     teacher_val_f1: float | None = None
+    teacher_val_loss: float | None = None
     teacher_test_ua: float | None = None
     teacher_test_wa: float | None = None
     teacher_test_f1: float | None = None
+    teacher_test_loss: float | None = None
     fold_metrics: list[FoldMetrics] = field(default_factory=list)
     losses: dict[str, float | None] = field(default_factory=dict)
     wall_s: float | None = None
@@ -274,10 +289,10 @@ class TrialRecord:
 class EpochRecord:
     """One epoch of one fold of a trial; ``train_losses`` are the epoch's mean loss terms."""
 
-    fold: int
-    epoch: int
-    sweep: str | None = None
-    trial_id: str | None = None
+    sweep: str | None = field(default=None, metadata=_REQUIRED)
+    trial_id: str | None = field(default=None, metadata=_REQUIRED)
+    fold: int = field(metadata=_REQUIRED)
+    epoch: int = field(metadata=_REQUIRED)
     train_losses: dict[str, float | None] = field(default_factory=dict)
     val_ua: float | None = None
     val_wa: float | None = None
@@ -286,6 +301,7 @@ class EpochRecord:
     test_ua: float | None = None
     test_wa: float | None = None
     test_f1: float | None = None
+    test_loss: float | None = None
     samples_per_s: float | None = None
     lr: float | None = None
     wall_s: float | None = None

@@ -77,7 +77,8 @@ def test_trial_round_trip_through_parquet(tmp_path, trial) -> None:
     assert row["hp_lora_rank"] == 8 and row["hp_kl_t2_scaling"] is False and row["hp_alpha"] == 1.0
     assert row["folds"] == [1, 2] and row["nodes"] == ["node-a", "node-b"]
     assert row["fold_metrics"][0] == {"fold": 1, "best_epoch": 2, "val_ua": None, "val_wa": None, "val_f1": None,
-                                      "test_ua": 0.625, "test_wa": None, "test_f1": None}
+                                      "val_loss": None, "test_ua": 0.625, "test_wa": None, "test_f1": None,
+                                      "test_loss": None}
     assert row["loss_total"] == 1.25 and row["loss_relation"] is None
     assert row["started_at"] == dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 
@@ -197,3 +198,38 @@ def test_epoch_record_from_reported_metrics() -> None:
     assert row["train_loss_total"] == 1.5 and row["test_ua"] == 0.45 and row["val_loss"] is None
     with pytest.raises(SchemaError, match="unknown metric.*training_iteration"):
         EpochRecord.from_metrics("s", "t1", {**metrics, "training_iteration": 3})
+
+
+def test_columns_are_derived_from_the_records_and_the_metric_names() -> None:
+    """One declaration: the Arrow columns come from the record dataclasses' fields, and every metric
+    of ``pldistill.config.METRIC_NAMES`` is a column of trials, of its teacher, of each fold, of epochs."""
+    import dataclasses
+
+    from pldistill.config import METRIC_NAMES
+    from pldistill.results.schema import (
+        EpochRecord,
+        FoldMetrics,
+        TrialRecord,
+        _record_fields,
+        epochs_schema,
+        trials_schema,
+    )
+
+    trials, epochs = trials_schema({"alpha": 1.0}), epochs_schema()
+    fold_struct = trials.field("fold_metrics").type.value_type
+    for m in METRIC_NAMES:
+        assert m in trials.names and f"teacher_{m}" in trials.names and m in epochs.names
+        assert fold_struct.get_field_index(m) >= 0
+    plain = {f.name for f in dataclasses.fields(TrialRecord)} - {"hparams", "losses"}
+    assert plain | {"hp_alpha", "schema_version"} | {n for n in trials.names if n.startswith("loss_")} \
+        == set(trials.names)
+    assert [f.name for f in dataclasses.fields(FoldMetrics)] == fold_struct.names
+    assert not trials.field("trial_id").nullable and trials.field("error").nullable
+    assert not epochs.field("epoch").nullable and {f.name for f in dataclasses.fields(EpochRecord)} - \
+        {"train_losses"} <= set(epochs.names)
+
+    @dataclasses.dataclass(kw_only=True)
+    class Extended(EpochRecord):
+        seed: int | None = None
+
+    assert [f.name for f in _record_fields(Extended, {"train_losses": []})][-2:] == ["seed", "schema_version"]
