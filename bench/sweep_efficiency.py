@@ -132,7 +132,7 @@ def child_trial(sweep_file: str, ray_tmp: str, cache_dir: str) -> dict[str, Any]
     transformers.utils.logging.disable_progress_bar()
     keys = {"prepare_fold": "data", "ensure_teacher": "teacher", "ensure_student_llm": "student",
             "load_student_llm": "student", "build_student": "student", "_evaluate": "eval",
-            "_save_student": "save", "_epoch_checkpoint": "checkpoint", "_evaluate_saved": "eval"}
+            "_save_student": "save", "_save_checkpoint": "checkpoint"}
 
     def timed(fn: Any, key: str) -> Any:
         def inner(*args: Any, **kwargs: Any) -> Any:

@@ -20,9 +20,10 @@ from typing import Any
 
 from ray.tune import Callback
 
+from pldistill.config import METRIC_NAMES
+
 __all__ = ["TrialRecorder", "error_summary"]
 
-_METRICS = ("val_ua", "val_wa", "val_f1", "test_ua", "test_wa", "test_f1")
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)):\s*(.+)$")
 
 
@@ -72,8 +73,8 @@ class TrialRecorder(Callback):
         else:
             losses = {k[5:]: v for k, v in result.items() if k.startswith("loss_") and isinstance(v, (int, float))}
             record = TrialRecord(status=status, best_epoch=result.get("best_epoch"), losses=losses,
-                                 nodes=_nodes(result), **{m: result.get(m) for m in _METRICS},
-                                 **{f"teacher_{m}": result.get(f"teacher_{m}") for m in _METRICS}, **base)
+                                 nodes=_nodes(result), **{m: result.get(m) for m in METRIC_NAMES},
+                                 **{f"teacher_{m}": result.get(f"teacher_{m}") for m in METRIC_NAMES}, **base)
         self._store().write_trial(record)
 
     # -- Tune hooks --------------------------------------------------------------------------------

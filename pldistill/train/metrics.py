@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["classification_metrics"]
+__all__ = ["classification_metrics", "closed_set_metrics"]
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float]:
@@ -31,3 +31,16 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict
         denom = np.sum(p == c) + np.sum(t == c)
         f1s.append(0.0 if denom == 0 else 2.0 * tp / denom)
     return {"ua": ua, "wa": wa, "f1": float(np.mean(f1s))}
+
+
+def closed_set_metrics(y_true: Sequence[int], scores: np.ndarray) -> dict[str, float]:
+    """``{"ua", "wa", "f1", "loss"}`` from closed-set scores ``(N, C)``: each label's summed response
+    log-likelihood. The prediction is the arg-max; ``loss`` is the CE of the gold answer as eq. 7
+    defines it (summed over the answer's tokens, mean over clips): a real validation loss, computed
+    from the scores evaluation has anyway."""
+    scores = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(y_true, dtype=np.int64)
+    if scores.ndim != 2 or scores.shape[0] != t.size:
+        raise ValueError(f"scores must be (N, C) with N = {t.size} labels, got {scores.shape}")
+    metrics = classification_metrics(t, scores.argmax(-1))
+    return {**metrics, "loss": float(-scores[np.arange(t.size), t].mean())}

@@ -27,8 +27,8 @@ from pldistill.models.inputs import Example, PromptTemplate, collate
 from pldistill.models.loading import Teacher, freeze, load_teacher, set_encoder_window
 from pldistill.progress import StepProgress
 from pldistill.train.dataset import FoldData
-from pldistill.train.metrics import classification_metrics
-from pldistill.train.scoring import predict, score_labels
+from pldistill.train.metrics import closed_set_metrics
+from pldistill.train.scoring import score_labels
 
 __all__ = ["ensure_teacher", "teacher_key", "evaluate"]
 
@@ -52,7 +52,7 @@ def evaluate(head: AudioLMHead, audio_tower: torch.nn.Module, examples: list[Exa
     scores = score_labels(head, audio_tower, examples, tokenizer, labels, vocab=len(tokenizer),
                           batch_size=batch_size)
     head.train(was_training)
-    return classification_metrics([ex.label for ex in examples], predict(scores))
+    return closed_set_metrics([ex.label for ex in examples], scores.numpy())
 
 
 def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] = print, *,

@@ -5,7 +5,9 @@ and tests call it directly. When ``torch.distributed`` is initialised (Ray Train
 student is wrapped in DDP, the train split is sharded by rank and evaluation is split across ranks
 and gathered.
 
-Reads top to bottom: data -> teacher -> student -> optimizer -> epochs (train, evaluate, keep best).
+Reads top to bottom: :func:`run_trial` goes over the folds; :func:`_setup_fold` builds a fold (data,
+teacher and its cache, student, objective, wrappers, optimizer, schedule, random state); the loop of
+:func:`_fold_epochs` trains an epoch, evaluates, keeps the best and hands back a checkpoint.
 """
 
 from __future__ import annotations
@@ -24,16 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from pldistill._fs import atomic_dir
-from pldistill.config import TrialConfig
+from pldistill._fs import atomic_dir, private_dirs
+from pldistill.config import TrainConfig, TrialConfig
 from pldistill.losses import build_objective
 from pldistill.models.audiolm import AudioLMHead
 from pldistill.models.inputs import Example, collate
-from pldistill.models.loading import build_student, load_student_llm
+from pldistill.models.loading import Teacher, build_student, load_student_llm
 from pldistill.train.checkpoint import FullState, ResumeState, load_state, restore_training, save_state
 from pldistill.train.dataset import FoldData, prepare_fold
-from pldistill.train.metrics import classification_metrics
+from pldistill.train.metrics import closed_set_metrics
 from pldistill.train.parallel import (
     clip_grad_norm,
     collective_device,
@@ -48,7 +51,7 @@ from pldistill.train.parallel import (
     snapshot_trainable,
     wrap_models,
 )
-from pldistill.train.scoring import predict, score_labels
+from pldistill.train.scoring import score_labels
 from pldistill.train.step import DistillModels, distill_step
 from pldistill.train.student_prior import ensure_student_llm
 from pldistill.train.teacher import ensure_teacher
@@ -62,6 +65,9 @@ __all__ = ["run_trial", "TrialResult", "FoldResult", "Reporter", "lr_factor"]
 #: also carries ``metrics["trial_result"]``, the whole :class:`TrialResult` as JSON, so a scheduler
 #: that stops the trial right after its last report loses nothing.
 Reporter = Callable[[dict[str, Any], dict[str, Any], "Path | None"], None]
+#: Epoch checkpoints are written under the trial's own folder (not the system temp dir), so what a
+#: worker killed mid-write leaves behind is found and cleared when the trial starts again.
+_CHECKPOINTS = ".checkpoints"
 
 
 @dataclass
@@ -117,6 +123,9 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
     done = [FoldResult(**d) for d in state.done] if state else []
     clock = dict(state.clock) if state else {"seen": 0, "train_s": 0.0}
     attempt = state.attempt + 1 if state else 0
+    ckpt_root = cfg.output_dir / _CHECKPOINTS
+    if _rank_world()[0] == 0:  # what a worker killed while writing a checkpoint left behind
+        shutil.rmtree(ckpt_root, ignore_errors=True)
     if state is not None:
         _log(f"resuming after fold {cfg.data.folds[state.fold_index]} epoch {state.epoch} (attempt {attempt})")
         if state.fold_index == len(cfg.data.folds) - 1 and state.epoch >= cfg.train.epochs:
@@ -144,10 +153,14 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
                                        **{f"teacher_{k2}": v for k2, v in current.teacher.items()}}
             if epoch.last and k == len(cfg.data.folds) - 1:
                 metrics["trial_result"] = json.dumps(asdict(so_far), default=str)
-            ckpt = epoch.checkpoint(ResumeState(
-                fold_index=k, epoch=epoch.row["epoch"], step=0, numpy_rng={}, current=asdict(current),
-                done=[asdict(f) for f in done], clock=dict(clock), attempt=attempt, metrics=metrics)) \
-                if _rank_world()[0] == 0 else None
+            ckpt = None
+            if _rank_world()[0] == 0:
+                private_dirs(ckpt_root)
+                ckpt = Path(tempfile.mkdtemp(prefix="epoch-", dir=ckpt_root))
+                epoch.save(ckpt, ResumeState(
+                    fold_index=k, epoch=epoch.row["epoch"], step=epoch.step, numpy_rng=epoch.numpy_rng,
+                    current=asdict(current), done=[asdict(f) for f in done], clock=dict(clock), attempt=attempt,
+                    metrics=metrics))
             try:
                 report(metrics, epoch.row, ckpt)
             finally:
@@ -168,18 +181,60 @@ def _summarise(folds: list[FoldResult], started: float, clock: dict[str, float],
 
 @dataclass
 class _Epoch:
+    """What one finished epoch hands to :func:`run_trial`: its row, where training stands (optimizer
+    step, numpy RNG), and a function that writes the resumable checkpoint into a folder."""
+
     row: dict[str, Any]
     last: bool
-    #: Writes the epoch's resumable checkpoint (the caller fills the trial-level fields) and returns it.
-    checkpoint: Callable[[ResumeState], Path]
+    step: int
+    numpy_rng: dict[str, Any]
+    save: Callable[[Path, ResumeState], None]
 
 
-def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, float],
-                 resume: ResumeState | None = None, attempt: int = 0) -> Iterator[_Epoch]:
-    """Train one fold, yielding after each epoch with ``res`` (best epoch, figures) brought up to date.
-    With ``resume`` (a checkpoint of this fold), start after its epoch with its weights and state."""
+@dataclass(frozen=True)
+class _Schedule:
+    """Steps of a fold. Every rank takes the same number of steps (DDP needs it), so the remainder
+    of the train split that does not divide by the world size is dropped."""
+
+    per_rank: int  # training clips per rank per epoch
+    micro_per_epoch: int  # micro-batches per epoch
+    total_steps: int  # optimizer steps over all epochs
+    warmup: int
+    base_lrs: tuple[float, ...]
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        for g, base in zip(optimizer.param_groups, self.base_lrs):
+            g["lr"] = base * lr_factor(step, self.total_steps, self.warmup)
+
+
+@dataclass
+class _Fold:
+    """Everything one fold trains with, built once by :func:`_setup_fold`, and where it stands."""
+
+    data: FoldData
+    teacher: Teacher
+    encoder: Any  # what evaluation reads the audio from: the teacher cache, or the audio tower
+    student: Any  # the PEFT model (its save_pretrained writes adapter + projector)
+    head: AudioLMHead  # the student's forward (maybe sharded in place)
+    wrapped: nn.Module  # the head as the step calls it (DDP wrapper, or the head)
+    models: DistillModels
+    optimizer: torch.optim.Optimizer
+    schedule: _Schedule
+    rng: np.random.Generator  # the data order
+    out_dir: Path
+    device: torch.device
+    sharded: bool
+    step: int = 0
+    first_epoch: int = 0
+    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # this rank's (shards when sharded)
+    best_full: dict[str, torch.Tensor] = field(default_factory=dict)  # sharded: gathered on rank 0
+
+
+def _setup_fold(cfg: TrialConfig, fold: int, res: FoldResult, resume: ResumeState | None) -> _Fold:
+    """Data, teacher (and its cache), student, objective, wrappers, optimizer, schedule and random
+    state of one fold; with ``resume`` (a checkpoint of this fold) the state after its epoch."""
     hp, tc = cfg.hparams, cfg.train
-    rank, world = _rank_world()
+    _, world = _rank_world()
     torch.manual_seed(tc.seed)
     data = prepare_fold(cfg, fold)
     # Reading a built cache, a trial needs the teacher's config, tokenizer and encoder, not its LLM.
@@ -187,114 +242,129 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
     device = compute_device()
     teacher, res.teacher = ensure_teacher(cfg, data, log=_log, encoder_only=light, device=device)
     cache = _teacher_cache(cfg, data, teacher)
-    encoder = cache if cache is not None else teacher.audio_tower  # what evaluation reads the audio from
     tok = teacher.tokenizer
     llm = load_student_llm(ensure_student_llm(cfg, tok, log=_log), tok, seed=cfg.model.init_seed)
     student = build_student(teacher, llm, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
                             lora_dropout=hp.lora_dropout, seed=tc.seed)
     head = AudioLMHead(student.base_model.model).train()
-    objective = build_objective(hp.objective, alpha=hp.alpha, beta=hp.beta, gamma=hp.gamma,
-                                temperature=hp.temperature, kl_t2_scaling=hp.kl_t2_scaling,
-                                cka_estimator=hp.cka_estimator, relation_weight=hp.llava_kd_relation,
-                                kl_chunk_size=tc.kl_chunk_size)
+    objective = build_objective(hp.objective, hp.model_dump(), kl_chunk_size=tc.kl_chunk_size)
     online_teacher = AudioLMHead(teacher.model) if cache is None else None  # cached: the teacher LLM never runs
     # ddp: student in DDP; fsdp: teacher and student sharded in place (before the optimizer sees them).
     online_teacher, wrapped = wrap_models(online_teacher, head, tc.parallelism, audio_tower=teacher.audio_tower,
                                           device=device)
-    models = DistillModels(audio_tower=teacher.audio_tower, teacher=online_teacher,
-                           student=wrapped, vocab=len(tok), objective=objective, weighting=hp.weighting,
-                           sharpen_p=hp.sharpen_p, cache=cache)
+    models = DistillModels(audio_tower=teacher.audio_tower, teacher=online_teacher, student=wrapped, vocab=len(tok),
+                           objective=objective, weighting=hp.weighting, sharpen_p=hp.sharpen_p, cache=cache)
     optimizer = _optimizer(head, cfg)
-    # Every rank takes the same number of steps (DDP needs it): drop the remainder of the split.
     per_rank = len(data.train) // world
-    micro_per_epoch = -(-per_rank // tc.batch_size)
+    micro = -(-per_rank // tc.batch_size)
     if tc.max_steps_per_epoch:
-        micro_per_epoch = min(micro_per_epoch, tc.max_steps_per_epoch * tc.grad_accum)
-    total_steps = tc.epochs * max(1, micro_per_epoch // tc.grad_accum)
-    warmup = int(hp.warmup_ratio * total_steps)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
+        micro = min(micro, tc.max_steps_per_epoch * tc.grad_accum)
+    total = tc.epochs * max(1, micro // tc.grad_accum)
+    schedule = _Schedule(per_rank, micro, total, int(hp.warmup_ratio * total),
+                         tuple(g["lr"] for g in optimizer.param_groups))
     out_dir = cfg.output_dir / f"fold_{fold}"
     res.student_dir = str(out_dir / "best")
-    step, first_epoch = 0, 0
-    best_weights: dict[str, torch.Tensor] = {}  # this rank's copy (its shards when sharded)
-    best_full: dict[str, torch.Tensor] = {}  # sharded: the same gathered on rank 0, for checkpoints
-    sharded = is_sharded(head)
     # Dropout draws from torch's global RNG: seed it here, after the caches (a teacher fine-tuned in
     # this process, or read from disk) have drawn whatever they draw, so a fold trains the same either way.
     torch.manual_seed(tc.seed + fold)
-    rng = np.random.default_rng(tc.seed + fold)
+    f = _Fold(data=data, teacher=teacher, encoder=cache if cache is not None else teacher.audio_tower,
+              student=student, head=head, wrapped=wrapped, models=models, optimizer=optimizer, schedule=schedule,
+              rng=np.random.default_rng(tc.seed + fold), out_dir=out_dir, device=device,
+              sharded=is_sharded(head))
     if resume is not None:
-        best_weights = restore_training(resume, student, optimizer, head=head)
-        if sharded:
-            best_full, best_weights = best_weights, shard_like(head, best_weights)
-        step, first_epoch = resume.step, resume.epoch
-        rng.bit_generator.state = resume.numpy_rng
-    for epoch in range(first_epoch, tc.epochs):
+        f.best_weights = restore_training(resume, student, optimizer, head=head)
+        if f.sharded:
+            f.best_full, f.best_weights = f.best_weights, shard_like(head, f.best_weights)
+        f.step, f.first_epoch = resume.step, resume.epoch
+        f.rng.bit_generator.state = resume.numpy_rng
+    return f
+
+
+def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, float],
+                 resume: ResumeState | None = None, attempt: int = 0) -> Iterator[_Epoch]:
+    """Train one fold, yielding after each epoch with ``res`` (best epoch, figures) brought up to date.
+    With ``resume`` (a checkpoint of this fold), start after its epoch with its weights and state."""
+    tc = cfg.train
+    f = _setup_fold(cfg, fold, res, resume)
+    world = _rank_world()[1]
+    for epoch in range(f.first_epoch, tc.epochs):
+        # train
         t0 = time.perf_counter()
-        order = rng.permutation(len(data.train))[:per_rank * world][rank::world]
-        sums: dict[str, float] = {}
-        n_micro = 0
-        optimizer.zero_grad(set_to_none=True)
-        for m in range(micro_per_epoch):
-            idx = order[m * tc.batch_size:(m + 1) * tc.batch_size]
-            batch = collate([data.train[i] for i in idx], tok, data.labels).to(device)
-            last_micro = (m + 1) % tc.grad_accum == 0 or m + 1 == micro_per_epoch
-            with gradient_sync(wrapped, enabled=last_micro):
-                out = distill_step(models, batch)
-                (out.total / tc.grad_accum).backward()
-            for k, v in {"total": out.total, **out.terms}.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n_micro += 1
-            if last_micro:
-                for g, base in zip(optimizer.param_groups, base_lrs):
-                    g["lr"] = base * lr_factor(step, total_steps, warmup)
-                if tc.max_grad_norm:
-                    clip_grad_norm([p for p in head.parameters() if p.requires_grad], tc.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-        epoch_train = time.perf_counter() - t0
-        clock["train_s"] += epoch_train
-        clock["seen"] += world * min(per_rank, micro_per_epoch * tc.batch_size)
-        losses = {k: v / max(1, n_micro) for k, v in sums.items()}
+        losses = _train_epoch(f, tc)
+        train_s = time.perf_counter() - t0
+        seen = world * min(f.schedule.per_rank, f.schedule.micro_per_epoch * tc.batch_size)
+        clock["train_s"] += train_s
+        clock["seen"] += seen
         if not _all_ranks_finite(losses):  # every rank stops together, or the others hang in a collective
             raise FloatingPointError(f"non-finite loss in fold {fold} epoch {epoch + 1}: {losses}")
+        # evaluate
         row: dict[str, Any] = {"fold": fold, "epoch": epoch + 1, **{f"train_loss_{k}": v for k, v in losses.items()},
-                               **{f"val_{k}": v for k, v in
-                                  _evaluate(head, encoder, data.val, tok, data.labels,
-                                            tc.eval_batch_size).items()},
-                               "samples_per_s": world * min(per_rank, micro_per_epoch * tc.batch_size) / epoch_train,
-                               "lr": optimizer.param_groups[0]["lr"], "wall_s": epoch_train, "attempt": attempt}
+                               **_prefixed("val", _evaluate(f, f.data.val, tc.eval_batch_size)),
+                               "samples_per_s": seen / train_s, "lr": f.optimizer.param_groups[0]["lr"],
+                               "wall_s": train_s, "attempt": attempt}
         if tc.eval_test_each_epoch:
-            row.update({f"test_{k}": v for k, v in _evaluate(head, encoder, data.test, tok, data.labels,
-                                                             tc.eval_batch_size).items()})
+            row.update(_prefixed("test", _evaluate(f, f.data.test, tc.eval_batch_size)))
         res.epochs.append(row)
-        # Sharded: gathering the full trainable state is a collective, so every rank does it (rank 0 gets it).
-        gathered = full_trainable_state(head) if sharded else None
-        if _agreed(res.best_epoch < 0 or _better(row, res.best, tc.select_metric)):
-            res.best_epoch = epoch + 1
-            res.best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
-            res.best.update({f"loss_{k}": v for k, v in losses.items()})
-            best_weights = snapshot_trainable(head)  # this rank's shards; restored for the final test
-            if gathered is not None:
-                best_full = gathered
-            if rank == 0:
-                _save_student(student, cfg, out_dir / "best", fold, res.best_epoch, gathered)
+        # keep the best epoch
+        gathered = _keep_if_best(f, cfg, res, row, losses)
         last = epoch + 1 == tc.epochs
         if last and not tc.eval_test_each_epoch:  # test once, with the best epoch's student
-            res.best.update({f"test_{k}": v for k, v in
-                             _evaluate_saved(head, best_weights, teacher, data, tc.eval_batch_size,
-                                             encoder).items()})
+            restore_trainable(f.head, f.best_weights)
+            res.best.update(_prefixed("test", _evaluate(f, f.data.test, tc.eval_batch_size)))
         _log(f"fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} val UA {row['val_ua']:.3f}"
              + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
+        # the resumable checkpoint; sharded, rank 0 writes it from gathered copies (gathering is a collective)
         full = None
-        if sharded:  # rank 0 writes the checkpoint from gathered copies (gathering is a collective)
-            optim = full_optimizer_state(head, optimizer)
-            if gathered is not None:
-                full = FullState(gathered, optim)
-        yield _Epoch(row=row, last=last, checkpoint=functools.partial(
-            _epoch_checkpoint, student, optimizer, step=step, numpy_rng=rng.bit_generator.state,
-            best=best_full if sharded else best_weights, full=full))
+        if f.sharded:
+            optim = full_optimizer_state(f.head, f.optimizer)
+            full = FullState(gathered, optim) if gathered is not None else None
+        yield _Epoch(row=row, last=last, step=f.step, numpy_rng=f.rng.bit_generator.state,
+                     save=functools.partial(_save_checkpoint, f, full=full))
+
+
+def _train_epoch(f: _Fold, tc: TrainConfig) -> dict[str, float]:
+    """One epoch of gradient steps; returns the mean of each loss term over its micro-batches."""
+    rank, world = _rank_world()
+    s = f.schedule
+    order = f.rng.permutation(len(f.data.train))[:s.per_rank * world][rank::world]
+    sums: dict[str, float] = {}
+    f.optimizer.zero_grad(set_to_none=True)
+    for m in range(s.micro_per_epoch):
+        batch = collate([f.data.train[i] for i in order[m * tc.batch_size:(m + 1) * tc.batch_size]],
+                        f.teacher.tokenizer, f.data.labels).to(f.device)
+        last_micro = (m + 1) % tc.grad_accum == 0 or m + 1 == s.micro_per_epoch
+        with gradient_sync(f.wrapped, enabled=last_micro):  # DDP all-reduces on the last micro-batch only
+            out = distill_step(f.models, batch)
+            (out.total / tc.grad_accum).backward()
+        for k, v in {"total": out.total, **out.terms}.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        if last_micro:
+            s.set_lr(f.optimizer, f.step)
+            if tc.max_grad_norm:
+                clip_grad_norm([p for p in f.head.parameters() if p.requires_grad], tc.max_grad_norm)
+            f.optimizer.step()
+            f.optimizer.zero_grad(set_to_none=True)
+            f.step += 1
+    return {k: v / max(1, s.micro_per_epoch) for k, v in sums.items()}
+
+
+def _keep_if_best(f: _Fold, cfg: TrialConfig, res: FoldResult, row: dict[str, Any],
+                  losses: dict[str, float]) -> dict[str, torch.Tensor] | None:
+    """Make this epoch the fold's best when it is (rank 0 decides for all): its figures, this rank's
+    copy of the trainable weights, and the saved student. Sharded: returns this epoch's full trainable
+    state (rank 0; None elsewhere), gathered for the save and the checkpoint."""
+    # Sharded: gathering the full trainable state is a collective, so every rank does it (rank 0 gets it).
+    gathered = full_trainable_state(f.head) if f.sharded else None
+    if _agreed(res.best_epoch < 0 or _better(row, res.best, cfg.train.select_metric)):
+        res.best_epoch = row["epoch"]
+        res.best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
+        res.best.update({f"loss_{k}": v for k, v in losses.items()})
+        f.best_weights = snapshot_trainable(f.head)  # this rank's shards; restored for the final test
+        if gathered is not None:
+            f.best_full = gathered
+        if _rank_world()[0] == 0:
+            _save_student(f.student, cfg, f.out_dir / "best", f.data.fold, res.best_epoch, gathered)
+    return gathered
 
 
 def _all_ranks_finite(losses: dict[str, float]) -> bool:
@@ -338,26 +408,32 @@ def _teacher_cache(cfg: TrialConfig, data: FoldData, teacher) -> TeacherCache | 
     return TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=_log, batch_size=cfg.train.eval_batch_size))
 
 
-def _evaluate(head: AudioLMHead, audio_tower, examples: list[Example], tok, labels, batch_size: int) -> dict:
-    """Closed-set UA/WA/F1; split across ranks and gathered when distributed.
+def _evaluate(f: _Fold, examples: list[Example], batch_size: int) -> dict[str, float]:
+    """Closed-set UA/WA/F1 and the CE of the gold answers (:func:`closed_set_metrics`); split across
+    ranks and gathered when distributed.
 
     Every rank scores the same number of clips (the short shares padded with the first clip, whose
     scores are dropped): under FSDP each forward is a collective, so the ranks' forwards must pair up.
     """
     rank, world = _rank_world()
-    head.eval()
+    f.head.eval()
     part = examples[rank::world]
     padded = part + examples[:1] * (-(-len(examples) // world) - len(part))
-    scores = score_labels(head, audio_tower, padded, tok, labels, vocab=len(tok),
+    tok = f.teacher.tokenizer
+    scores = score_labels(f.head, f.encoder, padded, tok, f.data.labels, vocab=len(tok),
                           batch_size=batch_size)[:len(part)]
-    reshard(head)  # a sharded root stays gathered after a forward without backward
-    head.train()
-    pairs = list(zip([ex.label for ex in part], predict(scores)))
+    reshard(f.head)  # a sharded root stays gathered after a forward without backward
+    f.head.train()
+    pairs = list(zip([ex.label for ex in part], scores.tolist()))
     if world > 1:
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, pairs)
         pairs = [p for g in gathered for p in g]
-    return classification_metrics([t for t, _ in pairs], [p for _, p in pairs])
+    return closed_set_metrics([t for t, _ in pairs], np.array([s for _, s in pairs]))
+
+
+def _prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{split}_{k}": v for k, v in metrics.items()}
 
 
 def _save_student(student, cfg: TrialConfig, path: Path, fold: int, epoch: int,
@@ -372,18 +448,6 @@ def _save_student(student, cfg: TrialConfig, path: Path, fold: int, epoch: int,
         (tmp / "pldistill_config.json").write_text(json.dumps(meta, indent=2))
 
 
-def _epoch_checkpoint(student, optimizer, state: ResumeState, *, step: int, numpy_rng: dict,
-                      best: dict[str, torch.Tensor], full: FullState | None) -> Path:
-    tmp = Path(tempfile.mkdtemp(prefix="pldistill-ckpt-"))
-    state.step, state.numpy_rng = step, numpy_rng
-    save_state(tmp, student, optimizer, state, best=best, full=full)
-    return tmp
-
-
-def _evaluate_saved(head, best_weights: dict[str, torch.Tensor], teacher, data: FoldData, batch_size: int,
-                    encoder=None) -> dict:
-    """Test with the best epoch's weights, put back from each rank's own copy (no file read: under
-    FSDP the weights are shards, and on several nodes only rank 0's node has the saved file)."""
-    restore_trainable(head, best_weights)
-    encoder = teacher.audio_tower if encoder is None else encoder
-    return _evaluate(head, encoder, data.test, teacher.tokenizer, data.labels, batch_size)
+def _save_checkpoint(f: _Fold, path: Path, state: ResumeState, *, full: FullState | None) -> None:
+    """The epoch's resumable checkpoint (see :mod:`pldistill.train.checkpoint`) into ``path``."""
+    save_state(path, f.student, f.optimizer, state, best=f.best_full if f.sharded else f.best_weights, full=full)

@@ -34,3 +34,15 @@ def test_lr_schedule_warms_up_then_decays():
     assert max(f) == pytest.approx(1.0)
     assert f[-1] == pytest.approx(0.1, abs=0.01)
     assert all(a >= b for a, b in zip(f[warm:], f[warm + 1:]))
+
+
+def test_closed_set_metrics_loss_is_the_mean_gold_answer_ce() -> None:
+    import numpy as np
+
+    from pldistill.train.metrics import closed_set_metrics
+
+    scores = np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]]))
+    out = closed_set_metrics([0, 1, 1], scores)
+    # predictions 0, 2, 0 against 0, 1, 1: WA 1/3; recalls class 0: 1, class 1: 0 -> UA 0.5
+    assert out["wa"] == pytest.approx(1 / 3) and out["ua"] == pytest.approx(0.5)
+    assert out["loss"] == pytest.approx(-(np.log(0.5) + np.log(0.2) + np.log(0.3)) / 3)

@@ -48,6 +48,25 @@ def test_short_trial_learns_emotion_well_above_chance(tmp_path, tiny_cache, obje
     assert terms == expected
 
 
+def test_val_loss_is_the_gold_answers_ce_and_selects_the_lowest_epoch(tmp_path, tiny_cache):
+    stale = tmp_path / "run" / ".checkpoints" / "epoch-left-by-a-killed-worker"
+    stale.mkdir(parents=True)
+    cfg = _cfg(tmp_path, tiny_cache, "sft", epochs=3, select_metric="val_loss")
+    seen = []
+
+    def report(m, row, ckpt):
+        seen.append(ckpt)
+        assert ckpt.parent == tmp_path / "run" / ".checkpoints" and (ckpt / "trainer_state.json").is_file()
+
+    result = run_trial(cfg, report=report)
+    fold = result.folds[0]
+    losses = [row["val_loss"] for row in fold.epochs]
+    assert all(math.isfinite(v) and v > 0 for v in losses) and len(set(losses)) == 3
+    assert fold.best_epoch == 1 + losses.index(min(losses))
+    assert fold.best["val_loss"] == min(losses) and "test_loss" in fold.best
+    assert not stale.exists() and not any(p.exists() for p in seen)  # cleared at start, removed after use
+
+
 def test_trial_is_deterministic_for_a_seed(tmp_path, tiny_cache):
     a = run_trial(_cfg(tmp_path / "a", tiny_cache, "pl_distill", epochs=1))
     b = run_trial(_cfg(tmp_path / "b", tiny_cache, "pl_distill", epochs=1))
