@@ -64,8 +64,8 @@ def submit_as_job(sweep_file: Path, address: str, working_dir: Path, *, follow: 
     import sys
 
     from pldistill.cli.jobs import print_followed
-    from pldistill.sweep.config import load_sweep
     from pldistill.sweep.jobs import build_submission, connect, follow_logs, relative_path_keys, submit
+    from pldistill.sweep.load import load_sweep
 
     sweep = load_sweep(sweep_file)  # fail here, not on the cluster
     job = build_submission(sweep_file, sweep.name, working_dir, () if progress else ("--quiet",))

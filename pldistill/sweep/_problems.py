@@ -1,6 +1,6 @@
 """Turning YAML and pydantic errors into sweep-file problems: key paths, line numbers, messages.
 
-Generic machinery behind :func:`pldistill.sweep.config.load_sweep`: it knows YAML nodes and
+Generic machinery behind :func:`pldistill.sweep.load.load_sweep`: it knows YAML nodes and
 pydantic's error list, not the sweep's sections.
 """
 

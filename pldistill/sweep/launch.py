@@ -97,7 +97,7 @@ def launch(sweep_path: Path, opts: LaunchOptions | None = None, console=None) ->
 
     If an earlier run of the same sweep (same name and results folder) was interrupted, it is
     continued rather than started again; one that finished is reported, not rerun."""
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep.load import load_sweep
 
     return run_sweep(load_sweep(sweep_path), Path(sweep_path), opts, console)
 
@@ -144,7 +144,7 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
                          f"differs from the interrupted run in {store.sweep_dir}; resume it with "
                          f"'pldistill-sweep resume {sweep.name}' or give the sweep a new name")
     if not opts.address:  # a private local Ray: its CPUs are known before anything is written
-        from pldistill.sweep.space import require_local_resources
+        from pldistill.sweep.resources import require_local_resources
 
         require_local_resources(sweep, opts.num_cpus)
     prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
@@ -168,7 +168,8 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
 
     from pldistill import __version__
     from pldistill.results import git_commit
-    from pldistill.sweep.space import build_tune_search, check_resources
+    from pldistill.sweep.resources import check_resources
+    from pldistill.sweep.space import build_tune_search
 
     say = console.print if console is not None else print
     results = store.root

@@ -19,7 +19,6 @@ Ray is imported inside the functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +33,6 @@ from pldistill.sweep.config import (
     LogUniformDomain,
     SweepConfig,
     UniformDomain,
-    check_resources,
 )
 
 __all__ = [
@@ -44,10 +42,7 @@ __all__ = [
     "build_scheduler",
     "build_search_alg",
     "build_tune_search",
-    "check_local_resources",
-    "check_resources",
     "hparams_of",
-    "require_local_resources",
     "resolve_trial_config",
     "variant_name",
 ]
@@ -78,32 +73,6 @@ class TuneSearch:
         """Keyword arguments for ``ray.tune.TuneConfig``."""
         return {"metric": self.metric, "mode": self.mode, "search_alg": self.search_alg,
                 "scheduler": self.scheduler, "num_samples": self.num_samples}
-
-
-def check_local_resources(sweep: SweepConfig, num_cpus: int | None = None,
-                          num_gpus: int | None = None) -> list[str]:
-    """:func:`check_resources` against the private local Ray that ``launch`` would start: ``num_cpus``
-    (default ``os.cpu_count()``, as ``launch`` uses) and ``num_gpus`` (default: the GPUs torch sees,
-    asked only when the sweep wants GPUs). Known before Ray starts and before anything is written."""
-    cpus = num_cpus or os.cpu_count() or 1
-    if num_gpus is None:
-        num_gpus = _visible_gpus() if sweep.resources.gpus_per_worker > 0 else 0
-    return check_resources(sweep, {"CPU": float(cpus), "GPU": float(num_gpus)})
-
-
-def require_local_resources(sweep: SweepConfig, num_cpus: int | None = None) -> None:
-    """InputError (one line: the sweep file, the key, what fits) when :func:`check_local_resources`
-    finds a problem. ``launch`` calls it first thing for a local Ray."""
-    problems = check_local_resources(sweep, num_cpus)
-    if problems:
-        prefix = f"{sweep.source}: " if sweep.source else ""
-        raise InputError(sweep.source, None, "; ".join(p.removeprefix(prefix) for p in problems))
-
-
-def _visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def build_tune_search(sweep: SweepConfig) -> TuneSearch:

@@ -11,7 +11,7 @@ import pytest
 
 from pldistill.config import TrialConfig
 from pldistill.errors import InputError
-from pldistill.sweep.config import HPARAM_NAMES, SweepConfig, load_sweep
+from pldistill.sweep import HPARAM_NAMES, SweepConfig, load_sweep
 from pldistill.sweep.space import (
     VARIANT_KEY,
     build_tune_search,

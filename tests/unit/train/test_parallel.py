@@ -302,7 +302,7 @@ search:
 
 
 def test_sweep_resources_parallelism_reaches_every_trial(tmp_path: Path):
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep import load_sweep
     from pldistill.sweep.space import resolve_trial_config
 
     default = tmp_path / "d.yaml"
@@ -318,7 +318,7 @@ def test_bad_parallelism_is_one_line_error(tmp_path: Path, capsys: pytest.Captur
     import pldistill.cli.validate  # noqa: F401  (registers the command)
     from pldistill.cli._app import run_app
     from pldistill.errors import InputError
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep import load_sweep
     from pldistill.sweep.space import resolve_trial_config
 
     bad = tmp_path / "bad.yaml"

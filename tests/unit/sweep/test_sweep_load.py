@@ -1,4 +1,4 @@
-"""Sweep files: the shipped ones validate; every kind of bad file names its file, key and line."""
+"""Loading sweep files: the shipped ones validate; every kind of bad file names its file, key and line."""
 
 from __future__ import annotations
 
@@ -11,14 +11,8 @@ from typing import get_args
 import pytest
 
 from pldistill.errors import InputError
-from pldistill.sweep.config import (
-    METRIC_NAMES,
-    SearchConfig,
-    SweepConfig,
-    SweepFileError,
-    check_resources,
-    load_sweep,
-)
+from pldistill.sweep import METRIC_NAMES, SearchConfig, SweepFileError, load_sweep
+from pldistill.sweep.resources import check_resources
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -76,8 +70,6 @@ def test_shipped_contents() -> None:
     assert smoke.search.algorithm == "optuna" and smoke.search.num_samples == 6
     assert set(smoke.search.space) == {"alpha", "beta", "gamma", "temperature", "lora_rank", "weighting"}
     # the embedded default must fit the 2-core machines it is promised for
-    from pldistill.sweep.space import check_resources
-
     assert check_resources(smoke, {"CPU": 2.0}) == []
     assert check_resources(smoke, {"CPU": 1.0}) != []
     assert smoke.base.data.source == "synthetic" and smoke.base.model.teacher == "tiny"
@@ -248,33 +240,8 @@ def test_check_paths(tmp_path: Path) -> None:
     assert "label_map.json" in info.value.problems[0]
 
 
-def _sweep(tmp_path: Path, resources: str, concurrent: int) -> SweepConfig:
-    text = GOOD.replace("num_samples: 4", f"num_samples: 4\n  max_concurrent_trials: {concurrent}")
-    return load_sweep(write(tmp_path, text + f"resources: {resources}\n"))
-
-
-def test_check_resources(tmp_path: Path) -> None:
-    two_cpus = {"CPU": 2.0, "memory": 1e10}
-    assert check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 1}", 1), two_cpus) == []
-    assert check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 1}", 4), {"CPU": 8}) == []
-    [concurrency] = check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 1}", 3), {"CPU": 5})
-    assert "search.max_concurrent_trials: 3 trials x 2 CPU (2 worker(s) x 1 CPU) = 6 CPU" in concurrency
-    assert "at most 2 fit at once" in concurrency
-    [single] = check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 2}", 1), two_cpus)
-    assert "resources: one trial needs 4 CPU" in single
-    [no_gpu] = check_resources(_sweep(tmp_path, "{gpus_per_worker: 0.5}", 1), two_cpus)
-    assert "resources.gpus_per_worker: 0.5 GPU per worker asked for, but the cluster has no GPU" in no_gpu
-    gpus = _sweep(tmp_path, "{gpus_per_worker: 1, cpus_per_worker: 1}", 4)
-    assert check_resources(gpus, {"CPU": 16, "GPU": 4}) == []
-    [short] = check_resources(gpus, {"CPU": 16, "GPU": 2})
-    assert short.startswith(f"{tmp_path / 's.yaml'}: search.max_concurrent_trials: 4 trials x 1 GPU")
-    assert check_resources(gpus, {"CPU": 16, "GPU": 4, "drv": 4}, driver_resource="drv") == []
-    [slots] = check_resources(gpus, {"CPU": 16, "GPU": 4, "drv": 2}, driver_resource="drv")
-    assert "4 trials need 4 'drv' driver slots, but the cluster has 2" in slots
-
-
 def test_importing_sweep_layer_loads_neither_torch_nor_ray() -> None:
-    code = ("import sys, pldistill.sweep, pldistill.sweep.space, pldistill.cli.validate; "
+    code = ("import sys, pldistill.sweep, pldistill.sweep.space, pldistill.sweep.resources, pldistill.cli.validate; "
             "print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
