@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +27,12 @@ __all__ = [
     "TrialConfig",
     "OBJECTIVE_NAMES",
     "WEIGHTING_NAMES",
+    "EvalSplit",
+    "EvalMetric",
+    "ValMetricName",
+    "MetricName",
+    "METRIC_NAMES",
+    "metric_mode",
     "config_hash",
 ]
 
@@ -35,6 +41,23 @@ __all__ = [
 OBJECTIVE_NAMES = ("sft", "forward_kl", "reverse_kl", "llava_kd", "ldist", "pl_distill")
 #: Audio-token weighting variants of ``pldistill.losses.audio_token_weights``.
 WEIGHTING_NAMES = ("uniform", "attention_last", "attention_layers", "attention_sharpened")
+
+#: The splits a trial evaluates on, and what it measures on each: unweighted and weighted accuracy,
+#: macro-F1, and the student's cross-entropy on the gold answer.
+EvalSplit = Literal["val", "test"]
+EvalMetric = Literal["ua", "wa", "f1", "loss"]
+#: ``<split>_<metric>``: what a trial reports per epoch, records, and a sweep may optimise.
+MetricName = Literal["val_ua", "val_wa", "val_f1", "val_loss", "test_ua", "test_wa", "test_f1", "test_loss"]
+#: The validation metrics, which alone may pick a trial's best epoch (test never selects).
+ValMetricName = Literal["val_ua", "val_wa", "val_f1", "val_loss"]
+METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
+
+
+def metric_mode(name: str) -> Literal["max", "min"]:
+    """``min`` for a loss, ``max`` for a score; ``name`` is one of :data:`METRIC_NAMES`."""
+    if name not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(METRIC_NAMES)}")
+    return "min" if name.endswith("_loss") else "max"
 
 
 class _Strict(BaseModel):
@@ -155,7 +178,7 @@ class TrainConfig(_Strict):
     grad_accum: int = Field(16, ge=1)
     eval_batch_size: int = Field(16, ge=1)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
-    select_metric: Literal["val_ua", "val_wa", "val_f1", "val_loss"] = "val_ua"
+    select_metric: ValMetricName = "val_ua"
     seed: int = 0
     #: Evaluate on test each epoch (the paper reports the test score of the best validation epoch).
     eval_test_each_epoch: bool = True

@@ -23,7 +23,15 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from pldistill.config import DataConfig, Hyperparameters, ModelConfig, TrainConfig
+from pldistill.config import (
+    METRIC_NAMES,
+    DataConfig,
+    Hyperparameters,
+    MetricName,
+    ModelConfig,
+    TrainConfig,
+    metric_mode,
+)
 from pldistill.sweep._problems import Loc
 
 __all__ = [
@@ -43,8 +51,6 @@ __all__ = [
     "VariantConfig",
 ]
 
-#: Metrics a trial reports to Tune (and that a sweep may optimise); ``*_loss`` defaults to mode min.
-METRIC_NAMES = ("val_ua", "val_wa", "val_f1", "val_loss", "test_ua", "test_wa", "test_f1", "test_loss")
 #: Every sweepable name, in the order of :class:`Hyperparameters`.
 HPARAM_NAMES = tuple(Hyperparameters.model_fields)
 _NAME_PATTERN = r"^[a-z0-9_-]+$"
@@ -176,10 +182,8 @@ class SearchConfig(_Strict):
 
     _NULLABLE: ClassVar[frozenset[str]] = frozenset({"space", "grid", "variants", "scheduler"})
     algorithm: Literal["optuna", "random", "grid"]
-    metric: Literal["val_ua", "val_wa", "val_f1", "val_loss", "test_ua", "test_wa", "test_f1", "test_loss"] = (
-        "val_ua"
-    )
-    #: Default: ``min`` for ``*_loss`` metrics, ``max`` otherwise.
+    metric: MetricName = "val_ua"
+    #: Default: the metric's own (:func:`~pldistill.config.metric_mode`: ``min`` for a loss, else ``max``).
     mode: Literal["max", "min"] | None = None
     #: optuna/random: number of trials (required). grid: repeats of every grid point (default 1).
     num_samples: int | None = Field(None, ge=1)
@@ -193,13 +197,13 @@ class SearchConfig(_Strict):
     @model_validator(mode="after")
     def _default_mode(self) -> SearchConfig:
         if self.mode is None:
-            self.mode = "min" if self.metric.endswith("_loss") else "max"
+            self.mode = metric_mode(self.metric)
         return self
 
     @property
     def effective_mode(self) -> Literal["max", "min"]:
         """``mode``, never None (it is filled in on validation)."""
-        return self.mode or ("min" if self.metric.endswith("_loss") else "max")
+        return self.mode or metric_mode(self.metric)
 
     @property
     def repeats(self) -> int:

@@ -104,9 +104,12 @@ def test_good_file_loads_with_defaults(tmp_path: Path) -> None:
     assert sweep.resources.effective_backend == "gloo"
 
 
-def test_loss_metric_defaults_to_min(tmp_path: Path) -> None:
-    sweep = load_sweep(write(tmp_path, GOOD.replace("num_samples: 4", "num_samples: 4\n  metric: val_loss")))
-    assert sweep.search.mode == sweep.search.effective_mode == "min"
+@pytest.mark.parametrize(("metric", "mode"), [("val_loss", "min"), ("test_loss", "min"), ("val_f1", "max")])
+def test_mode_defaults_to_the_metrics_own(tmp_path: Path, metric: str, mode: str) -> None:
+    sweep = load_sweep(write(tmp_path, GOOD.replace("num_samples: 4", f"num_samples: 4\n  metric: {metric}")))
+    assert sweep.search.mode == sweep.search.effective_mode == mode
+    said = GOOD.replace("num_samples: 4", f"num_samples: 4\n  metric: {metric}\n  mode: max")
+    assert load_sweep(write(tmp_path, said)).search.mode == "max", "a mode the file gives is kept"
     assert get_args(SearchConfig.model_fields["metric"].annotation) == METRIC_NAMES
 
 
@@ -128,6 +131,8 @@ BAD_CASES = {
                            "base.data.fold: unknown key; valid keys: source, manifests"),
     "unknown_domain_key": (GOOD.replace("high: 2.0}", "high: 2.0, q: 1}"),
                            "search.space.alpha.q: unknown key; valid keys: type, low, high"),
+    "unknown_metric": (GOOD.replace("num_samples: 4", "num_samples: 4\n  metric: val_acc"),
+                       "search.metric: expected 'val_ua', 'val_wa', 'val_f1', 'val_loss', 'test_ua'"),
     "wrong_type": (GOOD.replace("num_samples: 4", "num_samples: four"),
                    "search.num_samples: expected a valid integer"),
     "alpha_negative_in_fixed": (GOOD.replace("objective: pl_distill", "alpha: -1"), "fixed.alpha: expected >= 0, got -1"),
