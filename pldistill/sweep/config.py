@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from pldistill.config import (
     METRIC_NAMES,
@@ -47,6 +47,8 @@ __all__ = [
     "SearchConfig",
     "SweepBase",
     "SweepConfig",
+    "SweepModelConfig",
+    "SweepTrainConfig",
     "UniformDomain",
     "VariantConfig",
 ]
@@ -147,13 +149,37 @@ Domain = Annotated[UniformDomain | LogUniformDomain | IntDomain | ChoiceDomain, 
 # --- sections -------------------------------------------------------------------------------------------
 
 
+class SweepModelConfig(ModelConfig):
+    """``base.model``: a :class:`~pldistill.config.ModelConfig` whose ``teacher_mode`` defaults to
+    ``cached``: a sweep's trials share the encoder and teacher outputs, computed once per fold,
+    instead of running the frozen models in every step of every trial. A bare TrialConfig keeps
+    ``online``, which needs no cache."""
+
+    teacher_mode: Literal["online", "cached"] = "cached"
+
+
+class SweepTrainConfig(TrainConfig):
+    """``base.train``: a :class:`~pldistill.config.TrainConfig` without ``parallelism``. A sweep file
+    says it once, as ``resources.parallelism``, beside the worker group it describes; the trial's
+    ``train.parallelism`` is filled from there (:func:`pldistill.sweep.space.resolve_trial_config`)."""
+
+    #: Refused when given, left out of dumps (sweep.json): a placeholder, never read.
+    parallelism: Literal["ddp", "fsdp"] = Field("ddp", exclude=True)
+
+    @field_validator("parallelism", mode="before")
+    @classmethod
+    def _said_under_resources(cls, value: Any) -> Any:
+        raise ValueError("a sweep file sets it once, as resources.parallelism (how a trial's workers share "
+                         "the models)")
+
+
 class SweepBase(_Strict):
     """What every trial shares: a TrialConfig without name, hyperparameters and output_dir."""
 
     _NULLABLE: ClassVar[frozenset[str]] = frozenset({"data", "model", "train"})
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    model: SweepModelConfig = Field(default_factory=SweepModelConfig)
+    train: SweepTrainConfig = Field(default_factory=SweepTrainConfig)
     #: Once-per-config artefacts (fine-tuned teacher, synthetic corpus); relative to the CWD.
     cache_dir: Path = Path(".pldistill-cache")
 
@@ -221,7 +247,7 @@ class ResourcesConfig(_Strict):
     #: ``auto``: nccl when workers hold GPUs, gloo otherwise.
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     #: ``ddp`` (student replicated) or ``fsdp`` (teacher and student sharded across the trial's workers);
-    #: copied into every trial's ``train.parallelism``.
+    #: its only home in a sweep file, copied into every trial's ``train.parallelism``.
     parallelism: Literal["ddp", "fsdp"] = "ddp"
 
     @property

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pldistill.config import TrialConfig
+from pldistill.config import ModelConfig, TrainConfig, TrialConfig
 from pldistill.errors import InputError
 from pldistill.sweep.config import (
     HPARAM_NAMES,
@@ -156,36 +156,17 @@ def resolve_trial_config(sweep: SweepConfig, sampled: dict[str, Any], *, trial_i
     merged = {**sweep.fixed.model_dump(), **values, **overrides}
     base = sweep.base
     try:
+        # Plain ModelConfig/TrainConfig from the sweep's typed sections (their dumps are copies); the
+        # trial's parallelism comes from resources, its one home in a sweep file.
         return TrialConfig(name=trial_id, data=base.data.model_copy(deep=True),
-                           model=_sweep_model(base.model), train=_trial_train(sweep),
+                           model=ModelConfig(**base.model.model_dump()),
+                           train=TrainConfig(**base.train.model_dump(), parallelism=sweep.resources.parallelism),
                            cache_dir=base.cache_dir, hparams=merged,
                            output_dir=sweep.results_dir / "runs" / trial_id)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         raise InputError(sweep.source, f"trial {trial_id}: {key}", err["msg"]) from None
-
-
-def _trial_train(sweep: SweepConfig) -> Any:
-    """``base.train`` with ``resources.parallelism`` copied in (the sweep file says it once, under
-    ``resources``; a different explicit ``base.train.parallelism`` is refused rather than overridden)."""
-    train, wanted = sweep.base.train.model_copy(deep=True), sweep.resources.parallelism
-    if "parallelism" in train.model_fields_set and train.parallelism != wanted:
-        raise InputError(sweep.source, "base.train.parallelism",
-                         f"{train.parallelism!r} differs from resources.parallelism {wanted!r}; "
-                         "set it under resources only")
-    train.parallelism = wanted
-    return train
-
-
-def _sweep_model(model: Any) -> Any:
-    """The base's model config; ``teacher_mode`` defaults to ``cached`` in sweeps (encoder and teacher
-    outputs computed once, issue #5) unless the sweep file sets it. A TrialConfig built directly
-    keeps its own default, ``online``."""
-    out = model.model_copy(deep=True)
-    if "teacher_mode" not in model.model_fields_set:
-        out.teacher_mode = "cached"
-    return out
 
 
 def _variant_overrides(sweep: SweepConfig, variant: Any) -> dict[str, Any]:

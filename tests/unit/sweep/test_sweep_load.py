@@ -11,7 +11,7 @@ from typing import get_args
 import pytest
 
 from pldistill.errors import InputError
-from pldistill.sweep import METRIC_NAMES, SearchConfig, SweepFileError, load_sweep
+from pldistill.sweep import METRIC_NAMES, SearchConfig, SweepConfig, SweepFileError, load_sweep
 from pldistill.sweep.resources import check_resources
 
 REPO = Path(__file__).resolve().parents[3]
@@ -113,6 +113,19 @@ def test_mode_defaults_to_the_metrics_own(tmp_path: Path, metric: str, mode: str
     assert get_args(SearchConfig.model_fields["metric"].annotation) == METRIC_NAMES
 
 
+def test_sweep_defaults_are_typed_and_survive_a_dump(tmp_path: Path) -> None:
+    """teacher_mode defaults to cached in a sweep file; parallelism has one home, resources; the dump
+    written to sweep.json validates back to the same sweep (what resume does)."""
+    sweep = load_sweep(write(tmp_path, GOOD + "resources: {parallelism: fsdp}\n"))
+    assert sweep.base.model.teacher_mode == "cached"
+    online = load_sweep(write(tmp_path, GOOD.replace("student_llm: tiny}", "student_llm: tiny, teacher_mode: online}")))
+    assert online.base.model.teacher_mode == "online"
+    dump = sweep.model_dump(mode="json")
+    assert "parallelism" not in dump["base"]["train"] and dump["resources"]["parallelism"] == "fsdp"
+    assert dump["base"]["model"]["teacher_mode"] == "cached"
+    assert SweepConfig.model_validate(dump).model_dump(mode="json") == dump
+
+
 def test_grid_trial_count(tmp_path: Path) -> None:
     text = GOOD.replace("algorithm: optuna", "algorithm: grid").replace("num_samples: 4", "num_samples: 2")
     text = text.split("  space:")[0] + (
@@ -167,6 +180,12 @@ BAD_CASES = {
     "missing_search": ("name: t\n", "search: required key is missing"),
     "bad_name": (GOOD.replace("name: t", "name: My Sweep"), "name: String should match pattern"),
     "duplicate_key": (GOOD.replace("objective: pl_distill", "alpha: 1\n  alpha: 2"), "fixed.alpha: duplicate key"),
+    "parallelism_under_train": (GOOD.replace("grad_accum: 2}", "grad_accum: 2, parallelism: fsdp}"),
+                                "base.train.parallelism: a sweep file sets it once, as resources.parallelism"),
+    "typo_under_train": (GOOD.replace("grad_accum: 2}", "grad_accum: 2, epoch: 2}"),
+                         "base.train.epoch: unknown key; valid keys: epochs, batch_size, grad_accum, eval_batch_size, "
+                         "max_grad_norm, select_metric, seed, eval_test_each_epoch, max_steps_per_epoch, num_threads, "
+                         "kl_chunk_size (line 5)"),
     "nccl_on_cpu": (GOOD + "resources: {backend: nccl}\n", "resources.backend: nccl needs gpus_per_worker > 0"),
     "source_dataset_mismatch": (GOOD.replace("dataset: synthetic", "dataset: iemocap"),
                                 "base: data.dataset must be 'synthetic'"),

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pldistill.config import TrialConfig
+from pldistill.config import ModelConfig, TrainConfig, TrialConfig
 from pldistill.errors import InputError
 from pldistill.sweep import HPARAM_NAMES, SweepConfig, load_sweep
 from pldistill.sweep.space import (
@@ -278,6 +278,16 @@ def test_resolve_trial_config_refuses_bad_input(tmp_path: Path) -> None:
         resolve_trial_config(sweep, {}, trial_id="../x")
     with pytest.raises(InputError, match="trial t: hparams.temperature"):
         resolve_trial_config(sweep, {"temperature": 0.0}, trial_id="t")
+
+
+@pytest.mark.parametrize(("model", "mode"), [("", "cached"), (", teacher_mode: online", "online")])
+def test_trials_get_plain_configs_with_the_sweeps_defaults(tmp_path: Path, model: str, mode: str) -> None:
+    text = GRID.replace("fixed: {alpha: 1.0}", f"base: {{model: {{teacher: tiny{model}}}}}\nfixed: {{alpha: 1.0}}")
+    sweep = sweep_from(tmp_path, text % 1 + "resources: {workers_per_trial: 2, parallelism: fsdp}\n")
+    trial = resolve_trial_config(sweep, {"lora_rank": 8}, trial_id="t")
+    assert type(trial.model) is ModelConfig and type(trial.train) is TrainConfig
+    assert trial.model.teacher_mode == mode and trial.train.parallelism == "fsdp"
+    assert TrialConfig.model_validate_json(trial.to_json()) == trial, "what the worker reads back"
 
 
 def test_hparams_of_is_flat_and_complete(tmp_path: Path) -> None:
