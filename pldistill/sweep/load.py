@@ -27,6 +27,7 @@ from pldistill.sweep._problems import (
     _translate,
     _unwrap,
 )
+from pldistill.sweep._yaml import shape_problems
 from pldistill.sweep.config import (
     HPARAM_NAMES,
     Domain,
@@ -62,6 +63,9 @@ class SweepFileError(InputError):
 def _parse_yaml(text: str) -> tuple[dict[str, Any] | None, dict[Loc, int], list[Problem]]:
     """The document, the line of every key and list item, and problems (syntax, duplicate keys)."""
     try:
+        shape = shape_problems(text)  # before anything recursive runs: compose, safe_load, _index_nodes
+        if shape:
+            return None, {}, shape
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:

@@ -12,6 +12,7 @@ import pytest
 
 from pldistill.errors import InputError
 from pldistill.sweep import METRIC_NAMES, SearchConfig, SweepConfig, SweepFileError, load_sweep
+from pldistill.sweep._yaml import shape_problems
 from pldistill.sweep.resources import check_resources
 
 REPO = Path(__file__).resolve().parents[3]
@@ -220,6 +221,29 @@ def test_bad_file_names_file_and_key(tmp_path: Path, case: str) -> None:
     path = write(tmp_path, text)
     problems = problems_of(path)
     assert any(p.startswith(f"{path}: {expected}") for p in problems), problems
+
+
+def _fan(levels: int) -> str:
+    return 'l0: &l0 "x"\n' + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, levels + 1))
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    (_fan(5), None),                                     # 9**5 = 59,049 values once expanded: allowed
+    (_fan(6), "more than 100,000 values once aliases"),  # 531,441: refused at the alias that crosses the line
+    ("x: " + "[" * 31 + "]" * 31, None),                 # the top-level mapping is level 1
+    ("x: " + "[" * 32 + "]" * 32, "nested deeper than 32 levels"),
+    ("d: &d " + "[" * 16 + "]" * 16 + "\nx: " + "[" * 15 + "*d" + "]" * 15, None),
+    ("d: &d " + "[" * 16 + "]" * 16 + "\nx: " + "[" * 16 + "*d" + "]" * 16, "alias *d nests deeper than 32"),
+    ("a: &a [b, &c [*a]]", "alias *a is inside the node it names"),
+    ("a: &a [1]\nb: [*a, *a]\nc: {<<: {k: *a}}", None),
+])
+def test_yaml_shape_limits(text: str, problem: str | None) -> None:
+    found = shape_problems(text)
+    if problem is None:
+        assert found == []
+    else:
+        [(where, msg)] = found
+        assert where.startswith("line ") and msg.startswith(problem), found
 
 
 def test_problem_carries_line_number(tmp_path: Path) -> None:
