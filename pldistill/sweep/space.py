@@ -43,6 +43,7 @@ __all__ = [
     "build_search_alg",
     "build_tune_search",
     "hparams_of",
+    "param_specs",
     "resolve_trial_config",
     "variant_name",
 ]
@@ -83,35 +84,66 @@ def build_tune_search(sweep: SweepConfig) -> TuneSearch:
                       mode=s.effective_mode, max_concurrent_trials=s.max_concurrent_trials)
 
 
+def param_specs(sweep: SweepConfig) -> list[Any]:
+    """The searched hyperparameters as :class:`~pldistill.results.space.ParamSpec`: the one translation
+    of the sweep file's search section. Tune's domains are built from these, and the launch records
+    them in ``sweep.json`` for the report. Domains keep their bounds (inclusive), log and step; grid
+    axes, and the names that variants set differently, are categorical over their values."""
+    from pldistill.results.space import ParamSpec
+
+    s = sweep.search
+    specs = [_spec(name, domain) for name, domain in s.space.items()]
+    specs += [ParamSpec(name, "categorical", choices=list(values)) for name, values in s.grid.items()]
+    everywhere = sweep.fixed.model_dump()  # what a variant that leaves a name out runs with
+    for name in dict.fromkeys(k for v in s.variants for k in v.overrides()):
+        values = [v.overrides().get(name, everywhere[name]) for v in s.variants]
+        choices = list({repr(x): x for x in values}.values())
+        if len(choices) > 1:
+            specs.append(ParamSpec(name, "categorical", choices=choices))
+    return specs
+
+
+def _spec(name: str, domain: Any) -> Any:
+    from pldistill.results.space import ParamSpec
+
+    if isinstance(domain, UniformDomain):
+        return ParamSpec(name, "float", domain.low, domain.high)
+    if isinstance(domain, LogUniformDomain):
+        return ParamSpec(name, "float", domain.low, domain.high, log=True)
+    if isinstance(domain, IntDomain):
+        return ParamSpec(name, "int", domain.low, domain.high, log=domain.log, step=domain.step)
+    if isinstance(domain, ChoiceDomain):
+        return ParamSpec(name, "categorical", choices=list(domain.values))
+    raise TypeError(f"not a search-space domain: {domain!r}")
+
+
 def build_param_space(sweep: SweepConfig) -> dict[str, Any]:
-    """Tune domains (optuna, random) or ``grid_search`` axes plus the ``variant`` axis (grid)."""
+    """Tune domains built from :func:`param_specs` (optuna, random), or ``grid_search`` axes plus the
+    ``variant`` axis (grid)."""
     from ray import tune
 
     s = sweep.search
     if s.algorithm != "grid":
-        return {name: _tune_domain(domain) for name, domain in s.space.items()}
+        return {spec.name: _tune_domain(spec) for spec in param_specs(sweep)}
     space: dict[str, Any] = {name: tune.grid_search(list(values)) for name, values in s.grid.items()}
     if s.variants:
         space[VARIANT_KEY] = tune.grid_search([{"name": v.name, **v.overrides()} for v in s.variants])
     return space
 
 
-def _tune_domain(domain: Any) -> Any:
+def _tune_domain(spec: Any) -> Any:
     from ray import tune
 
-    if isinstance(domain, UniformDomain):
-        return tune.uniform(domain.low, domain.high)
-    if isinstance(domain, LogUniformDomain):
-        return tune.loguniform(domain.low, domain.high)
-    if isinstance(domain, IntDomain):  # the file's bounds are inclusive; randint's upper is not
-        if domain.log:
-            return tune.lograndint(domain.low, domain.high + 1)
-        if domain.step > 1:  # inclusive upper; low and high are multiples of step (checked on load)
-            return tune.qrandint(domain.low, domain.high, domain.step)
-        return tune.randint(domain.low, domain.high + 1)
-    if isinstance(domain, ChoiceDomain):
-        return tune.choice(list(domain.values))
-    raise TypeError(f"not a search-space domain: {domain!r}")
+    if spec.kind == "categorical":
+        return tune.choice(list(spec.choices))
+    if spec.kind == "int":  # the spec's bounds are inclusive; randint's upper is not
+        low, high = int(spec.low), int(spec.high)
+        if spec.log:
+            return tune.lograndint(low, high + 1)
+        if spec.step > 1:  # inclusive upper; low and high are multiples of step (checked on load)
+            return tune.qrandint(low, high, spec.step)
+        return tune.randint(low, high + 1)
+    return tune.loguniform(spec.low, spec.high) if spec.log else tune.uniform(spec.low, spec.high)
 
 
 def build_search_alg(sweep: SweepConfig) -> Any:
