@@ -125,7 +125,7 @@ class ModelConfig(_Strict):
     #: ``online``: encoder and teacher run in every step. ``cached``: they run once per fold into
     #: the teacher cache (``pldistill.train.teacher_cache``); steps read it and run only the
     #: student's projector and LLM. Same losses and gradients (fp32 storage). Sweeps default to
-    #: ``cached`` unless their ``base.model`` sets this (``pldistill.sweep.space``).
+    #: ``cached`` (``pldistill.sweep.config.SweepModelConfig``).
     teacher_mode: Literal["online", "cached"] = "online"
     #: Storage of the cached arrays: ``float32`` is exact; ``bfloat16`` halves disk and memory
     #: (real runs) at the cost of rounding the teacher's outputs.

@@ -56,7 +56,6 @@ class SweepFileError(InputError):
         return (type(self), (self.file, self._raw))
 
 
-
 # --- problems: YAML, pydantic's errors, cross-checks -----------------------------------------------------
 
 
