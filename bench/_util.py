@@ -24,7 +24,7 @@ def smoke_trial_config(cache_dir: Path, output_dir: Path, **hparams: Any):
     Read from ``sweeps/smoke.yaml`` itself so the benchmark follows that file when it changes.
     """
     from pldistill.config import Hyperparameters
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep import load_sweep
     from pldistill.sweep.space import resolve_trial_config
 
     cfg = resolve_trial_config(load_sweep(SMOKE, cwd=REPO), {}, trial_id="bench")

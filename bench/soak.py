@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--cache", default=".pldistill-cache", help="shared cache (corpus, teacher, prior)")
     args = ap.parse_args()
 
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep import load_sweep
     from pldistill.sweep.launch import prepare_shared
 
     work = Path(tempfile.mkdtemp(prefix="pldistill-soak-"))

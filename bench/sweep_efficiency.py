@@ -107,7 +107,7 @@ def child_ray_start(sweep_file: str, ray_tmp: str, cache_dir: str) -> dict[str, 
     t0 = time.time()
     import ray
 
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep import load_sweep
     from pldistill.sweep.launch import LaunchOptions, _start_ray
 
     t1 = time.time()

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -26,29 +25,35 @@ __all__ = [
     "Hyperparameters",
     "TrainConfig",
     "TrialConfig",
+    "EvalSplit",
+    "EvalMetric",
+    "ValMetricName",
+    "TestMetricName",
     "MetricName",
-    "ValMetric",
-    "TestMetric",
     "METRIC_NAMES",
     "metric_mode",
     "config_hash",
 ]
 
-#: A split's figures: UA (balanced accuracy), WA (accuracy), macro-F1, and loss (the student's CE
-#: on the gold answer, eq. 7: summed over a clip's response tokens, mean over clips).
-EvalName = Literal["ua", "wa", "f1", "loss"]
-#: Every figure a trial reports per split, by the name the sweep file, Tune, the trial loop, the
-#: recorder and the results schema all use.
-ValMetric = Literal["val_ua", "val_wa", "val_f1", "val_loss"]
-TestMetric = Literal["test_ua", "test_wa", "test_f1", "test_loss"]
-MetricName = Literal[ValMetric, TestMetric]
-METRIC_NAMES: tuple[str, ...] = typing.get_args(MetricName)
-EVAL_NAMES: tuple[str, ...] = typing.get_args(EvalName)
+#: The splits a trial evaluates on, and what it measures on each: unweighted and weighted accuracy,
+#: macro-F1, and the student's cross-entropy on the gold answer (eq. 7: summed over the answer's
+#: tokens, mean over clips).
+EvalSplit = Literal["val", "test"]
+EvalMetric = Literal["ua", "wa", "f1", "loss"]
+#: The validation metrics, which alone may pick a trial's best epoch (test never selects).
+ValMetricName = Literal["val_ua", "val_wa", "val_f1", "val_loss"]
+TestMetricName = Literal["test_ua", "test_wa", "test_f1", "test_loss"]
+#: ``<split>_<metric>``: what a trial reports per epoch, records, and a sweep may optimise; the
+#: sweep file, Tune, the trial loop, the recorder and the results schema all use these names.
+MetricName = Literal[ValMetricName, TestMetricName]
+METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 
 
-def metric_mode(metric: str) -> Literal["max", "min"]:
-    """Whether a metric is better large (scores) or small (losses)."""
-    return "min" if metric.endswith("_loss") else "max"
+def metric_mode(name: str) -> Literal["max", "min"]:
+    """``min`` for a loss, ``max`` for a score; ``name`` is one of :data:`METRIC_NAMES`."""
+    if name not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(METRIC_NAMES)}")
+    return "min" if name.endswith("_loss") else "max"
 
 
 def _registered(kind: str, value: str) -> str:
@@ -128,7 +133,7 @@ class ModelConfig(_Strict):
     #: ``online``: encoder and teacher run in every step. ``cached``: they run once per fold into
     #: the teacher cache (``pldistill.train.teacher_cache``); steps read it and run only the
     #: student's projector and LLM. Same losses and gradients (fp32 storage). Sweeps default to
-    #: ``cached`` unless their ``base.model`` sets this (``pldistill.sweep.space``).
+    #: ``cached`` (``pldistill.sweep.config.SweepModelConfig``).
     teacher_mode: Literal["online", "cached"] = "online"
     #: Storage of the cached arrays: ``float32`` is exact; ``bfloat16`` halves disk and memory
     #: (real runs) at the cost of rounding the teacher's outputs.
@@ -178,7 +183,7 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(16, ge=1)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     #: The epoch kept per fold is the best by this metric (a test metric here would select on test).
-    select_metric: ValMetric = "val_ua"
+    select_metric: ValMetricName = "val_ua"
     seed: int = 0
     #: Evaluate on test each epoch (the paper reports the test score of the best validation epoch).
     eval_test_each_epoch: bool = True

@@ -29,7 +29,7 @@ def cache_cmd(
     positions, in Parquet under <cache_dir>/teacher_outputs/<key>/. A complete cache is reused.
     """
     from pldistill.sweep.cache import CacheBuildOptions, build_sweep_cache
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep.load import load_sweep
 
     sweep = load_sweep(sweep_file)
     gpus = 1.0 if sweep.resources.gpus_per_worker > 0 else 0.0

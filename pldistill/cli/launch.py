@@ -50,12 +50,9 @@ def launch_cmd(
     c = summary.counts
     console.print(f"sweep [bold]{summary.name}[/bold]: {c.get('completed', 0)} completed, "
                   f"{c.get('failed', 0)} failed in {summary.wall_s:.0f} s; results in {summary.results / summary.name}")
-    try:
-        from pldistill.cli.results import print_best
+    from pldistill.cli.results import print_best  # duckdb and pyarrow are core dependencies
 
-        print_best(summary.results, sweep=summary.name, top=5, console=console)
-    except ImportError:
-        pass
+    print_best(summary.results, sweep=summary.name, top=5, console=console)
 
 
 def submit_as_job(sweep_file: Path, address: str, working_dir: Path, *, follow: bool, progress: bool,
@@ -64,8 +61,8 @@ def submit_as_job(sweep_file: Path, address: str, working_dir: Path, *, follow: 
     import sys
 
     from pldistill.cli.jobs import print_followed
-    from pldistill.sweep.config import load_sweep
     from pldistill.sweep.jobs import build_submission, connect, follow_logs, relative_path_keys, submit
+    from pldistill.sweep.load import load_sweep
 
     sweep = load_sweep(sweep_file)  # fail here, not on the cluster
     job = build_submission(sweep_file, sweep.name, working_dir, () if progress else ("--quiet",))

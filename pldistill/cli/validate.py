@@ -19,7 +19,7 @@ def validate(
 ) -> None:
     """Validate sweep files: one 'ok' line per good file, every problem of the others (exit status 2)."""
     from pldistill.errors import PldistillError
-    from pldistill.sweep.config import SweepFileError, load_sweep
+    from pldistill.sweep.load import SweepFileError, load_sweep
 
     failed = 0
     for path in sweeps:

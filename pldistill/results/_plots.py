@@ -11,16 +11,14 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pldistill.results.space import ParamSpec, _finite
+
 if TYPE_CHECKING:
-    from pldistill.results.report import ParamSpec, SweepReport
+    from pldistill.results.report import SweepReport
 
 __all__ = ["write_plots"]
 
 _DPI = 100
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _figure(size: tuple[float, float]) -> Any:

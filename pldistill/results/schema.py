@@ -45,10 +45,10 @@ SCHEMA_VERSION = 1
 LOSS_TERMS = ("total", "ce", "cka", "kl_audio", "kl_response", "rkl_response", "relation")
 TRIAL_STATUSES = ("completed", "failed", "running", "pruned")
 SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
-#: Keys of ``sweep.json``; ``config`` is the resolved sweep config and ``counts`` Tune's final
-#: trial counts (any JSON values).
+#: Keys of ``sweep.json``; ``config`` is the resolved sweep config, ``counts`` Tune's final
+#: trial counts and ``space`` the searched distributions (``ParamSpec.to_json`` entries; any JSON values).
 SWEEP_META_KEYS = ("name", "sweep_file", "config", "started_at", "ended_at", "status", "counts",
-                   "pldistill_version", "git_commit", "metric", "mode", "schema_version")
+                   "pldistill_version", "git_commit", "metric", "mode", "schema_version", "space")
 
 _META_VERSION = b"pldistill.schema_version"
 _META_TABLE = b"pldistill.table"

@@ -1,4 +1,8 @@
-"""Sweep files: typed loading and validation (:mod:`.config`) and their Ray Tune form (:mod:`.space`).
+"""Sweep files and their run on Ray Tune.
+
+:mod:`.config` holds the typed models of a sweep file, :mod:`.load` reads and cross-checks one
+(:func:`load_sweep`), :mod:`.resources` checks it against a cluster, :mod:`.space` turns it into
+Tune's search space and each trial's :class:`~pldistill.config.TrialConfig`.
 
 Importing this package imports pydantic and the config models only; Ray and Optuna are imported
 inside the functions of :mod:`.space` that build Tune objects.
@@ -9,10 +13,9 @@ from pldistill.sweep.config import (
     METRIC_NAMES,
     SearchConfig,
     SweepConfig,
-    SweepFileError,
-    check_resources,
-    load_sweep,
 )
+from pldistill.sweep.load import SweepFileError, load_sweep
+from pldistill.sweep.resources import check_resources
 from pldistill.sweep.space import (
     TuneSearch,
     build_tune_search,

@@ -1,6 +1,6 @@
 """Turning YAML and pydantic errors into sweep-file problems: key paths, line numbers, messages.
 
-Generic machinery behind :func:`pldistill.sweep.config.load_sweep`: it knows YAML nodes and
+Generic machinery behind :func:`pldistill.sweep.load.load_sweep`: it knows YAML nodes and
 pydantic's error list, not the sweep's sections.
 """
 
@@ -73,7 +73,8 @@ def _translate(exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
         kind, shown = err["type"], _walk(model, err["loc"])[1]
         if kind == "extra_forbidden":
             parent = _walk(model, err["loc"][:-1])[0]
-            valid = ", ".join(parent.model_fields) if _is_model(parent) else "?"
+            # Fields left out of dumps are placeholders that refuse any value: not offered as valid.
+            valid = ", ".join(n for n, f in parent.model_fields.items() if not f.exclude) if _is_model(parent) else "?"
             msg = f"unknown key; valid keys: {valid}"
         elif kind == "missing":
             msg = "required key is missing"

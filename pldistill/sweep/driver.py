@@ -39,13 +39,12 @@ def trial_driver(config: dict[str, Any], sweep: Any) -> None:
         raise TrialDivergedError(diverged.read_text())
     res = sweep.resources
     use_gpu = res.gpus_per_worker > 0
-    backend = res.backend if res.backend != "auto" else ("nccl" if use_gpu else "gloo")
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker=worker_loop,
         train_loop_config={"trial": json.loads(cfg.to_json()), "sweep": sweep.name, "trial_id": trial_id,
                            "results": str(results_root)},
-        torch_config=TorchConfig(backend=backend),
+        torch_config=TorchConfig(backend=res.effective_backend),
         scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=use_gpu,
                                      resources_per_worker=per_worker, placement_strategy=res.placement_strategy),
         run_config=RunConfig(name=f"train-{trial_id}", storage_path=str(results_root / sweep.name / "ray-train"),

@@ -16,7 +16,7 @@ from typing import Any
 
 from pldistill.errors import InputError, PldistillError
 
-__all__ = ["LaunchOptions", "LaunchSummary", "launch", "resume", "run_sweep", "prepare_shared"]
+__all__ = ["LaunchOptions", "LaunchSummary", "launch", "resume", "run_sweep", "prepare_shared", "sweep_meta"]
 
 
 @dataclass
@@ -97,7 +97,7 @@ def launch(sweep_path: Path, opts: LaunchOptions | None = None, console=None) ->
 
     If an earlier run of the same sweep (same name and results folder) was interrupted, it is
     continued rather than started again; one that finished is reported, not rerun."""
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep.load import load_sweep
 
     return run_sweep(load_sweep(sweep_path), Path(sweep_path), opts, console)
 
@@ -144,7 +144,7 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
                          f"differs from the interrupted run in {store.sweep_dir}; resume it with "
                          f"'pldistill-sweep resume {sweep.name}' or give the sweep a new name")
     if not opts.address:  # a private local Ray: its CPUs are known before anything is written
-        from pldistill.sweep.space import require_local_resources
+        from pldistill.sweep.resources import require_local_resources
 
         require_local_resources(sweep, opts.num_cpus)
     prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
@@ -166,9 +166,8 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
               earlier: dict[str, Any] | None) -> LaunchSummary:
     import ray
 
-    from pldistill import __version__
-    from pldistill.results import git_commit
-    from pldistill.sweep.space import build_tune_search, check_resources
+    from pldistill.sweep.resources import check_resources
+    from pldistill.sweep.space import build_tune_search
 
     say = console.print if console is not None else print
     results = store.root
@@ -179,13 +178,7 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
         problems = check_resources(sweep, ray.cluster_resources())
         if problems:
             raise InputError(sweep_path, "resources", "; ".join(problems))
-        store.write_sweep_meta({**(earlier or {}), "name": sweep.name,
-                                "sweep_file": str(Path(sweep_path).resolve()),
-                                "config": sweep.model_dump(mode="json"), "status": "running",
-                                "started_at": (earlier or {}).get("started_at")
-                                or datetime.now(timezone.utc).isoformat(),
-                                "pldistill_version": __version__, "git_commit": git_commit(),
-                                "metric": sweep.search.metric, "mode": sweep.search.mode})
+        store.write_sweep_meta(sweep_meta(sweep, sweep_path, earlier))
         search = build_tune_search(sweep)
         tuner, recorder, progress = _tuner(sweep, search, results, opts, console, resume=earlier is not None)
         if earlier is not None:
@@ -205,6 +198,21 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
         ray.shutdown()  # stops the private Ray, or disconnects from the cluster
     return LaunchSummary(name=sweep.name, results=results, counts=counts,
                          wall_s=time.perf_counter() - started, dashboard_url=url)
+
+
+def sweep_meta(sweep: Any, sweep_path: Path, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``sweep.json`` as a run starts or resumes (``earlier``: the interrupted run's): the resolved
+    config, metric and mode, and the distributions Tune samples (``space``), which the report reads."""
+    from pldistill import __version__
+    from pldistill.results import git_commit
+    from pldistill.sweep.space import param_specs
+
+    return {**(earlier or {}), "name": sweep.name, "sweep_file": str(Path(sweep_path).resolve()),
+            "config": sweep.model_dump(mode="json"), "status": "running",
+            "started_at": (earlier or {}).get("started_at") or datetime.now(timezone.utc).isoformat(),
+            "pldistill_version": __version__, "git_commit": git_commit(),
+            "metric": sweep.search.metric, "mode": sweep.search.effective_mode,
+            "space": [spec.to_json() for spec in param_specs(sweep)]}
 
 
 def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console, resume: bool):

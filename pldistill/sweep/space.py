@@ -19,13 +19,12 @@ Ray is imported inside the functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from pldistill.config import TrialConfig
+from pldistill.config import ModelConfig, TrainConfig, TrialConfig
 from pldistill.errors import InputError
 from pldistill.sweep.config import (
     HPARAM_NAMES,
@@ -34,7 +33,6 @@ from pldistill.sweep.config import (
     LogUniformDomain,
     SweepConfig,
     UniformDomain,
-    check_resources,
 )
 
 __all__ = [
@@ -44,10 +42,8 @@ __all__ = [
     "build_scheduler",
     "build_search_alg",
     "build_tune_search",
-    "check_local_resources",
-    "check_resources",
     "hparams_of",
-    "require_local_resources",
+    "param_specs",
     "resolve_trial_config",
     "variant_name",
 ]
@@ -80,32 +76,6 @@ class TuneSearch:
                 "scheduler": self.scheduler, "num_samples": self.num_samples}
 
 
-def check_local_resources(sweep: SweepConfig, num_cpus: int | None = None,
-                          num_gpus: int | None = None) -> list[str]:
-    """:func:`check_resources` against the private local Ray that ``launch`` would start: ``num_cpus``
-    (default ``os.cpu_count()``, as ``launch`` uses) and ``num_gpus`` (default: the GPUs torch sees,
-    asked only when the sweep wants GPUs). Known before Ray starts and before anything is written."""
-    cpus = num_cpus or os.cpu_count() or 1
-    if num_gpus is None:
-        num_gpus = _visible_gpus() if sweep.resources.gpus_per_worker > 0 else 0
-    return check_resources(sweep, {"CPU": float(cpus), "GPU": float(num_gpus)})
-
-
-def require_local_resources(sweep: SweepConfig, num_cpus: int | None = None) -> None:
-    """InputError (one line: the sweep file, the key, what fits) when :func:`check_local_resources`
-    finds a problem. ``launch`` calls it first thing for a local Ray."""
-    problems = check_local_resources(sweep, num_cpus)
-    if problems:
-        prefix = f"{sweep.source}: " if sweep.source else ""
-        raise InputError(sweep.source, None, "; ".join(p.removeprefix(prefix) for p in problems))
-
-
-def _visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
 def build_tune_search(sweep: SweepConfig) -> TuneSearch:
     s = sweep.search
     return TuneSearch(param_space=build_param_space(sweep), search_alg=build_search_alg(sweep),
@@ -114,35 +84,66 @@ def build_tune_search(sweep: SweepConfig) -> TuneSearch:
                       mode=s.effective_mode, max_concurrent_trials=s.max_concurrent_trials)
 
 
+def param_specs(sweep: SweepConfig) -> list[Any]:
+    """The searched hyperparameters as :class:`~pldistill.results.space.ParamSpec`: the one translation
+    of the sweep file's search section. Tune's domains are built from these, and the launch records
+    them in ``sweep.json`` for the report. Domains keep their bounds (inclusive), log and step; grid
+    axes, and the names that variants set differently, are categorical over their values."""
+    from pldistill.results.space import ParamSpec
+
+    s = sweep.search
+    specs = [_spec(name, domain) for name, domain in s.space.items()]
+    specs += [ParamSpec(name, "categorical", choices=list(values)) for name, values in s.grid.items()]
+    everywhere = sweep.fixed.model_dump()  # what a variant that leaves a name out runs with
+    for name in dict.fromkeys(k for v in s.variants for k in v.overrides()):
+        values = [v.overrides().get(name, everywhere[name]) for v in s.variants]
+        choices = list({repr(x): x for x in values}.values())
+        if len(choices) > 1:
+            specs.append(ParamSpec(name, "categorical", choices=choices))
+    return specs
+
+
+def _spec(name: str, domain: Any) -> Any:
+    from pldistill.results.space import ParamSpec
+
+    if isinstance(domain, UniformDomain):
+        return ParamSpec(name, "float", domain.low, domain.high)
+    if isinstance(domain, LogUniformDomain):
+        return ParamSpec(name, "float", domain.low, domain.high, log=True)
+    if isinstance(domain, IntDomain):
+        return ParamSpec(name, "int", domain.low, domain.high, log=domain.log, step=domain.step)
+    if isinstance(domain, ChoiceDomain):
+        return ParamSpec(name, "categorical", choices=list(domain.values))
+    raise TypeError(f"not a search-space domain: {domain!r}")
+
+
 def build_param_space(sweep: SweepConfig) -> dict[str, Any]:
-    """Tune domains (optuna, random) or ``grid_search`` axes plus the ``variant`` axis (grid)."""
+    """Tune domains built from :func:`param_specs` (optuna, random), or ``grid_search`` axes plus the
+    ``variant`` axis (grid)."""
     from ray import tune
 
     s = sweep.search
     if s.algorithm != "grid":
-        return {name: _tune_domain(domain) for name, domain in s.space.items()}
+        return {spec.name: _tune_domain(spec) for spec in param_specs(sweep)}
     space: dict[str, Any] = {name: tune.grid_search(list(values)) for name, values in s.grid.items()}
     if s.variants:
         space[VARIANT_KEY] = tune.grid_search([{"name": v.name, **v.overrides()} for v in s.variants])
     return space
 
 
-def _tune_domain(domain: Any) -> Any:
+def _tune_domain(spec: Any) -> Any:
     from ray import tune
 
-    if isinstance(domain, UniformDomain):
-        return tune.uniform(domain.low, domain.high)
-    if isinstance(domain, LogUniformDomain):
-        return tune.loguniform(domain.low, domain.high)
-    if isinstance(domain, IntDomain):  # the file's bounds are inclusive; randint's upper is not
-        if domain.log:
-            return tune.lograndint(domain.low, domain.high + 1)
-        if domain.step > 1:  # inclusive upper; low and high are multiples of step (checked on load)
-            return tune.qrandint(domain.low, domain.high, domain.step)
-        return tune.randint(domain.low, domain.high + 1)
-    if isinstance(domain, ChoiceDomain):
-        return tune.choice(list(domain.values))
-    raise TypeError(f"not a search-space domain: {domain!r}")
+    if spec.kind == "categorical":
+        return tune.choice(list(spec.choices))
+    if spec.kind == "int":  # the spec's bounds are inclusive; randint's upper is not
+        low, high = int(spec.low), int(spec.high)
+        if spec.log:
+            return tune.lograndint(low, high + 1)
+        if spec.step > 1:  # inclusive upper; low and high are multiples of step (checked on load)
+            return tune.qrandint(low, high, spec.step)
+        return tune.randint(low, high + 1)
+    return tune.loguniform(spec.low, spec.high) if spec.log else tune.uniform(spec.low, spec.high)
 
 
 def build_search_alg(sweep: SweepConfig) -> Any:
@@ -187,36 +188,17 @@ def resolve_trial_config(sweep: SweepConfig, sampled: dict[str, Any], *, trial_i
     merged = {**sweep.fixed.model_dump(), **values, **overrides}
     base = sweep.base
     try:
+        # Plain ModelConfig/TrainConfig from the sweep's typed sections (their dumps are copies); the
+        # trial's parallelism comes from resources, its one home in a sweep file.
         return TrialConfig(name=trial_id, data=base.data.model_copy(deep=True),
-                           model=_sweep_model(base.model), train=_trial_train(sweep),
+                           model=ModelConfig(**base.model.model_dump()),
+                           train=TrainConfig(**base.train.model_dump(), parallelism=sweep.resources.parallelism),
                            cache_dir=base.cache_dir, hparams=merged,
                            output_dir=sweep.results_dir / "runs" / trial_id)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         raise InputError(sweep.source, f"trial {trial_id}: {key}", err["msg"]) from None
-
-
-def _trial_train(sweep: SweepConfig) -> Any:
-    """``base.train`` with ``resources.parallelism`` copied in (the sweep file says it once, under
-    ``resources``; a different explicit ``base.train.parallelism`` is refused rather than overridden)."""
-    train, wanted = sweep.base.train.model_copy(deep=True), sweep.resources.parallelism
-    if "parallelism" in train.model_fields_set and train.parallelism != wanted:
-        raise InputError(sweep.source, "base.train.parallelism",
-                         f"{train.parallelism!r} differs from resources.parallelism {wanted!r}; "
-                         "set it under resources only")
-    train.parallelism = wanted
-    return train
-
-
-def _sweep_model(model: Any) -> Any:
-    """The base's model config; ``teacher_mode`` defaults to ``cached`` in sweeps (encoder and teacher
-    outputs computed once, issue #5) unless the sweep file sets it. A TrialConfig built directly
-    keeps its own default, ``online``."""
-    out = model.model_copy(deep=True)
-    if "teacher_mode" not in model.model_fields_set:
-        out.teacher_mode = "cached"
-    return out
 
 
 def _variant_overrides(sweep: SweepConfig, variant: Any) -> dict[str, Any]:

@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from pldistill.cli import run_app
 from pldistill.errors import InputError
 
 _LABELS = {"neu": "Neutral", "hap": "Happy"}
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _sweep(tmp_path: Path, **base_overrides) -> dict:
@@ -98,6 +101,58 @@ def test_unknown_key_names_file_and_key(tmp_path, capsys):
     line = _one_line(err)
     assert code == 2 and "sweep.yaml" in line and "base.train.epochz: unknown key" in line
     _nothing_written(tmp_path)
+
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs": each anchor a list of nine aliases of the one before (9**levels values)."""
+    lines = ['l0: &l0 "lol"'] + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+YAML_SHAPES = {  # text after ``name: bad``, the line and column it must name, what it must say
+    "recursive_alias": ("a: &a [*a]\n", "line 2, column 8", "alias *a is inside the node it names"),
+    "recursive_mapping": ("a: &m {b: {c: *m}}\n", "line 2, column 15", "alias *m is inside the node it names"),
+    "alias_bomb": (_laughs(9), "line 8, column 15", "more than 100,000 values once aliases are expanded"),
+    "deep_nesting": ("x: " + "[" * 10_000 + "]" * 10_000 + "\n", "line 2, column 35", "nested deeper than 32 levels"),
+    "deep_mappings": ("x: " + "{a: " * 10_000 + "1" + "}" * 10_000 + "\n", "line 2, column 128",
+                      "nested deeper than 32 levels"),
+    "deep_by_alias": ("d: &d " + "[" * 20 + "]" * 20 + "\nx: " + "[" * 20 + "*d" + "]" * 20 + "\n",
+                      "line 3, column 24", "alias *d nests deeper than 32 levels once expanded"),
+}
+
+
+@pytest.mark.parametrize("case", YAML_SHAPES, ids=list(YAML_SHAPES))
+def test_yaml_shape_is_one_line_from_validate(tmp_path, case):
+    """Run as the user runs it, in a process of its own: a RecursionError or an endless walk would
+    show as a traceback or a timeout here, not as a crashed test session."""
+    text, where, expected = YAML_SHAPES[case]
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: bad\n" + text)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", "from pldistill.cli import main; main()", "validate", str(path)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr, out.stderr[-2000:]
+    problem, summary = out.stderr.splitlines()
+    assert problem.startswith(f"{path}: {where}: {expected}"), problem
+    assert summary == "error: 1 of 1 sweep file(s) have problems (listed above)"
+
+
+@pytest.mark.parametrize("case", ["recursive_alias", "alias_bomb", "deep_nesting"])
+def test_yaml_shape_is_one_line_from_launch(tmp_path, capsys, case):
+    text, where, expected = YAML_SHAPES[case]
+    code, err = _launch(tmp_path, capsys, "name: bad\n" + text)
+    assert code == 2 and _one_line(err).startswith(f"error: {tmp_path / 'sweep.yaml'}: {where}: {expected}")
+    _nothing_written(tmp_path)
+
+
+def test_anchors_and_merge_keys_still_load(tmp_path, capsys):
+    """Anchors are plain YAML: sharing a domain, or a merge key on top of one, is fine."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: ok\nsearch:\n  algorithm: random\n  num_samples: 1\n  space:\n"
+                    "    alpha: &u {type: uniform, low: 0.0, high: 1.0}\n    beta: {<<: *u, high: 2.0}\n"
+                    "    gamma: *u\n")
+    assert run_app(["validate", str(path)]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out == f"ok: {path} (1 trials, algorithm random, space: alpha, beta, gamma)\n"
 
 
 def _set(content: dict, dotted: str, value: object) -> dict:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def test_trial_survives_the_loss_of_its_node(tmp_path, tiny_cache, monkeypatch):
     from ray.cluster_utils import Cluster
 
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep import load_sweep
     from pldistill.sweep.driver import DRIVER_RESOURCE
     from pldistill.sweep.launch import prepare_shared
 

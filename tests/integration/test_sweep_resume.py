@@ -49,7 +49,7 @@ def _epochs(results):
 
 
 def test_killed_launcher_resumes_to_exactly_num_samples_trials(tmp_path, tiny_cache):
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep import load_sweep
     from pldistill.sweep.launch import prepare_shared
 
     path = _sweep(tmp_path, tiny_cache)

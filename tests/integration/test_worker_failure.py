@@ -23,7 +23,7 @@ EPOCHS = 4
 
 
 def test_killed_worker_resumes_from_the_last_checkpoint(tmp_path, tiny_cache):
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep import load_sweep
     from pldistill.sweep.launch import prepare_shared
 
     path = tiny_sweep("workerkill", tmp_path, tiny_cache, epochs=EPOCHS, max_steps_per_epoch=4,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pldistill.errors import InputError
-from pldistill.sweep.config import load_sweep
+from pldistill.sweep import load_sweep
 
 # --- teacher and student tokenizers ---------------------------------------------------------------
 
@@ -189,7 +189,7 @@ def _sweep(tmp_path: Path, concurrent: int, workers: int, gpus: float = 0.0):
 
 
 def test_local_resources_checked_before_ray_starts(tmp_path):
-    from pldistill.sweep.space import check_local_resources, require_local_resources
+    from pldistill.sweep.resources import check_local_resources, require_local_resources
 
     assert check_local_resources(_sweep(tmp_path, 2, 2), num_cpus=4) == []
     sweep = _sweep(tmp_path, 3, 2)
@@ -204,7 +204,7 @@ def test_local_resources_checked_before_ray_starts(tmp_path):
 
 
 def test_local_resources_default_to_this_machine(tmp_path, monkeypatch):
-    import pldistill.sweep.space as space
+    import pldistill.sweep.resources as space
 
     monkeypatch.setattr(space.os, "cpu_count", lambda: 2)
     assert space.check_local_resources(_sweep(tmp_path, 1, 2)) == []

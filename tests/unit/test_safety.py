@@ -134,7 +134,7 @@ def results_root(tmp_path_factory) -> Path:
 def test_local_ray_dashboard_listens_on_loopback_only(tmp_path, monkeypatch):
     import ray
 
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep import load_sweep
     from pldistill.sweep.launch import LaunchOptions, _start_ray
 
     seen: dict[str, object] = {}

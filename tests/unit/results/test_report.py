@@ -14,6 +14,7 @@ import pytest
 from pldistill.cli import run_app
 from pldistill.results import ResultsStore, run_query
 from pldistill.results import report as rep
+from pldistill.results.space import ParamSpec
 
 T0 = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -161,6 +162,24 @@ def test_best_trials_and_importances(root: Path) -> None:
     ids = [h[0] for h in r.history]
     assert ids == ["a1", "a2", "a3", "a4", "a5", "b1", "b2", "c1", "c2", "d1", "e1"]  # by ended_at
     assert [h[2] for h in r.history] == [max(v for _, v, _ in r.history[:i + 1]) for i in range(len(ids))]
+
+
+def test_report_reads_the_space_the_launch_recorded(root: Path, trial: Callable[..., object]) -> None:
+    """``space`` in sweep.json wins over the config's search section (which only old sweeps need)."""
+    recorded = [ParamSpec("alpha", "float", 0.0, 2.0), ParamSpec("lora_rank", "int", 2, 16, log=True),
+                ParamSpec("beta", "categorical", choices=[0.0, 0.8])]
+    store = ResultsStore(root, "spaced")
+    store.write_sweep_meta({"metric": "val_ua", "mode": "max", "space": [p.to_json() for p in recorded],
+                            "config": {"search": {"space": _SPACE}}})
+    for i, (alpha, rank, beta) in enumerate([(0.2, 2, 0.0), (1.5, 16, 0.8), (0.9, 5, 0.8)]):
+        store.write_trial(_t(trial, f"s{i}", "pl_distill", "iemocap", 0.5 + alpha / 10, 0.5, alpha=alpha, rank=rank,
+                             beta=beta, minute=i))
+    r = rep.build_report(root, "spaced")
+    assert r.params == recorded and r.params_source == "the search space the launch sampled (sweep.json)"
+    assert r.importances is not None and set(r.importances) == {"alpha", "lora_rank", "beta"}
+    assert r.importances_note == "3 completed trials"
+    legacy = rep.build_report(root, "mix")  # no space recorded: the config's search section
+    assert legacy.params_source == "the sweep's search section (sweep.json)"
 
 
 def test_search_space_inferred_without_config(results_root: Path) -> None:

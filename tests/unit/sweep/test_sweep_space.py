@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from pathlib import Path
@@ -9,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from pldistill.config import TrialConfig
+from pldistill.config import ModelConfig, TrainConfig, TrialConfig
 from pldistill.errors import InputError
-from pldistill.sweep.config import HPARAM_NAMES, SweepConfig, load_sweep
+from pldistill.sweep import HPARAM_NAMES, SweepConfig, load_sweep
 from pldistill.sweep.space import (
     VARIANT_KEY,
     build_tune_search,
     hparams_of,
+    param_specs,
     resolve_trial_config,
     variant_name,
 )
@@ -125,6 +127,35 @@ def test_optuna_space_converts_to_exact_distributions(tmp_path: Path) -> None:
     assert dists["lora_rank"] == D.IntDistribution(2, 16, log=True), "int bounds are inclusive"
     assert dists["weighting"] == D.CategoricalDistribution(
         ("uniform", "attention_last", "attention_layers", "attention_sharpened"))
+
+
+@pytest.mark.parametrize("algorithm", ["optuna", "random"])
+def test_the_recorded_space_is_what_optuna_samples(tmp_path: Path, algorithm: str) -> None:
+    """One translator: the specs the launch writes to sweep.json, read back by the report, are the
+    distributions Optuna builds from Tune's param_space."""
+    from pldistill.results import validate_sweep_meta
+    from pldistill.results.space import searched_params
+    from pldistill.sweep.launch import sweep_meta
+
+    text = SPACE.replace("{type: int, low: 2, high: 16, log: true}", "{type: int, low: 4, high: 16, step: 4}")
+    sweep = sweep_from(tmp_path, text % (algorithm, 0))
+    meta = validate_sweep_meta(json.loads(json.dumps(sweep_meta(sweep, tmp_path / "s.yaml"))))
+    specs, source = searched_params(meta, [])
+    assert "launch" in source and [p.name for p in specs] == list(sweep.search.space)
+    dists = OptunaSearch.convert_search_space(build_tune_search(sweep).param_space)
+    assert {p.name: p.distribution() for p in specs} == dists
+    assert {p.name: (p.kind, p.log, p.step) for p in specs}["lora_rank"] == ("int", False, 4)
+    assert meta["mode"] == "max" and meta["metric"] == "val_ua"
+
+
+def test_grid_specs_cover_axes_and_what_variants_set_differently(tmp_path: Path) -> None:
+    from pldistill.results.space import ParamSpec
+
+    specs = param_specs(sweep_from(tmp_path, GRID % 1))
+    assert specs == [ParamSpec("lora_rank", "categorical", choices=[4, 8, 16]),
+                     ParamSpec("objective", "categorical", choices=["ldist", "pl_distill"]),
+                     # the ldist variant leaves weighting out: it runs with the default
+                     ParamSpec("weighting", "categorical", choices=["attention_last", "uniform"])]
 
 
 @pytest.mark.parametrize(("domain", "dist", "values"), [
@@ -278,6 +309,16 @@ def test_resolve_trial_config_refuses_bad_input(tmp_path: Path) -> None:
         resolve_trial_config(sweep, {}, trial_id="../x")
     with pytest.raises(InputError, match="trial t: hparams.temperature"):
         resolve_trial_config(sweep, {"temperature": 0.0}, trial_id="t")
+
+
+@pytest.mark.parametrize(("model", "mode"), [("", "cached"), (", teacher_mode: online", "online")])
+def test_trials_get_plain_configs_with_the_sweeps_defaults(tmp_path: Path, model: str, mode: str) -> None:
+    text = GRID.replace("fixed: {alpha: 1.0}", f"base: {{model: {{teacher: tiny{model}}}}}\nfixed: {{alpha: 1.0}}")
+    sweep = sweep_from(tmp_path, text % 1 + "resources: {workers_per_trial: 2, parallelism: fsdp}\n")
+    trial = resolve_trial_config(sweep, {"lora_rank": 8}, trial_id="t")
+    assert type(trial.model) is ModelConfig and type(trial.train) is TrainConfig
+    assert trial.model.teacher_mode == mode and trial.train.parallelism == "fsdp"
+    assert TrialConfig.model_validate_json(trial.to_json()) == trial, "what the worker reads back"
 
 
 def test_hparams_of_is_flat_and_complete(tmp_path: Path) -> None:

@@ -302,7 +302,7 @@ search:
 
 
 def test_sweep_resources_parallelism_reaches_every_trial(tmp_path: Path):
-    from pldistill.sweep.config import load_sweep
+    from pldistill.sweep import load_sweep
     from pldistill.sweep.space import resolve_trial_config
 
     default = tmp_path / "d.yaml"
@@ -318,8 +318,7 @@ def test_bad_parallelism_is_one_line_error(tmp_path: Path, capsys: pytest.Captur
     import pldistill.cli.validate  # noqa: F401  (registers the command)
     from pldistill.cli._app import run_app
     from pldistill.errors import InputError
-    from pldistill.sweep.config import load_sweep
-    from pldistill.sweep.space import resolve_trial_config
+    from pldistill.sweep import load_sweep
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(SWEEP + "resources: {parallelism: zero3}\n")
@@ -327,9 +326,9 @@ def test_bad_parallelism_is_one_line_error(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(f"{bad}: resources.parallelism: ") and "'ddp' or 'fsdp'" in err[0], err
     assert "Traceback" not in "\n".join(err)
-    # said twice, differently: refused when the trial config is resolved (at launch, before any trial)
+    # said under train: refused when the file is loaded; resources.parallelism is its one home
     both = tmp_path / "both.yaml"
     both.write_text(SWEEP.replace("train: {epochs: 1}", "train: {epochs: 1, parallelism: ddp}")
                     + "resources: {parallelism: fsdp}\n")
-    with pytest.raises(InputError, match="base.train.parallelism: 'ddp' differs from resources.parallelism"):
-        resolve_trial_config(load_sweep(both), {}, trial_id="a")
+    with pytest.raises(InputError, match="base.train.parallelism: a sweep file sets it once, as resources.parallelism"):
+        load_sweep(both)

@@ -1,4 +1,4 @@
-"""Sweep files: the shipped ones validate; every kind of bad file names its file, key and line."""
+"""Loading sweep files: the shipped ones validate; every kind of bad file names its file, key and line."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ from typing import get_args
 import pytest
 
 from pldistill.errors import InputError
-from pldistill.sweep.config import (
-    METRIC_NAMES,
-    SearchConfig,
-    SweepConfig,
-    SweepFileError,
-    check_resources,
-    load_sweep,
-)
+from pldistill.sweep import METRIC_NAMES, SearchConfig, SweepConfig, SweepFileError, load_sweep
+from pldistill.sweep._yaml import shape_problems
+from pldistill.sweep.resources import check_resources
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -76,8 +71,6 @@ def test_shipped_contents() -> None:
     assert smoke.search.algorithm == "optuna" and smoke.search.num_samples == 6
     assert set(smoke.search.space) == {"alpha", "beta", "gamma", "temperature", "lora_rank", "weighting"}
     # the embedded default must fit the 2-core machines it is promised for
-    from pldistill.sweep.space import check_resources
-
     assert check_resources(smoke, {"CPU": 2.0}) == []
     assert check_resources(smoke, {"CPU": 1.0}) != []
     assert smoke.base.data.source == "synthetic" and smoke.base.model.teacher == "tiny"
@@ -112,10 +105,26 @@ def test_good_file_loads_with_defaults(tmp_path: Path) -> None:
     assert sweep.resources.effective_backend == "gloo"
 
 
-def test_loss_metric_defaults_to_min(tmp_path: Path) -> None:
-    sweep = load_sweep(write(tmp_path, GOOD.replace("num_samples: 4", "num_samples: 4\n  metric: val_loss")))
-    assert sweep.search.mode == sweep.search.effective_mode == "min"
+@pytest.mark.parametrize(("metric", "mode"), [("val_loss", "min"), ("test_loss", "min"), ("val_f1", "max")])
+def test_mode_defaults_to_the_metrics_own(tmp_path: Path, metric: str, mode: str) -> None:
+    sweep = load_sweep(write(tmp_path, GOOD.replace("num_samples: 4", f"num_samples: 4\n  metric: {metric}")))
+    assert sweep.search.mode == sweep.search.effective_mode == mode
+    said = GOOD.replace("num_samples: 4", f"num_samples: 4\n  metric: {metric}\n  mode: max")
+    assert load_sweep(write(tmp_path, said)).search.mode == "max", "a mode the file gives is kept"
     assert get_args(SearchConfig.model_fields["metric"].annotation) == METRIC_NAMES
+
+
+def test_sweep_defaults_are_typed_and_survive_a_dump(tmp_path: Path) -> None:
+    """teacher_mode defaults to cached in a sweep file; parallelism has one home, resources; the dump
+    written to sweep.json validates back to the same sweep (what resume does)."""
+    sweep = load_sweep(write(tmp_path, GOOD + "resources: {parallelism: fsdp}\n"))
+    assert sweep.base.model.teacher_mode == "cached"
+    online = load_sweep(write(tmp_path, GOOD.replace("student_llm: tiny}", "student_llm: tiny, teacher_mode: online}")))
+    assert online.base.model.teacher_mode == "online"
+    dump = sweep.model_dump(mode="json")
+    assert "parallelism" not in dump["base"]["train"] and dump["resources"]["parallelism"] == "fsdp"
+    assert dump["base"]["model"]["teacher_mode"] == "cached"
+    assert SweepConfig.model_validate(dump).model_dump(mode="json") == dump
 
 
 def test_grid_trial_count(tmp_path: Path) -> None:
@@ -136,6 +145,8 @@ BAD_CASES = {
                            "base.data.fold: unknown key; valid keys: source, manifests"),
     "unknown_domain_key": (GOOD.replace("high: 2.0}", "high: 2.0, q: 1}"),
                            "search.space.alpha.q: unknown key; valid keys: type, low, high"),
+    "unknown_metric": (GOOD.replace("num_samples: 4", "num_samples: 4\n  metric: val_acc"),
+                       "search.metric: expected 'val_ua', 'val_wa', 'val_f1', 'val_loss', 'test_ua'"),
     "wrong_type": (GOOD.replace("num_samples: 4", "num_samples: four"),
                    "search.num_samples: expected a valid integer"),
     "alpha_negative_in_fixed": (GOOD.replace("objective: pl_distill", "alpha: -1"), "fixed.alpha: expected >= 0, got -1"),
@@ -170,6 +181,12 @@ BAD_CASES = {
     "missing_search": ("name: t\n", "search: required key is missing"),
     "bad_name": (GOOD.replace("name: t", "name: My Sweep"), "name: String should match pattern"),
     "duplicate_key": (GOOD.replace("objective: pl_distill", "alpha: 1\n  alpha: 2"), "fixed.alpha: duplicate key"),
+    "parallelism_under_train": (GOOD.replace("grad_accum: 2}", "grad_accum: 2, parallelism: fsdp}"),
+                                "base.train.parallelism: a sweep file sets it once, as resources.parallelism"),
+    "typo_under_train": (GOOD.replace("grad_accum: 2}", "grad_accum: 2, epoch: 2}"),
+                         "base.train.epoch: unknown key; valid keys: epochs, batch_size, grad_accum, eval_batch_size, "
+                         "max_grad_norm, select_metric, seed, eval_test_each_epoch, max_steps_per_epoch, num_threads, "
+                         "kl_chunk_size (line 5)"),
     "nccl_on_cpu": (GOOD + "resources: {backend: nccl}\n", "resources.backend: nccl needs gpus_per_worker > 0"),
     "source_dataset_mismatch": (GOOD.replace("dataset: synthetic", "dataset: iemocap"),
                                 "base: data.dataset must be 'synthetic'"),
@@ -204,6 +221,29 @@ def test_bad_file_names_file_and_key(tmp_path: Path, case: str) -> None:
     path = write(tmp_path, text)
     problems = problems_of(path)
     assert any(p.startswith(f"{path}: {expected}") for p in problems), problems
+
+
+def _fan(levels: int) -> str:
+    return 'l0: &l0 "x"\n' + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, levels + 1))
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    (_fan(5), None),                                     # 9**5 = 59,049 values once expanded: allowed
+    (_fan(6), "more than 100,000 values once aliases"),  # 531,441: refused at the alias that crosses the line
+    ("x: " + "[" * 31 + "]" * 31, None),                 # the top-level mapping is level 1
+    ("x: " + "[" * 32 + "]" * 32, "nested deeper than 32 levels"),
+    ("d: &d " + "[" * 16 + "]" * 16 + "\nx: " + "[" * 15 + "*d" + "]" * 15, None),
+    ("d: &d " + "[" * 16 + "]" * 16 + "\nx: " + "[" * 16 + "*d" + "]" * 16, "alias *d nests deeper than 32"),
+    ("a: &a [b, &c [*a]]", "alias *a is inside the node it names"),
+    ("a: &a [1]\nb: [*a, *a]\nc: {<<: {k: *a}}", None),
+])
+def test_yaml_shape_limits(text: str, problem: str | None) -> None:
+    found = shape_problems(text)
+    if problem is None:
+        assert found == []
+    else:
+        [(where, msg)] = found
+        assert where.startswith("line ") and msg.startswith(problem), found
 
 
 def test_problem_carries_line_number(tmp_path: Path) -> None:
@@ -248,33 +288,8 @@ def test_check_paths(tmp_path: Path) -> None:
     assert "label_map.json" in info.value.problems[0]
 
 
-def _sweep(tmp_path: Path, resources: str, concurrent: int) -> SweepConfig:
-    text = GOOD.replace("num_samples: 4", f"num_samples: 4\n  max_concurrent_trials: {concurrent}")
-    return load_sweep(write(tmp_path, text + f"resources: {resources}\n"))
-
-
-def test_check_resources(tmp_path: Path) -> None:
-    two_cpus = {"CPU": 2.0, "memory": 1e10}
-    assert check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 1}", 1), two_cpus) == []
-    assert check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 1}", 4), {"CPU": 8}) == []
-    [concurrency] = check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 1}", 3), {"CPU": 5})
-    assert "search.max_concurrent_trials: 3 trials x 2 CPU (2 worker(s) x 1 CPU) = 6 CPU" in concurrency
-    assert "at most 2 fit at once" in concurrency
-    [single] = check_resources(_sweep(tmp_path, "{workers_per_trial: 2, cpus_per_worker: 2}", 1), two_cpus)
-    assert "resources: one trial needs 4 CPU" in single
-    [no_gpu] = check_resources(_sweep(tmp_path, "{gpus_per_worker: 0.5}", 1), two_cpus)
-    assert "resources.gpus_per_worker: 0.5 GPU per worker asked for, but the cluster has no GPU" in no_gpu
-    gpus = _sweep(tmp_path, "{gpus_per_worker: 1, cpus_per_worker: 1}", 4)
-    assert check_resources(gpus, {"CPU": 16, "GPU": 4}) == []
-    [short] = check_resources(gpus, {"CPU": 16, "GPU": 2})
-    assert short.startswith(f"{tmp_path / 's.yaml'}: search.max_concurrent_trials: 4 trials x 1 GPU")
-    assert check_resources(gpus, {"CPU": 16, "GPU": 4, "drv": 4}, driver_resource="drv") == []
-    [slots] = check_resources(gpus, {"CPU": 16, "GPU": 4, "drv": 2}, driver_resource="drv")
-    assert "4 trials need 4 'drv' driver slots, but the cluster has 2" in slots
-
-
 def test_importing_sweep_layer_loads_neither_torch_nor_ray() -> None:
-    code = ("import sys, pldistill.sweep, pldistill.sweep.space, pldistill.cli.validate; "
+    code = ("import sys, pldistill.sweep, pldistill.sweep.space, pldistill.sweep.resources, pldistill.cli.validate; "
             "print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"

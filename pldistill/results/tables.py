@@ -1,0 +1,195 @@
+"""The paper's tables and the other figures of a sweep, as data: pure functions over trial rows.
+
+Rows are the dicts of :func:`~pldistill.results.read_trials`. Which trial a cell shows: the
+completed trials of the cell (method x dataset, or ablation row x dataset) are ranked by the
+sweep's own metric and mode (``sweep.json``; ``val_ua``/max when it names none or names a column
+the trials lack), ties broken by ``trial_id`` as ``best`` does; the cell shows that trial's *test*
+scores, which are already means over the trial's folds. :mod:`pldistill.results.report` renders them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pldistill.results.query import default_mode
+from pldistill.results.space import ParamSpec, _finite
+
+__all__ = ["method_labels", "Cell", "ScoreTable", "ablation_label", "ablation_table", "best_cell", "history",
+           "method_table", "param_importances", "selection"]
+
+_DEFAULT_METRIC = "val_ua"
+
+
+def method_labels() -> dict[str, str]:
+    """Objective -> its row in Table 1, in registration order (the paper's). The names and labels
+    are registered with the losses (``pldistill.losses.OBJECTIVES``), so a new objective needs no
+    entry here."""
+    from pldistill.losses import OBJECTIVES
+
+    return {name: o.label for name, o in OBJECTIVES.items()}
+
+
+def _weighted_terms(objective: str) -> list[tuple[str, str]]:
+    """(hyperparameter, term label) of each term ``objective`` weights by a hyperparameter: a zero
+    weight switches that term off (Table 2's "w/o" rows)."""
+    from pldistill.losses import OBJECTIVES, TERMS
+
+    return [(h, TERMS[t].label) for t, h in OBJECTIVES[objective].weights.items() if h is not None]
+
+
+@dataclass
+class Cell:
+    """The trial a table cell shows, its scores (fractions) and how many trials shared the cell."""
+
+    trial_id: str
+    scores: dict[str, float | None]
+    n_trials: int
+
+
+@dataclass
+class ScoreTable:
+    """Rows x datasets; ``rows[label][dataset]`` is a :class:`Cell` (absent: no trial there)."""
+
+    datasets: list[str]
+    metrics: list[str]
+    rows: dict[str, dict[str, Cell]] = field(default_factory=dict)
+
+
+def selection(meta: Mapping[str, Any] | None, columns: Sequence[str]) -> tuple[str, str]:
+    """(metric, mode) that picks a cell's trial: the sweep's own when the trials have that column."""
+    metric = (meta or {}).get("metric")
+    if not isinstance(metric, str) or metric not in columns:
+        metric = _DEFAULT_METRIC
+    mode = (meta or {}).get("mode")
+    return metric, mode if mode in ("max", "min") else default_mode(metric)
+
+
+def _ranked(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> list[Mapping[str, Any]]:
+    """Completed rows with a finite ``metric``, best first, ties by trial_id (as ``best`` orders)."""
+    done = [r for r in rows if r.get("status") == "completed" and _finite(r.get(metric))]
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(done, key=lambda r: (sign * float(r[metric]), str(r["trial_id"])))
+
+
+def best_cell(rows: Sequence[Mapping[str, Any]], metric: str, mode: str, scores: Sequence[str]) -> Cell | None:
+    """The best of ``rows`` by ``metric``/``mode`` and its ``scores`` columns; None if none qualifies."""
+    ranked = _ranked(rows, metric, mode)
+    if not ranked:
+        return None
+    top = ranked[0]
+    return Cell(str(top["trial_id"]), {s: top.get(s) for s in scores}, len(ranked))
+
+
+def _hp(row: Mapping[str, Any], name: str) -> Any:
+    value = row.get(f"hp_{name}")
+    if value is None:
+        from pldistill.config import Hyperparameters
+
+        value = Hyperparameters.model_fields[name].default
+    return value
+
+
+def ablation_label(row: Mapping[str, Any]) -> str | None:
+    """Table 2's row of a trial: LDist, LDist + PDist (CKA / AwCKA ...), with "w/o <term>" for every
+    loss weight set to 0; None for objectives outside the ablation (SFT, KL baselines, LLaVA-KD)."""
+    objective = row.get("objective") or row.get("hp_objective")
+    from pldistill.losses import WEIGHTINGS
+
+    if objective == "ldist":
+        label = "LDist"
+    elif objective == "pl_distill":
+        weighting = str(_hp(row, "weighting"))
+        kind = WEIGHTINGS.get(weighting, weighting)
+        if _hp(row, "cka_estimator") == "debiased":
+            kind += ", debiased"
+        label = f"LDist + PDist ({kind})"
+    else:
+        return None
+    terms = _weighted_terms(objective)
+    off = [term for name, term in terms if _finite(_hp(row, name)) and float(_hp(row, name)) == 0.0]
+    return label + "".join(f" w/o {t}" for t in off)
+
+
+def _table(rows: Sequence[Mapping[str, Any]], label_of: Any, order: Sequence[str], metric: str, mode: str,
+           scores: Sequence[str]) -> ScoreTable:
+    datasets = sorted({str(r["dataset"]) for r in rows if r.get("dataset") is not None})
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        label = label_of(r)
+        if label is not None and r.get("dataset") is not None:
+            groups.setdefault((label, str(r["dataset"])), []).append(r)
+    table = ScoreTable(datasets=datasets, metrics=list(scores))
+    labels = sorted({k[0] for k in groups}, key=lambda s: (order.index(s) if s in order else len(order), s))
+    for label in labels:
+        cells = {d: best_cell(groups.get((label, d), []), metric, mode, scores) for d in datasets}
+        kept = {d: c for d, c in cells.items() if c is not None}
+        if kept:
+            table.rows[label] = kept
+    return table
+
+
+def method_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> ScoreTable:
+    """Table 1: objective x dataset, test UA/WA/F1, plus the row ``Teacher`` (the teacher's test
+    scores as recorded by each dataset's best trial overall)."""
+    labels = method_labels()
+    label_of = lambda r: labels.get(str(r.get("objective") or r.get("hp_objective")))  # noqa: E731
+    table = _table(rows, label_of, list(labels.values()), metric, mode, ("test_ua", "test_wa", "test_f1"))
+    teacher: dict[str, Cell] = {}
+    for d in table.datasets:
+        best = best_cell([r for r in rows if r.get("dataset") == d], metric, mode,
+                         ("teacher_test_ua", "teacher_test_wa", "teacher_test_f1"))
+        if best is not None and any(_finite(v) for v in best.scores.values()):
+            teacher[d] = Cell(best.trial_id, {k[len("teacher_"):]: v for k, v in best.scores.items()}, 1)
+    if teacher and table.rows:
+        table.rows = {"Teacher": teacher, **table.rows}
+    return table
+
+
+def ablation_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> ScoreTable:
+    """Table 2: ablation rows (:func:`ablation_label`) x dataset, test UA/WA."""
+    order = ["LDist", "LDist + PDist (CKA)", "LDist + PDist (AwCKA)"]
+    return _table(rows, ablation_label, order, metric, mode, ("test_ua", "test_wa"))
+
+
+def history(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> list[tuple[str, float, float]]:
+    """(trial_id, value, best so far) of completed trials in completion order (``ended_at``, then id)."""
+    done = [r for r in rows if r.get("status") == "completed" and _finite(r.get(metric))]
+    done.sort(key=lambda r: (r.get("ended_at") is None, r.get("ended_at") or 0, str(r["trial_id"])))
+    out, best = [], None
+    for r in done:
+        v = float(r[metric])
+        best = v if best is None else (max(best, v) if mode == "max" else min(best, v))
+        out.append((str(r["trial_id"]), v, best))
+    return out
+
+
+def param_importances(rows: Sequence[Mapping[str, Any]], specs: Sequence[ParamSpec], metric: str,
+                      mode: str) -> tuple[dict[str, float] | None, str]:
+    """Optuna's importances of the sampled ``specs`` on a study rebuilt from the completed trials,
+    or (None, why not)."""
+    sampled = [s for s in specs if s.sampled]
+    if not sampled:
+        return None, "no searched hyperparameter takes more than one value"
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    dists = {s.name: s.distribution() for s in sampled}
+    skipped = 0
+    for r in _ranked(rows, metric, mode):
+        params = {n: r.get(f"hp_{n}") for n in dists}
+        try:
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(r[metric])))
+        except (ValueError, TypeError):  # a value outside the space (hand-edited sweep.json): leave it out
+            skipped += 1
+    n = len(study.trials)
+    if n < 2:
+        return None, f"fewer than 2 completed trials with {metric} fit the search space ({n})"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "importances will be equal" on tiny studies
+        found = optuna.importance.get_param_importances(study)
+    note = f"{n} completed trials" + (f" ({skipped} outside the search space left out)" if skipped else "")
+    return dict(found), note
