@@ -315,3 +315,23 @@ def test_format_difference_and_verdict() -> None:
     assert difference_verdict(few).startswith("cannot be compared with sft: 2 matched runs, fewer than 3")
     clips = Difference(0.02, 0.01, 0.03, 1000, unit="clips")
     assert format_difference(clips) == "+0.020 [0.010, 0.030] (n=1000 clips)"
+
+
+def test_bootstrap_falls_back_to_the_percentile_interval_where_bca_is_undefined(monkeypatch) -> None:
+    # SciPy answers NaN (with a warning) where BCa's jackknife acceleration is 0/0; make its first
+    # answer NaN and check that the percentile interval of the same resamples is given instead.
+    real = st.bootstrap
+
+    def bca_undefined(*args, **kw):
+        res = real(*args, **kw)
+        if kw.get("method") == "BCa":
+            res.confidence_interval = type(res.confidence_interval)(math.nan, math.nan)
+        return res
+
+    monkeypatch.setattr(st, "bootstrap", bca_undefined)
+    y, a, b = _systems(300, 0.7, 0.6)
+    d = paired_bootstrap(y, a, b, n_resamples=1000, seed=2)
+    monkeypatch.setattr(st, "bootstrap", real)
+    want = paired_bootstrap(y, a, b, n_resamples=1000, seed=2, method="percentile")
+    assert (d.low, d.high) == (want.low, want.high) and d.has_interval
+    assert "BCa undefined here: percentile interval" in d.method
