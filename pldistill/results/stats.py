@@ -148,19 +148,19 @@ def paired_difference(a: Sequence[float | None], b: Sequence[float | None], keys
     xa = np.array([da[k] for k in matched], dtype=np.float64)
     xb = np.array([db[k] for k in matched], dtype=np.float64)
     n = len(matched)
-    common = dict(confidence=confidence, matched=matched, dropped_a=dropped_a, dropped_b=dropped_b)
     if n < max(min_pairs, 2):
         mean = float(np.mean(xa - xb)) if n else math.nan
         why = f"{n} matched run{'s' if n != 1 else ''}, fewer than {max(min_pairs, 2)}: no paired t interval"
-        return Difference(mean, math.nan, math.nan, n, method=why, fallback=True, **common)  # type: ignore[arg-type]
+        return Difference(mean, math.nan, math.nan, n, confidence, why, matched=matched, dropped_a=dropped_a,
+                          dropped_b=dropped_b, fallback=True)
     est = mean_ci(xa - xb, confidence)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: handled below
         p = float(st.ttest_rel(xa, xb).pvalue)
     if not math.isfinite(p):  # every difference equal: ttest_rel divides 0 by 0 when they are all 0
         p = 1.0 if est.mean == 0.0 else 0.0
-    return Difference(est.mean, est.low, est.high, n, method=f"paired t over {n} matched runs, {n - 1} df",
-                      p_value=p, **common)  # type: ignore[arg-type]
+    return Difference(est.mean, est.low, est.high, n, confidence, f"paired t over {n} matched runs, {n - 1} df",
+                      p_value=p, matched=matched, dropped_a=dropped_a, dropped_b=dropped_b)
 
 
 # ---------------------------------------------------------------- clip-level bootstrap
@@ -271,10 +271,15 @@ def paired_bootstrap(y_true: Sequence[Any] | np.ndarray, pred_a: Sequence[Any] |
         return np.mean([score(t[i], a[i]) - score(t[i], b[i]) for i in idx], axis=0)
 
     observed = float(statistic(*index))
-    low, high, how = _bootstrap_interval(index, statistic, observed, confidence, n_resamples, seed, method)
+    small = [r for r, i in zip(names, index) if i.size < 2]
+    if small:  # one clip resampled is always itself: a zero-width interval there would claim certainty
+        low, high, how = math.nan, math.nan, f"no interval: run {small[0]!r} has fewer than 2 clips"
+    else:
+        low, high, how = _bootstrap_interval(index, statistic, observed, confidence, n_resamples, seed, method)
     name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
     pooled = f"{len(index)} runs, each resampled within itself" if len(index) > 1 else "1 run"
-    desc = f"clip-level paired bootstrap of {name}, {n_resamples} resamples (seed {seed}), {pooled}, {t.size} clips: {how}"
+    desc = (f"clip-level paired bootstrap of {name}, {n_resamples} resamples (seed {seed}), {pooled}, "
+            f"{t.size} clips: {how}")
     return Difference(observed, low, high, int(t.size), confidence, desc, unit="clips",
                       matched=tuple(names) if runs is not None else ())
 

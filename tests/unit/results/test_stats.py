@@ -273,6 +273,12 @@ def test_bootstrap_refuses_bad_input() -> None:
         paired_bootstrap([0, 1], [0, 1], [0, 1], runs=["r1"])
 
 
+def test_bootstrap_gives_no_interval_for_a_run_of_one_clip() -> None:
+    d = paired_bootstrap([0, 1, 0], [0, 1, 0], [1, 0, 1], runs=["r1", "r1", "r2"], n_resamples=100)
+    assert d.mean == 1.0 and not d.has_interval and not d.distinguishable
+    assert "run 'r2' has fewer than 2 clips" in d.method
+
+
 def test_bootstrap_of_500_clips_takes_well_under_seconds() -> None:
     y, a, b = _systems(500, 0.7, 0.6)
     start = time.perf_counter()
