@@ -59,7 +59,7 @@ TINY_HUBERT: dict[str, Any] = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
     conv_dim=(16,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
     conv_bias=True, feat_extract_norm="layer", num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-    mask_time_prob=0.0, vocab_size=32,
+    mask_time_prob=0.0, layerdrop=0.0, vocab_size=32,  # no random layer skipping in a 2-layer model
 )
 
 
