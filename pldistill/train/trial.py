@@ -416,7 +416,7 @@ def _evaluate(f: _Fold, examples: list[Example], batch_size: int) -> dict[str, f
     scores are dropped): under FSDP each forward is a collective, so the ranks' forwards must pair up.
     """
     rank, world = _rank_world()
-    f.head.eval()
+    f.head.train(False)  # eval mode
     part = examples[rank::world]
     padded = part + examples[:1] * (-(-len(examples) // world) - len(part))
     tok = f.teacher.tokenizer

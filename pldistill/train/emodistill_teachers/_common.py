@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from pldistill.progress import StepProgress
-from pldistill.train._cache import atomic_dir, cache_lock
+from pldistill._fs import atomic_dir, file_lock
 from pldistill.train.metrics import classification_metrics
 
 __all__ = ["FoldClips", "TeacherOutputs", "BatchForward", "FitOptions", "array_digest", "fit_teacher",
@@ -119,7 +119,7 @@ def cached_teacher(cache_dir: str | Path, kind: str, key: str, train: Callable[[
     written atomically; a lock makes concurrent trials wait for the first instead of training twice."""
     root = Path(cache_dir) / "emodistill" / kind
     final = root / key
-    with cache_lock(root / f".{key}.lock"):
+    with file_lock(root / f".{key}.lock"):
         if not (final / "metrics.json").is_file():
             outputs = train()
             with atomic_dir(final) as tmp:
