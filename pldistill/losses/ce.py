@@ -25,7 +25,8 @@ def cross_entropy(student_logits: Tensor, labels: Tensor, mask: Tensor, *, reduc
     Args:
         student_logits: ``(B, L, V)``, the shared vocabulary (padding rows sliced away).
         labels: ``(B, L)`` long, the target token of the logit at each position (shifted); read only
-            where ``mask``.
+            where ``mask``, and a valid token id there (``-100`` would be ignored by ``batch_mean``
+            but counted by the per-sample reductions).
         mask: ``(B, L)`` bool, the response positions.
         reduction: one of :data:`.REDUCTIONS`.
 

@@ -2,7 +2,8 @@
 
 Materialising the student's logits costs ``positions x V`` floats (464 MiB in fp32 at 800
 positions and V = 151,936), and their gradient as much again. :func:`fused_distill_terms` never
-holds more than one chunk of them: it takes the student's final hidden states and its ``lm_head``
+holds more than one chunk of them (with its log-probabilities and the teacher's, about three
+``(chunk, V)`` tensors at a time; ``bench/kl_memory.py``): it takes the student's final hidden states and its ``lm_head``
 weight, and for each chunk of positions computes the logits, every requested term's per-position
 values and, in the backward pass, their gradient with respect to the logits, which it turns at
 once into gradients of the hidden states and the weight. The idea is that of fused linear +
@@ -13,7 +14,7 @@ logged) freely afterwards, with any upstream gradients.
 
 The teacher side is either its logits or its hidden states plus its ``lm_head`` (teacher logits
 recomputed per chunk, as in :func:`.kl_divergence_from_hidden`). The per-position formulas and
-their closed-form gradients are those of :mod:`.kl`.
+their closed-form gradients are those of :mod:`.kl`, written to overwrite their inputs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .kl import _check_options, _per_position, _per_position_grad, _teacher_chunk
+from .kl import _check_options, _teacher_chunk
 from .reduction import check_reduction, position_weights
 
 __all__ = ["FUSED_TERMS", "fused_distill_terms"]
@@ -74,8 +75,9 @@ def fused_distill_terms(
         student_lm_head: ``(V, Hs)`` ``lm_head`` weight already cut to the shared vocabulary
             (``weight[:V]``, as ``AudioLMHead.logits`` does); no bias (Qwen2 has none). Gets a
             gradient if it requires one (a frozen head does not).
-        labels: ``(B, L)`` long, target token of the logit at each position (read where
-            ``response_mask``, only if ``ce`` is requested).
+        labels: ``(B, L)`` long, target token of the logit at each position: a valid token id
+            wherever ``response_mask`` is true (no ignore index there); read only if ``ce`` is
+            requested.
         response_mask, audio_mask: ``(B, L)`` bool.
         terms: names from :data:`FUSED_TERMS`.
         teacher_logits: ``(B, L, V)``; or, instead, ``teacher_hidden`` ``(B, L, Ht)`` with
@@ -107,48 +109,53 @@ def fused_distill_terms(
 
 @dataclass
 class _Term:
-    """One term's rows within the union of positions (sorted), and what it needs per row."""
+    """What one term needs per row of the plan's union of positions."""
 
     direction: str | None  # None: cross-entropy
-    index: Tensor  # (k,) positions in the union order
-    weights: Tensor  # (k,) reduction weights
-    labels: Tensor | None  # (k,) for CE
-    rows_b: Tensor  # (k,)
-    rows_l: Tensor  # (k,)
-    bounds: list[int]  # index[bounds[c]:bounds[c + 1]] falls in chunk c
+    weights: Tensor  # (n,) reduction weights (0 on rows the term does not read; never used there)
+    labels: Tensor | None  # (n,) for CE
     dtype: torch.dtype
 
 
 @dataclass
 class _Plan:
-    rows_b: Tensor  # (n,) the union of the masked positions
-    rows_l: Tensor
-    chunk_size: int
+    """The union of the terms' positions, grouped by which terms read them, cut into chunks that
+    never straddle two groups: every term reads either all rows of a chunk or none (no partial
+    copies, no scatter), whatever the batch's layout of audio and response positions."""
+
+    rows_b: Tensor  # (n,)
+    rows_l: Tensor  # (n,)
+    chunks: list[tuple[int, int, tuple[int, ...]]]  # (start, end, indices of the terms reading the rows)
     terms: list[_Term]
 
 
 def _plan(names: list[str], labels: Tensor, masks: dict[str, Tensor], reductions: dict[str, str],
           chunk_size: int, student_dtype: torch.dtype, teacher: Tensor | None) -> _Plan:
-    """Rows, weights and chunk bounds of every term (one host sync per term, none per chunk)."""
+    """Rows, chunks and per-row weights of every term (two host syncs, none per chunk)."""
     union = torch.zeros_like(masks["response"])
     for t in names:
         union = union | masks[FUSED_TERMS[t][0]]
     rows_b, rows_l = union.nonzero(as_tuple=True)
-    starts = torch.arange(0, rows_b.numel() + chunk_size, chunk_size, device=rows_b.device)
-    starts = starts.clamp_max(rows_b.numel())  # the last entry closes the last chunk
-    out = []
+    reads = torch.stack([masks[FUSED_TERMS[t][0]][rows_b, rows_l] for t in names]) if names \
+        else torch.zeros(0, rows_b.numel(), dtype=torch.bool, device=rows_b.device)
+    bits = torch.arange(len(names), device=rows_b.device)[:, None]
+    code, order = torch.sort((reads.long() << bits).sum(0), stable=True)  # which terms read each row
+    rows_b, rows_l = rows_b[order], rows_l[order]
+    groups, counts = torch.unique_consecutive(code, return_counts=True)
+    chunks, first = [], 0
+    for group, count in zip(groups.tolist(), counts.tolist()):
+        ids = tuple(k for k in range(len(names)) if group >> k & 1)
+        chunks += [(s, min(s + chunk_size, first + count), ids) for s in range(first, first + count, chunk_size)]
+        first += count
+    terms = []
     for t in names:
         mask_name, direction = FUSED_TERMS[t]
-        mask = masks[mask_name]
-        index = mask[rows_b, rows_l].nonzero().squeeze(1)
-        b, l_ = rows_b[index], rows_l[index]
         f64 = student_dtype == torch.float64 or (direction is not None and teacher is not None
                                                  and teacher.dtype == torch.float64)
         dtype = torch.float64 if f64 else torch.float32
-        out.append(_Term(direction, index, position_weights(mask, reductions[t], dtype)[b, l_],
-                         labels[b, l_] if direction is None else None, b, l_,
-                         torch.searchsorted(index, starts).tolist(), dtype))
-    return _Plan(rows_b, rows_l, chunk_size, out)
+        terms.append(_Term(direction, position_weights(masks[mask_name], reductions[t], dtype)[rows_b, rows_l],
+                           labels[rows_b, rows_l] if direction is None else None, dtype))
+    return _Plan(rows_b, rows_l, chunks, terms)
 
 
 def _check_inputs(hidden: Tensor, weight: Tensor, labels: Tensor, response_mask: Tensor, audio_mask: Tensor,
@@ -184,17 +191,46 @@ def _check_inputs(hidden: Tensor, weight: Tensor, labels: Tensor, response_mask:
     return teacher_hidden.detach(), (teacher_head.detach(), bias)
 
 
-def _student_chunk(hidden: Tensor, weight: Tensor, b: Tensor, l_: Tensor) -> tuple[Tensor, Tensor]:
-    """The chunk's hidden rows (in the weight's dtype) and its logits ``(c, V)``, as ``AudioLMHead.logits``."""
-    h = hidden[b, l_].to(weight.dtype)
-    return h, F.linear(h, weight)
+def _hidden_rows(hidden: Tensor, weight: Tensor, b: Tensor, l_: Tensor) -> Tensor:
+    """The chunk's hidden rows ``(c, Hs)`` in the weight's dtype; ``F.linear(rows, weight)`` are its
+    logits, as ``AudioLMHead.logits`` computes them."""
+    return hidden[b, l_].to(weight.dtype)
 
 
-def _term_rows(term: _Term, z: Tensor, start: int, a: int, b: int) -> Tensor:
-    """The rows of the chunk's logits ``z`` that ``term`` reads: ``z`` itself when it reads them all."""
-    if b - a == z.shape[0]:
-        return z
-    return z[term.index[a:b] - start]
+def _teacher_log_probs(teacher: Tensor | None, head: tuple[Tensor, Tensor | None] | None, b: Tensor, l_: Tensor,
+                       temperature: float, dtype: torch.dtype) -> Tensor:
+    """``log softmax(Z_T / t)`` of the rows ``(b, l_)``; the raw teacher rows die here."""
+    assert teacher is not None
+    rows = _teacher_chunk(teacher, head, b, l_).to(dtype)  # a fresh copy (gathered rows), ours to scale in place
+    return F.log_softmax(rows.div_(temperature) if temperature != 1.0 else rows, dim=-1)
+
+
+def _student_log_probs(z: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
+    """``log softmax(z / t)`` in ``dtype``. Consumes ``z`` (scaled in place): the caller computes
+    the CE terms, which read ``z`` at ``t = 1``, first."""
+    zs = z.to(dtype)
+    return F.log_softmax(zs.div_(temperature) if temperature != 1.0 else zs, dim=-1)
+
+
+# The two functions below consume (overwrite) their log-probability arguments: with at most three
+# or four (chunk, V) tensors alive at a time, a chunk costs that many times its logits, not nine.
+
+def _kl_rows(log_t: Tensor, log_s: Tensor, direction: str) -> Tensor:
+    """Eq. 5-6 per row, ``sum_k P(k) (log P(k) - log Q(k))`` with ``(P, Q) = (P_T, P_S)`` (forward)
+    or ``(P_S, P_T)`` (reverse): ``(k,)``."""
+    log_p, log_q = (log_t, log_s) if direction == "forward" else (log_s, log_t)
+    diff = log_q.neg_().add_(log_p)  # log_p - log_q, bit for bit, in log_q's memory
+    return diff.mul_(log_p.exp_()).sum(-1)
+
+
+def _kl_grad(log_t: Tensor, log_s: Tensor, direction: str) -> Tensor:
+    """Gradient of :func:`_kl_rows` (summed) w.r.t. ``Z_S / t``: ``P_S - P_T`` (forward), or
+    ``P_S * (g - sum(P_S * g))`` with ``g = log P_S - log P_T`` (reverse), as in :mod:`.kl`."""
+    if direction == "forward":
+        return log_s.exp_().sub_(log_t.exp_())
+    g = log_s - log_t
+    p_s = log_s.exp_()
+    return g.sub_((p_s * g).sum(-1, keepdim=True)).mul_(p_s)
 
 
 def _ce_rows(z: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
@@ -220,23 +256,14 @@ class _FusedTerms(torch.autograd.Function):
     def forward(ctx: Any, hidden: Tensor, weight: Tensor, teacher: Tensor | None,  # type: ignore[override]
                 head: tuple[Tensor, Tensor | None] | None, plan: _Plan, temperature: float) -> tuple[Tensor, ...]:
         ctx.set_materialize_grads(False)  # a term left out of the loss gets None: skipped, never 0 * NaN
-        totals = [torch.zeros((), dtype=t.dtype, device=hidden.device) for t in plan.terms]
-        for c, start in enumerate(range(0, plan.rows_b.numel(), plan.chunk_size)):
-            end = start + plan.chunk_size
-            _, z = _student_chunk(hidden, weight, plan.rows_b[start:end], plan.rows_l[start:end])
-            for k, term in enumerate(plan.terms):
-                a, b = term.bounds[c], term.bounds[c + 1]
-                if a == b:
-                    continue
-                zk = _term_rows(term, z, start, a, b)
-                if term.direction is None:
-                    per_row = _ce_rows(zk, term.labels[a:b], term.dtype)
-                else:
-                    t_rows = _teacher_chunk(teacher, head, term.rows_b[a:b], term.rows_l[a:b])
-                    per_row = _per_position(t_rows, zk, temperature, term.direction)
-                totals[k] += (per_row * term.weights[a:b]).sum()
-        ctx.save_for_backward(hidden, weight, teacher)
         ctx.head, ctx.plan, ctx.temperature = head, plan, temperature
+        totals = [torch.zeros((), dtype=t.dtype, device=hidden.device) for t in plan.terms]
+        for start, end, ids in plan.chunks:
+            b, l_ = plan.rows_b[start:end], plan.rows_l[start:end]
+            for k, value in _chunk_values(ctx, teacher, weight, _hidden_rows(hidden, weight, b, l_), b, l_,
+                                          start, end, ids):
+                totals[k] += value
+        ctx.save_for_backward(hidden, weight, teacher)
         return tuple(totals)
 
     @staticmethod
@@ -248,50 +275,80 @@ class _FusedTerms(torch.autograd.Function):
         grad_h = torch.zeros_like(hidden, memory_format=torch.contiguous_format) if need_h else None
         acc = torch.float64 if weight.dtype == torch.float64 else torch.float32
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
-        active = [(k, g) for k, g in enumerate(grads) if g is not None]
-        for c, start in enumerate(range(0, plan.rows_b.numel(), plan.chunk_size) if active else ()):
-            b_, l_ = plan.rows_b[start : start + plan.chunk_size], plan.rows_l[start : start + plan.chunk_size]
-            h, z = _student_chunk(hidden, weight, b_, l_)
-            g_z = _chunk_logit_grad(ctx, teacher, z, start, c, active)
-            if g_z is None:
+        for start, end, ids in plan.chunks if need_h or need_w else ():
+            active = [(k, grads[k]) for k in ids if grads[k] is not None]
+            if not active:
                 continue
-            g_z = g_z.to(weight.dtype)
+            b, l_ = plan.rows_b[start:end], plan.rows_l[start:end]
+            h = _hidden_rows(hidden, weight, b, l_)
+            g_z = _chunk_logit_grad(ctx, teacher, weight, h, b, l_, start, end, active).to(weight.dtype)
             if grad_h is not None:
-                grad_h[b_, l_] = (g_z @ weight).to(grad_h.dtype)
+                grad_h[b, l_] = (g_z @ weight).to(grad_h.dtype)
             if grad_w is not None:
                 grad_w += (g_z.t() @ h).to(acc)
+            del g_z  # or it would live on through the next chunk's computation
         grad_w_out = None if grad_w is None else grad_w.to(weight.dtype)
         return grad_h, grad_w_out, None, None, None, None
 
 
-def _chunk_logit_grad(ctx: Any, teacher: Tensor | None, z: Tensor, start: int, c: int,
-                      active: list[tuple[int, Tensor]]) -> Tensor | None:
-    """``sum_k grad_out_k * d term_k / d z`` for one chunk's logits ``z``: ``(c, V)`` or None if no
-    active term reads the chunk. Each term's rows get its closed-form gradient times its weights."""
+# The chunk functions below create the chunk's logits themselves and drop every (chunk, V) tensor as
+# soon as it is spent: at most three of them are alive at a time (four in a chunk with CE and KL).
+
+def _chunk_values(ctx: Any, teacher: Tensor | None, weight: Tensor, h: Tensor, b: Tensor, l_: Tensor,
+                  start: int, end: int, ids: tuple[int, ...]) -> list[tuple[int, Tensor]]:
+    """``(term, sum over the chunk's rows of weight * value)`` for the terms ``ids``."""
+    plan: _Plan = ctx.plan
+    z = F.linear(h, weight)
+    out = []
+    for k in (k for k in ids if plan.terms[k].direction is None):  # CE reads z at t = 1: first
+        term = plan.terms[k]
+        out.append((k, (_ce_rows(z, term.labels[start:end], term.dtype) * term.weights[start:end]).sum()))
+    kl = [k for k in ids if plan.terms[k].direction is not None]
+    if not kl:
+        return out
+    log_s = _student_log_probs(z, ctx.temperature, plan.terms[kl[0]].dtype)
+    del z
+    for i, k in enumerate(kl):
+        term = plan.terms[k]
+        ls = log_s if i == len(kl) - 1 else log_s.clone()  # every KL term consumes its own
+        if i == len(kl) - 1:
+            del log_s
+        per_row = _kl_rows(_teacher_log_probs(teacher, ctx.head, b, l_, ctx.temperature, term.dtype), ls,
+                           term.direction)
+        del ls
+        out.append((k, (per_row * term.weights[start:end]).sum()))
+    return out
+
+
+def _chunk_logit_grad(ctx: Any, teacher: Tensor | None, weight: Tensor, h: Tensor, b: Tensor, l_: Tensor,
+                      start: int, end: int, active: list[tuple[int, Tensor]]) -> Tensor:
+    """``sum_k grad_out_k * d term_k / d z`` for the chunk's logits ``z = F.linear(h, weight)``:
+    ``(c, V)``, each active term contributing its closed-form gradient times its weights."""
     plan: _Plan = ctx.plan
     t = ctx.temperature
     dtype = torch.float64 if any(plan.terms[k].dtype == torch.float64 for k, _ in active) else torch.float32
+    z = F.linear(h, weight)
     total: Tensor | None = None
-    for k, grad_out in active:
+    for k, grad_out in (a for a in active if plan.terms[a[0]].direction is None):
         term = plan.terms[k]
-        a, b = term.bounds[c], term.bounds[c + 1]
-        if a == b:
-            continue
-        zk = _term_rows(term, z, start, a, b)
-        if term.direction is None:
-            g = _ce_grad(zk, term.labels[a:b], term.dtype)
-        else:  # d/dZ = (1/t) d/d(Z/t)
-            t_rows = _teacher_chunk(teacher, ctx.head, term.rows_b[a:b], term.rows_l[a:b])
-            g = _per_position_grad(t_rows, zk, t, term.direction).div_(t)
-        g = g.mul_((term.weights[a:b] * grad_out)[:, None].to(g.dtype)).to(dtype)
-        full = b - a == z.shape[0]
-        if total is None and full:
-            total = g  # no zero-filled buffer for the common case of one term over the whole chunk
-            continue
-        if total is None:
-            total = torch.zeros(z.shape, dtype=dtype, device=z.device)
-        if full:
-            total += g
-        else:
-            total.index_add_(0, term.index[a:b] - start, g)
+        g = _ce_grad(z, term.labels[start:end], term.dtype)
+        g = g.mul_((term.weights[start:end] * grad_out)[:, None].to(g.dtype)).to(dtype)
+        total = g if total is None else total.add_(g)
+        del g
+    kl = [a for a in active if plan.terms[a[0]].direction is not None]
+    if kl:
+        log_s = _student_log_probs(z, t, plan.terms[kl[0][0]].dtype)
+        del z
+        for i, (k, grad_out) in enumerate(kl):
+            term = plan.terms[k]
+            ls = log_s if i == len(kl) - 1 else log_s.clone()
+            if i == len(kl) - 1:
+                del log_s
+            # d/dZ = (1/t) d/d(Z/t)
+            g = _kl_grad(_teacher_log_probs(teacher, ctx.head, b, l_, t, term.dtype), ls, term.direction).div_(t)
+            del ls
+            g = g.mul_((term.weights[start:end] * grad_out)[:, None].to(g.dtype)).to(dtype)
+            total = g if total is None else total.add_(g)
+            del g
+    assert total is not None
     return total

@@ -284,3 +284,28 @@ def test_invalid_arguments() -> None:
         fused_distill_terms(*args[:4], audio.long())
     with pytest.raises(ValueError, match="teacher_lm_head"):
         fused_distill_terms(*args, terms=("kl_audio",), teacher_hidden=x["t_hidden"], teacher_lm_head=x["weight"])
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 64])
+def test_overlapping_masks_and_inputs_left_unchanged(chunk: int) -> None:
+    """Positions read by several terms (here the audio mask overlaps the response mask) and a
+    teacher whose rows the kernel scales in place on its own copies only."""
+    x = _inputs(F64)
+    audio, response = _masks()
+    audio = audio.clone()
+    audio[0, 7] = audio[1, 6] = True  # also response positions
+    t_logits = F.linear(x["t_hidden"], x["t_weight"])
+    before = t_logits.clone(), x["hidden"].detach().clone()
+    got = fused_distill_terms(x["hidden"], x["weight"], x["labels"], response, audio, terms=ALL,
+                              teacher_logits=t_logits, temperature=2.0, chunk_size=chunk)
+    g_got = _grads(got, x)
+    assert torch.equal(t_logits, before[0]) and torch.equal(x["hidden"].detach(), before[1])
+    z = F.linear(x["hidden"], x["weight"])
+    ref = {"ce": cross_entropy(z, x["labels"], response),
+           "kl_audio": kl_divergence(t_logits, z, audio, temperature=2.0),
+           "kl_response": kl_divergence(t_logits, z, response, temperature=2.0),
+           "rkl_response": kl_divergence(t_logits, z, response, temperature=2.0, direction="reverse")}
+    for t in ALL:
+        torch.testing.assert_close(got[t], ref[t], rtol=1e-10, atol=1e-10)
+    for g, r in zip(g_got, _grads(ref, x)):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
