@@ -19,7 +19,7 @@ their closed-form gradients are those of :mod:`.kl`, written to overwrite their 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -60,6 +60,7 @@ def fused_distill_terms(
     temperature: float = 1.0,
     chunk_size: int = 128,
     reduction: str | Mapping[str, str] = "batch_mean",
+    grad_in_forward: bool = True,
 ) -> dict[str, Tensor]:
     """Unweighted CE and KL terms of the student logits ``Z_S = student_hidden @ student_lm_head.T``.
 
@@ -87,6 +88,11 @@ def fused_distill_terms(
         chunk_size: positions per chunk (of the union of the masks).
         reduction: one of :data:`.REDUCTIONS` for every term, or a mapping term name -> reduction
             (terms left out use ``batch_mean``), e.g. ``{"ce": "sample_sum"}`` for eq. 7 exactly.
+        grad_in_forward: with a frozen ``student_lm_head``, compute each term's gradient w.r.t. the
+            hidden states in the forward pass from the logits it has anyway (saving one
+            ``lm_head`` matmul and the softmaxes per chunk in the backward pass; a term that never
+            reaches the loss costs its gradient all the same). False, or a head that needs a
+            gradient: the backward pass recomputes the logits. Same values and gradients.
 
     Returns:
         ``{term: scalar}`` in the order of ``terms``, fp32 (fp64 when an input of the term is
@@ -103,7 +109,10 @@ def fused_distill_terms(
         check_reduction(r)
     plan = _plan(names, labels, {"response": response_mask, "audio": audio_mask}, reductions, chunk_size,
                  student_lm_head.dtype, teacher)
-    values = _FusedTerms.apply(student_hidden, student_lm_head, teacher, head, plan, temperature)
+    # Gradients in the forward pass need a frozen head and a graph being recorded (not under no_grad).
+    in_forward = grad_in_forward and torch.is_grad_enabled() and student_hidden.requires_grad \
+        and not student_lm_head.requires_grad
+    values = _FusedTerms.apply(student_hidden, student_lm_head, teacher, head, plan, temperature, in_forward)
     return dict(zip(names, values))
 
 
@@ -212,143 +221,151 @@ def _student_log_probs(z: Tensor, temperature: float, dtype: torch.dtype) -> Ten
     return F.log_softmax(zs.div_(temperature) if temperature != 1.0 else zs, dim=-1)
 
 
-# The two functions below consume (overwrite) their log-probability arguments: with at most three
-# or four (chunk, V) tensors alive at a time, a chunk costs that many times its logits, not nine.
+# The functions below consume (overwrite) their (chunk, V) arguments and drop every such tensor as
+# soon as it is spent: at most three are alive at a time, so a chunk costs about three times its
+# logits (a plain implementation holds nine). Values are the same bits with or without gradients.
 
-def _kl_rows(log_t: Tensor, log_s: Tensor, direction: str) -> Tensor:
+def _kl_value_grad(log_t: Tensor, log_s: Tensor, direction: str, want_grad: bool) -> tuple[Tensor, Tensor | None]:
     """Eq. 5-6 per row, ``sum_k P(k) (log P(k) - log Q(k))`` with ``(P, Q) = (P_T, P_S)`` (forward)
-    or ``(P_S, P_T)`` (reverse): ``(k,)``."""
-    log_p, log_q = (log_t, log_s) if direction == "forward" else (log_s, log_t)
-    diff = log_q.neg_().add_(log_p)  # log_p - log_q, bit for bit, in log_q's memory
-    return diff.mul_(log_p.exp_()).sum(-1)
-
-
-def _kl_grad(log_t: Tensor, log_s: Tensor, direction: str) -> Tensor:
-    """Gradient of :func:`_kl_rows` (summed) w.r.t. ``Z_S / t``: ``P_S - P_T`` (forward), or
-    ``P_S * (g - sum(P_S * g))`` with ``g = log P_S - log P_T`` (reverse), as in :mod:`.kl`."""
+    or ``(P_S, P_T)`` (reverse), ``(c,)``; and, if wanted, its gradient w.r.t. ``Z_S / t``:
+    ``P_S - P_T`` (forward) or ``P_S * (g - sum(P_S * g))`` with ``g = log P_S - log P_T``
+    (reverse), the closed forms of :mod:`.kl`."""
     if direction == "forward":
-        return log_s.exp_().sub_(log_t.exp_())
+        p_t = log_t.exp() if want_grad else None
+        diff = log_s.neg_().add_(log_t) if not want_grad else log_t.sub_(log_s)  # log_t - log_s, same bits
+        value = diff.mul_(p_t if p_t is not None else log_t.exp_()).sum(-1)
+        del diff
+        return value, None if p_t is None else log_s.exp_().sub_(p_t)
     g = log_s - log_t
+    del log_t
     p_s = log_s.exp_()
-    return g.sub_((p_s * g).sum(-1, keepdim=True)).mul_(p_s)
+    dot = (p_s * g).sum(-1, keepdim=True)  # sum(P_S * g): the value, and a part of the gradient
+    return dot.squeeze(-1), g.sub_(dot).mul_(p_s) if want_grad else None
 
 
-def _ce_rows(z: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
-    """``-log softmax(z)[label]`` per row: ``(k,)``."""
-    z = z.to(dtype)
-    return torch.logsumexp(z, -1) - z.gather(-1, labels[:, None]).squeeze(-1)
+def _ce_value_grad(z: Tensor, labels: Tensor, dtype: torch.dtype, want_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """``-log softmax(z)[label]`` per row (eq. 7), ``(c,)``; and, if wanted, its gradient w.r.t.
+    ``z``: ``softmax(z) - onehot(label)``. Leaves ``z`` intact (the KL terms read it next)."""
+    log_p = F.log_softmax(z.to(dtype), dim=-1)
+    rows = torch.arange(log_p.shape[0], device=log_p.device)
+    value = -log_p[rows, labels]
+    if not want_grad:
+        return value, None
+    grad = log_p.exp_()
+    grad[rows, labels] -= 1.0
+    return value, grad
 
 
-def _ce_grad(z: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
-    """Gradient of :func:`_ce_rows` (summed) w.r.t. ``z``: ``softmax(z) - onehot(label)``."""
-    p = torch.softmax(z.to(dtype), -1)
-    p[torch.arange(p.shape[0], device=p.device), labels] -= 1.0
-    return p
+def _chunk_terms(ctx: Any, teacher: Tensor | None, weight: Tensor, h: Tensor, b: Tensor, l_: Tensor, start: int,
+                 end: int, ids: Sequence[int], want_grad: bool) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+    """For each term ``k`` of ``ids``, in turn: ``(k, sum of weight * value over the chunk, weight *
+    d value / d z or None)`` with ``z = F.linear(h, weight)`` the chunk's logits. The caller drops
+    each gradient before asking for the next."""
+    plan: _Plan = ctx.plan
+    t = ctx.temperature
+    z = F.linear(h, weight)
+    kl = [k for k in ids if plan.terms[k].direction is not None]
+    # Results go straight from call to yield: a name here would keep the last gradient alive while
+    # the caller computes the next one.
+    for k in (k for k in ids if plan.terms[k].direction is None):  # CE reads z at t = 1: first
+        term = plan.terms[k]
+        yield k, _weighted(term, *_ce_value_grad(z, term.labels[start:end], term.dtype, want_grad), start, end, 1.0)
+    if not kl:
+        return
+    zs = z.to(plan.terms[kl[0]].dtype)
+    del z
+    log_s = [F.log_softmax(zs.div_(t) if t != 1.0 else zs, dim=-1)]  # in a list: pop() hands it over
+    del zs
+    for i, k in enumerate(kl):
+        term = plan.terms[k]
+        yield k, _weighted(term, *_kl_value_grad(  # d/dZ = (1/t) d/d(Z/t), in _weighted
+            _teacher_log_probs(teacher, ctx.head, b, l_, t, term.dtype),
+            log_s.pop() if i == len(kl) - 1 else log_s[0].clone(),  # each KL term consumes its own
+            term.direction, want_grad), start, end, t)
+
+
+def _weighted(term: _Term, value: Tensor, grad: Tensor | None, start: int, end: int, t: float,
+              ) -> tuple[Tensor, Tensor | None]:
+    """The chunk's reduction-weighted value sum, and the gradient rows scaled by weight / t (in place)."""
+    w = term.weights[start:end]
+    if grad is not None:
+        grad = grad.mul_((w / t if t != 1.0 else w)[:, None].to(grad.dtype))
+    return (value * w).sum(), grad
 
 
 class _FusedTerms(torch.autograd.Function):
-    """Forward: every term's value, chunk by chunk, saving only the inputs. Backward: each chunk's
-    logits recomputed, the terms' closed-form logit gradients (scaled by their upstream gradients
-    and reduction weights) summed into one ``(chunk, V)`` tensor, then pushed through the linear
-    layer into the hidden rows and the weight."""
+    """Every term's value, chunk by chunk, and its gradient w.r.t. the hidden states.
+
+    Frozen head (the LoRA case): the forward pass also computes each term's gradient w.r.t. the
+    hidden rows (``(B, L, Hs)`` per term, small) from the same logits, and the backward pass only
+    combines them with the upstream gradients: one ``lm_head`` matmul per chunk and pass, no
+    recomputation. Head with a gradient (or ``grad_in_forward`` False): the forward saves only
+    its inputs; the backward recomputes each chunk's logits, sums the terms' logit gradients
+    (scaled by their upstream gradients) into one ``(chunk, V)`` tensor and pushes it through the
+    linear layer into the hidden rows and the weight. Per-term weight gradients would each be
+    ``(V, Hs)``, too large to keep one per term.
+    """
 
     @staticmethod
     def forward(ctx: Any, hidden: Tensor, weight: Tensor, teacher: Tensor | None,  # type: ignore[override]
-                head: tuple[Tensor, Tensor | None] | None, plan: _Plan, temperature: float) -> tuple[Tensor, ...]:
+                head: tuple[Tensor, Tensor | None] | None, plan: _Plan, temperature: float,
+                grad_in_forward: bool) -> tuple[Tensor, ...]:
         ctx.set_materialize_grads(False)  # a term left out of the loss gets None: skipped, never 0 * NaN
-        ctx.head, ctx.plan, ctx.temperature = head, plan, temperature
+        ctx.head, ctx.plan, ctx.temperature, ctx.grad_in_forward = head, plan, temperature, grad_in_forward
+        ctx.hidden_dtype = hidden.dtype
         totals = [torch.zeros((), dtype=t.dtype, device=hidden.device) for t in plan.terms]
+        grads_h = [torch.zeros(hidden.shape, dtype=t.dtype, device=hidden.device) if grad_in_forward else None
+                   for t in plan.terms]
         for start, end, ids in plan.chunks:
             b, l_ = plan.rows_b[start:end], plan.rows_l[start:end]
-            for k, value in _chunk_values(ctx, teacher, weight, _hidden_rows(hidden, weight, b, l_), b, l_,
-                                          start, end, ids):
+            for k, (value, g) in _chunk_terms(ctx, teacher, weight, _hidden_rows(hidden, weight, b, l_), b, l_,
+                                              start, end, ids, grad_in_forward):
                 totals[k] += value
-        ctx.save_for_backward(hidden, weight, teacher)
+                if g is not None:
+                    grads_h[k][b, l_] = (g.to(weight.dtype) @ weight).to(grads_h[k].dtype)
+                del g  # before the next term's gradient exists
+        if grad_in_forward:
+            ctx.save_for_backward(*grads_h)
+        else:
+            ctx.save_for_backward(hidden, weight, teacher)
         return tuple(totals)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
-        hidden, weight, teacher = ctx.saved_tensors
-        plan: _Plan = ctx.plan
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.zeros_like(hidden, memory_format=torch.contiguous_format) if need_h else None
-        acc = torch.float64 if weight.dtype == torch.float64 else torch.float32
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
-        for start, end, ids in plan.chunks if need_h or need_w else ():
-            active = [(k, grads[k]) for k in ids if grads[k] is not None]
-            if not active:
-                continue
-            b, l_ = plan.rows_b[start:end], plan.rows_l[start:end]
-            h = _hidden_rows(hidden, weight, b, l_)
-            g_z = _chunk_logit_grad(ctx, teacher, weight, h, b, l_, start, end, active).to(weight.dtype)
-            if grad_h is not None:
-                grad_h[b, l_] = (g_z @ weight).to(grad_h.dtype)
-            if grad_w is not None:
-                grad_w += (g_z.t() @ h).to(acc)
-            del g_z  # or it would live on through the next chunk's computation
-        grad_w_out = None if grad_w is None else grad_w.to(weight.dtype)
-        return grad_h, grad_w_out, None, None, None, None
+        if ctx.grad_in_forward:
+            used = [(g, d) for g, d in zip(grads, ctx.saved_tensors) if g is not None]
+            grad_h = sum(d * g.to(d.dtype) for g, d in used) if used else None
+            return None if grad_h is None else grad_h.to(ctx.hidden_dtype), None, None, None, None, None, None
+        return (*_recompute_backward(ctx, grads), None, None, None, None, None)
 
 
-# The chunk functions below create the chunk's logits themselves and drop every (chunk, V) tensor as
-# soon as it is spent: at most three of them are alive at a time (four in a chunk with CE and KL).
-
-def _chunk_values(ctx: Any, teacher: Tensor | None, weight: Tensor, h: Tensor, b: Tensor, l_: Tensor,
-                  start: int, end: int, ids: tuple[int, ...]) -> list[tuple[int, Tensor]]:
-    """``(term, sum over the chunk's rows of weight * value)`` for the terms ``ids``."""
+def _recompute_backward(ctx: Any, grads: tuple[Tensor | None, ...]) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of the hidden states and the weight, recomputing each chunk's logits."""
+    hidden, weight, teacher = ctx.saved_tensors
     plan: _Plan = ctx.plan
-    z = F.linear(h, weight)
-    out = []
-    for k in (k for k in ids if plan.terms[k].direction is None):  # CE reads z at t = 1: first
-        term = plan.terms[k]
-        out.append((k, (_ce_rows(z, term.labels[start:end], term.dtype) * term.weights[start:end]).sum()))
-    kl = [k for k in ids if plan.terms[k].direction is not None]
-    if not kl:
-        return out
-    log_s = _student_log_probs(z, ctx.temperature, plan.terms[kl[0]].dtype)
-    del z
-    for i, k in enumerate(kl):
-        term = plan.terms[k]
-        ls = log_s if i == len(kl) - 1 else log_s.clone()  # every KL term consumes its own
-        if i == len(kl) - 1:
-            del log_s
-        per_row = _kl_rows(_teacher_log_probs(teacher, ctx.head, b, l_, ctx.temperature, term.dtype), ls,
-                           term.direction)
-        del ls
-        out.append((k, (per_row * term.weights[start:end]).sum()))
-    return out
-
-
-def _chunk_logit_grad(ctx: Any, teacher: Tensor | None, weight: Tensor, h: Tensor, b: Tensor, l_: Tensor,
-                      start: int, end: int, active: list[tuple[int, Tensor]]) -> Tensor:
-    """``sum_k grad_out_k * d term_k / d z`` for the chunk's logits ``z = F.linear(h, weight)``:
-    ``(c, V)``, each active term contributing its closed-form gradient times its weights."""
-    plan: _Plan = ctx.plan
-    t = ctx.temperature
-    dtype = torch.float64 if any(plan.terms[k].dtype == torch.float64 for k, _ in active) else torch.float32
-    z = F.linear(h, weight)
-    total: Tensor | None = None
-    for k, grad_out in (a for a in active if plan.terms[a[0]].direction is None):
-        term = plan.terms[k]
-        g = _ce_grad(z, term.labels[start:end], term.dtype)
-        g = g.mul_((term.weights[start:end] * grad_out)[:, None].to(g.dtype)).to(dtype)
-        total = g if total is None else total.add_(g)
-        del g
-    kl = [a for a in active if plan.terms[a[0]].direction is not None]
-    if kl:
-        log_s = _student_log_probs(z, t, plan.terms[kl[0][0]].dtype)
-        del z
-        for i, (k, grad_out) in enumerate(kl):
-            term = plan.terms[k]
-            ls = log_s if i == len(kl) - 1 else log_s.clone()
-            if i == len(kl) - 1:
-                del log_s
-            # d/dZ = (1/t) d/d(Z/t)
-            g = _kl_grad(_teacher_log_probs(teacher, ctx.head, b, l_, t, term.dtype), ls, term.direction).div_(t)
-            del ls
-            g = g.mul_((term.weights[start:end] * grad_out)[:, None].to(g.dtype)).to(dtype)
-            total = g if total is None else total.add_(g)
+    need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    grad_h = torch.zeros_like(hidden, memory_format=torch.contiguous_format) if need_h else None
+    acc = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+    for start, end, ids in plan.chunks if need_h or need_w else ():
+        active = [k for k in ids if grads[k] is not None]
+        if not active:
+            continue
+        b, l_ = plan.rows_b[start:end], plan.rows_l[start:end]
+        h = _hidden_rows(hidden, weight, b, l_)
+        dtype = torch.float64 if any(plan.terms[k].dtype == torch.float64 for k in active) else torch.float32
+        g_z: Tensor | None = None
+        for k, (_, g) in _chunk_terms(ctx, teacher, weight, h, b, l_, start, end, active, True):
+            assert g is not None and grads[k] is not None
+            g = g.mul_(grads[k].to(g.dtype)).to(dtype)
+            g_z = g if g_z is None else g_z.add_(g)
             del g
-    assert total is not None
-    return total
+        assert g_z is not None
+        g_z = g_z.to(weight.dtype)
+        if grad_h is not None:
+            grad_h[b, l_] = (g_z @ weight).to(grad_h.dtype)
+        if grad_w is not None:
+            grad_w += (g_z.t() @ h).to(acc)
+        del g_z  # or it would live on through the next chunk's computation
+    return grad_h, None if grad_w is None else grad_w.to(weight.dtype)

@@ -17,6 +17,9 @@ F64, F32 = torch.float64, torch.float32
 B, L, HS, HT, V = 2, 9, 6, 7, 13
 ALL = tuple(FUSED_TERMS)
 TOL = {F32: dict(rtol=1e-5, atol=1e-5), F64: dict(rtol=1e-10, atol=1e-10)}
+#: (head requires grad, grad_in_forward): the backward recomputes the logits unless the head is frozen
+#: and grad_in_forward is on, in which case the forward computes the hidden-state gradients.
+MODES = {"head_grad": (True, True), "frozen": (False, True), "frozen_recompute": (False, False)}
 
 
 def _rand(seed: int, *shape: int, dtype: torch.dtype = F64, scale: float = 1.0) -> torch.Tensor:
@@ -72,12 +75,13 @@ def _today(x: dict[str, torch.Tensor], terms: tuple[str, ...], teacher: str, tem
 
 
 def _fused(x: dict[str, torch.Tensor], terms: tuple[str, ...], teacher: str, temperature: float,
-           reduction: str, chunk: int) -> dict[str, torch.Tensor]:
+           reduction: str, chunk: int, in_forward: bool = True) -> dict[str, torch.Tensor]:
     audio, response = _masks()
     side = dict(teacher_logits=F.linear(x["t_hidden"], x["t_weight"])) if teacher == "logits" else \
         dict(teacher_hidden=x["t_hidden"], teacher_lm_head=x["t_weight"])
     return fused_distill_terms(x["hidden"], x["weight"], x["labels"], response, audio, terms=terms,
-                               temperature=temperature, chunk_size=chunk, reduction=reduction, **side)
+                               temperature=temperature, chunk_size=chunk, reduction=reduction,
+                               grad_in_forward=in_forward, **side)
 
 
 def _grads(values: dict[str, torch.Tensor], x: dict[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -91,10 +95,12 @@ def _grads(values: dict[str, torch.Tensor], x: dict[str, torch.Tensor]) -> list[
 @pytest.mark.parametrize("terms", [ALL, ("ce", "kl_audio", "kl_response"), ("rkl_response",), ("ce",)])
 @pytest.mark.parametrize("chunk", [1, 4, 5, 13, 64])  # 13 union positions: divisors and not
 @pytest.mark.parametrize("teacher", ["logits", "hidden"])
-def test_equals_todays_path(dtype: torch.dtype, terms: tuple[str, ...], chunk: int, teacher: str) -> None:
-    x = _inputs(dtype)
+@pytest.mark.parametrize("mode", MODES)
+def test_equals_todays_path(dtype: torch.dtype, terms: tuple[str, ...], chunk: int, teacher: str, mode: str) -> None:
+    head_grad, in_forward = MODES[mode]
+    x = _inputs(dtype, head_grad)
     ref = _today(x, terms, teacher, 2.0, "batch_mean")
-    got = _fused(x, terms, teacher, 2.0, "batch_mean", chunk)
+    got = _fused(x, terms, teacher, 2.0, "batch_mean", chunk, in_forward)
     assert list(got) == list(terms)
     for t in terms:
         assert got[t].dtype == ref[t].dtype
@@ -106,10 +112,12 @@ def test_equals_todays_path(dtype: torch.dtype, terms: tuple[str, ...], chunk: i
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("chunk", [3, 64])
-def test_reductions_equal_the_pure_functions(dtype: torch.dtype, reduction: str, chunk: int) -> None:
-    x = _inputs(dtype)
+@pytest.mark.parametrize("mode", MODES)
+def test_reductions_equal_the_pure_functions(dtype: torch.dtype, reduction: str, chunk: int, mode: str) -> None:
+    head_grad, in_forward = MODES[mode]
+    x = _inputs(dtype, head_grad)
     ref = _today(x, ALL, "hidden", 1.5, reduction)
-    got = _fused(x, ALL, "hidden", 1.5, reduction, chunk)
+    got = _fused(x, ALL, "hidden", 1.5, reduction, chunk, in_forward)
     for t in ALL:
         torch.testing.assert_close(got[t], ref[t], **TOL[dtype])
     for g, r in zip(_grads(got, x), _grads(ref, x)):
@@ -198,13 +206,16 @@ def test_empty_masks_give_zero_with_zero_gradient(empty: str, chunk: int) -> Non
         assert torch.isfinite(g).all()
 
 
-def test_unmasked_positions_and_unused_terms_do_not_leak() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_unmasked_positions_and_unused_terms_do_not_leak(mode: str) -> None:
     """Garbage outside the masks changes nothing; a NaN term left out of the loss (its gradient None,
     as the objective does for a zero weight) cannot reach the gradient."""
-    x = _inputs(F64)
+    head_grad, in_forward = MODES[mode]
+    x = _inputs(F64, head_grad)
     audio, response = _masks()
     clean = fused_distill_terms(x["hidden"], x["weight"], x["labels"], response, audio, terms=ALL,
-                                teacher_hidden=x["t_hidden"], teacher_lm_head=x["t_weight"], chunk_size=4)
+                                teacher_hidden=x["t_hidden"], teacher_lm_head=x["t_weight"], chunk_size=4,
+                                grad_in_forward=in_forward)
     g_clean = torch.autograd.grad(clean["ce"] + clean["kl_response"], x["hidden"])[0]
     hidden = x["hidden"].detach().clone()
     hidden[~(audio | response)] = float("nan")
@@ -214,7 +225,8 @@ def test_unmasked_positions_and_unused_terms_do_not_leak() -> None:
     labels = torch.where(response, x["labels"], 10**6)  # out-of-range labels where CE does not read
     hidden.requires_grad_(True)
     dirty = fused_distill_terms(hidden, x["weight"], labels, response, audio, terms=ALL,
-                                teacher_hidden=t_hidden, teacher_lm_head=x["t_weight"], chunk_size=4)
+                                teacher_hidden=t_hidden, teacher_lm_head=x["t_weight"], chunk_size=4,
+                                grad_in_forward=in_forward)
     assert torch.isnan(dirty["kl_audio"])
     for t in ("ce", "kl_response", "rkl_response"):
         torch.testing.assert_close(dirty[t], clean[t])
@@ -241,17 +253,33 @@ def test_zero_for_the_teacher_own_head() -> None:
         assert v.item() == pytest.approx(0.0, abs=1e-12)
 
 
-def test_gradcheck() -> None:
-    x = _inputs(F64)
+@pytest.mark.parametrize("mode", MODES)
+def test_gradcheck(mode: str) -> None:
+    head_grad, in_forward = MODES[mode]
+    x = _inputs(F64, head_grad)
     audio, response = _masks()
 
     def f(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         out = fused_distill_terms(h, w, x["labels"], response, audio, terms=ALL, teacher_hidden=x["t_hidden"],
                                   teacher_lm_head=x["t_weight"], chunk_size=3, temperature=1.7,
-                                  reduction={"ce": "sample_sum", "kl_audio": "sample_mean"})
+                                  reduction={"ce": "sample_sum", "kl_audio": "sample_mean"},
+                                  grad_in_forward=in_forward)
         return out["ce"] + 0.8 * out["kl_audio"] + 1.3 * out["kl_response"] + 0.6 * out["rkl_response"]
 
     assert torch.autograd.gradcheck(f, (x["hidden"], x["weight"]))
+
+
+def test_no_grad_forward_and_values_independent_of_mode() -> None:
+    """Under no_grad (logging an ablated term) nothing is computed for a backward pass, and the values
+    are the same bits whichever way the gradients are computed."""
+    x = _inputs(F32, head_grad=False)
+    with_grad = _fused(x, ALL, "logits", 2.0, "batch_mean", 4, in_forward=True)
+    recompute = _fused(x, ALL, "logits", 2.0, "batch_mean", 4, in_forward=False)
+    with torch.no_grad():
+        plain = _fused(x, ALL, "logits", 2.0, "batch_mean", 4)
+    for t in ALL:
+        assert with_grad[t].grad_fn is not None and plain[t].grad_fn is None
+        assert torch.equal(with_grad[t], recompute[t]) and torch.equal(with_grad[t], plain[t])
 
 
 def test_bf16_model_gives_fp32_terms_close_to_reference() -> None:

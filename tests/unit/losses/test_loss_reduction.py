@@ -26,7 +26,8 @@ from pldistill.losses.reduction import position_weights
 D, H, V, HT, E0, ES, ET, HEADS = 5, 6, 17, 7, 4, 5, 8, 2
 #: (sequence length, audio tokens, response tokens) per clip: all different.
 CLIPS = ((9, 4, 1), (13, 6, 3), (8, 5, 2))
-LOGIT_PATHS = ("logits", "logits_chunked", "hidden", "fused")
+#: "fused_frozen": the fused terms with a frozen lm_head, whose forward pass computes the gradients.
+LOGIT_PATHS = ("logits", "logits_chunked", "hidden", "fused", "fused_frozen")
 TOL = dict(rtol=1e-5, atol=1e-6)
 
 
@@ -117,8 +118,9 @@ def _terms(s: Student, b: Inputs, path: str, red: dict[str, str], weighting: str
     """Every term of every objective, each reduced per sample; the logit terms by ``path``."""
     hidden = torch.tanh(b.x @ s.a)
     masks = {"audio": b.audio_mask, "response": b.response_mask}
-    if path == "fused":
-        out = fused_distill_terms(hidden, s.w, b.labels, b.response_mask, b.audio_mask, terms=tuple(FUSED_TERMS),
+    if path.startswith("fused"):
+        w = s.w.detach() if path == "fused_frozen" else s.w
+        out = fused_distill_terms(hidden, w, b.labels, b.response_mask, b.audio_mask, terms=tuple(FUSED_TERMS),
                                   teacher_hidden=b.t_hidden, teacher_lm_head=T_HEAD, temperature=2.0,
                                   chunk_size=3, reduction=red)
     else:
@@ -171,7 +173,7 @@ def test_each_term_batch_equals_mean_of_clips(term: str, path: str, red: dict[st
 
 @pytest.mark.parametrize("objective", list(OBJECTIVES))
 @pytest.mark.parametrize("weighting", WEIGHTING_VARIANTS)
-@pytest.mark.parametrize("path", ["logits_chunked", "fused"])
+@pytest.mark.parametrize("path", ["logits_chunked", "fused", "fused_frozen"])
 def test_every_objective_and_weighting(objective: str, weighting: str, path: str) -> None:
     s = Student.make()
     weights = build_objective(objective).weights
