@@ -16,7 +16,7 @@ temporary peak), records its resident set size (VmRSS), resets the high-water ma
 reported is ``VmHWM - VmRSS`` at the start, i.e. what the loss added on top of its inputs, which
 includes the unavoidable gradient of the student logits. Linux only (it reads ``/proc``).
 
-    .venv/bin/python bench/kl_memory.py                       # the table below, about 1-2 minutes
+    .venv/bin/python bench/kl_memory.py                       # both tables, about 8-12 minutes
     .venv/bin/python bench/kl_memory.py --vocab 32000 --positions 200 --chunks 32
     .venv/bin/python bench/kl_memory.py --sections whole     # only the whole-loss table
 """

@@ -2,15 +2,19 @@
 
 Materialising the student's logits costs ``positions x V`` floats (464 MiB in fp32 at 800
 positions and V = 151,936), and their gradient as much again. :func:`fused_distill_terms` never
-holds more than one chunk of them (with its log-probabilities and the teacher's, about three
-``(chunk, V)`` tensors at a time; ``bench/kl_memory.py``): it takes the student's final hidden states and its ``lm_head``
-weight, and for each chunk of positions computes the logits, every requested term's per-position
-values and, in the backward pass, their gradient with respect to the logits, which it turns at
-once into gradients of the hidden states and the weight. The idea is that of fused linear +
-loss kernels (Liger-Kernel's fused linear cross-entropy / JSD). Here the backward pass recomputes
-each chunk's logits (one extra ``lm_head`` matmul) instead of computing gradients in the forward
-pass, so every term is returned separately with its own gradient and can be weighted (and
-logged) freely afterwards, with any upstream gradients.
+holds more than one chunk of them (with the log-probabilities of both sides, about three
+``(chunk, V)`` tensors at a time; ``bench/kl_memory.py``). It takes the student's final hidden
+states and its ``lm_head`` weight and, chunk by chunk, computes the logits, every requested term's
+values and their gradient with respect to the logits, which it turns at once into gradients of
+the hidden states (and of the weight). The idea is that of fused linear + loss kernels
+(Liger-Kernel's fused linear cross-entropy / JSD), with every term returned separately, so the
+objective can log each one and weight them as it likes.
+
+With a frozen head (LoRA leaves it frozen) the gradients are computed in the forward pass, one
+``(B, L, Hs)`` tensor per term, and the backward pass only scales and adds them. Otherwise (and
+with ``grad_in_forward=False``) the forward pass keeps only its inputs and the backward pass
+recomputes each chunk's logits: one more ``lm_head`` matmul per chunk, and no ``(V, Hs)`` weight
+gradient per term.
 
 The teacher side is either its logits or its hidden states plus its ``lm_head`` (teacher logits
 recomputed per chunk, as in :func:`.kl_divergence_from_hidden`). The per-position formulas and
@@ -212,13 +216,6 @@ def _teacher_log_probs(teacher: Tensor | None, head: tuple[Tensor, Tensor | None
     assert teacher is not None
     rows = _teacher_chunk(teacher, head, b, l_).to(dtype)  # a fresh copy (gathered rows), ours to scale in place
     return F.log_softmax(rows.div_(temperature) if temperature != 1.0 else rows, dim=-1)
-
-
-def _student_log_probs(z: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
-    """``log softmax(z / t)`` in ``dtype``. Consumes ``z`` (scaled in place): the caller computes
-    the CE terms, which read ``z`` at ``t = 1``, first."""
-    zs = z.to(dtype)
-    return F.log_softmax(zs.div_(temperature) if temperature != 1.0 else zs, dim=-1)
 
 
 # The functions below consume (overwrite) their (chunk, V) arguments and drop every such tensor as
