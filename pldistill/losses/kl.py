@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .reduction import check_reduction, position_weights
+
 __all__ = ["KL_DIRECTIONS", "kl_divergence", "kl_divergence_from_hidden"]
 
 #: Divergences accepted by :func:`kl_divergence`.
@@ -32,6 +34,7 @@ def kl_divergence(
     temperature: float = 1.0,
     direction: str = "forward",
     chunk_size: int | None = None,
+    reduction: str = "batch_mean",
 ) -> Tensor:
     """Mean over the masked positions of a divergence between ``softmax(Z_T/t)`` and ``softmax(Z_S/t)``.
 
@@ -59,12 +62,16 @@ def kl_divergence(
             processes that many positions at a time, so the fp32 log-softmaxes of both sides exist
             for one chunk only, in the forward and (by recomputation) in the backward pass, and
             nothing but the inputs is held in between; same value and gradient.
+        reduction: ``batch_mean`` (the mean over all masked positions of the batch), or
+            ``sample_mean`` / ``sample_sum`` (mean / sum over each sample's masked positions, then
+            the mean over the ``B`` samples: a batch equals the mean of its single-clip values);
+            see :mod:`.reduction`.
 
     Returns:
         A scalar. With no masked position it is 0, still connected to ``student_logits`` so that
         ``backward()`` works and gives a zero gradient.
     """
-    _check_options(direction, temperature, chunk_size)
+    _check_options(direction, temperature, chunk_size, reduction)
     if teacher_logits.shape != student_logits.shape or student_logits.dim() != 3:
         raise ValueError(
             f"teacher and student logits must both be (B, L, V), got {tuple(teacher_logits.shape)} "
@@ -75,13 +82,14 @@ def kl_divergence(
     teacher = teacher_logits.detach()
     rows_b, rows_l = mask.nonzero(as_tuple=True)
     n = rows_b.numel()
+    weights = _row_weights(mask, rows_b, rows_l, reduction, _compute_dtype(teacher, student_logits))
     if chunk_size is None or n == 0:
         per_row = _per_position(
             teacher[rows_b, rows_l], student_logits[rows_b, rows_l], temperature, direction
         )
-        return per_row.sum() / max(n, 1)
+        return per_row.sum() / max(n, 1) if weights is None else (per_row * weights).sum()
     out: Tensor = _ChunkedDivergence.apply(
-        teacher, None, student_logits, rows_b, rows_l, temperature, direction, chunk_size
+        teacher, None, student_logits, rows_b, rows_l, temperature, direction, chunk_size, weights
     )
     return out
 
@@ -96,6 +104,7 @@ def kl_divergence_from_hidden(
     direction: str = "forward",
     chunk_size: int | None = None,
     lm_head_bias: Tensor | None = None,
+    reduction: str = "batch_mean",
 ) -> Tensor:
     """:func:`kl_divergence` whose teacher side is ``(teacher_hidden, lm_head_weight)``.
 
@@ -113,11 +122,12 @@ def kl_divergence_from_hidden(
         chunk_size: masked positions per chunk; None processes them all in one chunk (still
             never holding teacher logits between the forward and the backward pass).
         lm_head_bias: ``(V,)`` or None (Qwen2 has no bias).
+        reduction: as in :func:`kl_divergence`.
 
     Returns:
         A scalar; no gradient reaches the teacher side.
     """
-    _check_options(direction, temperature, chunk_size)
+    _check_options(direction, temperature, chunk_size, reduction)
     if student_logits.dim() != 3 or teacher_hidden.dim() != 3 or teacher_hidden.shape[:2] != student_logits.shape[:2]:
         raise ValueError(
             f"teacher_hidden must be (B, L, H) and student_logits (B, L, V) with the same B, L; got "
@@ -134,13 +144,25 @@ def kl_divergence_from_hidden(
     if n == 0:  # 0, still connected to the student (as kl_divergence)
         return student_logits[rows_b, rows_l].to(_compute_dtype(lm_head_weight, student_logits)).sum()
     head = (lm_head_weight.detach(), None if lm_head_bias is None else lm_head_bias.detach())
+    weights = _row_weights(mask, rows_b, rows_l, reduction, _compute_dtype(lm_head_weight, student_logits))
     out: Tensor = _ChunkedDivergence.apply(
-        teacher_hidden.detach(), head, student_logits, rows_b, rows_l, temperature, direction, chunk_size or n
+        teacher_hidden.detach(), head, student_logits, rows_b, rows_l, temperature, direction, chunk_size or n,
+        weights,
     )
     return out
 
 
-def _check_options(direction: str, temperature: float, chunk_size: int | None) -> None:
+def _row_weights(mask: Tensor, rows_b: Tensor, rows_l: Tensor, reduction: str,
+                 dtype: torch.dtype) -> Tensor | None:
+    """``(n,)`` weights of the masked rows for ``reduction``; None for ``batch_mean``, which keeps
+    its original arithmetic (a sum divided by ``n``) so the default numbers do not move."""
+    if reduction == "batch_mean":
+        return None
+    return position_weights(mask, reduction, dtype)[rows_b, rows_l]
+
+
+def _check_options(direction: str, temperature: float, chunk_size: int | None, reduction: str) -> None:
+    check_reduction(reduction)
     if direction not in KL_DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(KL_DIRECTIONS)}")
     if not temperature > 0:
@@ -204,36 +226,37 @@ class _ChunkedDivergence(torch.autograd.Function):
         temperature: float,
         direction: str,
         chunk_size: int,
+        weights: Tensor | None,
     ) -> Tensor:
         n = rows_b.numel()
         dtype = _compute_dtype(teacher if head is None else head[0], student)
         total = torch.zeros((), dtype=dtype, device=student.device)
         for start in range(0, n, chunk_size):
             b, l_ = rows_b[start : start + chunk_size], rows_l[start : start + chunk_size]
-            total += _per_position(_teacher_chunk(teacher, head, b, l_), student[b, l_], temperature,
-                                   direction).sum()
-        ctx.save_for_backward(teacher, student, rows_b, rows_l)
+            per_row = _per_position(_teacher_chunk(teacher, head, b, l_), student[b, l_], temperature, direction)
+            total += per_row.sum() if weights is None else (per_row * weights[start : start + chunk_size]).sum()
+        ctx.save_for_backward(teacher, student, rows_b, rows_l, weights)
         ctx.head = head
         ctx.options = (temperature, direction, chunk_size)
-        return total / n
+        return total / n if weights is None else total
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        teacher, student, rows_b, rows_l = ctx.saved_tensors
+        teacher, student, rows_b, rows_l, weights = ctx.saved_tensors
         temperature, direction, chunk_size = ctx.options
         n = rows_b.numel()
         grad = torch.zeros_like(student, memory_format=torch.contiguous_format)
-        scale = grad_out / (n * temperature)  # d/dZ = (1/t) d/d(Z/t)
+        # d/dZ = (1/t) d/d(Z/t); batch_mean weighs every row 1/n, the other reductions row by row
+        scale = grad_out / (n * temperature) if weights is None else grad_out / temperature
         for start in range(0, n, chunk_size):
             b, l_ = rows_b[start : start + chunk_size], rows_l[start : start + chunk_size]
-            grad[b, l_] = (
-                _per_position_grad(_teacher_chunk(teacher, ctx.head, b, l_), student[b, l_], temperature,
-                                   direction)
-                .mul_(scale)
-                .to(grad.dtype)
-            )
-        return None, None, grad, None, None, None, None, None
+            g = _per_position_grad(_teacher_chunk(teacher, ctx.head, b, l_), student[b, l_], temperature,
+                                   direction).mul_(scale)
+            if weights is not None:
+                g.mul_(weights[start : start + chunk_size, None])
+            grad[b, l_] = g.to(grad.dtype)
+        return None, None, grad, None, None, None, None, None, None
 
 
 def _per_position_grad(teacher: Tensor, student: Tensor, temperature: float, direction: str) -> Tensor:
