@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pldistill.progress import StepProgress
 from pldistill._fs import atomic_dir, file_lock
+from pldistill.progress import StepProgress
 from pldistill.train.metrics import classification_metrics
 
 __all__ = ["FoldClips", "TeacherOutputs", "BatchForward", "FitOptions", "array_digest", "fit_teacher",
