@@ -58,7 +58,7 @@ def _today(x: dict[str, torch.Tensor], terms: tuple[str, ...], teacher: str, tem
             batch.teacher_logits = t_logits
         else:
             batch.teacher_hidden, batch.teacher_lm_head = x["t_hidden"], x["t_weight"]
-        return {t: TERMS[t](batch, TermOptions(temperature=temperature)) for t in terms}
+        return {t: TERMS[t].fn(batch, TermOptions(temperature=temperature, cka_estimator="biased")) for t in terms}
     out = {}
     for t in terms:
         mask_name, direction = FUSED_TERMS[t]

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.nn.functional as F
+from _objectives import objective as objective_for
 
 from pldistill.losses import (
     OBJECTIVES,
     WEIGHTING_VARIANTS,
     audio_token_weights,
     awcka,
-    build_objective,
     kl_divergence,
     kl_divergence_from_hidden,
     relation_distance,
@@ -176,7 +176,7 @@ def test_each_term_batch_equals_mean_of_clips(term: str, path: str, red: dict[st
 @pytest.mark.parametrize("path", ["logits_chunked", "fused", "fused_frozen"])
 def test_every_objective_and_weighting(objective: str, weighting: str, path: str) -> None:
     s = Student.make()
-    weights = build_objective(objective).weights
+    weights = objective_for(objective).weights
 
     def total(b: Inputs) -> torch.Tensor:
         terms = _terms(s, b, path, REDUCTION_SETS[0], weighting)
