@@ -184,7 +184,10 @@ class TrainConfig(_Strict):
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     #: The epoch kept per fold is the best by this metric (a test metric here would select on test).
     select_metric: ValMetricName = "val_ua"
-    seed: int = 0
+    #: Replicates: every fold trains once per seed (student projector and LoRA initialisation, dropout,
+    #: data order); a trial's figures are the means over its (seed, fold) runs, each run kept too.
+    #: Teacher and features are the fold's own and shared by the seeds.
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     #: Evaluate on test each epoch (the paper reports the test score of the best validation epoch).
     eval_test_each_epoch: bool = True
     #: Limit training steps per epoch (None: all); for smoke runs and benchmarks.
@@ -197,6 +200,13 @@ class TrainConfig(_Strict):
     #: replicated too); ``fsdp`` shards teacher and student LLMs across the workers (FSDP2), across
     #: nodes when the placement spreads them. One worker: no difference. See pldistill/train/parallel.py.
     parallelism: Literal["ddp", "fsdp"] = "ddp"
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must not repeat (a repeated seed is the same run twice)")
+        return v
 
 
 class TrialConfig(_Strict):

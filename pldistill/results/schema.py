@@ -193,6 +193,7 @@ class FoldMetrics:
     """Scores of one fold at its best epoch."""
 
     fold: int
+    seed: int | None = None
     best_epoch: int | None = None
     val_ua: float | None = None
     val_wa: float | None = None
@@ -220,6 +221,8 @@ class TrialRecord:
     objective: str | None = None
     dataset: str | None = None
     folds: list[int] = field(default_factory=list)
+    #: The replicate seeds: every fold ran once per seed; figures are means over the (seed, fold) runs.
+    seeds: list[int] = field(default_factory=list)
     best_epoch: int | None = None
     val_ua: float | None = None
     val_wa: float | None = None
@@ -266,8 +269,9 @@ class TrialRecord:
         derived: dict[str, Any] = {
             **{m: metrics.get(m) for m in _METRICS},
             "losses": {k[len("loss_"):]: v for k, v in metrics.items() if k.startswith("loss_")},
-            "folds": [f["fold"] for f in folds],
-            "fold_metrics": [FoldMetrics(fold=f["fold"], best_epoch=f.get("best_epoch"),
+            "folds": sorted({f["fold"] for f in folds}),
+            "seeds": sorted({f.get("seed", 0) for f in folds}),
+            "fold_metrics": [FoldMetrics(fold=f["fold"], seed=f.get("seed", 0), best_epoch=f.get("best_epoch"),
                                          **{m: (f.get("best") or {}).get(m) for m in _METRICS}) for f in folds],
             "best_epoch": statistics.median_low([f["best_epoch"] for f in folds]) if folds else None,
             **{f"teacher_{m}": _mean([(f.get("teacher") or {}).get(m) for f in folds]) for m in _METRICS},
@@ -291,6 +295,7 @@ class EpochRecord:
 
     sweep: str | None = field(default=None, metadata=_REQUIRED)
     trial_id: str | None = field(default=None, metadata=_REQUIRED)
+    seed: int | None = None
     fold: int = field(metadata=_REQUIRED)
     epoch: int = field(metadata=_REQUIRED)
     train_losses: dict[str, float | None] = field(default_factory=dict)

@@ -163,14 +163,20 @@ class SweepTrainConfig(TrainConfig):
     says it once, as ``resources.parallelism``, beside the worker group it describes; the trial's
     ``train.parallelism`` is filled from there (:func:`pldistill.sweep.space.resolve_trial_config`)."""
 
-    #: Refused when given, left out of dumps (sweep.json): a placeholder, never read.
+    #: Refused when given, left out of dumps (sweep.json): placeholders, never read.
     parallelism: Literal["ddp", "fsdp"] = Field("ddp", exclude=True)
+    seeds: list[int] = Field(default_factory=lambda: [0], exclude=True)
 
     @field_validator("parallelism", mode="before")
     @classmethod
     def _said_under_resources(cls, value: Any) -> Any:
         raise ValueError("a sweep file sets it once, as resources.parallelism (how a trial's workers share "
                          "the models)")
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _said_under_search(cls, value: Any) -> Any:
+        raise ValueError("a sweep file asks for replicates once, as search.seeds (every trial runs once per seed)")
 
 
 class SweepBase(_Strict):
@@ -214,7 +220,14 @@ class SearchConfig(_Strict):
     #: optuna/random: number of trials (required). grid: repeats of every grid point (default 1).
     num_samples: int | None = Field(None, ge=1)
     max_concurrent_trials: int = Field(1, ge=1)
+    #: The searcher's own seed (Optuna's TPE, random sampling), not the trials'.
     seed: int = 0
+    #: Replicates: every trial (configuration) runs once per seed (student initialisation, LoRA init,
+    #: data order), on every fold; Optuna and ASHA see the mean over the (seed, fold) runs.
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    #: A test metric as ``metric`` selects on test (every figure the sweep reports is then biased
+    #: upwards). Refused unless set here; the report then says so on top.
+    allow_test_selection: bool = False
     scheduler: ASHAConfig | None = None
     space: dict[str, Domain] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)

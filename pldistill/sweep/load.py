@@ -115,7 +115,15 @@ def _domain_problems(name: str, domain: Any) -> list[Problem]:
 
 def _search_problems(search: SearchConfig) -> list[Problem]:
     s, alg, problems = ("search",), search.algorithm, []
+    if search.metric.startswith("test_") and not search.allow_test_selection:
+        problems.append(((*s, "metric"), f"{search.metric} would select trials on the test set; use a val_ "
+                         "metric (or set search.allow_test_selection: true to do it knowingly)"))
+    if len(set(search.seeds)) != len(search.seeds):
+        problems.append(((*s, "seeds"), "expected distinct seeds (a repeated seed is the same run twice)"))
     if alg == "grid":
+        if (search.num_samples or 1) > 1:
+            problems.append(((*s, "num_samples"), f"{search.num_samples} repeats of a grid point would run the "
+                             "same seed; ask for replicates with search.seeds"))
         if search.space:
             problems.append(((*s, "space"), "algorithm grid takes search.grid and search.variants; "
                              "sampled domains need algorithm optuna or random"))

@@ -33,6 +33,7 @@ _SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "learning_rate": ("gauge", "Learning rate at the end of the last epoch", ()),
     "epoch": ("gauge", "Last finished epoch (1-based) of the current fold", ()),
     "fold": ("gauge", "Fold being trained", ()),
+    "seed": ("gauge", "Replicate seed being trained", ()),
     "epochs_total": ("counter", "Epochs finished, over all folds", ()),
 }
 
@@ -52,7 +53,7 @@ def metric_points(row: Mapping[str, Any]) -> list[tuple[str, float, dict[str, st
     >>> metric_points({"train_loss_cka": 0.5, "val_ua": 0.75, "test_f1": float("nan")})
     [('train_loss', 0.5, {'term': 'cka'}), ('eval', 0.75, {'split': 'val', 'metric': 'ua'})]
     """
-    renamed = {"fold": "fold", "epoch": "epoch", "samples_per_s": "samples_per_second", "lr": "learning_rate"}
+    renamed = {"seed": "seed", "fold": "fold", "epoch": "epoch", "samples_per_s": "samples_per_second", "lr": "learning_rate"}
     points: list[tuple[str, float, dict[str, str]]] = []
     for key, raw in row.items():
         value = _finite(raw)

@@ -189,10 +189,11 @@ def resolve_trial_config(sweep: SweepConfig, sampled: dict[str, Any], *, trial_i
     base = sweep.base
     try:
         # Plain ModelConfig/TrainConfig from the sweep's typed sections (their dumps are copies); the
-        # trial's parallelism comes from resources, its one home in a sweep file.
+        # trial's parallelism comes from resources and its seeds from search, their homes in a sweep file.
         return TrialConfig(name=trial_id, data=base.data.model_copy(deep=True),
                            model=ModelConfig(**base.model.model_dump()),
-                           train=TrainConfig(**base.train.model_dump(), parallelism=sweep.resources.parallelism),
+                           train=TrainConfig(**base.train.model_dump(), parallelism=sweep.resources.parallelism,
+                                             seeds=list(sweep.search.seeds)),
                            cache_dir=base.cache_dir, hparams=merged,
                            output_dir=sweep.results_dir / "runs" / trial_id)
     except ValidationError as exc:

@@ -62,15 +62,15 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     ckpt_in = ray.train.get_checkpoint()
     resume = Path(ckpt_in.to_directory()) if ckpt_in is not None else None
     state = load_state(resume) if resume is not None else None
-    # Epoch rows by (fold, epoch): a re-run epoch replaces the row an earlier attempt wrote.
-    rows: dict[tuple[int, int], EpochRecord] = {
-        (r["fold"], r["epoch"]): EpochRecord.from_metrics(sweep, trial_id, r) for r in
+    # Epoch rows by (seed, fold, epoch): a re-run epoch replaces the row an earlier attempt wrote.
+    rows: dict[tuple[int, int, int], EpochRecord] = {
+        (r.get("seed", 0), r["fold"], r["epoch"]): EpochRecord.from_metrics(sweep, trial_id, r) for r in
         (state.epoch_rows() if state is not None else [])}
     live = TrialMetrics(sweep, trial_id)  # Prometheus series (ray.util.metrics), rank 0 only
 
     def report(metrics: dict[str, Any], row: dict[str, Any], ckpt_dir: Path | None) -> None:
         if rank == 0:
-            rows[(row["fold"], row["epoch"])] = EpochRecord.from_metrics(sweep, trial_id, row)
+            rows[(row["seed"], row["fold"], row["epoch"])] = EpochRecord.from_metrics(sweep, trial_id, row)
             store.write_epochs(trial_id, list(rows.values()))
             live.publish(row)
         ckpt = Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir is not None else None

@@ -33,14 +33,14 @@ STATE_FILE = "trainer_state.json"
 _OPTIM_FILE = "optimizer.pt"
 _BEST_FILE = "best_trainable.safetensors"
 _TRAINABLE_FILE = "trainable.safetensors"
-_FORMAT = 1
+_FORMAT = 2  # 2: runs are (seed, fold) pairs
 
 
 @dataclass
 class ResumeState:
     """Where a trial stood after an epoch. ``current``/``done`` are ``FoldResult`` dicts."""
 
-    fold_index: int  # index into cfg.data.folds of the fold this epoch belonged to
+    run_index: int  # index into the trial's (seed, fold) runs of the run this epoch belonged to
     epoch: int  # epochs completed in that fold
     step: int  # optimizer steps taken in that fold
     numpy_rng: dict[str, Any]
@@ -98,7 +98,8 @@ def load_state(path: Path) -> ResumeState | None:
     if not (path / STATE_FILE).is_file():
         return None
     body = json.loads((path / STATE_FILE).read_text())
-    body.pop("format", None)
+    if body.pop("format", None) != _FORMAT:  # written by an older pldistill: start the trial afresh
+        return None
     return ResumeState(**body, path=path)
 
 

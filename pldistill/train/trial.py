@@ -60,7 +60,7 @@ from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache, te
 __all__ = ["run_trial", "TrialResult", "FoldResult", "Reporter", "lr_factor"]
 
 #: ``report(metrics, epoch_row, checkpoint_dir_or_None)``: called once per epoch on every rank.
-#: ``metrics`` holds the trial's best-so-far figures (mean over folds, what Tune/Optuna/ASHA and the
+#: ``metrics`` holds the trial's best-so-far figures (mean over its (seed, fold) runs, what Tune/Optuna/ASHA and the
 #: results table agree on); ``epoch_row`` the raw figures of this epoch; the last call of a trial
 #: also carries ``metrics["trial_result"]``, the whole :class:`TrialResult` as JSON, so a scheduler
 #: that stops the trial right after its last report loses nothing.
@@ -72,18 +72,21 @@ _CHECKPOINTS = ".checkpoints"
 
 @dataclass
 class FoldResult:
+    """One run of a trial: one fold trained with one seed."""
+
     fold: int
     best_epoch: int
     best: dict[str, float]  # val_/test_ ua, wa, f1 and loss_<term> at the best epoch
     teacher: dict[str, float]
     epochs: list[dict[str, Any]] = field(default_factory=list)
     student_dir: str | None = None
+    seed: int = 0
 
 
 @dataclass
 class TrialResult:
-    folds: list[FoldResult]
-    metrics: dict[str, float]  # mean over folds of the best-epoch figures
+    folds: list[FoldResult]  # one per (seed, fold) run, seeds outer
+    metrics: dict[str, float]  # mean over the runs of the best-epoch figures
     wall_s: float
     samples_per_s: float
     world_size: int
@@ -126,39 +129,41 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
     ckpt_root = cfg.output_dir / _CHECKPOINTS
     if _rank_world()[0] == 0:  # what a worker killed while writing a checkpoint left behind
         shutil.rmtree(ckpt_root, ignore_errors=True)
+    runs = trial_runs(cfg)
     if state is not None:
-        _log(f"resuming after fold {cfg.data.folds[state.fold_index]} epoch {state.epoch} (attempt {attempt})")
-        if state.fold_index == len(cfg.data.folds) - 1 and state.epoch >= cfg.train.epochs:
+        _log(f"resuming after seed {runs[state.run_index][0]} fold {runs[state.run_index][1]} epoch {state.epoch} "
+             f"(attempt {attempt})")
+        if state.run_index == len(runs) - 1 and state.epoch >= cfg.train.epochs:
             # Every epoch was done; the run stopped before its end was recorded: report it again.
             final = _summarise([*done, FoldResult(**state.current)], started, clock, attempt)
             if report is not None:
                 report(state.metrics, state.current["epochs"][-1], None)
             return final
-    for k, fold in enumerate(cfg.data.folds):
-        if state is not None and k < state.fold_index:
+    for k, (seed, fold) in enumerate(runs):
+        if state is not None and k < state.run_index:
             continue
-        resuming = state is not None and k == state.fold_index
+        resuming = state is not None and k == state.run_index
         current = FoldResult(**state.current) if resuming else FoldResult(fold=fold, best_epoch=-1, best={},
-                                                                                teacher={})
+                                                                                teacher={}, seed=seed)
         if resuming and state.epoch >= cfg.train.epochs:  # that fold had finished
             done.append(current)
             continue
-        for epoch in _fold_epochs(cfg, fold, current, clock, state if resuming else None, attempt):
+        for epoch in _fold_epochs(cfg, seed, fold, current, clock, state if resuming else None, attempt):
             if report is None:
                 continue
             so_far = _summarise([*done, current], started, clock, attempt)
-            metrics: dict[str, Any] = {**so_far.metrics, "fold": fold, "epoch": epoch.row["epoch"],
+            metrics: dict[str, Any] = {**so_far.metrics, "seed": seed, "fold": fold, "epoch": epoch.row["epoch"],
                                        "best_epoch": current.best_epoch,
                                        **{f"epoch_{k2}": v for k2, v in epoch.row.items() if k2.startswith("val_")},
                                        **{f"teacher_{k2}": v for k2, v in current.teacher.items()}}
-            if epoch.last and k == len(cfg.data.folds) - 1:
+            if epoch.last and k == len(runs) - 1:
                 metrics["trial_result"] = json.dumps(asdict(so_far), default=str)
             ckpt = None
             if _rank_world()[0] == 0:
                 private_dirs(ckpt_root)
                 ckpt = Path(tempfile.mkdtemp(prefix="epoch-", dir=ckpt_root))
                 epoch.save(ckpt, ResumeState(
-                    fold_index=k, epoch=epoch.row["epoch"], step=epoch.step, numpy_rng=epoch.numpy_rng,
+                    run_index=k, epoch=epoch.row["epoch"], step=epoch.step, numpy_rng=epoch.numpy_rng,
                     current=asdict(current), done=[asdict(f) for f in done], clock=dict(clock), attempt=attempt,
                     metrics=metrics))
             try:
@@ -168,6 +173,11 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
                     shutil.rmtree(ckpt, ignore_errors=True)
         done.append(current)
     return _summarise(done, started, clock, attempt)
+
+
+def trial_runs(cfg: TrialConfig) -> list[tuple[int, int]]:
+    """The (seed, fold) runs of a trial, in the order they train: seeds outer, folds inner."""
+    return [(seed, fold) for seed in cfg.train.seeds for fold in cfg.data.folds]
 
 
 def _summarise(folds: list[FoldResult], started: float, clock: dict[str, float], restarts: int = 0) -> TrialResult:
@@ -230,12 +240,13 @@ class _Fold:
     best_full: dict[str, torch.Tensor] = field(default_factory=dict)  # sharded: gathered on rank 0
 
 
-def _setup_fold(cfg: TrialConfig, fold: int, res: FoldResult, resume: ResumeState | None) -> _Fold:
+def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: ResumeState | None) -> _Fold:
     """Data, teacher (and its cache), student, objective, wrappers, optimizer, schedule and random
-    state of one fold; with ``resume`` (a checkpoint of this fold) the state after its epoch."""
+    state of one run (``seed``, ``fold``); with ``resume`` (a checkpoint of this run) the state after
+    its epoch. The teacher, its cache and the features are the fold's: every seed shares them."""
     hp, tc = cfg.hparams, cfg.train
     _, world = _rank_world()
-    torch.manual_seed(tc.seed)
+    torch.manual_seed(seed)
     data = prepare_fold(cfg, fold)
     # Reading a built cache, a trial needs the teacher's config, tokenizer and encoder, not its LLM.
     light = cfg.model.teacher_mode == "cached" and teacher_cache_complete(cfg, data)
@@ -245,7 +256,7 @@ def _setup_fold(cfg: TrialConfig, fold: int, res: FoldResult, resume: ResumeStat
     tok = teacher.tokenizer
     llm = load_student_llm(ensure_student_llm(cfg, tok, log=_log), tok, seed=cfg.model.init_seed)
     student = build_student(teacher, llm, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
-                            lora_dropout=hp.lora_dropout, seed=tc.seed)
+                            lora_dropout=hp.lora_dropout, seed=seed)
     head = AudioLMHead(student.base_model.model).train()
     objective = build_objective(hp.objective, hp.model_dump(), kl_chunk_size=tc.kl_chunk_size)
     online_teacher = AudioLMHead(teacher.model) if cache is None else None  # cached: the teacher LLM never runs
@@ -262,14 +273,14 @@ def _setup_fold(cfg: TrialConfig, fold: int, res: FoldResult, resume: ResumeStat
     total = tc.epochs * max(1, micro // tc.grad_accum)
     schedule = _Schedule(per_rank, micro, total, int(hp.warmup_ratio * total),
                          tuple(g["lr"] for g in optimizer.param_groups))
-    out_dir = cfg.output_dir / f"fold_{fold}"
+    out_dir = cfg.output_dir / f"seed_{seed}" / f"fold_{fold}"
     res.student_dir = str(out_dir / "best")
     # Dropout draws from torch's global RNG: seed it here, after the caches (a teacher fine-tuned in
     # this process, or read from disk) have drawn whatever they draw, so a fold trains the same either way.
-    torch.manual_seed(tc.seed + fold)
+    torch.manual_seed(seed + fold)
     f = _Fold(data=data, teacher=teacher, encoder=cache if cache is not None else teacher.audio_tower,
               student=student, head=head, wrapped=wrapped, models=models, optimizer=optimizer, schedule=schedule,
-              rng=np.random.default_rng(tc.seed + fold), out_dir=out_dir, device=device,
+              rng=np.random.default_rng(seed + fold), out_dir=out_dir, device=device,
               sharded=is_sharded(head))
     if resume is not None:
         f.best_weights = restore_training(resume, student, optimizer, head=head)
@@ -280,12 +291,12 @@ def _setup_fold(cfg: TrialConfig, fold: int, res: FoldResult, resume: ResumeStat
     return f
 
 
-def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, float],
+def _fold_epochs(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, clock: dict[str, float],
                  resume: ResumeState | None = None, attempt: int = 0) -> Iterator[_Epoch]:
-    """Train one fold, yielding after each epoch with ``res`` (best epoch, figures) brought up to date.
-    With ``resume`` (a checkpoint of this fold), start after its epoch with its weights and state."""
+    """Train one run, yielding after each epoch with ``res`` (best epoch, figures) brought up to date.
+    With ``resume`` (a checkpoint of this run), start after its epoch with its weights and state."""
     tc = cfg.train
-    f = _setup_fold(cfg, fold, res, resume)
+    f = _setup_fold(cfg, seed, fold, res, resume)
     world = _rank_world()[1]
     for epoch in range(f.first_epoch, tc.epochs):
         # train
@@ -296,9 +307,9 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
         clock["train_s"] += train_s
         clock["seen"] += seen
         if not _all_ranks_finite(losses):  # every rank stops together, or the others hang in a collective
-            raise FloatingPointError(f"non-finite loss in fold {fold} epoch {epoch + 1}: {losses}")
+            raise FloatingPointError(f"non-finite loss in seed {seed} fold {fold} epoch {epoch + 1}: {losses}")
         # evaluate
-        row: dict[str, Any] = {"fold": fold, "epoch": epoch + 1, **{f"train_loss_{k}": v for k, v in losses.items()},
+        row: dict[str, Any] = {"seed": seed, "fold": fold, "epoch": epoch + 1, **{f"train_loss_{k}": v for k, v in losses.items()},
                                **_prefixed("val", _evaluate(f, f.data.val, tc.eval_batch_size)),
                                "samples_per_s": seen / train_s, "lr": f.optimizer.param_groups[0]["lr"],
                                "wall_s": train_s, "attempt": attempt}
@@ -311,7 +322,7 @@ def _fold_epochs(cfg: TrialConfig, fold: int, res: FoldResult, clock: dict[str, 
         if last and not tc.eval_test_each_epoch:  # test once, with the best epoch's student
             restore_trainable(f.head, f.best_weights)
             res.best.update(_prefixed("test", _evaluate(f, f.data.test, tc.eval_batch_size)))
-        _log(f"fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} val UA {row['val_ua']:.3f}"
+        _log(f"seed {seed} fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} val UA {row['val_ua']:.3f}"
              + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
         # the resumable checkpoint; sharded, rank 0 writes it from gathered copies (gathering is a collective)
         full = None
@@ -363,7 +374,7 @@ def _keep_if_best(f: _Fold, cfg: TrialConfig, res: FoldResult, row: dict[str, An
         if gathered is not None:
             f.best_full = gathered
         if _rank_world()[0] == 0:
-            _save_student(f.student, cfg, f.out_dir / "best", f.data.fold, res.best_epoch, gathered)
+            _save_student(f.student, cfg, f.out_dir / "best", res.seed, f.data.fold, res.best_epoch, gathered)
     return gathered
 
 
@@ -436,7 +447,7 @@ def _prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{split}_{k}": v for k, v in metrics.items()}
 
 
-def _save_student(student, cfg: TrialConfig, path: Path, fold: int, epoch: int,
+def _save_student(student, cfg: TrialConfig, path: Path, seed: int, fold: int, epoch: int,
                   state: dict[str, torch.Tensor] | None = None) -> None:
     """LoRA adapter + projector (``save_pretrained``) and the resolved config, atomically.
 
@@ -444,7 +455,7 @@ def _save_student(student, cfg: TrialConfig, path: Path, fold: int, epoch: int,
     peft_state = {f"base_model.{k}": v for k, v in state.items()} if state is not None else None
     with atomic_dir(path) as tmp:
         student.save_pretrained(tmp, safe_serialization=True, state_dict=peft_state)
-        meta = {"fold": fold, "epoch": epoch, "config": json.loads(cfg.to_json())}
+        meta = {"seed": seed, "fold": fold, "epoch": epoch, "config": json.loads(cfg.to_json())}
         (tmp / "pldistill_config.json").write_text(json.dumps(meta, indent=2))
 
 

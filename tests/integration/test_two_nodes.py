@@ -76,5 +76,5 @@ def test_fsdp_trial_spreads_its_workers_over_two_nodes(tmp_path, monkeypatch):
     nodes = row["nodes"]  # rank order; each "host:<node id, 12 hex>"
     assert len(nodes) == 2 and len(set(nodes)) == 2, nodes
     assert {n.rsplit(":", 1)[1] for n in nodes} == {i[:12] for i in node_ids}
-    best = tmp_path / "results" / "two_nodes" / "runs" / row["trial_id"] / "fold_1" / "best"
+    best = tmp_path / "results" / "two_nodes" / "runs" / row["trial_id"] / "seed_0" / "fold_1" / "best"
     assert (best / "adapter_model.safetensors").is_file()

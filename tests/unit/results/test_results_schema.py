@@ -76,7 +76,7 @@ def test_trial_round_trip_through_parquet(tmp_path, trial) -> None:
     assert row["sweep"] == "s" and row["trial_id"] == "t1" and row["schema_version"] == SCHEMA_VERSION
     assert row["hp_lora_rank"] == 8 and row["hp_kl_t2_scaling"] is False and row["hp_alpha"] == 1.0
     assert row["folds"] == [1, 2] and row["nodes"] == ["node-a", "node-b"]
-    assert row["fold_metrics"][0] == {"fold": 1, "best_epoch": 2, "val_ua": None, "val_wa": None, "val_f1": None,
+    assert row["fold_metrics"][0] == {"fold": 1, "seed": None, "best_epoch": 2, "val_ua": None, "val_wa": None, "val_f1": None,
                                       "val_loss": None, "test_ua": 0.625, "test_wa": None, "test_f1": None,
                                       "test_loss": None}
     assert row["loss_total"] == 1.25 and row["loss_relation"] is None
@@ -230,6 +230,6 @@ def test_columns_are_derived_from_the_records_and_the_metric_names() -> None:
 
     @dataclasses.dataclass(kw_only=True)
     class Extended(EpochRecord):
-        seed: int | None = None
+        extra: int | None = None
 
-    assert [f.name for f in _record_fields(Extended, {"train_losses": []})][-2:] == ["seed", "schema_version"]
+    assert [f.name for f in _record_fields(Extended, {"train_losses": []})][-2:] == ["extra", "schema_version"]

@@ -107,9 +107,10 @@ def test_good_file_loads_with_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("metric", "mode"), [("val_loss", "min"), ("test_loss", "min"), ("val_f1", "max")])
 def test_mode_defaults_to_the_metrics_own(tmp_path: Path, metric: str, mode: str) -> None:
-    sweep = load_sweep(write(tmp_path, GOOD.replace("num_samples: 4", f"num_samples: 4\n  metric: {metric}")))
+    allow = "\n  allow_test_selection: true" if metric.startswith("test_") else ""
+    sweep = load_sweep(write(tmp_path, GOOD.replace("num_samples: 4", f"num_samples: 4\n  metric: {metric}{allow}")))
     assert sweep.search.mode == sweep.search.effective_mode == mode
-    said = GOOD.replace("num_samples: 4", f"num_samples: 4\n  metric: {metric}\n  mode: max")
+    said = GOOD.replace("num_samples: 4", f"num_samples: 4\n  metric: {metric}\n  mode: max{allow}")
     assert load_sweep(write(tmp_path, said)).search.mode == "max", "a mode the file gives is kept"
     assert get_args(SearchConfig.model_fields["metric"].annotation) == METRIC_NAMES
 
@@ -128,12 +129,13 @@ def test_sweep_defaults_are_typed_and_survive_a_dump(tmp_path: Path) -> None:
 
 
 def test_grid_trial_count(tmp_path: Path) -> None:
-    text = GOOD.replace("algorithm: optuna", "algorithm: grid").replace("num_samples: 4", "num_samples: 2")
+    text = GOOD.replace("algorithm: optuna", "algorithm: grid").replace("num_samples: 4", "seeds: [0, 1]")
     text = text.split("  space:")[0] + (
         "  grid:\n    lora_rank: [4, 8, 16]\n"
         "  variants:\n    - {name: a, weighting: uniform}\n    - {name: b, weighting: attention_last}\n")
     sweep = load_sweep(write(tmp_path, text))
-    assert sweep.trial_count() == 3 * 2 * 2
+    assert sweep.trial_count() == 3 * 2  # a trial per grid point; each runs once per seed
+    assert sweep.search.seeds == [0, 1]
     assert sweep.varied_names() == ["lora_rank", "weighting"]
     assert "grid: lora_rank(3), variant(a, b)" in sweep.summary()
 
@@ -185,7 +187,7 @@ BAD_CASES = {
                                 "base.train.parallelism: a sweep file sets it once, as resources.parallelism"),
     "typo_under_train": (GOOD.replace("grad_accum: 2}", "grad_accum: 2, epoch: 2}"),
                          "base.train.epoch: unknown key; valid keys: epochs, batch_size, grad_accum, eval_batch_size, "
-                         "max_grad_norm, select_metric, seed, eval_test_each_epoch, max_steps_per_epoch, num_threads, "
+                         "max_grad_norm, select_metric, eval_test_each_epoch, max_steps_per_epoch, num_threads, "
                          "kl_chunk_size (line 5)"),
     "nccl_on_cpu": (GOOD + "resources: {backend: nccl}\n", "resources.backend: nccl needs gpus_per_worker > 0"),
     "source_dataset_mismatch": (GOOD.replace("dataset: synthetic", "dataset: iemocap"),
@@ -304,3 +306,21 @@ def test_failures_section_is_typed_and_checked(tmp_path: Path) -> None:
     problems = problems_of(bad)
     assert any(p.startswith(f"{bad}: failures.worker_restarts:") for p in problems), problems
     assert any(p.startswith(f"{bad}: failures.retries: unknown key") for p in problems), problems
+
+
+def test_replicates_are_seeds_and_test_metrics_are_refused(tmp_path: Path) -> None:
+    """Grid repeats of one seed would be identical trials; a test metric would select on test."""
+    grid = GOOD.replace("algorithm: optuna", "algorithm: grid").split("  space:")[0] + "  grid:\n    lora_rank: [4, 8]\n"
+    with pytest.raises(SweepFileError, match=r"search.num_samples: 4 repeats of a grid point would run the same "
+                                             r"seed; ask for replicates with search.seeds"):
+        load_sweep(write(tmp_path, grid))
+    with pytest.raises(SweepFileError, match=r"search.seeds: expected distinct seeds"):
+        load_sweep(write(tmp_path, GOOD.replace("num_samples: 4", "num_samples: 4\n  seeds: [1, 1]")))
+    with pytest.raises(SweepFileError, match=r"search.metric: test_ua would select trials on the test set"):
+        load_sweep(write(tmp_path, GOOD.replace("num_samples: 4", "num_samples: 4\n  metric: test_ua")))
+    with pytest.raises(SweepFileError, match=r"base.train.seeds: .*as search.seeds"):
+        load_sweep(write(tmp_path, GOOD.replace("grad_accum: 2}", "grad_accum: 2, seeds: [0, 1]}")))
+    sweep = load_sweep(write(tmp_path, GOOD.replace("num_samples: 4", "num_samples: 4\n  seeds: [3, 5]")))
+    from pldistill.sweep.space import resolve_trial_config
+
+    assert resolve_trial_config(sweep, {"alpha": 0.5}, trial_id="t1").train.seeds == [3, 5]

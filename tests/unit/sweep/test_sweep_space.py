@@ -227,7 +227,7 @@ def test_random_uses_tune_domains_and_a_seeded_generator(tmp_path: Path) -> None
     assert not ray.is_initialized()
 
 
-@pytest.mark.parametrize("repeats", [1, 3])
+@pytest.mark.parametrize("repeats", [1])  # more repeats of one seed are refused (test_sweep_load)
 def test_grid_expands_to_the_product_of_axes(tmp_path: Path, repeats: int) -> None:
     sweep = sweep_from(tmp_path, GRID % repeats)
     ts = build_tune_search(sweep)

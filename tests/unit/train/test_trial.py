@@ -40,7 +40,7 @@ def test_short_trial_learns_emotion_well_above_chance(tmp_path, tiny_cache, obje
     # one report per epoch; the last carries the whole result; the best student is saved
     assert [r[1]["epoch"] for r in reports] == [1, 2, 3]
     assert "trial_result" in reports[-1][0] and "trial_result" not in reports[0][0]
-    best = tmp_path / "run" / "fold_1" / "best"
+    best = tmp_path / "run" / "seed_0" / "fold_1" / "best"
     assert (best / "adapter_model.safetensors").is_file() and (best / "pldistill_config.json").is_file()
     terms = {k for k in result.metrics if k.startswith("loss_")}
     expected = {"loss_total", "loss_ce"} | ({"loss_cka", "loss_kl_audio", "loss_kl_response"}
@@ -95,7 +95,7 @@ def test_several_folds_report_their_mean_and_keep_each_fold(tmp_path, tiny_cache
     assert reports[0]["val_ua"] == pytest.approx(result.folds[0].best["val_ua"])
     assert reports[-1]["val_ua"] == pytest.approx(result.metrics["val_ua"])
     assert ["trial_result" in r for r in reports] == [False, True]
-    assert (tmp_path / "run" / "fold_2" / "best" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "run" / "seed_0" / "fold_2" / "best" / "adapter_model.safetensors").is_file()
 
 
 def test_testing_only_the_best_epoch_reloads_the_saved_student_exactly(tmp_path, tiny_cache):
@@ -138,3 +138,19 @@ def test_trial_on_the_gpu_matches_the_cpu(tmp_path, tiny_cache, monkeypatch):
     assert gpu.metrics.keys() == cpu.metrics.keys()
     for key, value in cpu.metrics.items():
         assert gpu.metrics[key] == pytest.approx(value, rel=1e-3, abs=1e-4), key
+
+
+def test_seeds_are_replicates_each_run_kept_and_averaged(tmp_path, tiny_cache):
+    """Every fold runs once per seed; the seeds differ (init, data order), the teacher does not; the
+    trial's figures are the means over the (seed, fold) runs."""
+    cfg = _cfg(tmp_path, tiny_cache, "sft", epochs=1, seeds=[0, 7])
+    rows = []
+    result = run_trial(cfg, report=lambda m, row, ckpt: rows.append(row))
+    assert [(f.seed, f.fold) for f in result.folds] == [(0, 1), (7, 1)]
+    assert [(r["seed"], r["fold"]) for r in rows] == [(0, 1), (7, 1)]
+    a, b = result.folds
+    assert a.teacher == b.teacher and a.epochs[0]["train_loss_total"] != b.epochs[0]["train_loss_total"]
+    assert result.metrics["val_loss"] == pytest.approx((a.best["val_loss"] + b.best["val_loss"]) / 2)
+    assert (tmp_path / "run" / "seed_7" / "fold_1" / "best" / "adapter_model.safetensors").is_file()
+    single = run_trial(_cfg(tmp_path / "one", tiny_cache, "sft", epochs=1, seeds=[7]))
+    assert single.folds[0].epochs[0]["train_loss_total"] == b.epochs[0]["train_loss_total"]
