@@ -20,6 +20,8 @@ def report(
                                                            "replaced whole when it already holds a report.",
                                              show_default=False)] = None,
     top: Annotated[int, typer.Option(min=1, help="Best trials listed.")] = 5,
+    reference: Annotated[str, typer.Option(help="Objective every Table 1 row is compared with (paired "
+                                                "difference over matched (seed, fold) runs, 95% CI).")] = "sft",
     results: ResultsDir = Path("results"),
 ) -> None:
     """Write report.md (the paper's Tables 1 and 2, best trials, Optuna's hyperparameter importances,
@@ -33,7 +35,7 @@ def report(
         raise PldistillError(f"report needs {exc.name}: pip install 'pldistill[report]'") from None
     from pldistill.results.report import write_report
 
-    folder = write_report(results, name, out, top=top)
+    folder = write_report(results, name, out, top=top, reference=reference)
     typer.echo(f"report: {folder / 'report.md'}")
     for png in sorted(folder.glob("*.png")):
         typer.echo(f"plot: {png}")

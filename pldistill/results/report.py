@@ -16,17 +16,26 @@ from typing import Any
 
 from pldistill._fs import atomic_dir
 from pldistill.errors import InputError
+from pldistill.results.compare import ClipPredictions, Comparison
 from pldistill.results.query import best_trials, sweep_status
 from pldistill.results.space import ParamSpec, _finite, searched_params
+from pldistill.results.stats import difference_verdict, format_difference, format_estimate
 from pldistill.results.store import list_sweeps, read_sweep_metas, read_trials
 from pldistill.results.tables import (
     ScoreTable,
     ablation_table,
+    differences,
     history,
+    method_labels,
     method_table,
     param_importances,
     selection,
 )
+
+#: Table 2's rows are compared with LDist, the logit-only base PL-Distill adds its term to.
+ABLATION_REFERENCE = "LDist"
+#: The score the paired differences compare.
+DIFFERENCE_SCORE = "test_ua"
 
 __all__ = ["SweepReport", "build_report", "check_sweep", "render_markdown", "write_report"]
 
@@ -58,10 +67,31 @@ class SweepReport:
     importances: dict[str, float] | None
     importances_note: str
     rows: list[dict[str, Any]]
+    reference: str = "sft"
+    diffs1: dict[str, Comparison] | None = None
+    diffs2: dict[str, Comparison] | None = None
+    test_selected: bool = False
 
 
-def build_report(root: str | Path, name: str, *, top: int = 5) -> SweepReport:
-    """Read sweep ``name`` under ``root`` (through the results API) into a :class:`SweepReport`."""
+def _clip_loader(root: Path, name: str):
+    """``(trial_id, run) -> (y_true, y_pred)`` from the run's saved test predictions (sorted by clip
+    key, so two trials of one fold line up), or None where the file is missing."""
+    import pyarrow.parquet as pq
+
+    def load(trial_id: str, run: Mapping[str, Any]) -> ClipPredictions | None:
+        path = (root / name / "runs" / trial_id / f"seed_{run.get('seed')}" / f"fold_{run.get('fold')}" / "best"
+                / "test_predictions.parquet")
+        if not path.is_file():
+            return None
+        rows = sorted(pq.read_table(path, columns=["key", "label", "pred"]).to_pylist(), key=lambda r: r["key"])
+        return [r["label"] for r in rows], [r["pred"] for r in rows]
+
+    return load
+
+
+def build_report(root: str | Path, name: str, *, top: int = 5, reference: str = "sft") -> SweepReport:
+    """Read sweep ``name`` under ``root`` (through the results API) into a :class:`SweepReport`;
+    ``reference`` is the objective every Table 1 row is compared with."""
     check_sweep(root, name)
     table = read_trials(root, name)
     rows = table.to_pylist()
@@ -73,8 +103,17 @@ def build_report(root: str | Path, name: str, *, top: int = 5) -> SweepReport:
     params, source = searched_params(meta, rows)
     params = [p for p in params if f"hp_{p.name}" in table.column_names]
     imp, note = param_importances(rows, params, metric, mode)
-    return SweepReport(name, metric, mode, status, method_table(rows, metric, mode), ablation_table(rows, metric, mode),
-                       best, params, source, history(rows, metric, mode), imp, note, rows)
+    labels = method_labels()
+    if reference not in labels:
+        raise InputError(None, "--reference", f"unknown objective {reference!r}; valid: {', '.join(labels)}")
+    table1, table2 = method_table(rows, metric, mode), ablation_table(rows, metric, mode)
+    clips = _clip_loader(Path(root), name)
+    search = ((meta or {}).get("config") or {}).get("search") or {}
+    return SweepReport(name, metric, mode, status, table1, table2, best, params, source, history(rows, metric, mode),
+                       imp, note, rows, reference=labels[reference],
+                       diffs1=differences(table1, labels[reference], DIFFERENCE_SCORE, clips),
+                       diffs2=differences(table2, ABLATION_REFERENCE, DIFFERENCE_SCORE, clips),
+                       test_selected=bool(search.get("allow_test_selection")) or str(metric).startswith("test_"))
 
 
 def _pct(value: object) -> str:
@@ -94,7 +133,8 @@ def _md_table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 
 def _md_scores(t: ScoreTable, short: dict[str, str]) -> list[str]:
     head = ["Method"] + [f"{d} {short[m]}" for d in t.datasets for m in t.metrics]
-    body = [[label] + [_pct(cells[d].scores.get(m)) if d in cells else "–" for d in t.datasets for m in t.metrics]
+    body = [[label] + [format_estimate(cells[d].estimate(m), digits=2, scale=100) if d in cells else "–"
+                       for d in t.datasets for m in t.metrics]
             for label, cells in t.rows.items()]
     lines = _md_table(head, body)
     for label, cells in t.rows.items():
@@ -103,24 +143,54 @@ def _md_scores(t: ScoreTable, short: dict[str, str]) -> list[str]:
     return lines + [""]
 
 
+def _md_differences(diffs: dict[str, Comparison] | None, reference: str) -> list[str]:
+    """Each row's paired difference to ``reference`` per dataset (test UA, points), with its CI."""
+    if not diffs:
+        return [f"No paired differences: no `{reference}` row to compare with.", ""]
+    datasets = list(diffs)
+    labels = list(dict.fromkeys(g.group for c in diffs.values() for g in c.groups if g.group != reference))
+    body = []
+    for label in labels:
+        cells = []
+        for d in datasets:
+            g = next((g for g in diffs[d].groups if g.group == label), None)
+            if g is None or g.difference is None:
+                cells.append("–")
+                continue
+            cells.append(f"{format_difference(g.difference, digits=2, scale=100)}: "
+                         f"{difference_verdict(g.difference, reference)}")
+        body.append([label, *cells])
+    methods = sorted({g.difference.method for c in diffs.values() for g in c.groups if g.difference is not None})
+    return (_md_table(["Method", *(f"{d}: test UA − {reference} (points)" for d in datasets)], body)
+            + [f"How: {m}." for m in methods] + [""])
+
+
 def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
     """``report.md``: ``plots`` maps ``metric_vs_params``/``history``/``importances`` to a PNG name (or None)."""
     short = {"test_ua": "UA", "test_wa": "WA", "test_f1": "F1"}
     s = r.status
-    out = [f"# Sweep report: {r.name}", "",
+    out = [f"# Sweep report: {r.name}", ""]
+    if r.test_selected:
+        out += ["> **Selected on test.** This sweep's selection metric is a test metric (`allow_test_selection`): "
+                "every test figure below was used to choose trials and is biased upwards; it is not a held-out "
+                "estimate.", ""]
+    out += [
            f"Status {s.get('status') or 'unknown'}: {s['total']} trials ({s['completed']} completed, {s['failed']} "
            f"failed, {s['running']} running, {s['pruned']} pruned). Selection metric: `{r.metric}` ({r.mode}).", "",
-           f"Each cell shows the test scores (%, means over the trial's folds) of the completed trial of that cell "
-           f"that is best by `{r.metric}` ({r.mode}); ties go to the lower trial id. Trials whose `{r.metric}` is "
-           "missing or NaN are left out. The teacher row shows the teacher's own test scores as recorded by the "
-           "dataset's best trial.", "", "## Table 1: methods x datasets", ""]
+           f"Each cell shows the test scores (%) of the completed trial of that cell that is best by `{r.metric}` "
+           f"({r.mode}; ties go to the lower trial id) as mean ± half-width of the 95% t interval over the trial's "
+           "(seed, fold) runs, with n. Trials whose `{r.metric}` is missing or NaN are left out. The teacher row "
+           "shows the teacher's own test scores (one run per fold: it is the same for every seed) as recorded by "
+           "the dataset's best trial.", "", "## Table 1: methods x datasets", ""]
     if r.table1.rows:
         out += _md_scores(r.table1, short)
+        out += [f"### Paired differences to {r.reference}", ""] + _md_differences(r.diffs1, r.reference)
     else:
         out += [f"Omitted: no completed trial with a finite `{r.metric}`.", ""]
     out += ["## Table 2: ablation", ""]
     if len(r.table2.rows) >= 2:
         out += _md_scores(r.table2, short)
+        out += [f"### Paired differences to {ABLATION_REFERENCE}", ""] + _md_differences(r.diffs2, ABLATION_REFERENCE)
     else:
         have = ", ".join(r.table2.rows) or "none"
         out += [f"Omitted: the sweep's completed trials cover fewer than two ablation rows (LDist, LDist + PDist "
@@ -153,13 +223,14 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
     return "\n".join(out)
 
 
-def write_report(root: str | Path, name: str, out: str | Path | None = None, *, top: int = 5) -> Path:
+def write_report(root: str | Path, name: str, out: str | Path | None = None, *, top: int = 5,
+                 reference: str = "sft") -> Path:
     """Write ``report.md`` and its PNGs for sweep ``name`` into ``out`` (default
     ``<root>/<name>/report``), atomically: built in a temp folder beside it, then renamed into place.
     An existing ``out`` is replaced only if it is a report (holds ``report.md``) or empty."""
     from pldistill.results._plots import write_plots
 
-    report = build_report(root, name, top=top)
+    report = build_report(root, name, top=top, reference=reference)
     out = Path(out) if out is not None else Path(root) / name / "report"
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").is_file())):
         raise InputError(out, None, "exists and is not a report folder (no report.md); choose another --out")

@@ -203,6 +203,10 @@ class FoldMetrics:
     test_wa: float | None = None
     test_f1: float | None = None
     test_loss: float | None = None
+    #: The fold's teacher on the same test clips (the same for every seed).
+    teacher_test_ua: float | None = None
+    teacher_test_wa: float | None = None
+    teacher_test_f1: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -272,7 +276,9 @@ class TrialRecord:
             "folds": sorted({f["fold"] for f in folds}),
             "seeds": sorted({f.get("seed", 0) for f in folds}),
             "fold_metrics": [FoldMetrics(fold=f["fold"], seed=f.get("seed", 0), best_epoch=f.get("best_epoch"),
-                                         **{m: (f.get("best") or {}).get(m) for m in _METRICS}) for f in folds],
+                                         **{m: (f.get("best") or {}).get(m) for m in _METRICS},
+                                         **{f"teacher_{m}": (f.get("teacher") or {}).get(m)
+                                            for m in ("test_ua", "test_wa", "test_f1")}) for f in folds],
             "best_epoch": statistics.median_low([f["best_epoch"] for f in folds]) if folds else None,
             **{f"teacher_{m}": _mean([(f.get("teacher") or {}).get(m) for f in folds]) for m in _METRICS},
             "wall_s": result.get("wall_s"), "samples_per_s": result.get("samples_per_s"),

@@ -10,14 +10,16 @@ scores, which are already means over the trial's folds. :mod:`pldistill.results.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pldistill.results.compare import ClipPredictions, Comparison, compare_groups
 from pldistill.results.query import default_mode
 from pldistill.results.space import ParamSpec, _finite
+from pldistill.results.stats import Estimate, importance_support, mean_ci
 
-__all__ = ["method_labels", "Cell", "ScoreTable", "ablation_label", "ablation_table", "best_cell", "history",
+__all__ = ["method_labels", "differences", "Cell", "ScoreTable", "ablation_label", "ablation_table", "best_cell", "history",
            "method_table", "param_importances", "selection"]
 
 _DEFAULT_METRIC = "val_ua"
@@ -42,11 +44,19 @@ def _weighted_terms(objective: str) -> list[tuple[str, str]]:
 
 @dataclass
 class Cell:
-    """The trial a table cell shows, its scores (fractions) and how many trials shared the cell."""
+    """The trial a table cell shows, its scores (fractions, means over its runs), how many trials
+    shared the cell, and its (seed, fold) runs (``fold_metrics`` rows) for the uncertainty."""
 
     trial_id: str
     scores: dict[str, float | None]
     n_trials: int
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def estimate(self, score: str) -> Estimate:
+        """Mean of ``score`` over the runs with its 95% t interval; a trial whose runs do not record
+        ``score`` (older rows) gives its mean alone, n = 1."""
+        est = mean_ci([r.get(score) for r in self.runs])
+        return est if est.n else mean_ci([self.scores.get(score)])
 
 
 @dataclass
@@ -80,7 +90,7 @@ def best_cell(rows: Sequence[Mapping[str, Any]], metric: str, mode: str, scores:
     if not ranked:
         return None
     top = ranked[0]
-    return Cell(str(top["trial_id"]), {s: top.get(s) for s in scores}, len(ranked))
+    return Cell(str(top["trial_id"]), {s: top.get(s) for s in scores}, len(ranked), list(top.get("fold_metrics") or []))
 
 
 def _hp(row: Mapping[str, Any], name: str) -> Any:
@@ -142,7 +152,10 @@ def method_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> S
         best = best_cell([r for r in rows if r.get("dataset") == d], metric, mode,
                          ("teacher_test_ua", "teacher_test_wa", "teacher_test_f1"))
         if best is not None and any(_finite(v) for v in best.scores.values()):
-            teacher[d] = Cell(best.trial_id, {k[len("teacher_"):]: v for k, v in best.scores.items()}, 1)
+            # one run per fold: the teacher is the fold's, the same for every seed
+            per_fold = {r["fold"]: {k[len("teacher_"):]: r.get(k) for k in best.scores} for r in best.runs}
+            runs = [{"fold": f, **v} for f, v in per_fold.items() if any(_finite(x) for x in v.values())]
+            teacher[d] = Cell(best.trial_id, {k[len("teacher_"):]: v for k, v in best.scores.items()}, 1, runs)
     if teacher and table.rows:
         table.rows = {"Teacher": teacher, **table.rows}
     return table
@@ -186,10 +199,36 @@ def param_importances(rows: Sequence[Mapping[str, Any]], specs: Sequence[ParamSp
         except (ValueError, TypeError):  # a value outside the space (hand-edited sweep.json): leave it out
             skipped += 1
     n = len(study.trials)
-    if n < 2:
-        return None, f"fewer than 2 completed trials with {metric} fit the search space ({n})"
+    withheld = importance_support(n)
+    if withheld is not None:
+        return None, withheld
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. "importances will be equal" on tiny studies
         found = optuna.importance.get_param_importances(study)
     note = f"{n} completed trials" + (f" ({skipped} outside the search space left out)" if skipped else "")
     return dict(found), note
+
+
+def differences(table: ScoreTable, reference: str, score: str,
+                clips: Callable[[str, Mapping[str, Any]], ClipPredictions | None] | None = None) -> dict[str, Comparison]:
+    """Per dataset, each row's paired difference of ``score`` to the row ``reference``, over the
+    (seed, fold) runs both cells' trials have (:func:`~pldistill.results.compare.compare_groups`);
+    where fewer than 3 runs match, a clip-level paired bootstrap over the runs' test predictions
+    (``clips(trial_id, run)`` gives a run's ``(y_true, y_pred)`` in key order, or None)."""
+    out: dict[str, Comparison] = {}
+    for d in table.datasets:
+        cells = {label: row[d] for label, row in table.rows.items() if d in row and label != "Teacher"}
+        if reference not in cells:
+            continue
+        runs = [{"row": label, "seed": r.get("seed"), "fold": r.get("fold"), score: r.get(score)}
+                for label, c in cells.items() for r in (c.runs or [{"fold": None, score: c.scores.get(score)}])]
+        preds = None
+        if clips is not None:
+            preds = {}
+            for label, c in cells.items():
+                for r in c.runs:
+                    got = clips(c.trial_id, r)
+                    if got is not None:
+                        preds[(label, (r.get("seed"), r.get("fold")))] = got
+        out[d] = compare_groups(runs, score, group="row", reference=reference, order=list(table.rows), clips=preds)
+    return out

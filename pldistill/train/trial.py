@@ -28,8 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pldistill._fs import atomic_dir, private_dirs
-from pldistill.config import TrainConfig, TrialConfig
+from pldistill._fs import atomic_dir, atomic_write, private_dirs
+from pldistill.config import TrainConfig, TrialConfig, metric_mode
 from pldistill.losses import build_objective
 from pldistill.models.audiolm import AudioLMHead
 from pldistill.models.inputs import Example, collate
@@ -57,7 +57,7 @@ from pldistill.train.student_prior import ensure_student_llm
 from pldistill.train.teacher import ensure_teacher
 from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache, teacher_cache_complete
 
-__all__ = ["run_trial", "TrialResult", "FoldResult", "Reporter", "lr_factor"]
+__all__ = ["run_trial", "trial_runs", "TrialResult", "FoldResult", "Reporter", "lr_factor", "PREDICTIONS_FILE"]
 
 #: ``report(metrics, epoch_row, checkpoint_dir_or_None)``: called once per epoch on every rank.
 #: ``metrics`` holds the trial's best-so-far figures (mean over its (seed, fold) runs, what Tune/Optuna/ASHA and the
@@ -68,6 +68,8 @@ Reporter = Callable[[dict[str, Any], dict[str, Any], "Path | None"], None]
 #: Epoch checkpoints are written under the trial's own folder (not the system temp dir), so what a
 #: worker killed mid-write leaves behind is found and cleared when the trial starts again.
 _CHECKPOINTS = ".checkpoints"
+#: The best epoch's test predictions of a run, beside its saved student (``<run>/best/``).
+PREDICTIONS_FILE = "test_predictions.parquet"
 
 
 @dataclass
@@ -309,19 +311,25 @@ def _fold_epochs(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, clock:
         if not _all_ranks_finite(losses):  # every rank stops together, or the others hang in a collective
             raise FloatingPointError(f"non-finite loss in seed {seed} fold {fold} epoch {epoch + 1}: {losses}")
         # evaluate
-        row: dict[str, Any] = {"seed": seed, "fold": fold, "epoch": epoch + 1, **{f"train_loss_{k}": v for k, v in losses.items()},
-                               **_prefixed("val", _evaluate(f, f.data.val, tc.eval_batch_size)),
+        val, _ = _evaluate(f, f.data.val, tc.eval_batch_size)
+        row: dict[str, Any] = {"seed": seed, "fold": fold, "epoch": epoch + 1,
+                               **{f"train_loss_{k}": v for k, v in losses.items()}, **_prefixed("val", val),
                                "samples_per_s": seen / train_s, "lr": f.optimizer.param_groups[0]["lr"],
                                "wall_s": train_s, "attempt": attempt}
+        predictions = None
         if tc.eval_test_each_epoch:
-            row.update(_prefixed("test", _evaluate(f, f.data.test, tc.eval_batch_size)))
+            test, predictions = _evaluate(f, f.data.test, tc.eval_batch_size)
+            row.update(_prefixed("test", test))
         res.epochs.append(row)
         # keep the best epoch
-        gathered = _keep_if_best(f, cfg, res, row, losses)
+        gathered = _keep_if_best(f, cfg, res, row, losses, predictions)
         last = epoch + 1 == tc.epochs
         if last and not tc.eval_test_each_epoch:  # test once, with the best epoch's student
             restore_trainable(f.head, f.best_weights)
-            res.best.update(_prefixed("test", _evaluate(f, f.data.test, tc.eval_batch_size)))
+            test, predictions = _evaluate(f, f.data.test, tc.eval_batch_size)
+            res.best.update(_prefixed("test", test))
+            if _rank_world()[0] == 0:
+                _write_predictions(f.out_dir / "best", predictions, f.data.labels)
         _log(f"seed {seed} fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} val UA {row['val_ua']:.3f}"
              + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
         # the resumable checkpoint; sharded, rank 0 writes it from gathered copies (gathering is a collective)
@@ -359,11 +367,11 @@ def _train_epoch(f: _Fold, tc: TrainConfig) -> dict[str, float]:
     return {k: v / max(1, s.micro_per_epoch) for k, v in sums.items()}
 
 
-def _keep_if_best(f: _Fold, cfg: TrialConfig, res: FoldResult, row: dict[str, Any],
-                  losses: dict[str, float]) -> dict[str, torch.Tensor] | None:
+def _keep_if_best(f: _Fold, cfg: TrialConfig, res: FoldResult, row: dict[str, Any], losses: dict[str, float],
+                  predictions: list[tuple[str, int, list[float]]] | None) -> dict[str, torch.Tensor] | None:
     """Make this epoch the fold's best when it is (rank 0 decides for all): its figures, this rank's
-    copy of the trainable weights, and the saved student. Sharded: returns this epoch's full trainable
-    state (rank 0; None elsewhere), gathered for the save and the checkpoint."""
+    copy of the trainable weights, and the saved student with its test predictions. Sharded: returns
+    this epoch's full trainable state (rank 0; None elsewhere), gathered for the save and the checkpoint."""
     # Sharded: gathering the full trainable state is a collective, so every rank does it (rank 0 gets it).
     gathered = full_trainable_state(f.head) if f.sharded else None
     if _agreed(res.best_epoch < 0 or _better(row, res.best, cfg.train.select_metric)):
@@ -375,6 +383,8 @@ def _keep_if_best(f: _Fold, cfg: TrialConfig, res: FoldResult, row: dict[str, An
             f.best_full = gathered
         if _rank_world()[0] == 0:
             _save_student(f.student, cfg, f.out_dir / "best", res.seed, f.data.fold, res.best_epoch, gathered)
+            if predictions is not None:
+                _write_predictions(f.out_dir / "best", predictions, f.data.labels)
     return gathered
 
 
@@ -397,9 +407,7 @@ def _agreed(flag: bool) -> bool:
 
 
 def _better(row: dict[str, Any], best: dict[str, float], metric: str) -> bool:
-    if metric == "val_loss":
-        return row["train_loss_total"] < best.get("loss_total", float("inf"))
-    return row[metric] > best[metric]
+    return row[metric] < best[metric] if metric_mode(metric) == "min" else row[metric] > best[metric]
 
 
 def _optimizer(head: AudioLMHead, cfg: TrialConfig) -> torch.optim.Optimizer:
@@ -419,9 +427,10 @@ def _teacher_cache(cfg: TrialConfig, data: FoldData, teacher) -> TeacherCache | 
     return TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=_log, batch_size=cfg.train.eval_batch_size))
 
 
-def _evaluate(f: _Fold, examples: list[Example], batch_size: int) -> dict[str, float]:
-    """Closed-set UA/WA/F1 and the CE of the gold answers (:func:`closed_set_metrics`); split across
-    ranks and gathered when distributed.
+def _evaluate(f: _Fold, examples: list[Example], batch_size: int
+              ) -> tuple[dict[str, float], list[tuple[str, int, list[float]]]]:
+    """Closed-set UA/WA/F1 and the CE of the gold answers (:func:`closed_set_metrics`), and every clip's
+    ``(key, label, scores)``; split across ranks and gathered when distributed.
 
     Every rank scores the same number of clips (the short shares padded with the first clip, whose
     scores are dropped): under FSDP each forward is a collective, so the ranks' forwards must pair up.
@@ -435,12 +444,24 @@ def _evaluate(f: _Fold, examples: list[Example], batch_size: int) -> dict[str, f
                           batch_size=batch_size)[:len(part)]
     reshard(f.head)  # a sharded root stays gathered after a forward without backward
     f.head.train()
-    pairs = list(zip([ex.label for ex in part], scores.tolist()))
+    scored = [(ex.key, ex.label, s) for ex, s in zip(part, scores.tolist())]
     if world > 1:
         gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, pairs)
-        pairs = [p for g in gathered for p in g]
-    return closed_set_metrics([t for t, _ in pairs], np.array([s for _, s in pairs]))
+        dist.all_gather_object(gathered, scored)
+        scored = [p for g in gathered for p in g]
+    return closed_set_metrics([t for _, t, _ in scored], np.array([s for _, _, s in scored])), scored
+
+
+def _write_predictions(folder: Path, scored: list[tuple[str, int, list[float]]], labels: tuple[str, ...]) -> None:
+    """The best epoch's test predictions beside its student (``test_predictions.parquet``: key, label,
+    pred, scores): what clip-level comparisons (paired bootstrap) and the exported model's check read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"key": [k for k, _, _ in scored], "label": [t for _, t, _ in scored],
+                      "pred": [int(np.argmax(s)) for _, _, s in scored], "scores": [s for _, _, s in scored]})
+    table = table.replace_schema_metadata({"labels": json.dumps(list(labels))})
+    atomic_write(folder / PREDICTIONS_FILE, lambda fh: pq.write_table(table, fh))
 
 
 def _prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:

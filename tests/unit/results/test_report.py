@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pldistill.cli import run_app
+from pldistill.errors import InputError
 from pldistill.results import ResultsStore, run_query
 from pldistill.results import report as rep
 from pldistill.results.space import ParamSpec
@@ -79,7 +80,8 @@ def _md_row(md: str, label: str, section: str = "## Table 1") -> list[str]:
 
 
 def _pct(v: float) -> str:
-    return f"{100 * v:.2f}"
+    """A cell as rendered for a trial without per-run figures: its mean, n = 1."""
+    return f"{100 * v:.2f} (n=1, no CI)"
 
 
 TABLE1 = {"PL-Distill": "objective = 'pl_distill'", "LDist": "objective = 'ldist'", "SFT": "objective = 'sft'",
@@ -176,8 +178,8 @@ def test_report_reads_the_space_the_launch_recorded(root: Path, trial: Callable[
                              beta=beta, minute=i))
     r = rep.build_report(root, "spaced")
     assert r.params == recorded and r.params_source == "the search space the launch sampled (sweep.json)"
-    assert r.importances is not None and set(r.importances) == {"alpha", "lora_rank", "beta"}
-    assert r.importances_note == "3 completed trials"
+    assert r.importances is None  # 3 trials: too few for importances to mean anything
+    assert r.importances_note == "withheld: they would rest on 3 completed trials, fewer than 10"
     legacy = rep.build_report(root, "mix")  # no space recorded: the config's search section
     assert legacy.params_source == "the sweep's search section (sweep.json)"
 
@@ -187,7 +189,8 @@ def test_search_space_inferred_without_config(results_root: Path) -> None:
     r = rep.build_report(results_root, "ablation")
     names = {p.name for p in r.params}
     assert names == {"alpha", "weighting", "kl_t2_scaling", "lora_rank"}
-    assert r.importances is not None and set(r.importances) <= names
+    n = sum(1 for row in r.rows if row.get("status") == "completed")
+    assert (r.importances is not None and set(r.importances) <= names) if n >= 10 else r.importances is None
     assert "no search section" in r.params_source
 
 
@@ -204,7 +207,7 @@ def test_cli_writes_report_and_pngs(root: Path, tmp_path: Path, capsys: pytest.C
         with Image.open(out / png) as im:
             im.verify()
             assert im.size[0] > 100 and im.size[1] > 100
-    assert "is best by `val_ua` (max)" in md
+    assert "is best by `val_ua` (max;" in md
     assert "## Hyperparameter importances (Optuna)" in md and "`weighting`" in md
 
     # Written again: replaced whole, nothing left beside it.
@@ -219,7 +222,8 @@ def test_one_trial_sweep_omits_with_sentences(root: Path, tmp_path: Path) -> Non
     assert run_app(["report", "lonely", "--results", str(root), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "## Table 2: ablation\n\nOmitted:" in md
-    assert "Not computed: fewer than 2 completed trials" in md
+    assert "Not computed: withheld: they would rest on 1 completed trial, fewer than 10" in md
+    assert "**Selected on test.**" in md  # lonely's metric is test_ua
     assert not (out / "importances.png").exists() and (out / "history.png").is_file()
 
 
@@ -259,3 +263,54 @@ def test_refuses_to_replace_a_folder_that_is_not_a_report(root: Path, tmp_path: 
     err = capsys.readouterr().err
     assert "is not a report folder" in err and err.count("\n") == 1
     assert [p.name for p in mine.iterdir()] == ["keep.txt"]
+
+
+def test_cells_carry_ci_over_runs_and_rows_their_paired_difference(tmp_path: Path, trial: Callable[..., object]) -> None:
+    """Three (seed, fold) runs per trial: mean ± t half-width, n=3; the paired difference to the
+    reference over the matched runs, by hand. One run only: the clip-level bootstrap of the saved
+    test predictions."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pldistill.results.schema import FoldMetrics
+
+    root = tmp_path / "results"
+    store = ResultsStore(root, "reps")
+    store.write_sweep_meta({"metric": "val_ua", "mode": "max"})
+    runs = [(0, 1), (0, 2), (1, 1)]
+    sft, pld = [0.50, 0.60, 0.55], [0.56, 0.62, 0.64]
+
+    def write(tid: str, objective: str, values: list[float]) -> None:
+        fms = [FoldMetrics(seed=s, fold=f, best_epoch=1, test_ua=v, teacher_test_ua=0.9) for (s, f), v in zip(runs, values)]
+        store.write_trial(_t(trial, tid, objective, "synthetic", 0.6, sum(values) / 3, minute=1).__class__(
+            **{**vars(_t(trial, tid, objective, "synthetic", 0.6, sum(values) / 3)), "fold_metrics": fms,
+               "seeds": [0, 1]}))
+
+    write("s1", "sft", sft)
+    write("p1", "pl_distill", pld)
+    r = rep.build_report(root, "reps")
+    # sft: mean 0.55, sd 0.05, t(0.975, 2) = 4.302653 -> half width 4.302653 * 0.05 / sqrt(3) = 0.124207
+    assert _md_row(rep.render_markdown(r, {}), "SFT")[0] == "55.00 ± 12.42 (n=3)"
+    # differences 0.06, 0.02, 0.09: mean 0.056667, sd 0.035119, half width 4.302653 * 0.035119 / sqrt(3) = 0.087240
+    diff = r.diffs1["synthetic"]["PL-Distill"].difference
+    assert diff.n == 3 and diff.mean == pytest.approx(0.0566667, abs=1e-6)
+    assert (diff.low, diff.high) == pytest.approx((0.0566667 - 0.0872403, 0.0566667 + 0.0872403), abs=1e-6)
+    md = rep.render_markdown(r, {})
+    assert "not distinguishable from SFT" in md.split("### Paired differences to SFT", 1)[1]
+
+    # one run each: no t interval; the clip-level bootstrap over the saved predictions decides
+    single = ResultsStore(root, "single")
+    single.write_sweep_meta({"metric": "val_ua", "mode": "max"})
+    labels = [0, 1, 0, 1] * 25
+    for tid, objective, preds in (("s1", "sft", [1 - y for y in labels[:50]] + labels[50:]),
+                                  ("p1", "pl_distill", labels)):
+        base = _t(trial, tid, objective, "synthetic", 0.6, 0.5)
+        single.write_trial(base.__class__(**{**vars(base), "fold_metrics": [FoldMetrics(seed=0, fold=1, test_ua=0.5)]}))
+        best = root / "single" / "runs" / tid / "seed_0" / "fold_1" / "best"
+        best.mkdir(parents=True)
+        keys = [f"c{i:03d}" for i in range(len(labels))]
+        pq.write_table(pa.table({"key": keys, "label": labels, "pred": preds}), best / "test_predictions.parquet")
+    one = rep.build_report(root, "single").diffs1["synthetic"]["PL-Distill"].difference
+    assert one.unit == "clips" and one.mean == pytest.approx(0.5) and one.low > 0
+    with pytest.raises(InputError, match="unknown objective 'sfd'"):
+        rep.build_report(root, "single", reference="sfd")

@@ -42,6 +42,15 @@ def test_short_trial_learns_emotion_well_above_chance(tmp_path, tiny_cache, obje
     assert "trial_result" in reports[-1][0] and "trial_result" not in reports[0][0]
     best = tmp_path / "run" / "seed_0" / "fold_1" / "best"
     assert (best / "adapter_model.safetensors").is_file() and (best / "pldistill_config.json").is_file()
+    # the best epoch's test predictions lie beside it, and are what its test figures were computed from
+    import pyarrow.parquet as pq
+
+    from pldistill.train.metrics import classification_metrics
+
+    preds = pq.read_table(best / "test_predictions.parquet").to_pylist()
+    assert classification_metrics([p["label"] for p in preds], [p["pred"] for p in preds])["ua"] == \
+        pytest.approx(fold.best["test_ua"])
+    assert all(p["pred"] == max(range(len(p["scores"])), key=p["scores"].__getitem__) for p in preds)
     terms = {k for k in result.metrics if k.startswith("loss_")}
     expected = {"loss_total", "loss_ce"} | ({"loss_cka", "loss_kl_audio", "loss_kl_response"}
                                             if objective == "pl_distill" else set())
