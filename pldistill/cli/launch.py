@@ -52,7 +52,7 @@ def launch_cmd(
                   f"{c.get('failed', 0)} failed in {summary.wall_s:.0f} s; results in {summary.results / summary.name}")
     from pldistill.cli.results import print_best  # duckdb and pyarrow are core dependencies
 
-    print_best(summary.results, sweep=summary.name, top=5, console=console)
+    print_best(summary.results, sweep=summary.name, metric=summary.metric, mode=summary.mode, top=5, console=console)
 
 
 def submit_as_job(sweep_file: Path, address: str, working_dir: Path, *, follow: bool, progress: bool,

@@ -127,7 +127,8 @@ def query(
 
 @app.command()
 def best(
-    metric: Annotated[str, typer.Option(help="Column to rank by.")] = "test_ua",
+    metric: Annotated[str, typer.Option(help="Column to rank by (a val_ metric: ranking by test is "
+                                              "selecting on test).")] = "val_ua",
     mode: Annotated[Mode | None, typer.Option(help="max or min (default: min for losses and wall_s, "
                                                     "max otherwise).", show_default=False)] = None,
     by: Annotated[str | None, typer.Option("--by", help="Best per value of this column "
@@ -141,7 +142,7 @@ def best(
     print_best(results, metric=metric, mode=mode.value if mode else None, by=by, sweep=sweep, top=top, fmt=fmt)
 
 
-def print_best(results: Path, *, metric: str = "test_ua", mode: str | None = None, by: str | None = None,
+def print_best(results: Path, *, metric: str = "val_ua", mode: str | None = None, by: str | None = None,
                sweep: str | None = None, top: int = 1, fmt: OutputFormat = OutputFormat.table,
                console: Console | None = None) -> None:
     """What ``best`` prints, for other commands (``launch`` shows the best trials of its sweep)."""
@@ -150,10 +151,28 @@ def print_best(results: Path, *, metric: str = "test_ua", mode: str | None = Non
     table = best_trials(results, metric=metric, mode=mode, by=by, sweep=sweep, top=top)
     meta = table.schema.metadata or {}
     metric_col, group = meta[b"pldistill.metric"].decode(), meta.get(b"pldistill.by", b"").decode()
+    table = with_run_intervals(table, metric_col)
+    ci = f"{metric_col} 95% CI"
     shown = list(dict.fromkeys(["rank", *([group] if group else []), "sweep", "trial_id", metric_col,
-                                *_BEST_COLUMNS]))
+                                *([ci] if ci in table.column_names else []), *_BEST_COLUMNS]))
     title = f"best by {metric_col} ({meta[b'pldistill.mode'].decode()})" + (f" per {group}" if group else "")
     _emit(table, fmt, title=title, columns=shown, console=console)
+
+
+def with_run_intervals(table, metric: str):
+    """``table`` with a column ``<metric> 95% CI``: the mean ± half-width of the t interval over each
+    trial's (seed, fold) runs, with n (when the runs record ``metric``)."""
+    import pyarrow as pa
+
+    from pldistill.results.stats import format_estimate, mean_ci
+
+    if "fold_metrics" not in table.column_names:
+        return table
+    runs = table.column("fold_metrics").to_pylist()
+    if not any(metric in (r or {}) for rows in runs for r in rows or []):
+        return table
+    text = [format_estimate(mean_ci([r.get(metric) for r in rows or []])) for rows in runs]
+    return table.append_column(f"{metric} 95% CI", pa.array(text, pa.string()))
 
 
 @app.command()

@@ -35,6 +35,9 @@ class LaunchSummary:
     counts: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     dashboard_url: str | None = None
+    #: The sweep's own selection metric and mode: the summary ranks by them, never by a test figure.
+    metric: str = "val_ua"
+    mode: str = "max"
 
 
 def prepare_shared(sweep: Any, log=print, address: str | None = None) -> None:
@@ -134,7 +137,8 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
     if meta is not None and meta.get("status") == "finished":
         say(f"sweep {sweep.name} already finished; results in {store.sweep_dir} "
             "(give the sweep a new name to run it again)")
-        return LaunchSummary(name=sweep.name, results=results, counts=dict(meta.get("counts") or {}))
+        return LaunchSummary(name=sweep.name, results=results, counts=dict(meta.get("counts") or {}),
+                             metric=sweep.search.metric, mode=sweep.search.effective_mode)
     earlier = meta is not None and can_resume(results, sweep.name)
     if must_resume and not earlier:
         raise PldistillError(f"sweep {sweep.name} in {store.sweep_dir} has no Tune state to resume; "
@@ -196,7 +200,8 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
         store.write_sweep_meta({**(store.read_sweep_meta() or {}), "counts": counts})
     finally:
         ray.shutdown()  # stops the private Ray, or disconnects from the cluster
-    return LaunchSummary(name=sweep.name, results=results, counts=counts,
+    return LaunchSummary(name=sweep.name, results=results, counts=counts, metric=sweep.search.metric,
+                         mode=sweep.search.effective_mode,
                          wall_s=time.perf_counter() - started, dashboard_url=url)
 
 

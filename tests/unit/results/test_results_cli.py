@@ -112,4 +112,20 @@ def test_print_best_for_other_commands(results_root) -> None:
     console = Console(record=True, width=200)
     pldistill.cli.results.print_best(results_root, sweep="ablation", top=2, console=console)
     text = console.export_text()
-    assert "best by test_ua (max)" in text and "t1" in text and "t2" in text and "x0" not in text
+    assert "best by val_ua (max)" in text and "t1" in text and "t2" in text and "x0" not in text
+    # the metric's CI over each trial's (seed, fold) runs stands next to it
+    console = Console(record=True, width=250)
+    pldistill.cli.results.print_best(results_root, sweep="ablation", metric="test_ua", top=2, console=console)
+    text = console.export_text()
+    assert "test_ua 95% CI" in text and "(n=1, no CI)" in text
+
+
+def test_run_intervals_column_is_the_t_interval_over_runs() -> None:
+    import pyarrow as pa
+
+    from pldistill.cli.results import with_run_intervals
+
+    runs = [[{"fold": 1, "val_ua": 0.5}, {"fold": 2, "val_ua": 0.6}, {"fold": 3, "val_ua": 0.55}]]
+    table = with_run_intervals(pa.table({"trial_id": ["t"], "fold_metrics": runs}), "val_ua")
+    # mean 0.55, sd 0.05, t(0.975, 2) = 4.302653: half width 0.124
+    assert table.column("val_ua 95% CI").to_pylist() == ["0.550 ± 0.124 (n=3)"]
