@@ -191,9 +191,39 @@ _kl("rkl_response", "Reverse KL(response)", "response_mask", "reverse",
     "Reverse KL(P_S || P_T) over the response positions (the 'Reverse KL' baseline).")
 
 
-@register_term("relation", label="Relation", inputs=("teacher_audio", "student_audio"))
+def _audio_rows(x: Tensor, audio_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``(B, L, D)`` rows at the audio positions, in sequence order, zero-padded: ``(B, La, D)`` and
+    the ``(B, La)`` valid mask."""
+    counts = audio_mask.sum(-1)
+    la = int(counts.max()) if counts.numel() else 0
+    # A stable sort of "not audio" puts the audio positions first, in their original order.
+    order = torch.argsort((~audio_mask).to(torch.int8), dim=-1, stable=True)[:, :la]
+    valid = torch.arange(la, device=audio_mask.device) < counts.unsqueeze(-1)
+    rows = x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    return torch.where(valid.unsqueeze(-1), rows, 0.0), valid
+
+
+@register_term("relation", label="Relation", inputs=("teacher_logits",))
 def _relation(batch: DistillBatch, opts: TermOptions) -> Tensor:
-    """LLaVA-KD's relation distillation on the projector outputs; see :func:`.relation_distance`."""
+    """LLaVA-KD's relation distillation (RDist) as the paper's baseline has it: on the teacher's and
+    the student's *output logits at the audio positions* (each row L2-normalised, their
+    self-correlation compared by 1 - cosine; :func:`.relation_distance`). LLaVA-KD is a logit-level
+    method: that it never looks at the projector is the point PL-Distill makes against it. From
+    cached hidden states the teacher's audio logits are rebuilt at the audio rows only."""
+    student, valid = _audio_rows(batch.student_logits, batch.audio_mask)
+    if batch.teacher_logits is not None:
+        teacher, _ = _audio_rows(batch.teacher_logits, batch.audio_mask)
+    else:
+        assert batch.teacher_hidden is not None and batch.teacher_lm_head is not None
+        hidden, _ = _audio_rows(batch.teacher_hidden, batch.audio_mask)
+        teacher = hidden.to(batch.teacher_lm_head.dtype) @ batch.teacher_lm_head.T
+    return relation_distance(teacher.detach(), student, valid).mean()
+
+
+@register_term("relation_projector", label="Relation (projector)", inputs=("teacher_audio", "student_audio"))
+def _relation_projector(batch: DistillBatch, opts: TermOptions) -> Tensor:
+    """The relation term on the projector outputs instead of the logits: an ablation
+    (``llava_kd_projector``), not LLaVA-KD as published; see :func:`.relation_distance`."""
     assert batch.teacher_audio is not None and batch.student_audio is not None
     return relation_distance(batch.teacher_audio.detach(), batch.student_audio, batch.audio_token_mask).mean()
 
@@ -207,6 +237,9 @@ register_objective("llava_kd", label="LLaVA-KD", ce=None, kl_response="gamma", k
 register_objective("ldist", label="LDist", ce=None, kl_audio="beta", kl_response="gamma")
 register_objective("pl_distill", label="PL-Distill", ce=None, cka="alpha", kl_audio="beta",
                    kl_response="gamma")  # eq. 8
+# Ablation: LLaVA-KD with its relation term moved onto the projector outputs.
+register_objective("llava_kd_projector", label="LLaVA-KD (projector relation)", ce=None, kl_response="gamma",
+                   kl_audio="beta", relation_projector="llava_kd_relation")
 
 _TEACHER_FIELDS = frozenset({"teacher_logits", "teacher_audio", "audio_weights"})
 _AUDIO_FIELDS = frozenset({"teacher_audio", "student_audio"})

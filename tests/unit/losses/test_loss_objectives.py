@@ -85,7 +85,7 @@ def test_zero_weight_removes_term_but_still_logs_it(make_batch: MakeBatch) -> No
 def test_unknown_names_list_valid_ones() -> None:
     with pytest.raises(ValueError, match="sft, forward_kl, reverse_kl, llava_kd, ldist, pl_distill"):
         build("pl_distil")
-    with pytest.raises(ValueError, match="ce, cka, kl_audio, kl_response, rkl_response, relation"):
+    with pytest.raises(ValueError, match="ce, cka, kl_audio, kl_response, rkl_response, relation, relation_projector"):
         build("pl_distill", term_weights={"kl_prompt": 1.0})
     with pytest.raises(ValueError, match="biased, debiased"):
         build("pl_distill", cka_estimator="unbiased")
@@ -194,3 +194,26 @@ def test_relation_distance() -> None:
     dirty = s.clone()
     dirty[~mask] = float("nan")
     torch.testing.assert_close(relation_distance(t, 3.0 * dirty, mask), got)
+
+
+def test_llava_kd_relation_reads_logits_at_audio_positions(make_batch: MakeBatch) -> None:
+    """The baseline as published: RDist on the output logits at the audio positions (NumPy reference
+    per sample), the same from cached hidden states; the projector variant is a separate ablation."""
+    batch = make_batch()
+    opts = build("llava_kd").options
+    assert batch.teacher_logits is not None
+    got = TERMS["relation"].fn(batch, opts)
+    t, s, audio = batch.teacher_logits.numpy(), batch.student_logits.detach().numpy(), batch.audio_mask.numpy()
+    expected = np.mean([_np_relation(t[b][audio[b]], s[b][audio[b]]) for b in range(len(t))])
+    assert float(got) == pytest.approx(expected, rel=1e-10)
+    # from hidden states and an lm_head, as the teacher cache gives them: the same value
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(*batch.teacher_logits.shape[:2], 5, generator=g, dtype=torch.float64)
+    head = torch.randn(batch.teacher_logits.shape[-1], 5, generator=g, dtype=torch.float64)
+    via_logits = dataclasses.replace(batch, teacher_logits=hidden @ head.T)
+    via_hidden = dataclasses.replace(batch, teacher_logits=None, teacher_hidden=hidden, teacher_lm_head=head)
+    torch.testing.assert_close(TERMS["relation"].fn(via_hidden, opts), TERMS["relation"].fn(via_logits, opts))
+    # the objective weights it by llava_kd_relation and never reads the projector outputs
+    objective = build("llava_kd", llava_kd_relation=0.25)
+    assert objective.weights["relation"] == 0.25 and not objective.needs_audio
+    assert build("llava_kd_projector").needs_audio and "relation_projector" in build("llava_kd_projector").weights

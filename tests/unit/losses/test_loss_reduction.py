@@ -21,6 +21,7 @@ from pldistill.losses import (
 )
 from pldistill.losses.ce import cross_entropy
 from pldistill.losses.fused import FUSED_TERMS, fused_distill_terms
+from pldistill.losses.objectives import _audio_rows
 from pldistill.losses.reduction import position_weights
 
 D, H, V, HT, E0, ES, ET, HEADS = 5, 6, 17, 7, 4, 5, 8, 2
@@ -139,7 +140,11 @@ def _terms(s: Student, b: Inputs, path: str, red: dict[str, str], weighting: str
     student_audio = b.u @ s.p
     weights = audio_token_weights(b.attention, b.audio_mask, torch.roll(b.response_mask, 1, 1), weighting)
     out["cka"] = 1.0 - awcka(b.t_audio, student_audio, weights, b.token_mask).mean()
-    out["relation"] = relation_distance(b.t_audio, student_audio, b.token_mask).mean()
+    out["relation_projector"] = relation_distance(b.t_audio, student_audio, b.token_mask).mean()
+    # LLaVA-KD's relation reads the logits at the audio positions (materialised on every path)
+    rows, valid = _audio_rows(F.linear(hidden, s.w), b.audio_mask)
+    t_rows, _ = _audio_rows(F.linear(b.t_hidden, T_HEAD), b.audio_mask)
+    out["relation"] = relation_distance(t_rows, rows, valid).mean()
     return out
 
 
@@ -163,7 +168,7 @@ REDUCTION_SETS = ({"ce": "sample_sum", "kl_audio": "sample_mean", "kl_response":
                    "rkl_response": "sample_sum"})
 
 
-@pytest.mark.parametrize("term", [*FUSED_TERMS, "cka", "relation"])
+@pytest.mark.parametrize("term", [*FUSED_TERMS, "cka", "relation", "relation_projector"])
 @pytest.mark.parametrize("path", LOGIT_PATHS)
 @pytest.mark.parametrize("red", REDUCTION_SETS, ids=["eq7", "swapped"])
 def test_each_term_batch_equals_mean_of_clips(term: str, path: str, red: dict[str, str]) -> None:
