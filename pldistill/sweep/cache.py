@@ -92,7 +92,7 @@ def _load_teacher(cfg: TrialConfig, data: Any, log: Callable[[str], None]) -> An
     from pldistill.models.loading import freeze, load_teacher, set_encoder_window
     from pldistill.train.teacher import ensure_teacher
 
-    if cfg.model.teacher_finetune.enabled or cfg.model.teacher == "tiny":
+    if cfg.model.finetunes_teacher:
         return ensure_teacher(cfg, data, log=log)[0]
     teacher = load_teacher(cfg.model.teacher, dtype=getattr(torch, cfg.model.dtype))
     set_encoder_window(teacher.audio_tower, data.window_s)

@@ -61,7 +61,7 @@ def prepare_shared(sweep: Any, log=print, address: str | None = None) -> None:
         torch.set_num_threads(cfg.train.num_threads)
     for fold in cfg.data.folds:
         data = prepare_fold(cfg, fold)
-        if cfg.model.teacher == "tiny" or cfg.model.teacher_finetune.enabled:
+        if cfg.model.finetunes_teacher or cfg.model.teacher == "tiny":  # built here, shared by every trial
             teacher, _ = ensure_teacher(cfg, data, log=log)
             ensure_student_llm(cfg, teacher.tokenizer, log=log)
     if cfg.model.teacher_mode == "cached":  # the teacher cache, built with Ray Data when missing

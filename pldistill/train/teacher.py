@@ -67,11 +67,10 @@ def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] 
     teacher that was just scored there).
     """
     dtype = _DTYPES[cfg.model.dtype]
-    ft = cfg.model.teacher_finetune
     key = teacher_key(cfg, data)
     root = cfg.cache_dir / "teachers"
     final = root / key
-    if not (ft.enabled or cfg.model.teacher == "tiny"):  # a real teacher used as is (the paper)
+    if not cfg.model.finetunes_teacher:  # a real teacher used as is (the paper)
         with file_lock(root / f".{key}.lock"):
             if not (final / "metrics.json").is_file():
                 full = _windowed(load_teacher(cfg.model.teacher, dtype=dtype), data)

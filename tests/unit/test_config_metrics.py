@@ -39,3 +39,13 @@ def test_select_metric_takes_validation_metrics_only() -> None:
     assert TrainConfig(select_metric="val_loss").select_metric == "val_loss"
     with pytest.raises(ValidationError):
         TrainConfig(select_metric="test_ua")
+
+
+def test_a_checkpoint_teacher_is_used_as_is_and_the_tiny_one_fine_tuned() -> None:
+    """The paper distils Qwen2-Audio as released: fine-tuning a checkpoint teacher is opt-in."""
+    from pldistill.config import ModelConfig
+
+    assert ModelConfig().finetunes_teacher  # tiny: random until trained
+    assert not ModelConfig(teacher="/models/Qwen2-Audio-7B-Instruct").finetunes_teacher
+    assert ModelConfig(teacher="/models/q", teacher_finetune={"enabled": True}).finetunes_teacher
+    assert not ModelConfig(teacher_finetune={"enabled": False}).finetunes_teacher  # a random tiny teacher
