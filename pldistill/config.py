@@ -162,6 +162,12 @@ class Hyperparameters(_Strict):
     weighting: str = "attention_last"
     sharpen_p: float = Field(2.0, gt=0.0, description="exponent of attention_sharpened")
     cka_estimator: Literal["biased", "debiased"] = "biased"
+    #: AwCKA's weights read the attention of the response's label token(s) ("the response token, e.g.
+    #: Happy", section 2.2); true adds the closing <|im_end|> row.
+    awcka_end_row: bool = Field(False, description="AwCKA weights also from the closing <|im_end|> row")
+    #: Eq. 7 sums the CE over a sample's response tokens, then averages over samples (``sum``);
+    #: ``mean`` averages within each sample instead (a scale independent of the answer's length).
+    ce_reduction: Literal["sum", "mean"] = "sum"
     llava_kd_relation: float = Field(1.0, ge=0.0, description="weight of LLaVA-KD's relation term")
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(256.0, gt=0.0)

@@ -14,9 +14,9 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from .ce import cross_entropy
 from .cka import CKA_ESTIMATORS, awcka
 from .kl import kl_divergence, kl_divergence_from_hidden
 from .relation import relation_distance
@@ -72,6 +72,8 @@ class TermOptions:
 
     temperature: float  #: t of eq. 5 for every KL term
     cka_estimator: str  #: see pldistill.losses.awcka
+    #: CE per sample: ``sum`` over its response tokens (eq. 7) or their ``mean``; then the mean over samples.
+    ce_reduction: str
     kl_chunk_size: int | None = None  #: see pldistill.losses.kl_divergence (a resource setting)
 
 
@@ -134,17 +136,11 @@ def register_objective(name: str, *, label: str, **weights: str | None) -> Objec
 
 @register_term("ce", label="CE")
 def _ce(batch: DistillBatch, opts: TermOptions) -> Tensor:
-    """Eq. 7: cross-entropy of the student's response logits against the labels.
-
-    Averaged over all response tokens of the batch, whereas eq. 7 sums over one sample's response
-    tokens: the mean keeps the scale independent of label length (and equals eq. 7 for the
-    paper's one-token labels at batch size 1). Computed in fp32 on the response rows only.
-    """
-    logits = batch.student_logits[batch.response_mask]
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    if logits.shape[0] == 0:
-        return logits.to(dtype).sum()
-    return F.cross_entropy(logits.to(dtype), batch.labels[batch.response_mask])
+    """Eq. 7: cross-entropy of the student's response logits against the labels, summed over each
+    sample's response tokens (``ce_reduction: mean``: averaged), then averaged over the samples, so
+    that a batch of B clips equals B accumulated batches of one. In fp32 on the response rows only."""
+    return cross_entropy(batch.student_logits, batch.labels, batch.response_mask,
+                         reduction="sample_sum" if opts.ce_reduction == "sum" else "sample_mean")
 
 
 @register_term("cka", label="PDist", inputs=("teacher_audio", "student_audio", "audio_weights"))
@@ -162,13 +158,19 @@ def _cka(batch: DistillBatch, opts: TermOptions) -> Tensor:
     return 1.0 - sim.mean()
 
 
+#: Eq. 5-6 average over a sample's positions; the batch then averages the samples, so that a batch of
+#: B clips gives the loss and gradients of B accumulated batches of one (the paper's batch 1 x 16).
+_KL_REDUCTION = "sample_mean"
+
+
 def _kl(name: str, label: str, mask_field: str, direction: str, doc: str) -> None:
     def term(batch: DistillBatch, opts: TermOptions) -> Tensor:
         if batch.teacher_logits is None and batch.teacher_hidden is not None:
             assert batch.teacher_lm_head is not None
             return kl_divergence_from_hidden(batch.teacher_hidden, batch.teacher_lm_head, batch.student_logits,
                                              getattr(batch, mask_field), temperature=opts.temperature,
-                                             direction=direction, chunk_size=opts.kl_chunk_size)
+                                             direction=direction, chunk_size=opts.kl_chunk_size,
+                                             reduction=_KL_REDUCTION)
         assert batch.teacher_logits is not None
         return kl_divergence(
             batch.teacher_logits,
@@ -177,6 +179,7 @@ def _kl(name: str, label: str, mask_field: str, direction: str, doc: str) -> Non
             temperature=opts.temperature,
             direction=direction,
             chunk_size=opts.kl_chunk_size,
+            reduction=_KL_REDUCTION,
         )
 
     term.__doc__ = doc
@@ -300,8 +303,8 @@ def build_objective(
 
     ``hparams`` maps hyperparameter names to values (``Hyperparameters.model_dump()``; the defaults
     are written there once, the paper's section 3.1): every weight the objective names (``alpha``,
-    ``beta``, ``gamma``, ...) and the term options ``temperature``, ``cka_estimator`` and
-    ``kl_t2_scaling`` must be present. ``term_weights`` sets a term's weight directly, replacing its
+    ``beta``, ``gamma``, ...) and the term options ``temperature``, ``cka_estimator``,
+    ``kl_t2_scaling`` and ``ce_reduction`` must be present. ``term_weights`` sets a term's weight directly, replacing its
     hyperparameter; naming a term that the objective lacks adds it. ``kl_t2_scaling`` multiplies the
     weight of every KL term by ``t**2`` (Hinton et al.; off in the paper); the logged term stays the
     unscaled KL, so ``total`` is still the weighted sum of ``terms`` with the weights in ``.weights``.
@@ -309,7 +312,7 @@ def build_objective(
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; valid: {', '.join(OBJECTIVES)}")
     spec = OBJECTIVES[name]
-    wanted = {h for h in spec.weights.values() if h is not None} | {"temperature", "cka_estimator", "kl_t2_scaling"}
+    wanted = {h for h in spec.weights.values() if h is not None} | {"temperature", "cka_estimator", "kl_t2_scaling", "ce_reduction"}
     absent = sorted(wanted - set(hparams))
     if absent:
         raise ValueError(f"objective {name!r} needs hyperparameters {absent}")
@@ -326,5 +329,6 @@ def build_objective(
     weights.update({term: float(w) for term, w in overrides.items()})
     if hparams["kl_t2_scaling"]:
         weights = {t: w * temperature**2 if TERMS[t].kl else w for t, w in weights.items()}
-    options = TermOptions(temperature=temperature, cka_estimator=cka_estimator, kl_chunk_size=kl_chunk_size)
+    options = TermOptions(temperature=temperature, cka_estimator=cka_estimator, kl_chunk_size=kl_chunk_size,
+                          ce_reduction=hparams["ce_reduction"])
     return WeightedSumObjective(name, weights, options)

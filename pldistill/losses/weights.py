@@ -92,18 +92,23 @@ def audio_token_weights(
         return _normalise(*_gather_audio(scores, audio_mask))
 
 
-def audio_weights_from_rows(attention: Sequence[Tensor], variant: str, *, p: float = 2.0) -> Tensor:
+def audio_weights_from_rows(attention: Sequence[Tensor], variant: str, *, p: float = 2.0,
+                            end_row: bool = True) -> Tensor:
     """Eq. 1 from the rows the teacher cache stores; equals :func:`audio_token_weights` on the full
     attention of the same clips.
 
     ``attention``: per clip ``(n_layers, n_response, n_audio)``: the response rows' attention to the
-    audio columns, heads already averaged, last layer last. Returns ``(B, max n_audio)`` float32,
-    zero-padded, each row summing to 1 over its audio tokens (uniform when no usable mass).
+    audio columns (the label's tokens, then the closing ``<|im_end|>``), heads already averaged, last
+    layer last. ``end_row=False`` leaves the closing row out (AwCKA's default: the label tokens).
+    Returns ``(B, max n_audio)`` float32, zero-padded, each row summing to 1 over its audio tokens
+    (uniform when no usable mass).
     """
     _check_variant(variant)
     with torch.no_grad():
         scores = []
         for a in attention:
+            if not end_row and a.shape[1] > 1:
+                a = a[:, :-1]
             if variant == "uniform":
                 scores.append(torch.ones(a.shape[2], device=a.device))
             else:

@@ -86,6 +86,16 @@ class ModelInputs:
         return rows
 
     @property
+    def label_token_mask(self) -> Tensor:
+        """``(B, L)`` bool: the response rows of the label's own tokens, without the closing
+        ``<|im_end|>`` (the last response token): AwCKA's attention rows (eq. 1, "e.g. Happy")."""
+        rows = self.response_token_mask
+        last = rows.shape[1] - 1 - rows.flip(1).to(torch.int8).argmax(1)  # each row's last response token
+        out = rows.clone()
+        out[torch.arange(rows.shape[0], device=rows.device)[rows.any(1)], last[rows.any(1)]] = False
+        return out
+
+    @property
     def prompt_mask(self) -> Tensor:
         return self.attention_mask.bool() & ~self.audio_mask & ~self.response_mask
 

@@ -44,6 +44,8 @@ class DistillModels:
     weighting: str = "attention_last"
     sharpen_p: float = 2.0
     cache: TeacherCache | None = None
+    #: AwCKA's attention rows: the label tokens, plus the closing <|im_end|> when true.
+    awcka_end_row: bool = False
 
 
 def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
@@ -71,7 +73,8 @@ def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
         batch.teacher_hidden = cached.teacher_hidden(inputs.audio_mask, inputs.response_mask)
         batch.teacher_lm_head = m.cache.lm_head_on(batch.teacher_hidden.device)
         batch.teacher_audio = cached.teacher_audio[:, :n_audio]
-        weights = audio_weights_from_rows(cached.attention, m.weighting, p=m.sharpen_p) if wants_weights else None
+        weights = audio_weights_from_rows(cached.attention, m.weighting, p=m.sharpen_p,
+                                          end_row=m.awcka_end_row) if wants_weights else None
     else:
         batch.teacher_audio, batch.teacher_logits, weights = _online_teacher(m, inputs, feats, enc, wants_weights)
     if wants_weights:
@@ -88,12 +91,17 @@ def _online_teacher(m: DistillModels, inputs: ModelInputs, feats: Tensor, enc: E
     args = (feats, enc.num_tokens, inputs.input_ids, inputs.attention_mask, m.vocab)
     if layers is None:
         teacher_audio, _, teacher_logits = m.teacher(*args)
-        weights = audio_token_weights(None, inputs.audio_mask, inputs.response_token_mask, "uniform") \
+        weights = audio_token_weights(None, inputs.audio_mask, _rows(m, inputs), "uniform") \
             if wants_weights else None
     else:
         with capture_attention(m.teacher.core.language_model, inputs.attention_mask, layers) as attn:
             teacher_audio, _, teacher_logits = m.teacher(*args)
         weights = audio_token_weights(attn if layers == "all" else attn[-1], inputs.audio_mask,
-                                      inputs.response_token_mask, m.weighting, p=m.sharpen_p)
+                                      _rows(m, inputs), m.weighting, p=m.sharpen_p)
     assert teacher_logits is not None
     return teacher_audio, teacher_logits, weights
+
+
+def _rows(m: DistillModels, inputs: ModelInputs) -> Tensor:
+    """The response rows whose attention AwCKA's weights read (eq. 1)."""
+    return inputs.response_token_mask if m.awcka_end_row else inputs.label_token_mask

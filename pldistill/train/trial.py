@@ -266,7 +266,8 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
     online_teacher, wrapped = wrap_models(online_teacher, head, tc.parallelism, audio_tower=teacher.audio_tower,
                                           device=device)
     models = DistillModels(audio_tower=teacher.audio_tower, teacher=online_teacher, student=wrapped, vocab=len(tok),
-                           objective=objective, weighting=hp.weighting, sharpen_p=hp.sharpen_p, cache=cache)
+                           objective=objective, weighting=hp.weighting, sharpen_p=hp.sharpen_p, cache=cache,
+                           awcka_end_row=hp.awcka_end_row)
     optimizer = _optimizer(head, cfg)
     per_rank = len(data.train) // world
     micro = -(-per_rank // tc.batch_size)

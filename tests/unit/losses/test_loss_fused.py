@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pldistill.losses import TERMS, DistillBatch, TermOptions, kl_divergence, kl_divergence_from_hidden
+from pldistill.losses import kl_divergence, kl_divergence_from_hidden
 from pldistill.losses.ce import cross_entropy
 from pldistill.losses.fused import FUSED_TERMS, fused_distill_terms
 from pldistill.losses.reduction import REDUCTIONS
@@ -47,18 +47,10 @@ def _inputs(dtype: torch.dtype, head_grad: bool = True) -> dict[str, torch.Tenso
 
 def _today(x: dict[str, torch.Tensor], terms: tuple[str, ...], teacher: str, temperature: float,
            reduction: str) -> dict[str, torch.Tensor]:
-    """Today's path: student logits materialised; the objective's term functions (batch_mean) or the
-    pure functions with ``reduction``."""
+    """Today's path: student logits materialised, then the pure functions with ``reduction``."""
     audio, response = _masks()
     z = F.linear(x["hidden"], x["weight"])
     t_logits = F.linear(x["t_hidden"], x["t_weight"])
-    if reduction == "batch_mean":
-        batch = DistillBatch(student_logits=z, labels=x["labels"], response_mask=response, audio_mask=audio)
-        if teacher == "logits":
-            batch.teacher_logits = t_logits
-        else:
-            batch.teacher_hidden, batch.teacher_lm_head = x["t_hidden"], x["t_weight"]
-        return {t: TERMS[t].fn(batch, TermOptions(temperature=temperature, cka_estimator="biased")) for t in terms}
     out = {}
     for t in terms:
         mask_name, direction = FUSED_TERMS[t]

@@ -128,6 +128,11 @@ def test_gradient_reaches_student_not_teacher(make_batch: MakeBatch, name: str) 
 
 
 def test_terms_match_their_definitions(make_batch: MakeBatch) -> None:
+    """The wiring: each term is its pure function with the objective's per-sample reductions (CE summed
+    over a sample's response tokens, eq. 7; KL averaged over a sample's positions), then the mean over
+    samples, so a batch equals accumulated single clips."""
+    from pldistill.losses.ce import cross_entropy
+
     batch = make_batch()
     opts = build("pl_distill").options
     assert (
@@ -136,16 +141,23 @@ def test_terms_match_their_definitions(make_batch: MakeBatch) -> None:
         and batch.student_audio is not None
     )
     rm = batch.response_mask
-    torch.testing.assert_close(
-        TERMS["ce"].fn(batch, opts), F.cross_entropy(batch.student_logits[rm], batch.labels[rm])
-    )
+    per_sample_ce = [F.cross_entropy(batch.student_logits[b][rm[b]], batch.labels[b][rm[b]], reduction="sum")
+                     for b in range(len(rm))]
+    torch.testing.assert_close(TERMS["ce"].fn(batch, opts), torch.stack(per_sample_ce).mean())
+    mean_opts = build("pl_distill", ce_reduction="mean").options
+    torch.testing.assert_close(TERMS["ce"].fn(batch, mean_opts),
+                               cross_entropy(batch.student_logits, batch.labels, rm, reduction="sample_mean"))
+    for b in range(len(rm)):  # the per-sample reductions do differ from the batch mean here
+        assert rm[b].sum() != rm[0].sum() or b == 0
     torch.testing.assert_close(
         TERMS["kl_audio"].fn(batch, opts),
-        kl_divergence(batch.teacher_logits, batch.student_logits, batch.audio_mask, temperature=2.0),
+        kl_divergence(batch.teacher_logits, batch.student_logits, batch.audio_mask, temperature=2.0,
+                      reduction="sample_mean"),
     )
     torch.testing.assert_close(
         TERMS["rkl_response"].fn(batch, opts),
-        kl_divergence(batch.teacher_logits, batch.student_logits, rm, temperature=2.0, direction="reverse"),
+        kl_divergence(batch.teacher_logits, batch.student_logits, rm, temperature=2.0, direction="reverse",
+                      reduction="sample_mean"),
     )
     assert batch.audio_weights is not None
     torch.testing.assert_close(

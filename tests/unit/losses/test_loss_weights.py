@@ -172,3 +172,8 @@ def test_weights_from_cached_rows_equal_weights_from_full_attention(variant):
     expected = audio_token_weights(attn, audio, rows, variant, p=2.5)
     per_clip = [attn[:, i].mean(1)[:, rows[i]][:, :, audio[i]] for i in range(b)]
     torch.testing.assert_close(audio_weights_from_rows(per_clip, variant, p=2.5), expected)
+    # without each clip's last (closing) row: the weights of the label rows alone
+    label_rows = rows.clone()
+    label_rows[0, 10], label_rows[1, 8] = False, True  # clip 1 has one row: it is kept
+    expected = audio_token_weights(attn, audio, label_rows, variant, p=2.5)
+    torch.testing.assert_close(audio_weights_from_rows(per_clip, variant, p=2.5, end_row=False), expected)

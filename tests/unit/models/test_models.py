@@ -208,6 +208,10 @@ def test_collate_masks_follow_the_prompt_layout(teacher):
         assert target == LABELS[ex.label] + "<|im_end|>"
         rows = batch.response_token_mask[i].nonzero().flatten()
         assert rows.tolist() == (resp + 1).tolist()
+        # AwCKA's rows: the label's own tokens ("e.g. Happy"), the closing <|im_end|> left out
+        label_rows = batch.label_token_mask[i].nonzero().flatten()
+        assert teacher.tokenizer.decode(batch.input_ids[i][label_rows]) == LABELS[ex.label]
+        assert label_rows.tolist() == rows[:-1].tolist()
     assert not (batch.prompt_mask & (batch.audio_mask | batch.response_mask)).any()
     cands = candidate_inputs(exs[:2], teacher.tokenizer, LABELS)
     assert len(cands) == 2 * len(LABELS)
