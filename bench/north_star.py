@@ -193,12 +193,16 @@ def _measured(batch: int, window: float | None = None) -> StepFigures:
 
 
 def _rates(args: argparse.Namespace, end: int, cached: bool) -> Rates:
-    """Rates at the fast (``end`` 0) or slow (1) end of the measured ranges; flags take precedence.
-    A cached step does not depend on the window (no encoder runs), so all rows at the batch count."""
-    rows = [r for r in MEASURED_H200 if r.batch == args.batch]
-    step = min(r.cached_step_s[0] for r in rows) if end == 0 else max(r.cached_step_s[1] for r in rows)
-    cached_sps = args.train_sps or args.batch / step
-    online_sps = args.online_sps or args.batch / _measured(args.batch, args.online_window).online_step_s[end]
+    """Rates at the fast (``end`` 0) or slow (1) end of the measured ranges; flags take precedence
+    (with ``--train-sps`` and ``--online-sps`` any batch works). A cached step does not depend on the
+    window (no encoder runs), so every measured row at the batch counts."""
+    cached_sps, online_sps = args.train_sps, args.online_sps
+    if cached_sps is None:
+        rows = [r for r in MEASURED_H200 if r.batch == args.batch] or [_measured(args.batch)]
+        step = min(r.cached_step_s[0] for r in rows) if end == 0 else max(r.cached_step_s[1] for r in rows)
+        cached_sps = args.batch / step
+    if online_sps is None:
+        online_sps = args.batch / _measured(args.batch, args.online_window).online_step_s[end]
     e = args.pack_efficiency
     return Rates(train_sps=(cached_sps if cached else online_sps) * e, eval_sps=args.eval_sps * e,
                  cache_cps=args.cache_cps, overhead_s=args.overhead_s, sft_sps=(args.sft_sps or cached_sps) * e)
@@ -215,8 +219,9 @@ def _default_cache_cps() -> float:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--manifests", type=Path, default=DEFAULT_MANIFESTS, help="EmoBox manifests folder")
-    p.add_argument("--batch", type=int, default=1, choices=sorted({r.batch for r in MEASURED_H200}),
-                   help="micro-batch whose measured figures are used (paper: 1, with 16 accumulation)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="micro-batch whose measured figures are used (paper: 1, with 16 accumulation; measured: "
+                        f"{', '.join(str(b) for b in sorted({r.batch for r in MEASURED_H200}))})")
     p.add_argument("--gpus", type=int, default=8)
     p.add_argument("--trials-per-gpu", type=int, default=1)
     p.add_argument("--pack-efficiency", type=float, default=1.0,
@@ -270,13 +275,17 @@ def _print_assumptions(args: argparse.Namespace) -> None:
     for line in (
         f"  node: {args.gpus} H200 GPUs, {args.trials_per_gpu} trial(s) per GPU, per-trial speed x "
         f"{args.pack_efficiency:g} when sharing (packing not measured yet)",
-        f"  per trial, batch {args.batch} (H200 table, bench/RESULTS.md): cached {fast.train_sps:.2f}-"
-        f"{slow.train_sps:.2f} samples/s, online {on_fast.train_sps:.2f}-{on_slow.train_sps:.2f} "
-        f"(online row with the window nearest {args.online_window:g} s: {_measured(args.batch, args.online_window).window_s:g} s)",
+        f"  per trial, batch {args.batch}: cached {fast.train_sps:.2f}-{slow.train_sps:.2f} samples/s"
+        + (" (given)" if args.train_sps else " (H200 table, bench/RESULTS.md)")
+        + f", online {on_fast.train_sps:.2f}-{on_slow.train_sps:.2f}"
+        + (" (given)" if args.online_sps else f" (online row with the window nearest {args.online_window:g} s: "
+           f"{_measured(args.batch, args.online_window).window_s:g} s)"),
         "  SFT trains at the cached rate in both modes (no teacher); other methods at the PL-Distill rate",
-        f"  scoring {fast.eval_sps:.1f} clips/s per trial (not measured: the cached training rate at batch 32)",
-        f"  teacher forwards {args.cache_cps:.1f} clips/s per GPU (batch-32 online minus cached step), cache build = "
-        "train + val + test clips at that rate, one job per fold, a GPU each",
+        f"  scoring {fast.eval_sps:.1f} clips/s per trial"
+        + (" (given)" if args.eval_given else " (not measured: the cached training rate at batch 32)"),
+        f"  teacher forwards {args.cache_cps:.1f} clips/s per GPU"
+        + (" (given)" if args.cache_given else " (batch-32 online minus cached step)")
+        + ", cache build = train + val + test clips at that rate, one job per fold, a GPU each",
         f"  {args.overhead_s:g} s start-up per trial; {args.epochs} epochs; {args.seeds} seeds; "
         f"test scored {'once' if args.test_once else 'after every epoch'}; phases not overlapped; LPT scheduling",
     ):
@@ -286,6 +295,7 @@ def _print_assumptions(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> dict[tuple[str, str], tuple[Projection, Projection]]:
     args = _parser().parse_args(argv)
     logging.getLogger("pldistill").setLevel(logging.ERROR)  # IEMOCAP's 2 clips over 30 s, once per fold
+    args.eval_given, args.cache_given = args.eval_sps is not None, args.cache_cps is not None
     args.cache_cps = args.cache_cps or _default_cache_cps()
     args.eval_sps = args.eval_sps or 32 / _measured(32).cached_step_s[0]
     kw = {"val_fraction": args.val_fraction, "val_seed": args.val_seed}
