@@ -79,14 +79,19 @@ def scaled_sizes(s: float = 1.0) -> Sizes:
     return Sizes(encoder=encoder, teacher=_llm(teacher, s), student=_llm(dict(flops.QWEN2_05B), s))
 
 
-def build_models(sizes: Sizes, device: torch.device, dtype: torch.dtype, *, lora_rank: int, window_s: float):
-    """(teacher, student) as ``pldistill.models.loading`` builds them, random weights, on ``device``."""
+def build_models(sizes: Sizes, device: torch.device, dtype: torch.dtype, *, lora_rank: int, window_s: float,
+                 teacher_llm: bool = True):
+    """(teacher, student) as ``pldistill.models.loading`` builds them, random weights, on ``device``.
+
+    ``teacher_llm=False``: the teacher's LLM stays on ``meta`` and only its encoder is built, as a
+    ``teacher_mode: cached`` trial loads it (``loading._encoder_only_teacher``)."""
     from transformers import (
         Qwen2AudioConfig,
         Qwen2AudioForConditionalGeneration,
         Qwen2Config,
         Qwen2ForCausalLM,
     )
+    from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
 
     from pldistill.models.loading import Teacher, build_student, freeze, set_encoder_window
     from pldistill.models.tokenizer import AUDIO_TOKEN, build_tiny_tokenizer
@@ -101,8 +106,12 @@ def build_models(sizes: Sizes, device: torch.device, dtype: torch.dtype, *, lora
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
+        with torch.device(device if teacher_llm else "meta"):
+            teacher_model = Qwen2AudioForConditionalGeneration(cfg)
         with torch.device(device):
-            teacher_model = freeze(Qwen2AudioForConditionalGeneration(cfg))
+            if not teacher_llm:
+                teacher_model.model.audio_tower = Qwen2AudioEncoder(cfg.audio_config)
+            teacher_model = freeze(teacher_model)
             llm = Qwen2ForCausalLM(student_cfg)
     finally:
         torch.set_default_dtype(old)

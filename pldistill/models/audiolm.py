@@ -113,32 +113,43 @@ class AudioLMHead(nn.Module):
         """Log-likelihood ``(B, C)`` fp32 of each of ``C`` responses after each of ``B`` prompts.
 
         ``prompt_ids``/``prompt_mask``: ``(B, P)`` right-padded prompts (audio placeholders included);
-        ``responses``: ``(C, R)`` token ids, right-padded, ``response_lengths (C,)`` >= 1. The prompt
-        runs once and its keys and values are shared by the C continuations, which run in one batch
-        at positions ``len(prompt) + j``: the same numbers as C full sequences (causal attention;
-        padding keys masked), for a fraction of the work when the prompt is long.
+        ``responses``: ``(C, R)`` token ids, right-padded, ``response_lengths (C,)`` >= 1.
+
+        One forward per clip row: the prompt, then the C candidates packed after it (each one's
+        first ``R - 1`` tokens; the last one is only predicted). A 4-D mask lets every candidate see
+        the prompt and its own earlier tokens only, and its position ids restart at ``len(prompt)``,
+        so each candidate's numbers are those of its own full sequence, while the prompt's keys and
+        values exist once per clip (not C copies of a KV cache, ~26 GB for the teacher at batch 16
+        and 30 s windows) and the prompt runs once.
         """
         audio = self._project(encoded)
         lm = self.core.language_model
         embeds = merge_audio_embeddings(lm.embed_tokens, prompt_ids, audio, num_tokens, self.audio_token_id)
-        out = lm(inputs_embeds=embeds, attention_mask=prompt_mask, use_cache=True)
-        b, c, r = prompt_ids.shape[0], responses.shape[0], responses.shape[1]
+        (b, p), (c, r) = prompt_ids.shape, responses.shape
         lengths = prompt_mask.sum(-1)
-        last = out.last_hidden_state[torch.arange(b, device=lengths.device), lengths - 1]  # predicts token 0
+        steps = r - 1  # continuation inputs per candidate
+        if steps == 0:
+            hidden = lm(inputs_embeds=embeds, attention_mask=prompt_mask, use_cache=False).last_hidden_state
+        else:
+            j = torch.arange(steps, device=responses.device)
+            valid = (j[None, :] < (response_lengths - 1)[:, None]).reshape(-1)  # (C * steps,) real inputs
+            packed = lm.embed_tokens(responses[:, :-1].reshape(1, -1)).expand(b, -1, -1)
+            embeds = torch.cat([embeds, packed.to(embeds.dtype)], 1)
+            positions = torch.cat([torch.arange(p, device=lengths.device).expand(b, p),
+                                   lengths[:, None] + j.repeat(c)[None, :]], 1)
+            mask_2d = torch.cat([prompt_mask.bool(), valid.expand(b, -1)], 1)
+            block = torch.cat([torch.full((p,), -1, device=j.device), torch.arange(c, device=j.device)
+                               .repeat_interleave(steps)])
+            hidden = lm(inputs_embeds=embeds, position_ids=positions, use_cache=False,
+                        attention_mask=_candidate_masks(lm, embeds, mask_2d, positions, block)).last_hidden_state
+        last = hidden[torch.arange(b, device=lengths.device), lengths - 1]  # predicts each response's token 0
         scores = torch.log_softmax(self.logits(last, vocab).float(), -1)[:, responses[:, 0]]  # (B, C)
-        if r == 1:
+        if steps == 0:
             return scores
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(c)  # clip-major: row b * C + c continues prompt b
-        steps = torch.arange(r - 1, device=responses.device)
-        cont_mask = (steps[None, :] < (response_lengths - 1)[:, None]).long().repeat(b, 1)  # (B*C, R-1)
-        hidden = lm(inputs_embeds=lm.embed_tokens(responses[:, :-1].repeat(b, 1)),
-                    attention_mask=torch.cat([prompt_mask.repeat_interleave(c, 0), cont_mask], 1),
-                    position_ids=lengths.repeat_interleave(c)[:, None] + steps[None, :],
-                    past_key_values=cache, use_cache=True).last_hidden_state
-        logp = torch.log_softmax(self.logits(hidden, vocab).float(), -1)  # position j predicts token j + 1
-        nxt = logp.gather(-1, responses[:, 1:].repeat(b, 1).unsqueeze(-1)).squeeze(-1) * cont_mask
-        return scores + nxt.sum(-1).view(b, c)
+        logp = torch.log_softmax(self.logits(hidden[:, p:], vocab).float(), -1)  # input j predicts token j + 1
+        targets = responses[:, 1:].reshape(1, -1, 1).expand(b, -1, 1)
+        nxt = logp.gather(-1, targets).squeeze(-1) * valid  # (B, C * steps)
+        return scores + nxt.view(b, c, steps).sum(-1)
 
     def logits(self, hidden: Tensor, vocab: int | None = None) -> Tensor:
         """``lm_head`` over the first ``vocab`` rows only (padding rows never computed)."""
@@ -147,6 +158,29 @@ class AudioLMHead(nn.Module):
             return head(hidden)
         bias = head.bias[:vocab] if getattr(head, "bias", None) is not None else None
         return nn.functional.linear(hidden, head.weight[:vocab], bias)
+
+
+def _candidate_masks(lm: nn.Module, embeds: Tensor, mask_2d: Tensor, positions: Tensor,
+                     block: Tensor) -> dict[str, Tensor | None]:
+    """The decoder's attention masks for a prompt followed by packed candidates, built by transformers
+    for the model's attention implementation: causal and padding as usual, and a query of candidate
+    ``block[q] >= 0`` sees only prompt keys (``block == -1``) and keys of its own candidate."""
+    from transformers.masking_utils import create_causal_mask
+
+    impl = lm.config._attn_implementation
+    if impl not in ("sdpa", "eager", "flex_attention") or getattr(lm, "has_sliding_layers", False):
+        # flash-attention kernels take no 4-D mask and a sliding window counts packed indices, not
+        # positions: either would silently let candidates see each other
+        raise ValueError(f"packed candidate scoring needs full attention with sdpa, eager or flex_attention; "
+                         f"this model uses {impl!r}" + (" with sliding windows" if impl in
+                                                         ("sdpa", "eager", "flex_attention") else ""))
+
+    def same_candidate(batch_idx: Tensor, head_idx: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return (block[kv_idx] < 0) | (block[kv_idx] == block[q_idx])
+
+    mask = create_causal_mask(config=lm.config, inputs_embeds=embeds, attention_mask=mask_2d,
+                              past_key_values=None, position_ids=positions, and_mask_function=same_candidate)
+    return {"full_attention": mask}
 
 
 def _attention_probs(attn: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor],

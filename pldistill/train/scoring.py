@@ -3,7 +3,7 @@
 For each clip every label's response (label tokens and the closing ``<|im_end|>``) is scored by
 the sum of its token log-probabilities under the model; the arg-max is the prediction. The encoder
 runs once per clip (or its output is read from the teacher cache), and so does the prompt: the
-candidates are short continuations that share the prompt's keys and values
+candidates are packed behind it in the same row and share its keys and values under a 4-D mask
 (:meth:`~pldistill.models.audiolm.AudioLMHead.score_responses`), instead of C full sequences.
 """
 

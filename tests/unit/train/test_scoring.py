@@ -92,3 +92,51 @@ def test_empty_input_gives_no_rows(teacher):
     head = AudioLMHead(teacher.model).eval()
     got = score_labels(head, teacher.audio_tower, [], teacher.tokenizer, LABELS, vocab=len(teacher.tokenizer))
     assert got.shape == (0, len(LABELS))
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_one_forward_of_batch_b_holds_one_prompt_copy(teacher, impl: str, monkeypatch):
+    """The candidates ride in the prompt's own row (no C-fold copy of the prompt or its keys and
+    values): the decoder runs once, on B rows of ``P + C * (R - 1)`` tokens, and the scores still
+    equal full sequences with either attention implementation (eager takes an additive float mask)."""
+    head = AudioLMHead(teacher.model).eval()
+    lm = head.core.language_model
+    monkeypatch.setattr(lm.config, "_attn_implementation", impl)
+    examples = _examples(5)
+    seen: list[tuple[int, ...]] = []
+    hook = lm.layers[0].register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
+    try:
+        got = score_labels(head, teacher.audio_tower, examples, teacher.tokenizer, LABELS,
+                           vocab=len(teacher.tokenizer), batch_size=5)
+    finally:
+        hook.remove()
+    ids = response_ids(teacher.tokenizer, LABELS)
+    prompt = prompt_inputs(examples, teacher.tokenizer, LABELS)
+    packed = len(LABELS) * (max(len(r) for r in ids) - 1)
+    assert [s[:2] for s in seen] == [(5, prompt.input_ids.shape[1] + packed)]
+    ref = _full_sequence_scores(head, teacher.audio_tower, examples, teacher.tokenizer)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_single_token_responses_need_no_continuation(teacher):
+    head = AudioLMHead(teacher.model).eval()
+    examples = _examples(3)
+    inputs = prompt_inputs(examples, teacher.tokenizer, LABELS)
+    enc = encode_audio(teacher.audio_tower, inputs.input_features, inputs.feature_attention_mask)
+    responses = torch.tensor([[5], [9], [11]])
+    with torch.no_grad():
+        got = head.score_responses(enc.features, enc.num_tokens, inputs.input_ids, inputs.attention_mask,
+                                   responses, torch.ones(3, dtype=torch.long), len(teacher.tokenizer))
+        _, _, logits = head(enc.features, enc.num_tokens, inputs.input_ids, inputs.attention_mask,
+                            len(teacher.tokenizer))
+    last = logits[torch.arange(3), inputs.attention_mask.sum(-1) - 1].float().log_softmax(-1)
+    torch.testing.assert_close(got, last[:, [5, 9, 11]], rtol=1e-5, atol=1e-5)
+
+
+def test_attention_without_4d_masks_is_refused(teacher, monkeypatch):
+    """flash-attention kernels ignore a 4-D mask: the candidates would see each other, silently."""
+    head = AudioLMHead(teacher.model).eval()
+    monkeypatch.setattr(head.core.language_model.config, "_attn_implementation", "flash_attention_2")
+    with pytest.raises(ValueError, match="flash_attention_2"):
+        score_labels(head, teacher.audio_tower, _examples(2), teacher.tokenizer, LABELS,
+                     vocab=len(teacher.tokenizer))
