@@ -113,7 +113,7 @@ def _worker(rank: int, world: int, port: int, mode: str, out: str) -> None:
         sharded = isinstance(layer_w, DTensor) and layer_w.to_local().shape[0] * world == layer_w.shape[0]
         state = full_trainable_state(head)  # collective under fsdp; rank 0 gets it
         # 3 clips, batch 1: rank 0 scores 2, rank 1 one plus one padding forward (FSDP forwards pair up)
-        scores = _evaluate(_fold(head, teacher, LABELS), _examples()[:3], 1)
+        scores = _evaluate(_fold(head, teacher, LABELS), _examples()[:3], 1)[0]
         if rank == 0:
             torch.save({"loss": float(loss) / world, "norm": float(norm), "grads": grads, "sharded": sharded,
                         "state_keys": sorted(state or {}), "eval": scores}, out)
@@ -136,7 +136,7 @@ def reference():
 
     torch.manual_seed(0)
     teacher, _, head, teacher_head, objective = _models()
-    scores = _evaluate(_fold(head, teacher, LABELS), _examples()[:3], 1)
+    scores = _evaluate(_fold(head, teacher, LABELS), _examples()[:3], 1)[0]
     models = DistillModels(audio_tower=teacher.audio_tower, teacher=teacher_head, student=head,
                            vocab=len(teacher.tokenizer), objective=objective, weighting="attention_last")
     out = distill_step(models, collate(_examples(), teacher.tokenizer, LABELS))
@@ -267,7 +267,7 @@ def test_trial_completes_and_saves_a_student_that_reloads(fsdp_trial):
     moved = [n for n, p in student.named_parameters() if p.requires_grad and not torch.equal(p, fresh[n])]
     assert len(moved) == len(fresh)  # every trained tensor came back from the file (none left at init)
     head = AudioLMHead(student.base_model.model)
-    test = _evaluate(_fold(head, teacher, data.labels), data.test, 5)
+    test = _evaluate(_fold(head, teacher, data.labels), data.test, 5)[0]
     for key in ("ua", "wa", "f1"):
         assert test[key] == pytest.approx(got["metrics"][f"test_{key}"], abs=1e-9), key
 
