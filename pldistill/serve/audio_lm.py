@@ -13,9 +13,10 @@ training cropped it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ import torch
 from pldistill.errors import InputError
 from pldistill.serve.source import TrialStudent
 
-__all__ = ["FAMILY", "META_FILE", "ADAPTER_DIR", "Predictions", "load_trial_student", "trial_predictions",
+__all__ = ["FAMILY", "META_FILE", "ADAPTER_DIR", "Predictions", "prediction_mismatches", "load_trial_student",
+           "trial_predictions",
            "export_audio_lm", "ExportedAudioLM"]
 
 FAMILY = "audio_lm"
@@ -53,8 +55,29 @@ class Predictions:
         return dict(zip(self.keys, self.predicted))
 
 
+def prediction_mismatches(expected: Predictions, got: Mapping[str, str]) -> list[str]:
+    """One line per clip of ``expected`` whose predicted label ``got`` (key -> label) lacks or differs
+    from; [] when they agree. ``expected`` is :func:`trial_predictions` (later: the recorded table)."""
+    return [f"{key}: expected {want}, got {got.get(key, 'nothing')}"
+            for key, want in expected.by_key().items() if got.get(key) != want]
+
+
 def _quiet(_: str) -> None:
     pass
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """transformers draws a bar while it reads or writes weights: noise between predict's lines."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def load_trial_student(src: TrialStudent) -> tuple[Any, Any, Any]:
@@ -117,7 +140,8 @@ def export_audio_lm(src: TrialStudent, out: Path, *, adapter: bool = False) -> d
     else:
         model = student.merge_and_unload()
     _standalone(model)
-    model.save_pretrained(out, safe_serialization=True)
+    with _no_progress_bars():
+        model.save_pretrained(out, safe_serialization=True)
     _processor(teacher.tokenizer, window).save_pretrained(out)
     labels = list(data.labels)
     meta = {
@@ -161,9 +185,10 @@ class ExportedAudioLM:
         from pldistill.models.audiolm import AudioLMHead
         from pldistill.models.inputs import PromptTemplate
 
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(
-            folder, dtype=torch.float32, use_safetensors=True,
-            attn_implementation={"text_config": "sdpa", "audio_config": "sdpa"})
+        with _no_progress_bars():
+            model = Qwen2AudioForConditionalGeneration.from_pretrained(
+                folder, dtype=torch.float32, use_safetensors=True,
+                attn_implementation={"text_config": "sdpa", "audio_config": "sdpa"})
         if meta.get("adapter"):
             from peft import PeftModel
 

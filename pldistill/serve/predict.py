@@ -71,9 +71,11 @@ def load_exported(folder: Path) -> Any:
         raise InputError(meta_path, "family", f"unknown student family {family!r}; known: {', '.join(LOADERS)}")
     if not labels:
         raise InputError(meta_path, "labels", "no labels")
+    from safetensors import SafetensorError
+
     try:
         return LOADERS[family](folder, meta)
-    except (OSError, ValueError) as exc:  # missing or corrupt weights, config or tokenizer files
+    except (OSError, ValueError, SafetensorError) as exc:  # missing or corrupt weights, config or tokenizer
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(folder, None, f"cannot load the exported model: {detail}") from None
 

@@ -122,3 +122,15 @@ def test_a_folder_that_is_not_an_exported_model(case, merged_export, clip_files,
     assert run_app(["predict", str(folder), str(clip_files["wav16k"])]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {folder}") and err.count("\n") == 1, err
+
+
+def test_help_of_export_and_predict_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from pldistill.cli import run_app\n"
+            "for cmd in ('export', 'predict'):\n    run_app([cmd, '--help'])\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert "cropped" in out.stdout
