@@ -10,6 +10,24 @@ from pldistill.serve.source import FIGURES, TrialStudent
 __all__ = ["model_card"]
 
 
+#: Closed-set prediction with transformers alone (what tests/unit/serve/test_export.py runs).
+_USE = """import json, soundfile as sf, torch
+from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+model = Qwen2AudioForConditionalGeneration.from_pretrained("OUT_DIR").eval()
+{load}processor = AutoProcessor.from_pretrained("OUT_DIR")
+meta = json.load(open("OUT_DIR/pldistill_labels.json"))  # labels, prompt, window, vocabulary
+audio, rate = sf.read("clip.wav", dtype="float32")  # 16 kHz mono
+scores = {}
+for label in meta["labels"]:  # each label's answer scored by its log-likelihood after the prompt
+    answer = label + meta["end_of_response"]
+    n = len(processor.tokenizer(answer, add_special_tokens=False)["input_ids"])
+    inputs = processor(text=meta["prompt"] + answer, audio=audio, sampling_rate=rate, return_tensors="pt")
+    with torch.no_grad():
+        logp = model(**inputs).logits[0, -n - 1:-1, :meta["vocab"]].log_softmax(-1)
+    scores[label] = logp.gather(-1, inputs["input_ids"][0, -n:, None]).sum().item()
+print(max(scores, key=scores.get), scores)"""
+
+
 def _num(value: Any) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
@@ -42,7 +60,7 @@ def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str
         f"EmoBox manifests {data.manifests} (audio root {data.audio_root or data.manifests})"
     labels = ", ".join(meta["labels"])
     load = ("from peft import PeftModel\n"
-            "model = PeftModel.from_pretrained(model, \"OUT_DIR/adapter\")  # LoRA kept as an adapter\n"
+            "model = PeftModel.from_pretrained(model, \"OUT_DIR/adapter\").eval()  # LoRA kept as an adapter\n"
             if adapter else "")
     lines = [
         "---", "library_name: transformers", "pipeline_tag: audio-classification",
@@ -54,10 +72,7 @@ def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str
         f"(`{cfg.model.teacher}`), has its own projector and the student LLM `{cfg.model.student_llm}` with "
         + ("LoRA kept as an adapter in `adapter/`." if adapter else "LoRA merged into the language model."),
         "", "## Use", "",
-        "```python", "import json, torch", "from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration",
-        "model = Qwen2AudioForConditionalGeneration.from_pretrained(\"OUT_DIR\")",
-        "processor = AutoProcessor.from_pretrained(\"OUT_DIR\")", *load.splitlines(),
-        "meta = json.load(open(\"OUT_DIR/pldistill_labels.json\"))  # labels, prompt, window", "```", "",
+        "```python", *_USE.replace("{load}", load).splitlines(), "```", "",
         "or `pldistill-sweep predict OUT_DIR clip.wav`. The prediction is closed-set: each label's answer "
         "(label tokens and `<|im_end|>`) is scored by its log-likelihood after the prompt below, over the "
         f"first {meta['vocab']} logit rows (the real vocabulary), and the most likely label wins.", "",

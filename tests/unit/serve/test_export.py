@@ -174,3 +174,20 @@ def test_seed_intervals_are_t_intervals_over_the_seeds_of_one_configuration():
     assert n == 3 and mean == pytest.approx(0.65)
     assert (low, high) == pytest.approx((0.65 - half, 0.65 + half))
     assert seed_intervals(rows, rows[3]) == {}  # run once: no interval
+
+
+@pytest.mark.parametrize("which", ["merged", "adapter"])
+def test_the_cards_code_predicts_as_the_trial(which, request, reference, test_clips, tmp_path):
+    """The card's "Use" snippet, run as written (folder and clip filled in) in a fresh interpreter."""
+    folder = request.getfixturevalue(f"{which}_export")
+    card = (folder / "README.md").read_text()
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    clip = test_clips[0]
+    script = tmp_path / "card.py"
+    script.write_text(code.replace("OUT_DIR", str(folder)).replace("clip.wav", str(clip.wav))
+                      + "\nimport sys; assert not [m for m in sys.modules if m.startswith('pldistill')]\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    predicted = proc.stdout.strip().splitlines()[-1].split(" ", 1)[0]
+    assert predicted == reference.by_key()[clip.key]
