@@ -191,3 +191,17 @@ def test_the_cards_code_predicts_as_the_trial(which, request, reference, test_cl
     assert proc.returncode == 0, proc.stderr[-3000:]
     predicted = proc.stdout.strip().splitlines()[-1].split(" ", 1)[0]
     assert predicted == reference.by_key()[clip.key]
+
+
+def test_the_card_reports_seed_intervals_when_the_sweep_has_them():
+    from pldistill.config import TrialConfig
+    from pldistill.serve import TrialStudent
+    from pldistill.serve.card import model_card
+
+    src = TrialStudent(sweep="s", trial_id="t", fold=2, epoch=3, best_dir=Path("x"), config=TrialConfig(),
+                       row={"status": "completed", "test_ua": 0.65, "fold_metrics": [{"fold": 2, "test_ua": 0.61}]},
+                       intervals={"test_ua": (0.65, 0.6, 0.7, 3)})
+    meta = {"labels": ["A", "B"], "prompt": "p", "window_s": 4.0, "vocab": 10}
+    card = model_card(src, meta, adapter=False)
+    assert "| test_ua | 0.6100 | 0.6500 | n/a | 0.6500 [0.6000, 0.7000] (3) |" in card
+    assert "| val_ua | n/a | n/a | n/a | n/a |" in card and "no confidence interval" not in card
