@@ -1,0 +1,96 @@
+"""The model card (README.md) of an exported student: where it came from and how well it did."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pldistill.serve.source import FIGURES, TrialStudent
+
+__all__ = ["model_card"]
+
+
+#: Closed-set prediction with transformers alone (what tests/unit/serve/test_export.py runs).
+_USE = """import json, soundfile as sf, torch
+from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+model = Qwen2AudioForConditionalGeneration.from_pretrained("OUT_DIR").eval()
+{load}processor = AutoProcessor.from_pretrained("OUT_DIR")
+meta = json.load(open("OUT_DIR/pldistill_labels.json"))  # labels, prompt, window, vocabulary
+audio, rate = sf.read("clip.wav", dtype="float32")  # 16 kHz mono
+scores = {}
+for label in meta["labels"]:  # each label's answer scored by its log-likelihood after the prompt
+    answer = label + meta["end_of_response"]
+    n = len(processor.tokenizer(answer, add_special_tokens=False)["input_ids"])
+    inputs = processor(text=meta["prompt"] + answer, audio=audio, sampling_rate=rate, return_tensors="pt")
+    with torch.no_grad():
+        logp = model(**inputs).logits[0, -n - 1:-1, :meta["vocab"]].log_softmax(-1)
+    scores[label] = logp.gather(-1, inputs["input_ids"][0, -n:, None]).sum().item()
+print(max(scores, key=scores.get), scores)"""
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4f}"
+    return "n/a" if value is None else str(value)
+
+
+def _figures(src: TrialStudent) -> list[str]:
+    fold = src.fold_figures
+    row = src.row
+    lines = ["| figure | this fold (best epoch) | trial (mean over folds) | teacher (mean over folds) |"
+             + (" seeds: mean [95% CI] (n) |" if src.intervals else ""),
+             "| --- | --- | --- | --- |" + (" --- |" if src.intervals else "")]
+    for name in FIGURES:
+        cells = [name, _num(fold.get(name)), _num(row.get(name)), _num(row.get(f"teacher_{name}"))]
+        if src.intervals:
+            ci = src.intervals.get(name)
+            cells.append(f"{ci[0]:.4f} [{ci[1]:.4f}, {ci[2]:.4f}] ({ci[3]})" if ci else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    if not src.intervals:
+        lines.append("\nThe sweep ran this configuration with one seed: no confidence interval.")
+    return lines
+
+
+def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str:
+    """Markdown with a Hugging Face metadata header; ``meta`` is what export wrote to its labels file."""
+    cfg = src.config
+    hp = cfg.hparams.model_dump(mode="json")
+    data = cfg.data
+    where = "synthetic corpus (embedded default)" if data.source == "synthetic" else \
+        f"EmoBox manifests {data.manifests} (audio root {data.audio_root or data.manifests})"
+    labels = ", ".join(meta["labels"])
+    load = ("from peft import PeftModel\n"
+            "model = PeftModel.from_pretrained(model, \"OUT_DIR/adapter\").eval()  # LoRA kept as an adapter\n"
+            if adapter else "")
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: audio-classification",
+        "tags: [speech-emotion-recognition, knowledge-distillation, qwen2-audio, pldistill]", "---", "",
+        f"# {src.sweep} / {src.trial_id}: distilled speech-emotion student (fold {src.fold})", "",
+        f"A student of the pldistill sweep **{src.sweep}**, trial **{src.trial_id}**, fold {src.fold}, "
+        f"best epoch {src.epoch} (selected by {cfg.train.select_metric}); trial status "
+        f"{src.row.get('status', 'unknown')}. The student shares the teacher's frozen audio encoder "
+        f"(`{cfg.model.teacher}`), has its own projector and the student LLM `{cfg.model.student_llm}` with "
+        + ("LoRA kept as an adapter in `adapter/`." if adapter else "LoRA merged into the language model."),
+        "", "## Use", "",
+        "```python", *_USE.replace("{load}", load).splitlines(), "```", "",
+        "or `pldistill-sweep predict OUT_DIR clip.wav`. The prediction is closed-set: each label's answer "
+        "(label tokens and `<|im_end|>`) is scored by its log-likelihood after the prompt below, over the "
+        f"first {meta['vocab']} logit rows (the real vocabulary), and the most likely label wins.", "",
+        f"- Labels: {labels}",
+        f"- Prompt (one `<|AUDIO|>`, which the processor expands): `{meta['prompt']!r}`",
+        f"- Audio: 16 kHz mono; the encoder window is {meta['window_s']:g} s, so longer audio is "
+        f"**cropped to its first {meta['window_s']:g} s**, as training cropped it (no sliding windows).",
+        "- Weights in float32" + (" (the teacher ran in bfloat16 during the sweep)" if cfg.model.dtype == "bfloat16"
+                                   else "") + ".", "",
+        "## Training", "",
+        f"- Objective: `{hp['objective']}`; data: {where}, dataset `{data.dataset}`, folds {data.folds} "
+        f"(this folder: fold {src.fold}), validation fraction {data.val_fraction} (seed {data.val_seed}).",
+        f"- Epochs {cfg.train.epochs}, batch {cfg.train.batch_size} x accumulation {cfg.train.grad_accum}, "
+        f"seed {cfg.train.seed}; teacher mode {cfg.model.teacher_mode}.",
+        "- Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())), "",
+        "## Results (closed-set; UA = balanced accuracy, WA = accuracy, F1 = macro-F1)", "",
+        *_figures(src), "",
+        f"pldistill {src.row.get('pldistill_version') or 'unknown'}, commit {src.row.get('git_commit') or 'unknown'}.",
+        "",
+    ]
+    return "\n".join(lines)
