@@ -29,6 +29,9 @@ def export(
                                                       "(the default).")] = False,
     fold: Annotated[int | None, typer.Option("--fold", min=1, help="Fold whose student to export (default: "
                                              "the trial's best by the sweep's metric).", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Replicate seed whose student to export (default: "
+                                             "the trial's best run by the sweep's metric).",
+                                             show_default=False)] = None,
     adapter: Annotated[bool, typer.Option("--adapter", help="Keep LoRA as a peft adapter in OUT_DIR/adapter "
                                                             "instead of merging it.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty OUT_DIR.")] = False,
@@ -41,8 +44,9 @@ def export(
 
     if best and trial is not None:
         raise InputError(None, "--trial", "give --trial ID or --best, not both")
-    src, folder = export_student(results, sweep, out_dir, trial=trial, fold=fold, adapter=adapter, force=force)
-    typer.echo(f"exported {src.sweep}/{src.trial_id} fold {src.fold} (epoch {src.epoch}, "
+    src, folder = export_student(results, sweep, out_dir, trial=trial, fold=fold, seed=seed, adapter=adapter,
+                                 force=force)
+    typer.echo(f"exported {src.sweep}/{src.trial_id} seed {src.seed} fold {src.fold} (epoch {src.epoch}, "
                f"{'adapter' if adapter else 'LoRA merged'}) to {folder}")
 
 

@@ -15,7 +15,7 @@ from pldistill.serve.predict import (
     predict_files,
     predict_manifest,
 )
-from pldistill.serve.source import TrialStudent, find_trial, seed_intervals
+from pldistill.serve.source import TrialStudent, find_trial, run_intervals
 
 __all__ = [
     "EXPORTERS",
@@ -24,7 +24,7 @@ __all__ = [
     "ClipPrediction",
     "PredictionRun",
     "find_trial",
-    "seed_intervals",
+    "run_intervals",
     "student_family",
     "export_student",
     "load_exported",

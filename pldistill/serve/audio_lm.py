@@ -26,6 +26,7 @@ import torch
 
 from pldistill.errors import InputError
 from pldistill.serve.source import TrialStudent
+from pldistill.train.trial import PREDICTIONS_FILE
 
 __all__ = ["FAMILY", "META_FILE", "ADAPTER_DIR", "Predictions", "prediction_mismatches", "load_trial_student",
            "trial_predictions",
@@ -99,7 +100,7 @@ def load_trial_student(src: TrialStudent) -> tuple[Any, Any, Any]:
     tok = teacher.tokenizer
     llm = load_student_llm(ensure_student_llm(cfg, tok, log=_quiet), tok, seed=cfg.model.init_seed)
     student = build_student(teacher, llm, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
-                            lora_dropout=hp.lora_dropout, seed=cfg.train.seed)
+                            lora_dropout=hp.lora_dropout, seed=src.seed)
     loaded = set_peft_model_state_dict(student, load_file(str(src.best_dir / "adapter_model.safetensors")))
     if loaded.unexpected_keys:
         raise InputError(src.best_dir, "adapter_model.safetensors",
@@ -107,10 +108,25 @@ def load_trial_student(src: TrialStudent) -> tuple[Any, Any, Any]:
     return student.eval(), teacher, data
 
 
+def recorded_predictions(src: TrialStudent) -> Predictions | None:
+    """The test predictions the trial recorded for this run at its best epoch
+    (``best/test_predictions.parquet``, written by the trial), or None for a trial that predates them."""
+    import pyarrow.parquet as pq
+
+    path = src.best_dir / PREDICTIONS_FILE
+    if not path.is_file():
+        return None
+    table = pq.read_table(path)
+    labels = tuple(json.loads((table.schema.metadata or {}).get(b"labels", b"[]")))
+    return Predictions(keys=table.column("key").to_pylist(), labels=labels,
+                       scores=np.array(table.column("scores").to_pylist(), dtype=np.float32),
+                       truth=table.column("label").to_pylist())
+
+
 def trial_predictions(src: TrialStudent, split: str = "test") -> Predictions:
-    """The trial's own closed-set predictions on ``split`` of its fold, from its saved best student
-    (``train.scoring``, the code its evaluation ran). Trials do not record per-clip predictions yet;
-    when they do, read them here instead and callers need not change."""
+    """The trial's own closed-set predictions on ``split`` of its run's fold, scored now from its saved
+    best student (``train.scoring``, the code its evaluation ran); :func:`recorded_predictions` is
+    what the trial itself recorded for test."""
     from pldistill.models.audiolm import AudioLMHead
     from pldistill.train.scoring import score_labels
 

@@ -37,8 +37,8 @@ def _num(value: Any) -> str:
 def _figures(src: TrialStudent) -> list[str]:
     fold = src.fold_figures
     row = src.row
-    lines = ["| figure | this fold (best epoch) | trial (mean over folds) | teacher (mean over folds) |"
-             + (" seeds: mean [95% CI] (n) |" if src.intervals else ""),
+    lines = ["| figure | this run (best epoch) | trial (mean over runs) | teacher (mean over folds) |"
+             + (" runs (seed, fold): mean [95% CI] (n) |" if src.intervals else ""),
              "| --- | --- | --- | --- |" + (" --- |" if src.intervals else "")]
     for name in FIGURES:
         cells = [name, _num(fold.get(name)), _num(row.get(name)), _num(row.get(f"teacher_{name}"))]
@@ -47,7 +47,7 @@ def _figures(src: TrialStudent) -> list[str]:
             cells.append(f"{ci[0]:.4f} [{ci[1]:.4f}, {ci[2]:.4f}] ({ci[3]})" if ci else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     if not src.intervals:
-        lines.append("\nThe sweep ran this configuration with one seed: no confidence interval.")
+        lines.append("\nThe trial ran once (one seed, one fold): no confidence interval.")
     return lines
 
 
@@ -65,8 +65,8 @@ def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str
     lines = [
         "---", "library_name: transformers", "pipeline_tag: audio-classification",
         "tags: [speech-emotion-recognition, knowledge-distillation, qwen2-audio, pldistill]", "---", "",
-        f"# {src.sweep} / {src.trial_id}: distilled speech-emotion student (fold {src.fold})", "",
-        f"A student of the pldistill sweep **{src.sweep}**, trial **{src.trial_id}**, fold {src.fold}, "
+        f"# {src.sweep} / {src.trial_id}: distilled speech-emotion student (seed {src.seed}, fold {src.fold})", "",
+        f"A student of the pldistill sweep **{src.sweep}**, trial **{src.trial_id}**, seed {src.seed}, fold {src.fold}, "
         f"best epoch {src.epoch} (selected by {cfg.train.select_metric}); trial status "
         f"{src.row.get('status', 'unknown')}. The student shares the teacher's frozen audio encoder "
         f"(`{cfg.model.teacher}`), has its own projector and the student LLM `{cfg.model.student_llm}` with "
@@ -86,7 +86,7 @@ def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str
         f"- Objective: `{hp['objective']}`; data: {where}, dataset `{data.dataset}`, folds {data.folds} "
         f"(this folder: fold {src.fold}), validation fraction {data.val_fraction} (seed {data.val_seed}).",
         f"- Epochs {cfg.train.epochs}, batch {cfg.train.batch_size} x accumulation {cfg.train.grad_accum}, "
-        f"seed {cfg.train.seed}; teacher mode {cfg.model.teacher_mode}.",
+        f"seeds {cfg.train.seeds} (this folder: seed {src.seed}); teacher mode {cfg.model.teacher_mode}.",
         "- Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())), "",
         "## Results (closed-set; UA = balanced accuracy, WA = accuracy, F1 = macro-F1)", "",
         *_figures(src), "",

@@ -46,18 +46,19 @@ def _check_target(out_dir: Path, force: bool) -> None:
 
 
 def export_student(results: Path, sweep: str, out_dir: Path, *, trial: str | None = None, fold: int | None = None,
-                   adapter: bool = False, force: bool = False) -> tuple[TrialStudent, Path]:
-    """Write the student of ``trial`` (None: the sweep's best) and ``fold`` into ``out_dir``.
+                   seed: int | None = None, adapter: bool = False, force: bool = False) -> tuple[TrialStudent, Path]:
+    """Write the student of ``trial`` (None: the sweep's best) and its run (``seed``, ``fold``; None:
+    the run best by the sweep's metric) into ``out_dir``.
 
     Returns the trial found and the folder. InputError for an unknown sweep, trial or fold, a missing
     saved student, or a non-empty ``out_dir`` without ``force``.
     """
+    from pldistill._fs import atomic_dir
     from pldistill.serve.card import model_card
-    from pldistill.train._cache import atomic_dir
 
     out_dir = Path(out_dir)
     _check_target(out_dir, force)
-    src = find_trial(Path(results), sweep, trial=trial, fold=fold)
+    src = find_trial(Path(results), sweep, trial=trial, fold=fold, seed=seed)
     family = student_family(src)
     if family not in EXPORTERS:
         raise InputError(src.best_dir, "student family", f"cannot export a {family!r} student yet; "

@@ -3,7 +3,7 @@
 The trial trains the tiny student for one short epoch on the synthetic corpus, reusing the
 session's ``tiny_cache`` (corpus, fine-tuned teacher, student prior), and is recorded under
 ``results/toy/`` exactly as the sweep's recorder writes a trial; the folder layout is the sweep's
-(``runs/<trial>/fold_<k>/best``). Exports are made once per session and only read by the tests.
+(``runs/<trial>/seed_<s>/fold_<k>/best``). Exports are made once per session and only read by the tests.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _trial_config(results: Path, cache: str, trial: str, seed: int = 0):
         "name": trial,
         "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
         "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 2, "max_steps_per_epoch": 6,
-                  "seed": seed},
+                  "seeds": [seed]},
         "hparams": {"objective": "sft", "lora_rank": 4},
         "output_dir": str(results / SWEEP / "runs" / trial), "cache_dir": cache,
     })
@@ -56,10 +56,12 @@ def trial_student(toy_sweep):
 
 @pytest.fixture(scope="session")
 def reference(trial_student):
-    """The trial's own closed-set predictions on its test fold (pldistill's scoring of the saved student)."""
-    from pldistill.serve.audio_lm import trial_predictions
+    """The closed-set test predictions the trial itself recorded at its best epoch."""
+    from pldistill.serve.audio_lm import recorded_predictions
 
-    return trial_predictions(trial_student)
+    recorded = recorded_predictions(trial_student)
+    assert recorded is not None, "the trial records its best epoch's test predictions"
+    return recorded
 
 
 @pytest.fixture(scope="session")

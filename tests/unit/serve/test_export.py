@@ -84,12 +84,17 @@ def test_adapter_export_keeps_lora_apart(adapter_export):
 
 
 def test_reference_scoring_reproduces_the_trials_recorded_test_figures(reference, trial_student):
-    """The saved student, rebuilt as the trial builds it, scores its test fold as the trial recorded."""
+    """The recorded predictions are the ones behind the recorded figures, and the saved student,
+    rebuilt as the trial builds it, scores its test fold as the trial recorded."""
+    from pldistill.serve.audio_lm import trial_predictions
     from pldistill.train.metrics import classification_metrics
 
     got = classification_metrics(reference.truth, reference.scores.argmax(-1).tolist())
     for name in ("ua", "wa", "f1"):
         assert got[name] == pytest.approx(trial_student.fold_figures[f"test_{name}"], abs=1e-12), name
+    rescored = trial_predictions(trial_student)
+    assert rescored.keys == reference.keys and rescored.truth == reference.truth
+    np.testing.assert_allclose(rescored.scores, reference.scores, atol=1e-4)
 
 
 @pytest.mark.parametrize("which", ["merged", "adapter"])
@@ -149,7 +154,7 @@ def test_cli_export_best_and_its_errors(toy_sweep, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     cases = [(["nosuch", str(tmp_path / "a")], "unknown sweep 'nosuch'"),
              ([SWEEP, str(tmp_path / "b"), "--trial", "t_none"], f"unknown trial 't_none'; the sweep has: {TRIAL}"),
-             ([SWEEP, str(tmp_path / "c"), "--fold", "3"], "ran folds [1], not 3"),
+             ([SWEEP, str(tmp_path / "c"), "--fold", "3"], "ran (seed, fold) [(0, 1)], not seed any, fold 3"),
              ([SWEEP, str(tmp_path / "d"), "--trial", TRIAL, "--best"], "not both")]
     for args, message in cases:
         assert run_app(["export", *args, "--results", str(toy_sweep)]) == 2
@@ -157,23 +162,19 @@ def test_cli_export_best_and_its_errors(toy_sweep, tmp_path, capsys):
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
 
 
-def test_seed_intervals_are_t_intervals_over_the_seeds_of_one_configuration():
+def test_run_intervals_are_t_intervals_over_the_trials_seed_fold_runs():
     from scipy import stats
 
-    from pldistill.serve import seed_intervals
+    from pldistill.serve import run_intervals
 
-    def row(trial, seed, ua, lr=1e-3, status="completed"):
-        cfg = {"name": trial, "output_dir": f"/r/{trial}", "train": {"seed": seed}, "hparams": {"lr": lr}}
-        return {"trial_id": trial, "status": status, "config_json": json.dumps(cfg), "test_ua": ua}
-
-    rows = [row("a", 0, 0.60), row("b", 1, 0.70), row("c", 2, 0.65), row("d", 0, 0.1, lr=1.0),
-            row("e", 3, 0.99, status="failed")]
-    mean, low, high, n = seed_intervals(rows, rows[0])["test_ua"]
+    runs = [{"seed": 0, "fold": 1, "test_ua": 0.60}, {"seed": 1, "fold": 1, "test_ua": 0.70},
+            {"seed": 2, "fold": 1, "test_ua": 0.65}]
+    mean, low, high, n = run_intervals({"fold_metrics": runs})["test_ua"]
     values = np.array([0.60, 0.70, 0.65])
     half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / math.sqrt(3)
     assert n == 3 and mean == pytest.approx(0.65)
     assert (low, high) == pytest.approx((0.65 - half, 0.65 + half))
-    assert seed_intervals(rows, rows[3]) == {}  # run once: no interval
+    assert run_intervals({"fold_metrics": runs[:1]}) == {}  # run once: no interval
 
 
 @pytest.mark.parametrize("which", ["merged", "adapter"])
@@ -198,7 +199,7 @@ def test_the_card_reports_seed_intervals_when_the_sweep_has_them():
     from pldistill.serve import TrialStudent
     from pldistill.serve.card import model_card
 
-    src = TrialStudent(sweep="s", trial_id="t", fold=2, epoch=3, best_dir=Path("x"), config=TrialConfig(),
+    src = TrialStudent(sweep="s", trial_id="t", seed=0, fold=2, epoch=3, best_dir=Path("x"), config=TrialConfig(),
                        row={"status": "completed", "test_ua": 0.65, "fold_metrics": [{"fold": 2, "test_ua": 0.61}]},
                        intervals={"test_ua": (0.65, 0.6, 0.7, 3)})
     meta = {"labels": ["A", "B"], "prompt": "p", "window_s": 4.0, "vocab": 10}
