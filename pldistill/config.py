@@ -141,6 +141,10 @@ class ModelConfig(_Strict):
     #: (real runs) at the cost of rounding the teacher's outputs.
     teacher_cache_dtype: Literal["float32", "bfloat16"] = "float32"
     dtype: Literal["float32", "bfloat16"] = "float32"
+    #: How the teacher's own figures are obtained: ``closed_set`` scores every label's answer, as the
+    #: students are scored; ``generate`` lets it answer freely (greedy) and matches the answer to a
+    #: label, as a zero-shot model is evaluated (an answer naming no label counts as wrong).
+    teacher_eval: Literal["closed_set", "generate"] = "closed_set"
 
     @property
     def finetunes_teacher(self) -> bool:

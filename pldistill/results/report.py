@@ -30,6 +30,7 @@ from pldistill.results.tables import (
     method_table,
     param_importances,
     selection,
+    teacher_scoring,
 )
 
 #: Table 2's rows are compared with LDist, the logit-only base PL-Distill adds its term to.
@@ -181,7 +182,8 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
            f"({r.mode}; ties go to the lower trial id) as mean ± half-width of the 95% t interval over the trial's "
            "(seed, fold) runs, with n. Trials whose `{r.metric}` is missing or NaN are left out. The teacher row "
            "shows the teacher's own test scores (one run per fold: it is the same for every seed) as recorded by "
-           "the dataset's best trial.", "", "## Table 1: methods x datasets", ""]
+           f"the dataset's best trial. Students are scored closed-set (the most likely label's answer); the "
+           f"teacher row by {teacher_scoring(r.rows)}.", "", "## Table 1: methods x datasets", ""]
     if r.table1.rows:
         out += _md_scores(r.table1, short)
         out += [f"### Paired differences to {r.reference}", ""] + _md_differences(r.diffs1, r.reference)

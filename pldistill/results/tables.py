@@ -161,6 +161,24 @@ def method_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> S
     return table
 
 
+def teacher_scoring(rows: Sequence[Mapping[str, Any]]) -> str:
+    """How the teacher row's figures were obtained, from the trials' resolved configs: closed-set
+    scoring (as every student row) or free generation matched to the labels."""
+    import json
+
+    modes = set()
+    for r in rows:
+        try:
+            modes.add(json.loads(r.get("config_json") or "{}").get("model", {}).get("teacher_eval", "closed_set"))
+        except ValueError:
+            continue
+    if modes == {"generate"}:
+        return "free generation (greedy), the answer matched to a label"
+    if "generate" in modes:
+        return "mixed: some trials closed-set, some free generation"
+    return "closed-set scoring, as every student row"
+
+
 def ablation_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> ScoreTable:
     """Table 2: ablation rows (:func:`ablation_label`) x dataset, test UA/WA."""
     order = ["LDist", "LDist + PDist (CKA)", "LDist + PDist (AwCKA)"]

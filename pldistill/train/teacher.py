@@ -14,7 +14,8 @@ teacher without its language model (``encoder_only``): a 7B LLM they would never
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,8 @@ def teacher_key(cfg: TrialConfig, data: FoldData) -> str:
         "dataset": data.dataset, "fold": data.fold, "window_s": data.window_s, "labels": data.labels,
         "train": sorted(ex.key for ex in data.train), "template": repr(PromptTemplate()),
         "features": data.features_key, "v": 2,
+        # a key of its own only when it differs from the default, so existing caches stay valid
+        **({"eval": cfg.model.teacher_eval} if cfg.model.teacher_eval != "closed_set" else {}),
     })
 
 
@@ -103,6 +106,9 @@ def _frozen(teacher: Teacher) -> Teacher:
 
 
 def _teacher_metrics(teacher: Teacher, data: FoldData, cfg: TrialConfig) -> dict:
+    if cfg.model.teacher_eval == "generate":
+        return {f"{split}_{k}": v for split in ("val", "test")
+                for k, v in generated_metrics(teacher, getattr(data, split), data.labels).items()}
     head = AudioLMHead(teacher.model)
     bs = cfg.train.eval_batch_size
     val = evaluate(head, teacher.audio_tower, data.val, teacher.tokenizer, data.labels, batch_size=bs)
@@ -159,3 +165,33 @@ def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.d
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def match_answer(text: str, labels: Sequence[str]) -> int | None:
+    """The label a free answer names: the one whose name occurs first (case-insensitive, whole word),
+    None when it names none."""
+    found = [(m.start(), i) for i, lab in enumerate(labels)
+             if (m := re.search(rf"\b{re.escape(lab)}\b", text, flags=re.IGNORECASE))]
+    return min(found)[1] if found else None
+
+
+@torch.no_grad()
+def generated_metrics(teacher: Teacher, examples: Sequence[Example], labels: Sequence[str], *,
+                      max_new_tokens: int = 12) -> dict[str, float]:
+    """UA/WA/F1 of the teacher's free, greedy answers to the prompt, matched to the labels
+    (:func:`match_answer`; an answer naming no label is wrong: it counts as a class of its own)."""
+    from pldistill.models.inputs import prompt_inputs
+    from pldistill.train.metrics import classification_metrics
+
+    model, device = teacher.model, next(teacher.model.parameters()).device
+    predicted = []
+    for ex in examples:  # one clip at a time: no padding inside the prompt to get wrong
+        inputs = prompt_inputs([ex], teacher.tokenizer, labels).to(device)
+        out = model.generate(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
+                             input_features=inputs.input_features.to(model.dtype),
+                             feature_attention_mask=inputs.feature_attention_mask, max_new_tokens=max_new_tokens,
+                             do_sample=False)
+        answer = teacher.tokenizer.decode(out[0, inputs.input_ids.shape[1]:], skip_special_tokens=True)
+        found = match_answer(answer, labels)
+        predicted.append(len(labels) if found is None else found)
+    return classification_metrics([ex.label for ex in examples], predicted)

@@ -46,3 +46,13 @@ def test_closed_set_metrics_loss_is_the_mean_gold_answer_ce() -> None:
     # predictions 0, 2, 0 against 0, 1, 1: WA 1/3; recalls class 0: 1, class 1: 0 -> UA 0.5
     assert out["wa"] == pytest.approx(1 / 3) and out["ua"] == pytest.approx(0.5)
     assert out["loss"] == pytest.approx(-(np.log(0.5) + np.log(0.2) + np.log(0.3)) / 3)
+
+
+def test_free_answers_are_matched_to_the_label_they_name_first() -> None:
+    from pldistill.train.teacher import match_answer
+
+    labels = ("angry", "happy", "neutral", "sad")
+    assert match_answer("Happy", labels) == 1
+    assert match_answer("The speaker sounds sad, not happy.", labels) == 3
+    assert match_answer("unhappy", labels) is None  # whole words only
+    assert match_answer("I cannot tell.", labels) is None

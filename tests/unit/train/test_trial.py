@@ -163,3 +163,29 @@ def test_seeds_are_replicates_each_run_kept_and_averaged(tmp_path, tiny_cache):
     assert (tmp_path / "run" / "seed_7" / "fold_1" / "best" / "adapter_model.safetensors").is_file()
     single = run_trial(_cfg(tmp_path / "one", tiny_cache, "sft", epochs=1, seeds=[7]))
     assert single.folds[0].epochs[0]["train_loss_total"] == b.epochs[0]["train_loss_total"]
+
+
+def test_a_teacher_can_be_scored_by_its_free_answers(tmp_path, tiny_cache, monkeypatch):
+    """teacher_eval: generate runs the teacher's own greedy generation (really, on two clips) and
+    matches each answer to a label; with answers we dictate, the figures are exact."""
+    from pldistill.train.dataset import prepare_fold
+    from pldistill.train.metrics import classification_metrics
+    from pldistill.train.teacher import ensure_teacher, generated_metrics
+
+    cfg = _cfg(tmp_path, tiny_cache, "sft")
+    data = prepare_fold(cfg, 1)
+    teacher, _ = ensure_teacher(cfg, data)
+    real = generated_metrics(teacher, data.test[:2], data.labels, max_new_tokens=3)
+    assert set(real) == {"ua", "wa", "f1"} and 0.0 <= real["ua"] <= 1.0
+    clips = data.test[:6]
+    answers = iter([f"It is {data.labels[ex.label]}." if i % 2 == 0 else "no idea" for i, ex in enumerate(clips)])
+
+    def dictated(input_ids, **_):
+        said = teacher.tokenizer(next(answers), return_tensors="pt").input_ids
+        return torch.cat([input_ids, said], dim=1)
+
+    monkeypatch.setattr(teacher.model, "generate", dictated)
+    got = generated_metrics(teacher, clips, data.labels)
+    expected = classification_metrics([ex.label for ex in clips],
+                                      [ex.label if i % 2 == 0 else len(data.labels) for i, ex in enumerate(clips)])
+    assert got == expected
