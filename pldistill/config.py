@@ -179,7 +179,7 @@ class Hyperparameters(_Strict):
     @classmethod
     def _supported_pseudo_target(cls, v: str) -> str:
         if v != "label":  # needs the student forced on a second target for the KL: see README (CAAD)
-            raise ValueError(f"pseudo_target {v!r} is not supported yet; use 'label'")
+            raise ValueError(f"{v!r} is not supported yet; use 'label' (teacher forced on the gold answer)")
         return v
 
     @field_validator("weighting")
