@@ -173,6 +173,13 @@ class Hyperparameters(_Strict):
     #: ``mean`` averages within each sample instead (a scale independent of the answer's length).
     ce_reduction: Literal["sum", "mean"] = "sum"
     llava_kd_relation: float = Field(1.0, ge=0.0, description="weight of LLaVA-KD's relation term")
+    #: No default in the CAAD summary; 1.0 is contrastive decoding's usual strength (VCD's alpha = 1).
+    #: ``allow_inf_nan=False``: ``ge`` alone refuses NaN but lets inf through.
+    caad_contrast: float = Field(1.0, ge=0.0, allow_inf_nan=False,
+                                 description="a of CAAD's teacher (1 + a) z_audio - a z_text; 0: forward KL")
+    #: What CAAD's two teacher paths are forced on. ``label``: the gold answer, the student's own CE
+    #: target, so the response positions of teacher and student align one to one.
+    pseudo_target: Literal["label", "metadata"] = "label"
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(256.0, gt=0.0)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -185,6 +192,13 @@ class Hyperparameters(_Strict):
     @classmethod
     def _known_objective(cls, v: str) -> str:
         return _registered("objective", v)
+
+    @field_validator("pseudo_target")
+    @classmethod
+    def _supported_pseudo_target(cls, v: str) -> str:
+        if v != "label":  # needs the student forced on a second target for the KL: see README (CAAD)
+            raise ValueError(f"{v!r} is not supported yet; use 'label' (teacher forced on the gold answer)")
+        return v
 
     @field_validator("weighting")
     @classmethod

@@ -4,10 +4,12 @@
 - :mod:`.weights`: audio-token weights from the teacher's attention (eq. 1)
 - :mod:`.kl`: temperature-scaled KL / reverse KL / JSD over masked positions (eq. 5-6)
 - :mod:`.relation`: LLaVA-KD relation distillation (baseline)
+- :mod:`.contrastive`: CAAD's contrastive teacher, ``(1 + a) z_audio - a z_text``
 - :mod:`.objectives`: weighted sums of named terms (eq. 8 and the baselines)
 """
 
 from .cka import CKA_ESTIMATORS, awcka, linear_cka
+from .contrastive import contrastive_hidden, contrastive_logits
 from .kl import KL_DIRECTIONS, kl_divergence, kl_divergence_from_hidden
 from .objectives import (
     OBJECTIVES,
@@ -51,6 +53,8 @@ __all__ = [
     "audio_token_weights",
     "awcka",
     "build_objective",
+    "contrastive_hidden",
+    "contrastive_logits",
     "kl_divergence",
     "kl_divergence_from_hidden",
     "linear_cka",

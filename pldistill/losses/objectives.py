@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .ce import cross_entropy
 from .cka import CKA_ESTIMATORS, awcka
+from .contrastive import check_contrast, contrastive_hidden, contrastive_logits
 from .kl import kl_divergence, kl_divergence_from_hidden
 from .relation import relation_distance
 
@@ -55,6 +56,11 @@ class DistillBatch:
     #: reading teacher_logits, which may then be None.
     teacher_hidden: Tensor | None = None
     teacher_lm_head: Tensor | None = None
+    #: CAAD's text-only teacher path (same prompt and response, no audio), put back at the response
+    #: positions of *this* layout (other positions are never read): its logits (B, L, V), or its
+    #: final hidden states (B, L, Ht) with teacher_lm_head (read when teacher_logits is None).
+    teacher_text_logits: Tensor | None = None
+    teacher_text_hidden: Tensor | None = None
 
 
 @dataclass
@@ -75,6 +81,8 @@ class TermOptions:
     #: CE per sample: ``sum`` over its response tokens (eq. 7) or their ``mean``; then the mean over samples.
     ce_reduction: str
     kl_chunk_size: int | None = None  #: see pldistill.losses.kl_divergence (a resource setting)
+    #: ``a`` of CAAD's contrastive teacher (kl_response_cd); None when no term of the objective reads it.
+    caad_contrast: float | None = None
 
 
 #: ``(batch, options) -> unweighted scalar``
@@ -84,13 +92,16 @@ TermFn = Callable[[DistillBatch, TermOptions], Tensor]
 @dataclass(frozen=True)
 class Term:
     """A loss term as registered: its function, the optional :class:`DistillBatch` fields it reads,
-    its label in reports, and whether ``kl_t2_scaling`` multiplies its weight by ``t**2``."""
+    its label in reports, whether ``kl_t2_scaling`` multiplies its weight by ``t**2``, and the
+    hyperparameters it reads through :class:`TermOptions` (fields of the same name) beyond the
+    shared ones."""
 
     name: str
     fn: TermFn
     inputs: tuple[str, ...]
     label: str
     kl: bool = False
+    hparams: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,15 +122,15 @@ TERMS: Mapping[str, Term] = MappingProxyType(_TERMS)
 OBJECTIVES: Mapping[str, Objective] = MappingProxyType(_OBJECTIVES)
 
 
-def register_term(name: str, *, label: str, inputs: tuple[str, ...] = (), kl: bool = False
-                  ) -> Callable[[TermFn], TermFn]:
+def register_term(name: str, *, label: str, inputs: tuple[str, ...] = (), kl: bool = False,
+                  hparams: tuple[str, ...] = ()) -> Callable[[TermFn], TermFn]:
     """Decorator: register ``fn`` as the term ``name`` (torchdistill registers a loss next to its
     class the same way), so that adding a term touches the place that defines it."""
 
     def register(fn: TermFn) -> TermFn:
         if name in _TERMS:
             raise ValueError(f"term {name!r} is registered twice")
-        _TERMS[name] = Term(name, fn, tuple(inputs), label, kl)
+        _TERMS[name] = Term(name, fn, tuple(inputs), label, kl, tuple(hparams))
         return fn
 
     return register
@@ -231,6 +242,26 @@ def _relation_projector(batch: DistillBatch, opts: TermOptions) -> Tensor:
     return relation_distance(batch.teacher_audio.detach(), batch.student_audio, batch.audio_token_mask).mean()
 
 
+@register_term("kl_response_cd", label="KL(response, contrastive)", kl=True,
+               inputs=("teacher_logits", "teacher_text_logits"), hparams=("caad_contrast",))
+def _kl_response_cd(batch: DistillBatch, opts: TermOptions) -> Tensor:
+    """CAAD: ``KL(softmax(z_cd / t) || softmax(z_S / t))`` over the response positions, with the
+    contrastive teacher ``z_cd = (1 + a) z_audio - a z_text`` (:mod:`.contrastive`). From the cache
+    the mix is taken of the two paths' hidden states, which gives the same logits exactly."""
+    a = opts.caad_contrast
+    assert a is not None, "kl_response_cd needs TermOptions.caad_contrast"
+    t, chunk = opts.temperature, opts.kl_chunk_size
+    if batch.teacher_logits is None and batch.teacher_hidden is not None:
+        assert batch.teacher_text_hidden is not None and batch.teacher_lm_head is not None
+        mixed = contrastive_hidden(batch.teacher_hidden.detach(), batch.teacher_text_hidden.detach(), a)
+        return kl_divergence_from_hidden(mixed, batch.teacher_lm_head, batch.student_logits, batch.response_mask,
+                                         temperature=t, chunk_size=chunk, reduction=_KL_REDUCTION)
+    assert batch.teacher_logits is not None and batch.teacher_text_logits is not None
+    mixed = contrastive_logits(batch.teacher_logits.detach(), batch.teacher_text_logits.detach(), a)
+    return kl_divergence(mixed, batch.student_logits, batch.response_mask, temperature=t, chunk_size=chunk,
+                         reduction=_KL_REDUCTION)
+
+
 # The paper's Table 1 methods and Table 2's LDist, in the paper's order (reports keep it).
 register_objective("sft", label="SFT", ce=None)
 register_objective("forward_kl", label="Forward KL", ce=None, kl_response="gamma")
@@ -243,8 +274,12 @@ register_objective("pl_distill", label="PL-Distill", ce=None, cka="alpha", kl_au
 # Ablation: LLaVA-KD with its relation term moved onto the projector outputs.
 register_objective("llava_kd_projector", label="LLaVA-KD (projector relation)", ce=None, kl_response="gamma",
                    kl_audio="beta", relation_projector="llava_kd_relation")
+# CAAD: the response KL against the contrastive teacher; the audio KL as in LDist (beta = 0 drops it).
+register_objective("caad", label="CAAD", ce=None, kl_response_cd="gamma", kl_audio="beta")
 
-_TEACHER_FIELDS = frozenset({"teacher_logits", "teacher_audio", "audio_weights"})
+_TEACHER_FIELDS = frozenset({"teacher_logits", "teacher_text_logits", "teacher_audio", "audio_weights"})
+#: Logit fields a batch may give as final hidden states instead (with ``teacher_lm_head``).
+_HIDDEN_FORMS = {"teacher_logits": "teacher_hidden", "teacher_text_logits": "teacher_text_hidden"}
 _AUDIO_FIELDS = frozenset({"teacher_audio", "student_audio"})
 
 
@@ -264,14 +299,19 @@ class WeightedSumObjective:
         self.needs_teacher = bool(self.required_fields & _TEACHER_FIELDS)
         self.needs_audio = bool(self.required_fields & _AUDIO_FIELDS)
         self.needs_audio_weights = "audio_weights" in self.required_fields
+        #: CAAD: the teacher's text-only path must run too (online) or be read (cached).
+        self.needs_text_teacher = "teacher_text_logits" in self.required_fields
 
     def __repr__(self) -> str:
         return f"WeightedSumObjective({self.name!r}, weights={self.weights}, options={self.options})"
 
     def __call__(self, batch: DistillBatch) -> ObjectiveOutput:
-        has_hidden = batch.teacher_hidden is not None and batch.teacher_lm_head is not None
-        missing = sorted(f for f in self.required_fields
-                         if getattr(batch, f) is None and not (f == "teacher_logits" and has_hidden))
+        def given(f: str) -> bool:
+            hidden = _HIDDEN_FORMS.get(f)
+            return getattr(batch, f) is not None or (
+                hidden is not None and getattr(batch, hidden) is not None and batch.teacher_lm_head is not None)
+
+        missing = sorted(f for f in self.required_fields if not given(f))
         if missing:
             raise ValueError(
                 f"objective {self.name!r} needs batch fields {missing} (terms {list(self.weights)})"
@@ -303,8 +343,9 @@ def build_objective(
 
     ``hparams`` maps hyperparameter names to values (``Hyperparameters.model_dump()``; the defaults
     are written there once, the paper's section 3.1): every weight the objective names (``alpha``,
-    ``beta``, ``gamma``, ...) and the term options ``temperature``, ``cka_estimator``,
-    ``kl_t2_scaling`` and ``ce_reduction`` must be present. ``term_weights`` sets a term's weight directly, replacing its
+    ``beta``, ``gamma``, ...), the term options ``temperature``, ``cka_estimator``, ``kl_t2_scaling``
+    and ``ce_reduction``, and the options its terms read (``caad_contrast`` for ``kl_response_cd``)
+    must be present. ``term_weights`` sets a term's weight directly, replacing its
     hyperparameter; naming a term that the objective lacks adds it. ``kl_t2_scaling`` multiplies the
     weight of every KL term by ``t**2`` (Hinton et al.; off in the paper); the logged term stays the
     unscaled KL, so ``total`` is still the weighted sum of ``terms`` with the weights in ``.weights``.
@@ -312,8 +353,14 @@ def build_objective(
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; valid: {', '.join(OBJECTIVES)}")
     spec = OBJECTIVES[name]
-    wanted = {h for h in spec.weights.values() if h is not None} | {"temperature", "cka_estimator", "kl_t2_scaling", "ce_reduction"}
-    absent = sorted(wanted - set(hparams))
+    overrides = dict(term_weights or {})
+    unknown = sorted(set(overrides) - set(TERMS))
+    if unknown:
+        raise ValueError(f"unknown term(s) {unknown} in term_weights; valid: {', '.join(TERMS)}")
+    term_options = {h for t in (*spec.weights, *overrides) for h in TERMS[t].hparams}
+    wanted = {h for h in spec.weights.values() if h is not None} | {"temperature", "cka_estimator", "kl_t2_scaling",
+                                                                  "ce_reduction"}
+    absent = sorted((wanted | term_options) - set(hparams))
     if absent:
         raise ValueError(f"objective {name!r} needs hyperparameters {absent}")
     temperature, cka_estimator = hparams["temperature"], hparams["cka_estimator"]
@@ -321,14 +368,13 @@ def build_objective(
         raise ValueError(f"unknown cka_estimator {cka_estimator!r}; valid: {', '.join(CKA_ESTIMATORS)}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    overrides = dict(term_weights or {})
-    unknown = sorted(set(overrides) - set(TERMS))
-    if unknown:
-        raise ValueError(f"unknown term(s) {unknown} in term_weights; valid: {', '.join(TERMS)}")
+    extra = {h: hparams[h] for h in sorted(term_options)}
+    if "caad_contrast" in extra:
+        extra["caad_contrast"] = check_contrast(extra["caad_contrast"])
     weights = {term: 1.0 if h is None else float(hparams[h]) for term, h in spec.weights.items()}
     weights.update({term: float(w) for term, w in overrides.items()})
     if hparams["kl_t2_scaling"]:
         weights = {t: w * temperature**2 if TERMS[t].kl else w for t, w in weights.items()}
     options = TermOptions(temperature=temperature, cka_estimator=cka_estimator, kl_chunk_size=kl_chunk_size,
-                          ce_reduction=hparams["ce_reduction"])
+                          ce_reduction=hparams["ce_reduction"], **extra)
     return WeightedSumObjective(name, weights, options)

@@ -97,13 +97,22 @@ class AudioLMHead(nn.Module):
         projector = self.core.multi_modal_projector
         return projector(encoded.to(next(projector.parameters()).dtype))
 
-    def forward(self, encoded: Tensor, num_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor,
-                vocab: int | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    def forward(self, encoded: Tensor | None, num_tokens: Tensor | None, input_ids: Tensor, attention_mask: Tensor,
+                vocab: int | None = None) -> tuple[Tensor | None, Tensor, Tensor | None]:
         """Projector rows ``(B, T, E)``, final hidden ``(B, L, H)`` and, when ``vocab`` is given,
-        logits ``(B, L, vocab)`` (inside forward so DDP/FSDP see the whole computation)."""
-        audio = self._project(encoded)
+        logits ``(B, L, vocab)`` (inside forward so DDP/FSDP see the whole computation).
+
+        ``encoded`` None: a text-only forward (CAAD's second teacher path, ``text_only_inputs``):
+        no projector, plain token embeddings, and None for the projector rows."""
         lm = self.core.language_model
-        inputs_embeds = merge_audio_embeddings(lm.embed_tokens, input_ids, audio, num_tokens, self.audio_token_id)
+        if encoded is None:
+            if bool((input_ids == self.audio_token_id).any()):
+                raise ValueError("a text-only forward got audio placeholders in input_ids")
+            audio, inputs_embeds = None, lm.embed_tokens(input_ids)
+        else:
+            assert num_tokens is not None
+            audio = self._project(encoded)
+            inputs_embeds = merge_audio_embeddings(lm.embed_tokens, input_ids, audio, num_tokens, self.audio_token_id)
         hidden = lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
         logits = self.logits(hidden, vocab) if vocab is not None else None
         return audio, hidden, logits

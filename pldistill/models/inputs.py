@@ -10,6 +10,10 @@ Positions are tagged as *audio* (the N placeholders, which carry projector rows)
 follow the paper's Z = [Z_a, Z_p, Z_r]: audio logits are the logits *at* audio positions; the
 response logits are those that *predict* response tokens (position i predicts token i + 1), so
 CE and the response KL use the same positions. Prompt positions enter no loss.
+
+:func:`text_only_inputs` gives CAAD's second teacher path: the same sequence with the audio
+placeholders and ``<|audio_bos|>``/``<|audio_eos|>`` removed, and where each of its tokens sits in
+the full sequence, so its response rows line up with the audio-aware ones.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_TEMPLATE", "PromptTemplate", "Example", "ModelInputs", "collate", "candidate_inputs",
-           "prompt_inputs", "response_ids"]
+__all__ = ["DEFAULT_TEMPLATE", "PromptTemplate", "Example", "ModelInputs", "TextOnlyInputs", "collate",
+           "candidate_inputs", "prompt_inputs", "response_ids", "text_only_inputs"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class ModelInputs:
     labels: Tensor  # (B, L) long: next-token target where response_mask, else -100
     label_index: Tensor  # (B,) long: class index
     keys: list[str] = field(default_factory=list)
+    #: (B, L) bool: the audio placeholders and the <|audio_bos|>/<|audio_eos|> markers around them
+    #: (what :func:`text_only_inputs` removes); None: the placeholders alone.
+    audio_span_mask: Tensor | None = None
 
     def to(self, device: torch.device | str) -> ModelInputs:
         moved = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in self.__dict__.items()}
@@ -107,7 +114,7 @@ class _Encoder:
     """Token ids of the fixed template pieces, computed once per (tokenizer, template, labels)."""
 
     def __init__(self, tokenizer, template: PromptTemplate, labels: Sequence[str]) -> None:
-        from pldistill.models.tokenizer import AUDIO_TOKEN
+        from pldistill.models.tokenizer import AUDIO_BOS, AUDIO_EOS, AUDIO_TOKEN
 
         enc = lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
         self.before = enc(template.before_audio)
@@ -115,6 +122,9 @@ class _Encoder:
         self.responses = [enc(lab + template.end_of_response) for lab in labels]
         self.audio_id = int(tokenizer.convert_tokens_to_ids(AUDIO_TOKEN))
         self.pad_id = int(tokenizer.pad_token_id)
+        # a tokenizer without them gives None or its unknown id; the unknown id never marks audio
+        markers = (tokenizer.convert_tokens_to_ids(t) for t in (AUDIO_BOS, AUDIO_EOS))
+        self.marker_ids = tuple(int(i) for i in markers if i is not None and i != tokenizer.unk_token_id)
 
     def sequence(self, n_audio: int, label: int | None) -> tuple[list[int], int, int]:
         """ids, start of audio, start of response (``label`` None: the prompt alone, no response)."""
@@ -179,6 +189,7 @@ def _collate(examples: Sequence[Example], responses: Sequence[int], tokenizer, l
         audio[i, a0:a0 + ex.num_audio_tokens] = True
         response[i, r0 - 1:n - 1] = True  # logits at r0-1 .. n-2 predict tokens r0 .. n-1
         targets[i, r0 - 1:n - 1] = input_ids[i, r0:n]
+    markers = torch.isin(input_ids, torch.tensor(enc.marker_ids, dtype=torch.long)) & attention.bool()
     feats = torch.from_numpy(np.stack([ex.mel() for ex in examples])).float()
     fmask = torch.zeros((b, feats.shape[-1]), dtype=torch.long)
     for i, ex in enumerate(examples):
@@ -186,4 +197,49 @@ def _collate(examples: Sequence[Example], responses: Sequence[int], tokenizer, l
     return ModelInputs(input_ids=input_ids, attention_mask=attention, input_features=feats,
                        feature_attention_mask=fmask, audio_mask=audio, response_mask=response, labels=targets,
                        label_index=torch.tensor(responses, dtype=torch.long),
-                       keys=[ex.key for ex in examples])
+                       keys=[ex.key for ex in examples], audio_span_mask=audio | markers)
+
+
+@dataclass
+class TextOnlyInputs:
+    """A batch without its audio (CAAD's text-only teacher path). Shapes: ``B`` clips, ``Lt`` tokens.
+
+    Every kept token keeps its order, so the response tokens, and the logit positions that predict
+    them, are those of the full sequence: row-major, the ``True`` entries of ``response_mask`` here
+    and in the full batch are the same positions, one to one (``positions`` says which).
+    """
+
+    input_ids: Tensor  # (B, Lt) long, right-padded (padding ids are never attended to: causal, masked)
+    attention_mask: Tensor  # (B, Lt) long
+    response_mask: Tensor  # (B, Lt) bool: logit positions that predict a response token
+    labels: Tensor  # (B, Lt) long: next-token target where response_mask, else -100
+    positions: Tensor  # (B, Lt) long: each token's position in the full sequence; -1 on padding
+
+    def to_full(self, values: Tensor, length: int) -> Tensor:
+        """``(B, Lt, ...)`` values of this path moved to the full layout ``(B, length, ...)``: the
+        response rows at their full positions, zeros everywhere else."""
+        out = values.new_zeros((values.shape[0], length, *values.shape[2:]))
+        rows, cols = self.response_mask.nonzero(as_tuple=True)
+        out[rows, self.positions[rows, cols]] = values[rows, cols]
+        return out
+
+
+def text_only_inputs(inputs: ModelInputs) -> TextOnlyInputs:
+    """``inputs`` with the audio placeholders and ``<|audio_bos|>``/``<|audio_eos|>`` removed: the
+    same prompt and response, re-packed to the left and right-padded (as the teacher would see the
+    text alone). The response rows stay aligned with ``inputs``' (:class:`TextOnlyInputs`)."""
+    span = inputs.audio_span_mask if inputs.audio_span_mask is not None else inputs.audio_mask
+    keep = inputs.attention_mask.bool() & ~span
+    lengths = keep.sum(-1)
+    b, lt = keep.shape[0], int(lengths.max()) if keep.numel() else 0
+    slots = torch.arange(lt, device=keep.device)[None, :] < lengths[:, None]  # row-major, like keep
+    ids = torch.zeros((b, lt), dtype=inputs.input_ids.dtype, device=keep.device)
+    response = torch.zeros((b, lt), dtype=torch.bool, device=keep.device)
+    labels = torch.full((b, lt), -100, dtype=inputs.labels.dtype, device=keep.device)
+    positions = torch.full((b, lt), -1, dtype=torch.long, device=keep.device)
+    ids[slots], response[slots], labels[slots] = inputs.input_ids[keep], inputs.response_mask[keep], inputs.labels[keep]
+    positions[slots] = keep.nonzero(as_tuple=True)[1]
+    if int(response.sum()) != int(inputs.response_mask.sum()):
+        raise ValueError("the audio span overlaps the response: the text-only path would lose response positions")
+    return TextOnlyInputs(input_ids=ids, attention_mask=slots.long(), response_mask=response, labels=labels,
+                          positions=positions)

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["AUDIO_TOKEN", "SPECIAL_TOKENS", "build_tiny_tokenizer", "real_vocab_size"]
+__all__ = ["AUDIO_TOKEN", "AUDIO_BOS", "AUDIO_EOS", "SPECIAL_TOKENS", "build_tiny_tokenizer", "real_vocab_size"]
 
 AUDIO_TOKEN = "<|AUDIO|>"
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", AUDIO_TOKEN, "<|audio_eos|>")
+AUDIO_BOS, AUDIO_EOS = "<|audio_bos|>", "<|audio_eos|>"
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", AUDIO_BOS, AUDIO_TOKEN, AUDIO_EOS)
 _LABEL_WORDS = ("Neutral", "Happy", "Angry", "Sad", "Calm", "Fear", "Disgust", "Surprise")
 _CORPUS = (
     "system user assistant You are a helpful assistant.",

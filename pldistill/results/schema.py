@@ -42,7 +42,8 @@ SCHEMA_VERSION = 1
 #: Loss terms logged under their own name (``loss_<term>`` in trials, ``train_loss_<term>`` in epochs):
 #: ``total`` and the terms registered in ``pldistill.losses`` (a unit test checks they agree; spelled
 #: out here so that reading results never imports torch).
-LOSS_TERMS = ("total", "ce", "cka", "kl_audio", "kl_response", "rkl_response", "relation", "relation_projector")
+LOSS_TERMS = ("total", "ce", "cka", "kl_audio", "kl_response", "rkl_response", "relation", "relation_projector",
+              "kl_response_cd")
 TRIAL_STATUSES = ("completed", "failed", "running", "pruned")
 SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
 #: Keys of ``sweep.json``; ``config`` is the resolved sweep config, ``counts`` Tune's final

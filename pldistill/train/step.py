@@ -4,6 +4,9 @@ This is the only place that turns model outputs into the loss library's ``Distil
 teacher cache (``teacher_mode: cached``) the encoder and teacher outputs are read from it instead
 of computed: the student runs only its projector and LLM, and the KL terms recompute the teacher's
 logits from its cached hidden states and ``lm_head`` weight (``kl_divergence_from_hidden``).
+
+CAAD's objective also reads the teacher's text-only path (``text_only_inputs``: no audio, same
+prompt and response): online it is a second teacher forward, cached it is one more stored array.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pldistill.losses import (
     audio_weights_from_rows,
 )
 from pldistill.models.audiolm import AudioLMHead, EncodedAudio, capture_attention, encode_audio
-from pldistill.models.inputs import ModelInputs
+from pldistill.models.inputs import ModelInputs, text_only_inputs
 from pldistill.train.teacher_cache import TeacherCache
 
 __all__ = ["DistillModels", "distill_step"]
@@ -73,10 +76,14 @@ def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
         batch.teacher_hidden = cached.teacher_hidden(inputs.audio_mask, inputs.response_mask)
         batch.teacher_lm_head = m.cache.lm_head_on(batch.teacher_hidden.device)
         batch.teacher_audio = cached.teacher_audio[:, :n_audio]
+        if m.objective.needs_text_teacher:
+            batch.teacher_text_hidden = cached.teacher_text_hidden(inputs.response_mask)
         weights = audio_weights_from_rows(cached.attention, m.weighting, p=m.sharpen_p,
                                           end_row=m.awcka_end_row) if wants_weights else None
     else:
         batch.teacher_audio, batch.teacher_logits, weights = _online_teacher(m, inputs, feats, enc, wants_weights)
+        if m.objective.needs_text_teacher:
+            batch.teacher_text_logits = _online_text_teacher(m, inputs)
     if wants_weights:
         batch.audio_weights = weights
     return m.objective(batch)
@@ -98,10 +105,20 @@ def _online_teacher(m: DistillModels, inputs: ModelInputs, feats: Tensor, enc: E
             teacher_audio, _, teacher_logits = m.teacher(*args)
         weights = audio_token_weights(attn if layers == "all" else attn[-1], inputs.audio_mask,
                                       _rows(m, inputs), m.weighting, p=m.sharpen_p)
-    assert teacher_logits is not None
+    assert teacher_audio is not None and teacher_logits is not None
     return teacher_audio, teacher_logits, weights
 
 
 def _rows(m: DistillModels, inputs: ModelInputs) -> Tensor:
     """The response rows whose attention AwCKA's weights read (eq. 1)."""
     return inputs.response_token_mask if m.awcka_end_row else inputs.label_token_mask
+
+
+@torch.no_grad()
+def _online_text_teacher(m: DistillModels, inputs: ModelInputs) -> Tensor:
+    """The teacher's logits without the audio (CAAD), at the response positions of ``inputs``' layout."""
+    assert m.teacher is not None, "online mode needs the teacher"
+    text = text_only_inputs(inputs)
+    _, _, logits = m.teacher(None, None, text.input_ids, text.attention_mask, m.vocab)
+    assert logits is not None
+    return text.to_full(logits, inputs.input_ids.shape[1])

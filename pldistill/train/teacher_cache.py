@@ -15,7 +15,12 @@ clips, which the evaluation scores from ``encoded`` alone, so the teacher LLM ne
 - ``hidden_audio`` / ``hidden_response``: the teacher's final hidden states at the audio
   positions and at the positions whose logits predict the response, ``(n, H_t)``; the teacher's
   logits there are recomputed exactly from them and its ``lm_head`` weight, which is stored once
-  in the folder (``lm_head.safetensors``), cut to the tokenizer's vocabulary.
+  in the folder (``lm_head.safetensors``), cut to the tokenizer's vocabulary;
+- ``hidden_response_text``: the final hidden states of the teacher's *text-only* path (the same
+  prompt and response without the audio, ``text_only_inputs``) at the same response positions,
+  ``(n_response, H_t)``, for CAAD: its contrastive teacher ``(1 + a) z_audio - a z_text`` is the
+  ``lm_head`` of ``(1 + a) h_audio - a h_text`` exactly (``pldistill.losses.contrastive``), so one
+  cache serves every ``a``. Always stored: one short text-only forward per training clip.
 
 Prompt positions enter no loss, so nothing is stored for them. Layout of a cache folder::
 
@@ -57,7 +62,7 @@ from torch import Tensor
 from pldistill._fs import atomic_dir, file_lock
 from pldistill.config import TrialConfig, config_hash
 from pldistill.models.audiolm import AudioLMHead, EncodedAudio, capture_attention, encode_audio
-from pldistill.models.inputs import Example, PromptTemplate, collate
+from pldistill.models.inputs import Example, PromptTemplate, collate, text_only_inputs
 from pldistill.train.dataset import FoldData
 
 __all__ = [
@@ -78,9 +83,9 @@ __all__ = [
 ]
 
 #: Bump when the stored rows would change.
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 #: Per-clip arrays, stored flattened (``list<float32>``, or ``list<int16>`` holding bfloat16 bits).
-ARRAY_COLUMNS = ("encoded", "teacher_audio", "attention", "hidden_audio", "hidden_response")
+ARRAY_COLUMNS = ("encoded", "teacher_audio", "attention", "hidden_audio", "hidden_response", "hidden_response_text")
 _COMPLETE = "meta.json"
 
 
@@ -150,6 +155,8 @@ def teacher_rows(teacher: Any, examples: Sequence[Example], labels: Sequence[str
             teacher_audio, hidden, _ = head(feats, ntok, inputs.input_ids, inputs.attention_mask, None)
         heads_mean = torch.stack([a.sum(dim=1) / a.shape[1] for a in attn])  # (layers, B, L, L) fp32
         rows = inputs.response_token_mask
+        text = text_only_inputs(inputs)
+        _, text_hidden, _ = head(None, None, text.input_ids, text.attention_mask, None)
     for i in range(len(inputs)):
         n = int(ntok[i])
         per_clip["encoded"].append(feats[i, :n])
@@ -162,6 +169,7 @@ def teacher_rows(teacher: Any, examples: Sequence[Example], labels: Sequence[str
         per_clip["attention"].append(heads_mean[:, i][:, rows[i]][:, :, a])
         per_clip["hidden_audio"].append(hidden[i][a])
         per_clip["hidden_response"].append(hidden[i][r])
+        per_clip["hidden_response_text"].append(text_hidden[i][text.response_mask[i]])  # same rows, same order
     columns: dict[str, Any] = {
         "key": pa.array(inputs.keys, pa.string()),
         "teacher": pa.array([teacher_outputs] * len(inputs), pa.bool_()),
@@ -292,6 +300,7 @@ class CachedTeacherBatch:
     attention: list[Tensor]  #: per clip (n_layers, n_response, n_audio)
     hidden_audio: Tensor  #: (sum of n_audio, H_t), clips one after another
     hidden_response: Tensor  #: (sum of n_response, H_t)
+    hidden_response_text: Tensor  #: (sum of n_response, H_t): the text-only path's (CAAD)
 
     def teacher_hidden(self, audio_mask: Tensor, response_mask: Tensor) -> Tensor:
         """``(B, L, H_t)``: the cached hidden states put back at their positions, zeros elsewhere."""
@@ -301,6 +310,15 @@ class CachedTeacherBatch:
         out = self.hidden_audio.new_zeros((*audio_mask.shape, self.hidden_audio.shape[1]))
         out[audio_mask] = self.hidden_audio
         out[response_mask] = self.hidden_response
+        return out
+
+    def teacher_text_hidden(self, response_mask: Tensor) -> Tensor:
+        """``(B, L, H_t)``: the text-only path's hidden states at the batch's response positions (the
+        same response tokens, so the same rows in the same order), zeros elsewhere."""
+        if int(response_mask.sum()) != self.hidden_response_text.shape[0]:
+            raise ValueError("cached text-only rows do not match the batch's response positions")
+        out = self.hidden_response_text.new_zeros((*response_mask.shape, self.hidden_response_text.shape[1]))
+        out[response_mask] = self.hidden_response_text
         return out
 
 
@@ -375,7 +393,7 @@ class TeacherCache:
         na, nr, m = int(self._n["n_audio"][i]), int(self._n["n_response"][i]), self.meta
         return {"encoded": (na, m["encoder_dim"]), "teacher_audio": (na, m["projector_dim"]),
                 "attention": (m["layers"], nr, na), "hidden_audio": (na, m["hidden"]),
-                "hidden_response": (nr, m["hidden"])}[column]
+                "hidden_response": (nr, m["hidden"]), "hidden_response_text": (nr, m["hidden"])}[column]
 
     def encoded(self, keys: Sequence[str], device: torch.device | str = "cpu") -> EncodedAudio:
         """The cached encoder output of ``keys``, as :func:`encode_audio` gives it (zero-padded)."""
@@ -390,6 +408,7 @@ class TeacherCache:
             attention=[self.row(k, "attention").to(device) for k in keys],
             hidden_audio=torch.cat([self.row(k, "hidden_audio") for k in keys]).to(device),
             hidden_response=torch.cat([self.row(k, "hidden_response") for k in keys]).to(device),
+            hidden_response_text=torch.cat([self.row(k, "hidden_response_text") for k in keys]).to(device),
         )
 
 

@@ -43,6 +43,9 @@ def make_distill_batch(
     attention = scores.masked_fill(~causal, float("-inf")).softmax(-1)
     response_rows = torch.roll(response_mask, 1, dims=1)
     weights = audio_token_weights(attention, audio_mask, response_rows, "attention_last")
+    # drawn last, so every value above stays what the golden file pins: CAAD's text-only teacher,
+    # close to the audio-aware one (it shares the prompt and response) but not equal
+    teacher_text_logits = teacher_logits + 0.7 * torch.randn(B, L, V, generator=g, dtype=torch.float64)
 
     def leaf(t: torch.Tensor, grad: bool) -> torch.Tensor:
         return t.to(dtype).requires_grad_(grad)
@@ -53,6 +56,7 @@ def make_distill_batch(
         response_mask=response_mask,
         audio_mask=audio_mask,
         teacher_logits=leaf(teacher_logits, False),
+        teacher_text_logits=leaf(teacher_text_logits, False),
         student_audio=leaf(student_audio, requires_grad),
         teacher_audio=leaf(teacher_audio, False),
         audio_token_mask=audio_token_mask,

@@ -30,13 +30,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "pl_distill[t2]": ("pl_distill", {"kl_t2_scaling": True}),
     "pl_distill[t1,chunked]": ("pl_distill", {"temperature": 1.0, "kl_chunk_size": 2}),
     "reverse_kl[gamma=0.5]": ("reverse_kl", {"gamma": 0.5}),
+    "caad[a=0]": ("caad", {"caad_contrast": 0.0}),
+    "caad[a=2.5,t1,chunked]": ("caad", {"caad_contrast": 2.5, "temperature": 1.0, "kl_chunk_size": 2}),
 }
 
 
 def _signature(batch: DistillBatch) -> dict[str, float]:
     """Sums of the generated inputs: tells an input-generation change from a loss change."""
     out = {}
-    for name in ("student_logits", "teacher_logits", "student_audio", "teacher_audio", "audio_weights"):
+    for name in ("student_logits", "teacher_logits", "student_audio", "teacher_audio", "audio_weights",
+                 "teacher_text_logits"):
         t = getattr(batch, name).detach().double()
         out[name] = float(
             (t * torch.arange(1, t.shape[1] + 1, dtype=t.dtype).view(1, -1, *[1] * (t.dim() - 2))).sum()

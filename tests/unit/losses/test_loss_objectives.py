@@ -60,7 +60,7 @@ def test_total_is_weighted_sum_of_logged_terms(make_batch: MakeBatch, name: str,
     expected = sum(objective.weights[t] * out.terms[t] for t in out.terms)
     torch.testing.assert_close(out.total, expected)
     for term, hyper in OBJECTIVES[name].weights.items():
-        scale = 4.0 if t2 and term in ("kl_audio", "kl_response", "rkl_response") else 1.0
+        scale = 4.0 if t2 and TERMS[term].kl else 1.0
         base = {None: 1.0, "alpha": 0.7, "beta": 0.3, "gamma": 1.9, "llava_kd_relation": 0.4}[hyper]
         assert objective.weights[term] == pytest.approx(base * scale)
 
@@ -115,7 +115,7 @@ def test_missing_fields_are_named(make_batch: MakeBatch) -> None:
 @pytest.mark.parametrize("name", list(OBJECTIVES))
 def test_gradient_reaches_student_not_teacher(make_batch: MakeBatch, name: str) -> None:
     batch = make_batch(requires_grad=True)
-    teacher = [batch.teacher_logits, batch.teacher_audio, batch.audio_weights]
+    teacher = [batch.teacher_logits, batch.teacher_text_logits, batch.teacher_audio, batch.audio_weights]
     for t in teacher:
         assert t is not None
         t.requires_grad_(True)

@@ -15,6 +15,7 @@ from pldistill.losses import (
     WEIGHTING_VARIANTS,
     audio_token_weights,
     awcka,
+    contrastive_hidden,
     kl_divergence,
     kl_divergence_from_hidden,
     relation_distance,
@@ -137,6 +138,17 @@ def _terms(s: Student, b: Inputs, path: str, red: dict[str, str], weighting: str
             else:
                 out[t] = kl_divergence(F.linear(b.t_hidden, T_HEAD), z, m, temperature=2.0, direction=direction,
                                        chunk_size=2 if path == "logits_chunked" else None, reduction=red[t])
+    # CAAD's contrastive response KL (unfused: the fused kernel has no such term); a text-only hidden
+    # state per position derived from the audio-aware one, so padding garbage stays garbage
+    mixed = contrastive_hidden(b.t_hidden, torch.roll(b.t_hidden, 1, dims=-1), 1.5)
+    if path in ("logits", "logits_chunked"):
+        out["kl_response_cd"] = kl_divergence(F.linear(mixed, T_HEAD), F.linear(hidden, s.w), b.response_mask,
+                                              temperature=2.0, reduction=red["kl_response"],
+                                              chunk_size=2 if path == "logits_chunked" else None)
+    else:
+        out["kl_response_cd"] = kl_divergence_from_hidden(mixed, T_HEAD, F.linear(hidden, s.w), b.response_mask,
+                                                          temperature=2.0, chunk_size=2,
+                                                          reduction=red["kl_response"])
     student_audio = b.u @ s.p
     weights = audio_token_weights(b.attention, b.audio_mask, torch.roll(b.response_mask, 1, 1), weighting)
     out["cka"] = 1.0 - awcka(b.t_audio, student_audio, weights, b.token_mask).mean()

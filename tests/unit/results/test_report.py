@@ -314,3 +314,16 @@ def test_cells_carry_ci_over_runs_and_rows_their_paired_difference(tmp_path: Pat
     assert one.unit == "clips" and one.mean == pytest.approx(0.5) and one.low > 0
     with pytest.raises(InputError, match="unknown objective 'sfd'"):
         rep.build_report(root, "single", reference="sfd")
+
+
+def test_caad_has_its_table1_row_after_the_paper_methods() -> None:
+    """CAAD's label comes from the loss registry, and its row follows the paper's methods."""
+    from pldistill.results.tables import method_table
+
+    rows = [{"trial_id": t, "status": "completed", "objective": o, "dataset": "synthetic", "val_ua": v,
+             "test_ua": v, "test_wa": v, "test_f1": v}
+            for t, o, v in (("c1", "caad", 0.7), ("c2", "caad", 0.6), ("p1", "pl_distill", 0.65),
+                            ("f1", "forward_kl", 0.5))]
+    t = method_table(rows, "val_ua", "max")
+    assert list(t.rows) == ["Forward KL", "PL-Distill", "CAAD"]
+    assert t.rows["CAAD"]["synthetic"].trial_id == "c1" and t.rows["CAAD"]["synthetic"].n_trials == 2

@@ -43,6 +43,25 @@ def test_bad_files_list_every_problem_and_exit_2(tmp_path: Path, capsys: pytest.
     ]
 
 
+def test_bad_caad_contrast_is_refused_like_any_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """CAAD's a: negative, NaN and inf are refused wherever the file gives them, one line each."""
+    bad = tmp_path / "caad.yaml"
+    bad.write_text("name: caad\nfixed: {objective: caad, pseudo_target: metadata}\nsearch:\n  algorithm: grid\n"
+                   "  grid:\n    caad_contrast: [0.5, .nan, -1]\n")
+    space = tmp_path / "caad_space.yaml"
+    space.write_text("name: caad_space\nsearch:\n  algorithm: optuna\n  num_samples: 2\n  space:\n"
+                     "    caad_contrast: {type: uniform, low: 0, high: .inf}\n")
+    assert run_app(["validate", str(bad), str(space)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{bad}: fixed.pseudo_target: 'metadata' is not supported yet; use 'label' (teacher forced on the gold "
+        "answer) (line 2)",
+        f"{bad}: search.grid.caad_contrast[1]: expected a finite number, got nan (line 6)",
+        f"{bad}: search.grid.caad_contrast[2]: expected >= 0, got -1 (line 6)",
+        f"{space}: search.space.caad_contrast.high: expected a finite number, got inf (line 6)",
+        "error: 2 of 2 sweep file(s) have problems (listed above)",
+    ]
+
+
 @pytest.mark.skipif(Path("/mnt/shared/emobox/data").exists(), reason="the real data is mounted here")
 def test_check_paths_requires_real_data_paths(capsys: pytest.CaptureFixture[str]) -> None:
     iemocap = str(REPO / "sweeps/iemocap_tpe.yaml")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _objectives import objective as build
 
 from pldistill.config import TrialConfig
 from pldistill.data import audio_token_count
@@ -80,16 +81,19 @@ def _loss_and_grads(models: DistillModels, head: AudioLMHead, batch):
     return out, grads
 
 
-CASES = [(o, w) for o in OBJECTIVES for w in WEIGHTING_VARIANTS if w == "attention_last" or "cka" in OBJECTIVES[o].weights]
+CASES = [(o, w, 1.0) for o in OBJECTIVES for w in WEIGHTING_VARIANTS
+         if w == "attention_last" or "cka" in OBJECTIVES[o].weights]
+# CAAD: online mixes the two teacher paths' logits, cached their stored hidden states; several a
+CASES += [("caad", "attention_last", a) for a in (0.0, 0.5, 2.0)]
 
 
-@pytest.mark.parametrize(("objective", "weighting"), CASES)
+@pytest.mark.parametrize(("objective", "weighting", "contrast"), CASES)
 @pytest.mark.parametrize("chunk", [None, 7])
-def test_cached_step_equals_online_step(setup, objective, weighting, chunk):
+def test_cached_step_equals_online_step(setup, objective, weighting, contrast, chunk):
     """Every term, the total and every student gradient agree in fp32 to 1e-5."""
     teacher, head, data, _, cache = setup
-    obj = objective(objective, alpha=0.7, beta=0.8, gamma=1.1, temperature=2.0, kl_chunk_size=chunk,
-                          llava_kd_relation=0.5)
+    obj = build(objective, alpha=0.7, beta=0.8, gamma=1.1, temperature=2.0, kl_chunk_size=chunk,
+                llava_kd_relation=0.5, caad_contrast=contrast)
     common = dict(student=head, vocab=len(teacher.tokenizer), objective=obj, weighting=weighting, sharpen_p=3.0)
     online = DistillModels(audio_tower=teacher.audio_tower, teacher=AudioLMHead(teacher.model), **common)
     cached = DistillModels(audio_tower=None, teacher=None, cache=cache, **common)
@@ -183,7 +187,8 @@ def test_rows_join_by_sample_id_whatever_their_order(setup, tmp_path):
         (shuffled / name).write_bytes((cache.path / name).read_bytes())
     other = TeacherCache(shuffled)
     for ex in data.train + data.test:
-        for col in ("encoded", "hidden_response", "attention") if ex in data.train else ("encoded",):
+        for col in ("encoded", "hidden_response", "hidden_response_text", "attention") if ex in data.train \
+                else ("encoded",):
             assert torch.equal(other.row(ex.key, col), cache.row(ex.key, col))
     with pytest.raises(KeyError, match="not in the teacher cache"):
         other.row("nope", "encoded")
@@ -220,7 +225,7 @@ def test_teacher_outputs_only_for_training_clips(setup):
     assert flags == {ex.key: ex in data.train for ex in data.train + data.val + data.test}
     for ex in data.val + data.test:
         assert cache.row(ex.key, "encoded").shape[0] == ex.num_audio_tokens
-        for col in ("teacher_audio", "attention", "hidden_audio", "hidden_response"):
+        for col in ("teacher_audio", "attention", "hidden_audio", "hidden_response", "hidden_response_text"):
             with pytest.raises(KeyError, match="not a training clip"):
                 cache.row(ex.key, col)
     with pytest.raises(KeyError, match="not a training clip"):

@@ -189,3 +189,24 @@ def test_a_teacher_can_be_scored_by_its_free_answers(tmp_path, tiny_cache, monke
     expected = classification_metrics([ex.label for ex in clips],
                                       [ex.label if i % 2 == 0 else len(data.labels) for i, ex in enumerate(clips)])
     assert got == expected
+
+
+def test_caad_trial_online_and_cached_give_the_same_figures(tmp_path, tiny_cache):
+    """CAAD end to end: the online trial runs the teacher's text-only path in every step, the cached
+    one reads its hidden states from the teacher cache; same losses and scores (fp32)."""
+    results = {}
+    for mode in ("online", "cached"):
+        cfg = TrialConfig.model_validate({
+            "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+            "model": {"teacher_mode": mode},
+            "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 2, "max_steps_per_epoch": 2},
+            "hparams": {"objective": "caad", "caad_contrast": 1.5, "beta": 0.0},
+            "output_dir": str(tmp_path / mode), "cache_dir": tiny_cache})
+        results[mode] = run_trial(cfg).metrics
+    online, cached = results["online"], results["cached"]
+    assert {k for k in online if k.startswith("loss_")} == {"loss_total", "loss_ce", "loss_kl_response_cd",
+                                                            "loss_kl_audio"}
+    assert online["loss_kl_response_cd"] > 0
+    assert online.keys() == cached.keys()
+    for key, value in online.items():
+        assert cached[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
