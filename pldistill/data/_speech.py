@@ -59,9 +59,9 @@ class EmotionProfile:
 
 PROFILES: dict[str, EmotionProfile] = {
     "Neutral": EmotionProfile(50, 45, 1.00, 1.0, 0.08, 0.0, 0.0, 0.45, 0.06, 0.004, 0.04, 1.000),
-    "Happy": EmotionProfile(64, 76, 1.07, 0.0, 0.05, 0.5, 2.5, 0.60, 0.05, 0.006, 0.05, 1.030),
-    "Angry": EmotionProfile(57, 60, 1.16, 0.0, 0.06, 0.6, 6.0, 0.90, 0.02, 0.012, 0.10, 1.010),
-    "Sad": EmotionProfile(39, 22, 0.82, 2.5, 0.20, 0.0, -5.0, 0.18, 0.22, 0.010, 0.07, 0.985),
+    "Happy": EmotionProfile(64, 76, 1.07, 0.0, 0.05, 0.5, 2.5, 0.58, 0.05, 0.006, 0.05, 1.030),
+    "Angry": EmotionProfile(57, 60, 1.16, 0.0, 0.06, 0.6, 5.0, 0.78, 0.02, 0.012, 0.10, 1.010),
+    "Sad": EmotionProfile(39, 22, 0.82, 2.5, 0.20, 0.0, -4.0, 0.28, 0.22, 0.010, 0.07, 0.985),
 }
 
 
@@ -95,7 +95,7 @@ def make_speaker(index: int, rng: np.random.Generator) -> Speaker:
         wpm=175.0 * float(np.exp(rng.normal(0, 0.08))),
         warp=float(rng.uniform(0.96, 1.04)),
         loudness_db=float(rng.normal(0, 2.5)),
-        tension=float(rng.normal(0, 0.06)),
+        tension=float(rng.normal(0, 0.08)),
         breath=float(np.exp(rng.normal(0, 0.25))),
         eq_hz=float(np.exp(rng.uniform(np.log(400), np.log(4000)))),
         eq_db=float(rng.uniform(-5, 5)),
@@ -126,8 +126,8 @@ def draw_post(rng: np.random.Generator, sp: Speaker, e: EmotionProfile) -> dict[
     """The clip's post-processing cues."""
     return {
         "warp": sp.warp * e.formant * (1 + rng.normal(0, 0.01)),
-        "energy_db": sp.loudness_db + e.energy_db + rng.normal(0, 2.5),
-        "tension": float(np.clip(e.tension + sp.tension + rng.normal(0, 0.08), 0.02, 0.98)),
+        "energy_db": sp.loudness_db + e.energy_db + rng.normal(0, 3.5),
+        "tension": float(np.clip(e.tension + sp.tension + rng.normal(0, 0.12), 0.02, 0.98)),
         "breath": e.breath * sp.breath * float(np.exp(rng.normal(0, 0.35))),
         "jitter": e.jitter * float(np.exp(rng.normal(0, 0.3))),
         "shimmer": e.shimmer * float(np.exp(rng.normal(0, 0.3))),

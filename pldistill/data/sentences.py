@@ -102,7 +102,7 @@ EMOTION_SENTENCES: dict[str, tuple[str, ...]] = {
         "Nobody came to my birthday this year.",
         "I feel so lonely since he left.",
         "Our old dog passed away last night.",
-        "I lost my job and I do not know what to do.",
+        "I lost my job and do not know what to do.",
         "Everything I tried has ended in failure.",
         "I cried all evening after the funeral.",
         "It is hopeless, nothing will ever get better.",
