@@ -45,7 +45,8 @@ class SynthConfig(_Strict):
     """The embedded synthetic emotional-speech corpus (EmoBox format); the one place its defaults live.
 
     The default, 12 speakers x 4 emotions x 16 clips in 3 folds, has 768 clips of 1.5-4 s and tests
-    each fold on 256 clips of 4 speakers; it takes about half a minute on 2 cores (bench/RESULTS.md).
+    each fold on 256 clips of 4 speakers (the old tone corpus: 192 clips, 48 per test fold). Writing
+    it costs about 25 CPU-seconds (a minute of wall time on a busy 2-core machine).
     """
 
     speakers: int = Field(12, ge=2, description="number of synthetic speakers (alternating F/M)")

@@ -158,7 +158,6 @@ def _write_corpus(root: Path, params: dict[str, Any], processes: int,
                 bar.advance()
 
         records = map_in_fresh_processes("pldistill.data.synth:speak_speaker", tasks, processes, on_result=done)
-    names = [make_speaker(s, np.random.default_rng([params["seed"], s, 0])).name for s in range(n)]
     for k, group in enumerate(np.array_split(np.arange(n), params["folds"]), start=1):
         folder = corpus / f"fold_{k}"
         folder.mkdir()
@@ -166,7 +165,6 @@ def _write_corpus(root: Path, params: dict[str, Any], processes: int,
         for split, keep in (("train", False), ("test", True)):
             lines = [json.dumps(r) for s in range(n) if (s in test) == keep for r in records[s]]
             (folder / f"{_DATASET}_{split}_fold_{k}.jsonl").write_text("\n".join(lines) + "\n")
-    assert len(set(names)) == n
     (corpus / "label_map.json").write_text(json.dumps(_raw_labels(labels), indent=4) + "\n")
     (corpus / "synth.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
 
