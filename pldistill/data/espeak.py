@@ -166,10 +166,14 @@ def _run_child(fn: str, task: Any) -> Any:
 
     module, _, name = fn.partition(":")
     code = f"import json, sys; from {module} import {name}; json.dump({name}(json.load(sys.stdin)), sys.stdout)"
+    import site
+
     env = dict(os.environ)
-    # The child must import this very checkout of pldistill, wherever the parent found it.
+    # The child must import this very copy of pldistill: a checkout on the parent's path is put on
+    # the child's (an installed copy is found there anyway; site-packages must not go before the stdlib).
     root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    if root not in {str(Path(p).resolve()) for p in site.getsitepackages()}:
+        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     done = subprocess.run([sys.executable, "-c", code], input=json.dumps(task), capture_output=True, text=True,
                           env=env, check=False)
     if done.returncode != 0:
