@@ -32,6 +32,7 @@ _CHARS_UTF8 = 1
 _RATE, _VOLUME, _PITCH, _RANGE, _WORDGAP = 1, 2, 3, 4, 7
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
+
 @dataclass(frozen=True)
 class Utterance:
     """One call to ``espeak_Synth`` and the settings made before it (eSpeak's own units)."""
