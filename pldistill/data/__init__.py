@@ -1,10 +1,12 @@
-"""Corpora: EmoBox manifests and folds, audio loading, the synthetic corpus, log-mel features.
+"""Corpora: EmoBox manifests and folds, transcripts, audio loading, the synthetic corpus (eSpeak NG
+speech), log-mel and eGeMAPS features.
 
-Importing this package pulls in numpy only; soundfile, scipy and transformers are imported by
-the functions that need them.
+Importing this package pulls in numpy only; soundfile, scipy, transformers, opensmile and the
+eSpeak NG library are loaded by the functions that need them.
 """
 
 from pldistill.data.audio import TARGET_SAMPLE_RATE, load_audio
+from pldistill.data.egemaps import EGEMAPS_DIM, Egemaps, compute_egemaps, egemaps_names
 from pldistill.data.emobox import (
     DATASETS,
     REQUIRED_FIELDS,
@@ -15,6 +17,7 @@ from pldistill.data.emobox import (
     load_fold,
     load_label_map,
     load_manifest,
+    load_transcripts,
     resolve_dataset,
     speaker_of,
 )
@@ -28,6 +31,7 @@ from pldistill.data.features import (
     compute_features,
     log_mel,
 )
+from pldistill.data.sentences import EMOTION_SENTENCES, LEXICAL_CONDITIONS, NEUTRAL_SENTENCES, lexical_emotion
 from pldistill.data.split import split_validation
 from pldistill.data.synth import SYNTH_LABELS, ensure_synthetic, synthesize_corpus
 
@@ -43,6 +47,11 @@ __all__ = [
     "load_manifest",
     "load_fold",
     "speaker_of",
+    "load_transcripts",
+    "LEXICAL_CONDITIONS",
+    "EMOTION_SENTENCES",
+    "NEUTRAL_SENTENCES",
+    "lexical_emotion",
     "split_validation",
     "load_audio",
     "TARGET_SAMPLE_RATE",
@@ -57,4 +66,8 @@ __all__ = [
     "Features",
     "FeatureCache",
     "compute_features",
+    "EGEMAPS_DIM",
+    "Egemaps",
+    "compute_egemaps",
+    "egemaps_names",
 ]

@@ -9,6 +9,12 @@ Each JSONL line describes one clip (``key, dataset, wav, type, sample_rate, num_
 length, emo, channel`` and optionally ``start_time``, ``end_time``); ``wav`` is relative to an
 audio root. ``label_map.json`` maps raw labels (``exc``) to canonical names (``Happy``).
 
+Two optional fields go beyond EmoBox (the synthetic corpus writes them): ``transcript`` (what is
+said) and ``lexical`` (how the words relate to the label: ``congruent``, ``neutral`` or
+``conflict``). Real EmoBox manifests have neither; their transcripts can come from a separate
+JSONL file, one ``{"key": "<clip key>", "transcript": "<text>"}`` per line
+(:func:`load_transcripts`, ``data.transcripts``); a manifest line's own transcript wins.
+
 Every problem with these files raises :class:`~pldistill.errors.InputError` naming the file (and
 line) and the field. Nothing here opens audio: see :mod:`pldistill.data.audio`.
 """
@@ -22,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pldistill.data.sentences import LEXICAL_CONDITIONS
 from pldistill.data.split import split_validation
 from pldistill.errors import InputError
 
@@ -37,6 +44,8 @@ __all__ = [
     "load_manifest",
     "load_fold",
     "speaker_of",
+    "load_transcripts",
+    "LEXICAL_CONDITIONS",
 ]
 
 #: Fields every manifest line must carry (``start_time``/``end_time`` are optional).
@@ -59,6 +68,8 @@ class Clip:
     end_time: float | None
     manifest: Path
     line: int
+    transcript: str | None = None  # what is said, when the manifest or a transcripts file tells
+    lexical: str | None = None  # congruent / neutral / conflict (words vs label), when known
 
     @property
     def where(self) -> str:
@@ -253,10 +264,16 @@ def _parse_line(where: str, rec: Any, label_map: dict[str, str], audio_root: Pat
     emo = rec["emo"]
     if emo not in label_map:
         raise InputError(where, "emo", f"unknown label {emo!r}; label_map.json knows {sorted(label_map)}")
+    transcript, lexical = rec.get("transcript"), rec.get("lexical")
+    if transcript is not None and not isinstance(transcript, str):
+        raise InputError(where, "transcript", f"expected a string, got {transcript!r}")
+    if lexical is not None and lexical not in LEXICAL_CONDITIONS:
+        raise InputError(where, "lexical", f"expected one of {list(LEXICAL_CONDITIONS)}, got {lexical!r}")
     name = rec["dataset"].lower()
     return Clip(key=rec["key"], dataset=name, wav=(audio_root / rec["wav"]).absolute(),
                 label=label_map[emo], speaker=speaker_of(name, rec["key"]), sample_rate=int(rate),
-                length=length, start_time=start, end_time=end, manifest=manifest, line=line)
+                length=length, start_time=start, end_time=end, manifest=manifest, line=line,
+                transcript=transcript, lexical=lexical)
 
 
 def load_manifest(path: str | Path, label_map: dict[str, str], audio_root: str | Path, *,
@@ -293,12 +310,51 @@ def load_manifest(path: str | Path, label_map: dict[str, str], audio_root: str |
     return clips
 
 
+def load_transcripts(path: str | Path) -> dict[str, str]:
+    """A transcripts JSONL file: one ``{"key": "<clip key>", "transcript": "<text>"}`` per line
+    (other fields are ignored; blank lines skipped) -> ``{key: transcript}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "transcripts", f"missing transcripts file (expected {path})")
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, "transcripts", f"cannot read as UTF-8 text: {exc}") from None
+    out: dict[str, str] = {}
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(where, "line", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(rec, dict):
+            raise InputError(where, "line", f"expected a JSON object, got {type(rec).__name__}")
+        for name in ("key", "transcript"):
+            if not isinstance(rec.get(name), str) or (name == "key" and not rec[name]):
+                raise InputError(where, name, f"expected a {'non-empty ' if name == 'key' else ''}string, "
+                                              f"got {rec.get(name)!r}")
+        if rec["key"] in out:
+            raise InputError(where, "key", f"duplicate key {rec['key']!r}")
+        out[rec["key"]] = rec["transcript"]
+    return out
+
+
+def _with_transcripts(clips: list[Clip], transcripts: dict[str, str]) -> list[Clip]:
+    from dataclasses import replace
+
+    return [replace(c, transcript=transcripts.get(c.key)) if c.transcript is None else c for c in clips]
+
+
 def load_fold(manifests_dir: str | Path, dataset: str, fold: int, *, audio_root: str | Path | None = None,
-              val_fraction: float = 0.15, val_seed: int = 0) -> FoldSplit:
+              val_fraction: float = 0.15, val_seed: int = 0,
+              transcripts: str | Path | None = None) -> FoldSplit:
     """Fold ``fold`` (numbered from 1) of ``dataset``: the benchmark's train and test files, and a
     validation set carved from train by :func:`split_validation` (``val_fraction=0``: none).
 
-    ``audio_root`` defaults to ``manifests_dir``.
+    ``audio_root`` defaults to ``manifests_dir``. ``transcripts`` names a JSONL file
+    (:func:`load_transcripts`) that fills in the transcript of clips whose line has none.
     """
     manifests_dir = Path(manifests_dir)
     dataset = dataset.lower()
@@ -308,9 +364,12 @@ def load_fold(manifests_dir: str | Path, dataset: str, fold: int, *, audio_root:
                          f"fold {fold} out of range: {dataset} has {spec.num_folds} folds (1..{spec.num_folds})")
     root = Path(audio_root) if audio_root is not None else manifests_dir
     train_path, test_path = fold_paths(manifests_dir, dataset, fold)
+    text_of = load_transcripts(transcripts) if transcripts is not None else None
     parts = []
     for path in (train_path, test_path):
         clips = load_manifest(path, label_map, root, dataset=dataset)
+        if text_of is not None:
+            clips = _with_transcripts(clips, text_of)
         if not clips:
             raise InputError(path, "lines", f"empty fold: fold {fold} lists no clips here")
         parts.append(clips)

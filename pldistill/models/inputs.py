@@ -52,6 +52,8 @@ class Example:
 
     ``features`` is either the array itself or a zero-argument callable that makes it (a view
     into a packed feature store), so a 30 s window over IEMOCAP never sits in memory densely.
+    ``transcript`` and ``lexical`` (congruent / neutral / conflict) come from the manifest when it
+    has them (the synthetic corpus does), for text teachers and per-condition scores.
     """
 
     key: str
@@ -59,6 +61,8 @@ class Example:
     valid_frames: int
     label: int
     num_audio_tokens: int
+    transcript: str | None = None
+    lexical: str | None = None
 
     def mel(self) -> np.ndarray:
         return self.features() if callable(self.features) else self.features

@@ -44,7 +44,8 @@ def prepare_fold(cfg: TrialConfig, fold: int) -> FoldData:
 
     manifests, audio_root = manifests_dir(cfg)
     split = load_fold(manifests, cfg.data.dataset, fold, audio_root=audio_root,
-                      val_fraction=cfg.data.val_fraction, val_seed=cfg.data.val_seed)
+                      val_fraction=cfg.data.val_fraction, val_seed=cfg.data.val_seed,
+                      transcripts=cfg.data.transcripts)
     clips = split.train + split.val + split.test
     window = cfg.data.window_s or choose_window([c.length for c in clips])
     feats = compute_features(clips, window, cache_dir=cfg.cache_dir / "features",
@@ -60,7 +61,8 @@ def prepare_fold(cfg: TrialConfig, fold: int) -> FoldData:
             i = feats.index(clip.key)
             valid = int(feats.valid_frames[i])
             out.append(Example(key=clip.key, features=partial(feats.get, i), valid_frames=valid,
-                               label=index[clip.label], num_audio_tokens=audio_token_count(valid)))
+                               label=index[clip.label], num_audio_tokens=audio_token_count(valid),
+                               transcript=clip.transcript, lexical=clip.lexical))
         return out
 
     return FoldData(dataset=split.dataset, fold=fold, labels=tuple(split.labels), window_s=window,

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from pldistill.data import DATASETS, load_fold, load_manifest, resolve_dataset, speaker_of, split_validation
+from pldistill.data import (
+    DATASETS,
+    load_fold,
+    load_manifest,
+    load_transcripts,
+    resolve_dataset,
+    speaker_of,
+    split_validation,
+)
 from pldistill.data.emobox import Clip
 from pldistill.errors import InputError
 
@@ -269,3 +277,76 @@ def test_load_fold_validation_comes_from_train(small_corpus: Path) -> None:
     assert len(split.val) == 8 and len(split.train) == 8 and len(split.test) == 16  # 2 train speakers: 1 held out
     spk = [{c.speaker for c in part} for part in (split.train, split.val, split.test)]
     assert not (spk[0] & spk[1] or spk[0] & spk[2] or spk[1] & spk[2])
+
+
+# --- transcripts and lexical conditions ---------------------------------------------------------
+
+def test_transcript_and_lexical_from_the_manifest(write_dataset, record) -> None:
+    test = _good(record, "test")
+    test[0].update(transcript="I am so happy.", lexical="congruent")
+    test[1]["transcript"] = ""
+    root = write_dataset("iemocap", LABEL_MAP, {1: (_good(record, "train"), test)})
+    clips = load_fold(root, "iemocap", 1, val_fraction=0.0).test
+    assert (clips[0].transcript, clips[0].lexical) == ("I am so happy.", "congruent")
+    assert (clips[1].transcript, clips[1].lexical) == ("", None)
+    assert (clips[2].transcript, clips[2].lexical) == (None, None)
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("transcript", 3, "expected a string"), ("lexical", "ironic", "congruent"), ("lexical", 1, "conflict")])
+def test_bad_transcript_or_lexical(write_dataset, record, field: str, value: object, words: str) -> None:
+    test = _good(record, "test")
+    test[1][field] = value
+    root = write_dataset("iemocap", LABEL_MAP, {1: (_good(record, "train"), test)})
+    with pytest.raises(InputError) as exc:
+        load_fold(root, "iemocap", 1)
+    _expect(exc, f"{root / 'iemocap' / 'fold_1' / 'iemocap_test_fold_1.jsonl'}:2", field, words)
+
+
+def test_transcripts_file_fills_clips_without_one(write_dataset, record, tmp_path: Path) -> None:
+    train, test = _good(record, "train"), _good(record, "test")
+    test[0]["transcript"] = "from the manifest"
+    root = write_dataset("iemocap", LABEL_MAP, {1: (train, test)})
+    path = tmp_path / "transcripts.jsonl"
+    rows = [{"key": r["key"], "transcript": f"said {r['key']}", "speaker": "ignored"} for r in train + test[:2]]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    assert load_transcripts(path)[train[3]["key"]] == f"said {train[3]['key']}"
+    split = load_fold(root, "iemocap", 1, val_fraction=0.0, transcripts=path)
+    assert all(c.transcript == f"said {c.key}" for c in split.train)
+    assert split.test[0].transcript == "from the manifest"  # the manifest's own wins
+    assert split.test[1].transcript == f"said {split.test[1].key}"
+    assert split.test[2].transcript is None  # not in the file: unknown, not an error
+
+
+@pytest.mark.parametrize(("text", "where", "field", "words"), [
+    (None, "", "transcripts", "missing transcripts file"),
+    ('{"key": "a", "transcript": "x"}\n{"key": "b", "transcript": ', ":2", "line", "not valid JSON"),
+    ('["a", "x"]', ":1", "line", "JSON object"),
+    ('{"key": "a"}', ":1", "transcript", "expected a string"),
+    ('{"key": "", "transcript": "x"}', ":1", "key", "non-empty string"),
+    ('{"key": "a", "transcript": "x"}\n{"key": "a", "transcript": "y"}', ":2", "key", "duplicate key 'a'"),
+])
+def test_bad_transcripts_file(tmp_path: Path, text: str | None, where: str, field: str, words: str) -> None:
+    path = tmp_path / "t.jsonl"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(InputError) as exc:
+        load_transcripts(path)
+    _expect(exc, f"{path}{where}", field, words)
+
+
+def test_synthetic_clips_carry_transcripts_into_examples(small_corpus: Path, tmp_path: Path) -> None:
+    """prepare_fold hands transcript and lexical condition on to the model-ready examples."""
+    from pldistill.config import TrialConfig
+    from pldistill.train.dataset import prepare_fold
+
+    cfg = TrialConfig.model_validate({"data": {"source": "synthetic", "manifests": str(small_corpus),
+                                               "synth": {"speakers": 4, "per_class": 2, "folds": 2, "seed": 3},
+                                               "window_s": 2.0},
+                                      "cache_dir": str(tmp_path)})
+    data = prepare_fold(cfg, 1)
+    clips = {c.key: c for c in load_fold(small_corpus, "synthetic", 1, val_fraction=0.0).test}
+    assert len(data.test) == len(clips)
+    for ex in data.test:
+        assert (ex.transcript, ex.lexical) == (clips[ex.key].transcript, clips[ex.key].lexical)
+        assert ex.transcript and ex.lexical in ("congruent", "neutral", "conflict")
