@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pldistill._fs import private_dirs
+from pldistill._fs import atomic_write
 from pldistill.data.audio import TARGET_SAMPLE_RATE, load_audio
 from pldistill.data.features import _file_digest
 from pldistill.errors import InputError
@@ -87,16 +85,11 @@ def _content_key(clips: Sequence[Clip], on_bad_audio: str) -> str:
 
 
 def _save(path: Path, feats: Egemaps) -> None:
-    private_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, keys=np.array(feats.keys, dtype=str), names=np.array(feats.names, dtype=str),
-                     values=feats.values, skipped=np.array(feats.skipped, dtype=str))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    def write(fh) -> None:
+        np.savez(fh, keys=np.array(feats.keys, dtype=str), names=np.array(feats.names, dtype=str),
+                 values=feats.values, skipped=np.array(feats.skipped, dtype=str))
+
+    atomic_write(path, write, durable=False)  # a cache: rebuilt if lost
 
 
 def _load(path: Path, key: str) -> Egemaps:

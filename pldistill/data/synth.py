@@ -23,9 +23,6 @@ changes a byte.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pldistill._fs import private_dirs
+from pldistill._fs import atomic_dir
 from pldistill.config import SynthConfig, config_hash
 from pldistill.data._speech import PROFILES, SAMPLE_RATE, make_speaker
 from pldistill.errors import InputError
@@ -119,22 +116,23 @@ def _write_wav(path: Path, audio: np.ndarray) -> None:
 
 
 def speak_speaker(task: tuple[str, int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Speak and write speaker ``s``'s clips under ``root``; their manifest rows, in order.
-    Runs in a fresh process per speaker (:func:`~pldistill.data.espeak.map_in_fresh_processes`)."""
+    """Speak and write speaker ``s``'s clips into the corpus folder ``corpus`` (the manifests' ``wav``
+    paths are relative to its parent, the audio root); their manifest rows, in order. Runs in a
+    fresh process per speaker (:func:`~pldistill.data.espeak.map_in_fresh_processes`)."""
     from pldistill.data._clips import plan_speaker, render_clip
 
-    root, s, params = task
+    corpus, s, params = task
     labels = tuple(params["labels"])
     raw_of = {label: raw for raw, label in _raw_labels(labels).items()}
     speaker = make_speaker(s, np.random.default_rng([params["seed"], s, 0]))
-    (Path(root) / _DATASET / "wav" / speaker.name).mkdir(parents=True)
+    (Path(corpus) / "wav" / speaker.name).mkdir(parents=True)
     rows = []
     for clip in plan_speaker(s, params):
         label = labels[clip.emotion]
         audio = render_clip(speaker, PROFILES[label], clip, params)
         name = f"{speaker.name}-{raw_of[label]}-{clip.index:03d}"
         wav = f"{_DATASET}/wav/{speaker.name}/{name}.wav"
-        _write_wav(Path(root) / wav, audio)
+        _write_wav(Path(corpus) / "wav" / speaker.name / f"{name}.wav", audio)
         rows.append({"key": f"{_DATASET}-{name}", "dataset": _DATASET, "wav": wav, "type": "raw",
                      "sample_rate": SAMPLE_RATE, "num_frame": float(len(audio)), "task": "category",
                      "length": len(audio) / SAMPLE_RATE, "emo": raw_of[label], "channel": 1,
@@ -142,16 +140,14 @@ def speak_speaker(task: tuple[str, int, dict[str, Any]]) -> list[dict[str, Any]]
     return rows
 
 
-def _write_corpus(root: Path, params: dict[str, Any], processes: int,
+def _write_corpus(corpus: Path, params: dict[str, Any], processes: int,
                   log: Callable[[str], None] | None = None) -> None:
-    """Write the whole corpus under ``root/synthetic`` (``root`` is a fresh temp folder)."""
+    """Write the whole corpus into ``corpus`` (a fresh temp folder, renamed to ``<out>/synthetic``)."""
     from pldistill.data.espeak import map_in_fresh_processes
 
     labels = tuple(params["labels"])
-    corpus = root / _DATASET
-    corpus.mkdir()
     n = params["speakers"]
-    tasks = [(str(root), s, params) for s in range(n)]
+    tasks = [(str(corpus), s, params) for s in range(n)]
     with StepProgress(n * len(labels) * params["per_class"], "synthesising corpus", unit="clips", log=log) as bar:
         def done(rows: list[dict[str, Any]]) -> None:
             for _ in rows:  # clip by clip, so a plain log still gets its line every 10 %
@@ -188,18 +184,11 @@ def synthesize_corpus(out_dir: str | Path, config: SynthConfig | None = None, *,
     if target.exists():
         _check_existing(target, params)
         return out_dir
-    private_dirs(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{_DATASET}.tmp-", dir=out_dir))
     try:
-        _write_corpus(tmp, params, processes, log)
-        try:
-            os.rename(tmp / _DATASET, target)
-        except OSError:
-            if not target.exists():
-                raise
-            _check_existing(target, params)  # another process won the race: theirs must match
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(target, replace=False) as tmp:
+            _write_corpus(tmp, params, processes, log)
+    except FileExistsError:
+        _check_existing(target, params)  # another process won the race: theirs must match
     return out_dir
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import yaml
+from _corpus import SMALL_CORPUS
 
 CLI = str(Path(sys.executable).with_name("pldistill-sweep"))
 
@@ -111,7 +112,7 @@ def tiny_sweep(name: str, tmp_path: Path, cache: str, search: dict, *, epochs: i
     if max_steps_per_epoch:
         train["max_steps_per_epoch"] = max_steps_per_epoch
     sweep = {"name": name, "results": str(tmp_path / "results"),
-             "base": {"data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]}, "train": train,
+             "base": {"data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS}, "train": train,
                       "cache_dir": cache},
              "search": search, "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
              **({"fixed": fixed} if fixed else {}), **({"failures": failures} if failures else {})}

@@ -14,6 +14,7 @@ import tempfile
 import pytest
 import torch
 import yaml
+from _corpus import SMALL_CORPUS
 
 from pldistill.cli import run_app
 from pldistill.config import TrialConfig
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 
 def _base(cache_dir: str) -> dict:
-    return {"data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+    return {"data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
             "model": {"teacher": "tiny", "student_llm": "tiny", "teacher_finetune": {"epochs": 1}},
             "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 1},
             "cache_dir": cache_dir}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _corpus import SMALL_CORPUS
 
 from pldistill.cli import run_app
 from pldistill.errors import InputError
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _sweep(tmp_path: Path, **base_overrides) -> dict:
-    base = {"data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+    base = {"data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
             "cache_dir": str(tmp_path / "cache")}
     base.update(base_overrides)
     return {"name": "bad", "results": str(tmp_path / "results"), "base": base,

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _corpus import SMALL_CORPUS
 
 from pldistill.cli import run_app
 
@@ -154,7 +155,7 @@ def _sweep(path: Path, name: str, results: Path, cache: str, epochs: int) -> Pat
         "name": name,
         "results": str(results),
         "base": {
-            "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+            "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
             "model": {"teacher": "tiny", "student_llm": "tiny"},
             "train": {"epochs": epochs, "batch_size": 8, "grad_accum": 1, "num_threads": 1},
             "cache_dir": cache,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _corpus import SMALL_CORPUS
 
 from pldistill.cli import run_app
 from pldistill.sweep.launch import LaunchOptions, launch
@@ -30,7 +31,7 @@ def _sweep_file(tmp: Path, cache: str) -> Path:
         "name": "e2e",
         "results": str(tmp / "results"),
         "base": {
-            "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+            "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
             "model": {"teacher": "tiny", "student_llm": "tiny"},
             "train": {"epochs": 2, "batch_size": 8, "grad_accum": 1, "num_threads": 1},
             "cache_dir": cache,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _corpus import SMALL_CORPUS
 
 from pldistill.sweep.launch import LaunchOptions, launch
 
@@ -27,7 +28,7 @@ def _sweep_file(tmp: Path, parallelism: str) -> Path:
         "name": "two_nodes",
         "results": str(tmp / "results"),
         "base": {
-            "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+            "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
             "model": {"teacher": "tiny", "student_llm": "tiny", "teacher_mode": "online",
                       "teacher_finetune": {"enabled": False}},
             "train": {"epochs": 1, "batch_size": 4, "grad_accum": 1, "max_steps_per_epoch": 2, "num_threads": 1,

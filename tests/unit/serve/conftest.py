@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from _corpus import SMALL_CORPUS
 
 SWEEP = "toy"
 TRIAL = "t_best"
@@ -22,7 +23,7 @@ def _trial_config(results: Path, cache: str, trial: str, seed: int = 0):
 
     return TrialConfig.model_validate({
         "name": trial,
-        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
         "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 2, "max_steps_per_epoch": 6,
                   "seeds": [seed]},
         "hparams": {"objective": "sft", "lora_rank": 4},

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _corpus import SMALL_CORPUS
 from _objectives import objective
 
 from pldistill.models.inputs import Example, collate
@@ -176,7 +177,7 @@ def _trial_cfg(tmp_path: Path, cache: str, parallelism: str):
     from pldistill.config import TrialConfig
 
     return TrialConfig.model_validate({
-        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
         "train": {"epochs": 2, "batch_size": 4, "grad_accum": 2, "max_steps_per_epoch": 2, "num_threads": 1,
                   "eval_test_each_epoch": False, "eval_batch_size": 5, "parallelism": parallelism},
         "model": {"teacher_finetune": {"enabled": False}},  # a random teacher is enough here, and fast
@@ -299,7 +300,7 @@ def test_fsdp_trial_resumes_from_its_epoch_checkpoint(fsdp_trial, tmp_path: Path
 SWEEP = """\
 name: t
 base:
-  data: {source: synthetic, dataset: synthetic, folds: [1]}
+  data: {source: synthetic, dataset: synthetic, folds: [1], synth: {speakers: 8, per_class: 6, folds: 4}}
   train: {epochs: 1}
 search:
   algorithm: optuna

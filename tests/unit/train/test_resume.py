@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from _corpus import SMALL_CORPUS
 
 from pldistill.config import TrialConfig
 from pldistill.train.checkpoint import load_state
@@ -20,7 +21,7 @@ _VOLATILE = ("wall_s", "samples_per_s", "attempt")
 
 def _cfg(tmp_path, cache: str, **train) -> TrialConfig:
     return TrialConfig.model_validate({
-        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1, 2]},
+        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1, 2], "synth": SMALL_CORPUS},
         "train": {"epochs": 2, "batch_size": 8, "grad_accum": 2, "num_threads": 2, "max_steps_per_epoch": 2,
                   **train},
         "hparams": {"objective": "pl_distill", "lora_dropout": 0.1, "warmup_ratio": 0.5},

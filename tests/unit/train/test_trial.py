@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from _corpus import SMALL_CORPUS
 
 from pldistill.config import TrialConfig
 from pldistill.train.trial import run_trial
@@ -21,7 +22,7 @@ CHANCE = 0.25
 
 def _cfg(tmp_path, cache: str, objective: str, **train) -> TrialConfig:
     return TrialConfig.model_validate({
-        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
         "train": {"epochs": 3, "batch_size": 8, "grad_accum": 1, "num_threads": 2, **train},
         "hparams": {"objective": objective},
         "output_dir": str(tmp_path / "run"), "cache_dir": cache,
@@ -124,7 +125,7 @@ def test_bfloat16_teacher_trains_a_float32_student(tmp_path, tiny_cache, mode):
     """``model.dtype: bfloat16`` (the real sweeps' setting) loads the teacher in bfloat16 while the
     student stays float32: its projector takes the bf16 encoder output (online) or the fp32 cache."""
     cfg = TrialConfig.model_validate({
-        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
         "model": {"teacher_mode": mode, "dtype": "bfloat16"},
         "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 2, "max_steps_per_epoch": 2},
         "hparams": {"objective": "pl_distill"}, "output_dir": str(tmp_path / "run"), "cache_dir": tiny_cache})
@@ -197,7 +198,7 @@ def test_caad_trial_online_and_cached_give_the_same_figures(tmp_path, tiny_cache
     results = {}
     for mode in ("online", "cached"):
         cfg = TrialConfig.model_validate({
-            "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1]},
+            "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
             "model": {"teacher_mode": mode},
             "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 2, "max_steps_per_epoch": 2},
             "hparams": {"objective": "caad", "caad_contrast": 1.5, "beta": 0.0},
