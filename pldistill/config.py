@@ -36,13 +36,14 @@ __all__ = [
 ]
 
 #: The splits a trial evaluates on, and what it measures on each: unweighted and weighted accuracy,
-#: macro-F1, and the student's cross-entropy on the gold answer (eq. 7: summed over the answer's
-#: tokens, mean over clips).
+#: macro-F1, the student's cross-entropy on the gold answer (eq. 7: summed over the answer's tokens,
+#: mean over clips), and the UA of the *conflict* clips alone (words of another emotion than the
+#: voice: how much a model follows the voice rather than the words; absent where a corpus marks none).
 EvalSplit = Literal["val", "test"]
-EvalMetric = Literal["ua", "wa", "f1", "loss"]
+EvalMetric = Literal["ua", "wa", "f1", "loss", "conflict_ua"]
 #: The validation metrics, which alone may pick a trial's best epoch (test never selects).
-ValMetricName = Literal["val_ua", "val_wa", "val_f1", "val_loss"]
-TestMetricName = Literal["test_ua", "test_wa", "test_f1", "test_loss"]
+ValMetricName = Literal["val_ua", "val_wa", "val_f1", "val_loss", "val_conflict_ua"]
+TestMetricName = Literal["test_ua", "test_wa", "test_f1", "test_loss", "test_conflict_ua"]
 #: ``<split>_<metric>``: what a trial reports per epoch, records, and a sweep may optimise; the
 #: sweep file, Tune, the trial loop, the recorder and the results schema all use these names.
 MetricName = Literal[ValMetricName, TestMetricName]

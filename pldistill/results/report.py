@@ -168,7 +168,7 @@ def _md_differences(diffs: dict[str, Comparison] | None, reference: str) -> list
 
 def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
     """``report.md``: ``plots`` maps ``metric_vs_params``/``history``/``importances`` to a PNG name (or None)."""
-    short = {"test_ua": "UA", "test_wa": "WA", "test_f1": "F1"}
+    short = {"test_ua": "UA", "test_wa": "WA", "test_f1": "F1", "test_conflict_ua": "UA (conflict clips)"}
     s = r.status
     out = [f"# Sweep report: {r.name}", ""]
     if r.test_selected:

@@ -200,14 +200,17 @@ class FoldMetrics:
     val_wa: float | None = None
     val_f1: float | None = None
     val_loss: float | None = None
+    val_conflict_ua: float | None = None
     test_ua: float | None = None
     test_wa: float | None = None
     test_f1: float | None = None
     test_loss: float | None = None
+    test_conflict_ua: float | None = None
     #: The fold's teacher on the same test clips (the same for every seed).
     teacher_test_ua: float | None = None
     teacher_test_wa: float | None = None
     teacher_test_f1: float | None = None
+    teacher_test_conflict_ua: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -233,19 +236,24 @@ class TrialRecord:
     val_wa: float | None = None
     val_f1: float | None = None
     val_loss: float | None = None
+    #: UA over the conflict clips (words of another emotion than the voice), where a corpus marks them.
+    val_conflict_ua: float | None = None
     test_ua: float | None = None
     test_wa: float | None = None
     test_f1: float | None = None
     test_loss: float | None = None
+    test_conflict_ua: float | None = None
     #: The teacher's own scores on the same splits (mean over folds), beside the student's.
     teacher_val_ua: float | None = None
     teacher_val_wa: float | None = None
     teacher_val_f1: float | None = None
     teacher_val_loss: float | None = None
+    teacher_val_conflict_ua: float | None = None
     teacher_test_ua: float | None = None
     teacher_test_wa: float | None = None
     teacher_test_f1: float | None = None
     teacher_test_loss: float | None = None
+    teacher_test_conflict_ua: float | None = None
     fold_metrics: list[FoldMetrics] = field(default_factory=list)
     losses: dict[str, float | None] = field(default_factory=dict)
     wall_s: float | None = None
@@ -279,7 +287,8 @@ class TrialRecord:
             "fold_metrics": [FoldMetrics(fold=f["fold"], seed=f.get("seed", 0), best_epoch=f.get("best_epoch"),
                                          **{m: (f.get("best") or {}).get(m) for m in _METRICS},
                                          **{f"teacher_{m}": (f.get("teacher") or {}).get(m)
-                                            for m in ("test_ua", "test_wa", "test_f1")}) for f in folds],
+                                            for m in ("test_ua", "test_wa", "test_f1", "test_conflict_ua")})
+                             for f in folds],
             "best_epoch": statistics.median_low([f["best_epoch"] for f in folds]) if folds else None,
             **{f"teacher_{m}": _mean([(f.get("teacher") or {}).get(m) for f in folds]) for m in _METRICS},
             "wall_s": result.get("wall_s"), "samples_per_s": result.get("samples_per_s"),
@@ -310,10 +319,12 @@ class EpochRecord:
     val_wa: float | None = None
     val_f1: float | None = None
     val_loss: float | None = None
+    val_conflict_ua: float | None = None
     test_ua: float | None = None
     test_wa: float | None = None
     test_f1: float | None = None
     test_loss: float | None = None
+    test_conflict_ua: float | None = None
     samples_per_s: float | None = None
     lr: float | None = None
     wall_s: float | None = None

@@ -146,11 +146,15 @@ def method_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> S
     scores as recorded by each dataset's best trial overall)."""
     labels = method_labels()
     label_of = lambda r: labels.get(str(r.get("objective") or r.get("hp_objective")))  # noqa: E731
-    table = _table(rows, label_of, list(labels.values()), metric, mode, ("test_ua", "test_wa", "test_f1"))
+    # Where the corpus marks conflict clips (words of another emotion than the voice), their UA
+    # stands beside the overall scores: how much a model follows the words instead of the voice.
+    scores = ("test_ua", "test_wa", "test_f1") + (
+        ("test_conflict_ua",) if any(_finite(r.get("test_conflict_ua")) for r in rows) else ())
+    table = _table(rows, label_of, list(labels.values()), metric, mode, scores)
     teacher: dict[str, Cell] = {}
     for d in table.datasets:
         best = best_cell([r for r in rows if r.get("dataset") == d], metric, mode,
-                         ("teacher_test_ua", "teacher_test_wa", "teacher_test_f1"))
+                         tuple(f"teacher_{s}" for s in scores))
         if best is not None and any(_finite(v) for v in best.scores.values()):
             # one run per fold: the teacher is the fold's, the same for every seed
             per_fold = {r["fold"]: {k[len("teacher_"):]: r.get(k) for k in best.scores} for r in best.runs}

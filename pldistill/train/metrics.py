@@ -33,14 +33,20 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict
     return {"ua": ua, "wa": wa, "f1": float(np.mean(f1s))}
 
 
-def closed_set_metrics(y_true: Sequence[int], scores: np.ndarray) -> dict[str, float]:
+def closed_set_metrics(y_true: Sequence[int], scores: np.ndarray,
+                       lexical: Sequence[str | None] | None = None) -> dict[str, float]:
     """``{"ua", "wa", "f1", "loss"}`` from closed-set scores ``(N, C)``: each label's summed response
     log-likelihood. The prediction is the arg-max; ``loss`` is the CE of the gold answer as eq. 7
     defines it (summed over the answer's tokens, mean over clips): a real validation loss, computed
-    from the scores evaluation has anyway."""
+    from the scores evaluation has anyway. With each clip's ``lexical`` condition, ``conflict_ua`` is
+    the UA over the clips marked ``conflict`` (absent when none is)."""
     scores = np.asarray(scores, dtype=np.float64)
     t = np.asarray(y_true, dtype=np.int64)
     if scores.ndim != 2 or scores.shape[0] != t.size:
         raise ValueError(f"scores must be (N, C) with N = {t.size} labels, got {scores.shape}")
-    metrics = classification_metrics(t, scores.argmax(-1))
-    return {**metrics, "loss": float(-scores[np.arange(t.size), t].mean())}
+    pred = scores.argmax(-1)
+    metrics = {**classification_metrics(t, pred), "loss": float(-scores[np.arange(t.size), t].mean())}
+    conflict = np.array([c == "conflict" for c in lexical]) if lexical is not None else np.zeros(0, bool)
+    if conflict.any():
+        metrics["conflict_ua"] = classification_metrics(t[conflict], pred[conflict])["ua"]
+    return metrics

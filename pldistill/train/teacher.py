@@ -55,7 +55,7 @@ def evaluate(head: AudioLMHead, audio_tower: torch.nn.Module, examples: list[Exa
     scores = score_labels(head, audio_tower, examples, tokenizer, labels, vocab=len(tokenizer),
                           batch_size=batch_size)
     head.train(was_training)
-    return closed_set_metrics([ex.label for ex in examples], scores.numpy())
+    return closed_set_metrics([ex.label for ex in examples], scores.numpy(), [ex.lexical for ex in examples])
 
 
 def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] = print, *,

@@ -70,6 +70,8 @@ Reporter = Callable[[dict[str, Any], dict[str, Any], "Path | None"], None]
 _CHECKPOINTS = ".checkpoints"
 #: The best epoch's test predictions of a run, beside its saved student (``<run>/best/``).
 PREDICTIONS_FILE = "test_predictions.parquet"
+#: One scored clip: key, label index, every label's score, lexical condition (None: not marked).
+_Scored = tuple[str, int, list[float], "str | None"]
 
 
 @dataclass
@@ -369,7 +371,7 @@ def _train_epoch(f: _Fold, tc: TrainConfig) -> dict[str, float]:
 
 
 def _keep_if_best(f: _Fold, cfg: TrialConfig, res: FoldResult, row: dict[str, Any], losses: dict[str, float],
-                  predictions: list[tuple[str, int, list[float]]] | None) -> dict[str, torch.Tensor] | None:
+                  predictions: list[_Scored] | None) -> dict[str, torch.Tensor] | None:
     """Make this epoch the fold's best when it is (rank 0 decides for all): its figures, this rank's
     copy of the trainable weights, and the saved student with its test predictions. Sharded: returns
     this epoch's full trainable state (rank 0; None elsewhere), gathered for the save and the checkpoint."""
@@ -428,10 +430,10 @@ def _teacher_cache(cfg: TrialConfig, data: FoldData, teacher) -> TeacherCache | 
     return TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=_log, batch_size=cfg.train.eval_batch_size))
 
 
-def _evaluate(f: _Fold, examples: list[Example], batch_size: int
-              ) -> tuple[dict[str, float], list[tuple[str, int, list[float]]]]:
-    """Closed-set UA/WA/F1 and the CE of the gold answers (:func:`closed_set_metrics`), and every clip's
-    ``(key, label, scores)``; split across ranks and gathered when distributed.
+def _evaluate(f: _Fold, examples: list[Example], batch_size: int) -> tuple[dict[str, float], list[_Scored]]:
+    """Closed-set UA/WA/F1, the CE of the gold answers and the conflict clips' UA
+    (:func:`closed_set_metrics`), and every clip's ``(key, label, scores, lexical)``; split across
+    ranks and gathered when distributed.
 
     Every rank scores the same number of clips (the short shares padded with the first clip, whose
     scores are dropped): under FSDP each forward is a collective, so the ranks' forwards must pair up.
@@ -445,22 +447,25 @@ def _evaluate(f: _Fold, examples: list[Example], batch_size: int
                           batch_size=batch_size)[:len(part)]
     reshard(f.head)  # a sharded root stays gathered after a forward without backward
     f.head.train()
-    scored = [(ex.key, ex.label, s) for ex, s in zip(part, scores.tolist())]
+    scored = [(ex.key, ex.label, s, ex.lexical) for ex, s in zip(part, scores.tolist())]
     if world > 1:
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, scored)
         scored = [p for g in gathered for p in g]
-    return closed_set_metrics([t for _, t, _ in scored], np.array([s for _, _, s in scored])), scored
+    metrics = closed_set_metrics([c[1] for c in scored], np.array([c[2] for c in scored]), [c[3] for c in scored])
+    return metrics, scored
 
 
-def _write_predictions(folder: Path, scored: list[tuple[str, int, list[float]]], labels: tuple[str, ...]) -> None:
+def _write_predictions(folder: Path, scored: list[_Scored], labels: tuple[str, ...]) -> None:
     """The best epoch's test predictions beside its student (``test_predictions.parquet``: key, label,
-    pred, scores): what clip-level comparisons (paired bootstrap) and the exported model's check read."""
+    pred, scores, lexical condition): what clip-level comparisons (paired bootstrap) and the exported
+    model's check read."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"key": [k for k, _, _ in scored], "label": [t for _, t, _ in scored],
-                      "pred": [int(np.argmax(s)) for _, _, s in scored], "scores": [s for _, _, s in scored]})
+    table = pa.table({"key": [c[0] for c in scored], "label": [c[1] for c in scored],
+                      "pred": [int(np.argmax(c[2])) for c in scored], "scores": [c[2] for c in scored],
+                      "lexical": pa.array([c[3] for c in scored], pa.string())})
     table = table.replace_schema_metadata({"labels": json.dumps(list(labels))})
     atomic_write(folder / PREDICTIONS_FILE, lambda fh: pq.write_table(table, fh))
 

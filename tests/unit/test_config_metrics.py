@@ -21,7 +21,7 @@ from pldistill.config import (
 def test_metric_names_are_every_split_with_every_metric() -> None:
     assert get_args(MetricName) == METRIC_NAMES
     assert set(METRIC_NAMES) == {f"{s}_{m}" for s in get_args(EvalSplit) for m in get_args(EvalMetric)}
-    assert len(METRIC_NAMES) == len(set(METRIC_NAMES)) == 8
+    assert len(METRIC_NAMES) == len(set(METRIC_NAMES)) == 10
     assert get_args(ValMetricName) == tuple(n for n in METRIC_NAMES if n.startswith("val_"))
 
 

@@ -78,8 +78,9 @@ def test_trial_round_trip_through_parquet(tmp_path, trial) -> None:
     assert row["folds"] == [1, 2] and row["nodes"] == ["node-a", "node-b"]
     assert row["fold_metrics"][0] == {"fold": 1, "seed": None, "best_epoch": 2, "val_ua": None, "val_wa": None, "val_f1": None,
                                       "teacher_test_ua": None, "teacher_test_wa": None, "teacher_test_f1": None,
-                                      "val_loss": None, "test_ua": 0.625, "test_wa": None, "test_f1": None,
-                                      "test_loss": None}
+                                      "val_loss": None, "val_conflict_ua": None, "test_ua": 0.625, "test_wa": None,
+                                      "test_f1": None, "test_loss": None, "test_conflict_ua": None,
+                                      "teacher_test_conflict_ua": None}
     assert row["loss_total"] == 1.25 and row["loss_relation"] is None
     assert row["started_at"] == dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 

@@ -56,3 +56,17 @@ def test_free_answers_are_matched_to_the_label_they_name_first() -> None:
     assert match_answer("The speaker sounds sad, not happy.", labels) == 3
     assert match_answer("unhappy", labels) is None  # whole words only
     assert match_answer("I cannot tell.", labels) is None
+
+
+def test_conflict_ua_is_the_ua_of_the_conflict_clips_alone() -> None:
+    import numpy as np
+
+    from pldistill.train.metrics import closed_set_metrics
+
+    scores = np.log(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.6, 0.4]]))
+    lexical = ["congruent", "conflict", "conflict", "neutral", "conflict"]
+    out = closed_set_metrics([0, 1, 1, 1, 0], scores, lexical)
+    # conflict clips: labels 1, 1, 0 predicted 1, 0, 0 -> recalls: class 1 1/2, class 0 1/1 -> UA 0.75
+    assert out["conflict_ua"] == pytest.approx(0.75)
+    assert "conflict_ua" not in closed_set_metrics([0, 1, 1, 1, 0], scores, [None] * 5)
+    assert "conflict_ua" not in closed_set_metrics([0, 1, 1, 1, 0], scores)
