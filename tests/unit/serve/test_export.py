@@ -149,7 +149,7 @@ def test_a_failure_midway_leaves_no_folder(toy_sweep, tmp_path, monkeypatch):
 def test_cli_export_best_and_its_errors(toy_sweep, tmp_path, capsys):
     out = tmp_path / "cli"
     assert run_app(["export", SWEEP, str(out), "--best", "--results", str(toy_sweep)]) == 0
-    assert f"{SWEEP}/{TRIAL} fold 1" in capsys.readouterr().out and (out / "config.json").is_file()
+    assert f"{SWEEP}/{TRIAL} seed 0 fold 1" in capsys.readouterr().out and (out / "config.json").is_file()
     assert run_app(["export", SWEEP, str(out), "--results", str(toy_sweep)]) == 2
     assert "not empty" in capsys.readouterr().err
     cases = [(["nosuch", str(tmp_path / "a")], "unknown sweep 'nosuch'"),
