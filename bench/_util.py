@@ -67,3 +67,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], *, first_widt
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def status_kib(field: str) -> int:
+    """A field of ``/proc/self/status`` in KiB (``VmRSS`` now, ``VmHWM`` the peak): what the memory
+    benches measure, since tracemalloc does not see torch's allocations."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")

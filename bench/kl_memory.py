@@ -26,8 +26,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import status_kib  # noqa: E402  (bench/_util.py, next to this file)
 
 DTYPES = ("float32", "bfloat16")
 
@@ -41,13 +46,6 @@ class Measurement:
     value: float
     grad_sum: float
 
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _measure(
@@ -69,14 +67,14 @@ def _measure(
     student.requires_grad_(True)
     mask = torch.ones(1, positions, dtype=torch.bool)
 
-    baseline = _status_kib("VmRSS")
+    baseline = status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
     start = time.perf_counter()
     loss = kl_divergence(teacher, student, mask, temperature=2.0, chunk_size=chunk)
     loss.backward()
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     assert student.grad is not None
     grad_sum = float(student.grad[0, ::8].double().abs().sum())  # a sample of rows: cheap to compare
     queue.put(
@@ -109,7 +107,7 @@ def _measure_whole(mode: str, chunk: int | None, vocab: int, positions: int, hid
     labels = torch.randint(0, vocab, (1, positions))
     objective = build_objective("ldist", kl_chunk_size=chunk if mode == "today" else None)
 
-    baseline = _status_kib("VmRSS")
+    baseline = status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
     start = time.perf_counter()
@@ -124,7 +122,7 @@ def _measure_whole(mode: str, chunk: int | None, vocab: int, positions: int, hid
         loss = objective(batch).total
     loss.backward()
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     assert hidden.grad is not None
     grad_sum = float(hidden.grad.double().abs().sum())
     queue.put(Measurement(mode, chunk, (peak - baseline) / 1024, seconds, float(loss.detach()), grad_sum))

@@ -39,7 +39,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import flops  # noqa: E402  (bench/flops.py, next to this file)
 import gpu_step  # noqa: E402
-from _util import quiet, table  # noqa: E402
+from _util import quiet, status_kib, table  # noqa: E402
 
 __all__ = ["score_expanded", "kv_cache_bytes", "Measurement", "measure", "main"]
 
@@ -90,13 +90,6 @@ class Measurement:
     response_tokens: int
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
 
 def _inputs(args: argparse.Namespace, tok, encoder_dim: int, labels: tuple[str, ...]):
     from pldistill.models.inputs import prompt_inputs, response_ids
@@ -128,7 +121,7 @@ def _child(method: str, args: argparse.Namespace, queue: mp.Queue) -> None:
     enc, ntok, ids, mask, responses, lengths = _inputs(args, teacher.tokenizer, sizes.encoder["d_model"], labels)
     vocab = len(teacher.tokenizer)
     del teacher, student  # the head keeps its model; the other one's weights go
-    baseline = _status_kib("VmRSS")
+    baseline = status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
     start = time.perf_counter()
@@ -138,7 +131,7 @@ def _child(method: str, args: argparse.Namespace, queue: mp.Queue) -> None:
         else:
             scores = head.score_responses(enc, ntok, ids, mask, responses, lengths, vocab)
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     queue.put(Measurement(method, (peak - baseline) / 1024, seconds, scores.tolist(), int(ids.shape[1]),
                           int(responses.shape[1])))
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,24 +276,18 @@ def _parse_line(where: str, rec: Any, label_map: dict[str, str], audio_root: Pat
                 transcript=transcript, lexical=lexical)
 
 
-def load_manifest(path: str | Path, label_map: dict[str, str], audio_root: str | Path, *,
-                  dataset: str | None = None) -> list[Clip]:
-    """All clips of one JSONL manifest, labels mapped to canonical names, ``wav`` made absolute
-    under ``audio_root``. Blank lines are skipped; every other line must be a complete record.
-    With ``dataset`` given, each line's ``dataset`` field must name it."""
-    path = Path(path)
+def _jsonl(path: Path, field: str, what: str) -> Iterator[tuple[str, int, Any]]:
+    """``(path:line, line number, parsed record)`` of each non-blank line of a JSONL file; a missing
+    file, bytes that are not UTF-8 or a line that is not JSON is one InputError naming the line."""
     if not path.is_file():
-        raise InputError(path, "fold", f"missing manifest file (expected {path})")
-    audio_root = Path(audio_root)
-    clips: list[Clip] = []
-    seen: dict[str, int] = {}
+        raise InputError(path, field, f"missing {what} file (expected {path})")
     try:
         with path.open(encoding="utf-8") as fh:
             lines = fh.read().split("\n")
     except UnicodeDecodeError as exc:
-        raise InputError(path, "fold", f"manifest is not UTF-8 text (byte {exc.start})") from None
+        raise InputError(path, field, f"{what} is not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
-        raise InputError(path, "fold", f"cannot read manifest: {exc.strerror or exc}") from None
+        raise InputError(path, field, f"cannot read {what}: {exc.strerror or exc}") from None
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -302,6 +296,19 @@ def load_manifest(path: str | Path, label_map: dict[str, str], audio_root: str |
             rec = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(where, "line", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        yield where, number, rec
+
+
+def load_manifest(path: str | Path, label_map: dict[str, str], audio_root: str | Path, *,
+                  dataset: str | None = None) -> list[Clip]:
+    """All clips of one JSONL manifest, labels mapped to canonical names, ``wav`` made absolute
+    under ``audio_root``. Blank lines are skipped; every other line must be a complete record.
+    With ``dataset`` given, each line's ``dataset`` field must name it."""
+    path = Path(path)
+    audio_root = Path(audio_root)
+    clips: list[Clip] = []
+    seen: dict[str, int] = {}
+    for where, number, rec in _jsonl(path, "fold", "manifest"):
         clip = _parse_line(where, rec, label_map, audio_root, dataset.lower() if dataset else None, path, number)
         if clip.key in seen:
             raise InputError(where, "key", f"duplicate key {clip.key!r} (first on line {seen[clip.key]})")
@@ -313,22 +320,8 @@ def load_manifest(path: str | Path, label_map: dict[str, str], audio_root: str |
 def load_transcripts(path: str | Path) -> dict[str, str]:
     """A transcripts JSONL file: one ``{"key": "<clip key>", "transcript": "<text>"}`` per line
     (other fields are ignored; blank lines skipped) -> ``{key: transcript}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "transcripts", f"missing transcripts file (expected {path})")
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, "transcripts", f"cannot read as UTF-8 text: {exc}") from None
     out: dict[str, str] = {}
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(where, "line", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    for where, _, rec in _jsonl(Path(path), "transcripts", "transcripts"):
         if not isinstance(rec, dict):
             raise InputError(where, "line", f"expected a JSON object, got {type(rec).__name__}")
         for name in ("key", "transcript"):
