@@ -130,7 +130,7 @@ def _student(cfg, teacher):
     tok, hp = teacher.tokenizer, cfg.hparams
     llm = load_student_llm(ensure_student_llm(cfg, tok, log=print), tok, seed=cfg.model.init_seed)
     params = _param_counts(teacher, llm)
-    student = build_student(teacher, llm, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha, seed=cfg.train.seed)
+    student = build_student(teacher, llm, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha, seed=cfg.train.seeds[0])
     return AudioLMHead(student.base_model.model).train(), params
 
 

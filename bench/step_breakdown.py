@@ -108,7 +108,7 @@ def _build(cache_dir: Path):
 
     cfg = smoke_trial_config(cache_dir, cache_dir / "runs")
     hp = cfg.hparams
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seeds[0])
     clock: dict[str, float] = {}
     with _timer(clock, "data"):
         data = prepare_fold(cfg, cfg.data.folds[0])
@@ -118,7 +118,7 @@ def _build(cache_dir: Path):
     with _timer(clock, "student"):
         llm = load_student_llm(ensure_student_llm(cfg, tok, log=log), tok, seed=cfg.model.init_seed)
         student = build_student(teacher, llm, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
-                                lora_dropout=hp.lora_dropout, seed=cfg.train.seed)
+                                lora_dropout=hp.lora_dropout, seed=cfg.train.seeds[0])
     head = AudioLMHead(student.base_model.model).train()
     print(f"setup (cache {cache_dir}): data {clock['data']:.1f} s, teacher {clock['teacher']:.1f} s, "
           f"student prior + build {clock['student']:.1f} s (first run: corpus, teacher fine-tune, prior)")

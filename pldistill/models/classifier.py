@@ -177,7 +177,7 @@ class ClassifierStudent(nn.Module):
     def train(self, mode: bool = True) -> ClassifierStudent:
         super().train(mode)
         if not self.train_encoder:
-            self.encoder.eval()  # a frozen encoder keeps dropout off
+            self.encoder.train(False)  # a frozen encoder keeps dropout off
         return self
 
     def pooled(self, features: Tensor, feature_mask: Tensor) -> Tensor:

@@ -48,7 +48,7 @@ def test_diverged_trials_reach_optuna_as_failures_not_values(tmp_path, tiny_cach
     assert summary.counts == {"completed": 0, "failed": 2, "total": 2}
     rows = read_trials(tmp_path / "results").to_pylist()
     assert [r["status"] for r in rows] == ["failed", "failed"]
-    assert all(r["error"].startswith("TrialDivergedError: non-finite loss in fold 1 epoch 1") for r in rows)
+    assert all(r["error"].startswith("TrialDivergedError: non-finite loss in seed 0 fold 1 epoch 1") for r in rows)
     exp = tmp_path / "results" / "diverging" / "ray-tune" / "diverging"
     with open(max(glob.glob(str(exp / "searcher-state-*.pkl"))), "rb") as fh:
         study = pickle.load(fh)["_ot_study"]  # this test's own Tune state: trusted

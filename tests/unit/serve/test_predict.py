@@ -53,9 +53,10 @@ def test_predicts_wav_and_flac_at_any_rate(merged_export, clip_files, reference,
     i = reference.keys.index(test_clips[0].key)
     got = [rows[0]["scores"][lab] for lab in reference.labels]
     np.testing.assert_allclose(got, reference.scores[i], atol=1e-4)
-    # resampling changes the samples only slightly, so the scores stay close to the original's
-    for row in rows[1:]:
-        np.testing.assert_allclose([row["scores"][lab] for lab in reference.labels], got, atol=0.5)
+    # 44.1 kHz made from the 16 kHz original loses nothing below 8 kHz: resampled back, it scores
+    # close to the original. (8 kHz speech has lost its 4-8 kHz band, so its scores may move: it is
+    # only checked to be predicted, above.)
+    np.testing.assert_allclose([rows[2]["scores"][lab] for lab in reference.labels], got, atol=0.1)
 
 
 def test_long_audio_is_cropped_to_the_window(merged_export, clip_files, tmp_path, capsys):

@@ -148,7 +148,7 @@ BAD_CASES = {
     "unknown_domain_key": (GOOD.replace("high: 2.0}", "high: 2.0, q: 1}"),
                            "search.space.alpha.q: unknown key; valid keys: type, low, high"),
     "unknown_metric": (GOOD.replace("num_samples: 4", "num_samples: 4\n  metric: val_acc"),
-                       "search.metric: expected 'val_ua', 'val_wa', 'val_f1', 'val_loss', 'test_ua'"),
+                       "search.metric: expected 'val_ua', 'val_wa', 'val_f1', 'val_loss', 'val_conflict_ua', 'test_ua'"),
     "wrong_type": (GOOD.replace("num_samples: 4", "num_samples: four"),
                    "search.num_samples: expected a valid integer"),
     "alpha_negative_in_fixed": (GOOD.replace("objective: pl_distill", "alpha: -1"), "fixed.alpha: expected >= 0, got -1"),

@@ -260,7 +260,7 @@ def test_trial_completes_and_saves_a_student_that_reloads(fsdp_trial):
 
     hp = cfg.hparams
     student = build_student(teacher, load_student_llm(prior, teacher.tokenizer, seed=cfg.model.init_seed),
-                            lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha, seed=cfg.train.seed)
+                            lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha, seed=cfg.train.seeds[0])
     fresh = {n: p.detach().clone() for n, p in student.named_parameters() if p.requires_grad}
     saved = load_file(str(best / "adapter_model.safetensors"))
     assert len(saved) == len(fresh)
