@@ -156,3 +156,22 @@ def test_status_counts_and_best(results_root) -> None:
     tpe = rows["tpe"]
     assert (tpe["total"], tpe["completed"], tpe["running"]) == (2, 1, 1)
     assert tpe["best_trial"] == "x0"  # no metric in sweep.json: val_ua, max
+
+
+def test_seeds_are_queryable_per_run(tmp_path) -> None:
+    """Every (seed, fold) run is a row to SQL: in the epochs table, and unnested from fold_metrics."""
+    from pldistill.results import EpochRecord, ResultsStore, TrialRecord, run_query
+    from pldistill.results.schema import FoldMetrics
+
+    store = ResultsStore(tmp_path, "reps")
+    runs = [(0, 1, 0.6), (0, 2, 0.7), (5, 1, 0.65)]
+    store.write_trial(TrialRecord(trial_id="t1", status="completed", objective="sft", folds=[1, 2], seeds=[0, 5],
+                                  fold_metrics=[FoldMetrics(seed=s, fold=f, test_ua=v) for s, f, v in runs]))
+    store.write_epochs("t1", [EpochRecord(seed=s, fold=f, epoch=1, test_ua=v) for s, f, v in runs])
+    by_run = run_query(tmp_path, "select seed, fold, test_ua from epochs order by seed, fold").to_pylist()
+    assert [(r["seed"], r["fold"], r["test_ua"]) for r in by_run] == runs
+    unnested = run_query(tmp_path, "select r.seed, avg(r.test_ua) as ua from "
+                                   "(select unnest(fold_metrics) as r from trials) group by r.seed order by 1")
+    assert [(r["seed"], round(r["ua"], 6)) for r in unnested.to_pylist()] == [(0, 0.65), (5, 0.65)]
+    seeds = run_query(tmp_path, "select seeds from trials").column("seeds").to_pylist()
+    assert seeds == [[0, 5]]

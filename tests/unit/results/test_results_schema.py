@@ -186,6 +186,13 @@ def test_trial_record_from_trial_result() -> None:
     assert row["wall_s"] == 11.0 and row["samples_per_s"] == 30.0  # given values win
     assert [(f["fold"], f["best_epoch"], f["test_ua"]) for f in row["fold_metrics"]] == [(1, 2, 0.6), (2, 3, 0.8)]
     assert row["teacher_test_ua"] == pytest.approx(0.95) and row["teacher_val_ua"] is None  # mean over folds
+    # replicates: each (seed, fold) run keeps its seed; the row lists the seeds and the distinct folds
+    seeded = _trial_result()
+    seeded["folds"] = [{**f, "seed": s} for s in (0, 4) for f in seeded["folds"]]
+    row = trials_table([{**TrialRecord.from_result(seeded, trial_id="t2", status="completed").to_row(),
+                         "sweep": "s"}]).to_pylist()[0]
+    assert row["seeds"] == [0, 4] and row["folds"] == [1, 2]
+    assert [(f["seed"], f["fold"]) for f in row["fold_metrics"]] == [(0, 1), (0, 2), (4, 1), (4, 2)]
     bad = _trial_result()
     bad["metrics"]["val_acc"] = 0.1
     with pytest.raises(SchemaError, match="unknown metric.*val_acc"):

@@ -99,3 +99,27 @@ def test_resumed_trial_tests_with_the_best_epoch_saved_before_the_restart(tmp_pa
     resumed = run_trial(cfg, resume=ckpts / "f1e2")
     assert resumed.folds[0].best == full.folds[0].best
     assert resumed.metrics["test_ua"] == full.metrics["test_ua"]
+
+
+def test_a_trial_of_several_seeds_resumes_in_the_right_run(tmp_path, tiny_cache):
+    """Runs are (seed, fold): a checkpoint of seed 0's run resumes into seed 3's, which then trains
+    exactly as in the trial that never stopped."""
+    def keep(into):
+        def report(metrics, row, ckpt):
+            if ckpt is not None:
+                shutil.copytree(ckpt, into / f"s{row['seed']}f{row['fold']}e{row['epoch']}")
+        return report
+
+    cfg = _cfg(tmp_path / "full", tiny_cache, epochs=1, seeds=[0, 3])
+    cfg.data.folds = [1]
+    full = run_trial(cfg, report=keep(tmp_path / "ckpts"))
+    assert [(f.seed, f.fold) for f in full.folds] == [(0, 1), (3, 1)]
+    state = load_state(tmp_path / "ckpts" / "s0f1e1")
+    assert state is not None and state.run_index == 0
+    again = _cfg(tmp_path / "resumed", tiny_cache, epochs=1, seeds=[0, 3])
+    again.data.folds = [1]
+    rows = []
+    resumed = run_trial(again, resume=tmp_path / "ckpts" / "s0f1e1", report=lambda m, row, ckpt: rows.append(row))
+    assert [(r["seed"], r["fold"]) for r in rows] == [(3, 1)]  # only the run after the checkpoint
+    assert [_strip(f.epochs) for f in resumed.folds] == [_strip(f.epochs) for f in full.folds]
+    assert resumed.metrics == full.metrics
