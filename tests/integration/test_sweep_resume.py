@@ -17,7 +17,15 @@ import shutil
 import tempfile
 
 import pytest
-from _procs import ray_processes, sigkill_and_wait, start_cli, stop, tiny_sweep, wait_for
+from _procs import (
+    ray_processes,
+    registered_checkpoint_epochs,
+    sigkill_and_wait,
+    start_cli,
+    stop,
+    tiny_sweep,
+    wait_for,
+)
 
 from pldistill.results import read_epochs, read_sweep_metas, read_trials
 
@@ -60,9 +68,11 @@ def test_killed_launcher_resumes_to_exactly_num_samples_trials(tmp_path, tiny_ca
     base = ["--num-cpus", "2", "--no-dashboard", "--quiet"]
     proc = None
     try:
-        # 1. killed mid-trial: an epoch reported, no trial finished yet
+        # 1. killed mid-trial: an epoch reported and its checkpoint registered (the epoch's row is
+        # written just before; a kill in between would leave nothing to resume from), no trial finished
         proc = start_cli(["launch", str(path), *base], ray_tmp, log)
-        wait_for("a first epoch", lambda: len(_epochs(results)) >= 1, 600, proc, log)
+        wait_for("a first registered checkpoint",
+                 lambda: bool(registered_checkpoint_epochs(results / "resumable" / "ray-train")), 600, proc, log)
         assert not [r for r in _rows(results) if r["status"] == "completed"]
         sigkill_and_wait(proc, ray_tmp)
         assert read_sweep_metas(results)[0]["status"] == "running"  # nobody could say otherwise
