@@ -35,7 +35,7 @@ NUM_SAMPLES = 4
 
 
 def _sweep(tmp_path, cache: str):
-    return tiny_sweep("resumable", tmp_path, cache, epochs=2, max_steps_per_epoch=3, fixed={"objective": "pl_distill"},
+    return tiny_sweep("resumable", tmp_path, cache, epochs=2, max_steps_per_epoch=12, fixed={"objective": "pl_distill"},
                       search={"algorithm": "optuna", "metric": "val_ua", "mode": "max", "num_samples": NUM_SAMPLES,
                               "max_concurrent_trials": 2, "seed": 3,
                               "space": {"alpha": {"type": "uniform", "low": 0.0, "high": 2.0},
