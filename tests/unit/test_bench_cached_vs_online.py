@@ -6,29 +6,17 @@ runs, so the end-to-end run is a subprocess (nothing leaks into other tests). No
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from _bench import load_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> ModuleType:
-    name = "pldistill_bench_cached_vs_online"
-    if name in sys.modules:
-        return sys.modules[name]
-    sys.path.insert(0, str(ROOT / "bench"))  # the bench imports its sibling ``_util``
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "cached_vs_online.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("width", [256, 384])
@@ -36,7 +24,7 @@ def test_bench_sizes_keep_the_real_ratio_and_are_restored(width: int) -> None:
     from pldistill.models import loading
     from pldistill.train import student_prior
 
-    bench = _load()
+    bench = load_bench("cached_vs_online")
     before = (dict(loading.TINY_ENCODER), loading.build_tiny_teacher, student_prior.TINY_STUDENT,
               student_prior.load_student_llm)
     with bench.bench_sizes(width=width):

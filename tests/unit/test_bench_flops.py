@@ -8,32 +8,20 @@ while a real accounting error (e.g. weight gradients for frozen linears: +30% he
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
+from _bench import load_bench
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[2]
 REL = 0.01
 
 
-def _load() -> ModuleType:
-    name = "pldistill_bench_flops"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "flops.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
 
 
-flops = _load()
+flops = load_bench("flops")
 
 
 def _counted(fn) -> int:

@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from _bench import load_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_MANIFESTS = ROOT.parent / "shared" / "emobox"
 
 
-def _load() -> ModuleType:
-    name = "pldistill_bench_north_star"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "north_star.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
 
 
-ns = _load()
+ns = load_bench("north_star")
 
 SAVEE_RAW = {"a": "Angry", "d": "Disgust", "f": "Fear", "h": "Happy", "n": "Neutral", "sa": "Sad", "su": "Surprise"}
 SPEAKERS = ("DC", "JE", "JK", "KL")

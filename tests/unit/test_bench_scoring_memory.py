@@ -3,30 +3,18 @@ shared-prompt scorer, and its KV-cache arithmetic."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
+from _bench import load_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> ModuleType:
-    name = "pldistill_bench_scoring_memory"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "scoring_memory.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-sm = _load()
+sm = load_bench("scoring_memory")
 
 
 def test_expanded_and_shared_scorers_agree() -> None:

@@ -19,13 +19,6 @@ from pldistill.models.loading import (
 LABELS = ("Neutral", "Happy", "Angry", "Sad")
 
 
-@pytest.fixture(scope="module")
-def teacher():
-    t = build_tiny_teacher(seed=0)
-    set_encoder_window(t.audio_tower, 2.0)
-    return t
-
-
 def _examples(n: int = 3, frames: int = 200, seed: int = 0) -> list[Example]:
     rng = np.random.default_rng(seed)
     out = []

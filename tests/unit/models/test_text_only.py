@@ -8,16 +8,8 @@ import torch
 
 from pldistill.models.audiolm import AudioLMHead
 from pldistill.models.inputs import Example, collate, text_only_inputs
-from pldistill.models.loading import build_tiny_teacher, set_encoder_window
 
 LABELS = ("Neutral", "Happy", "Angry", "Sad")
-
-
-@pytest.fixture(scope="module")
-def teacher():
-    t = build_tiny_teacher(seed=0)
-    set_encoder_window(t.audio_tower, 2.0)
-    return t
 
 
 def _examples() -> list[Example]:
