@@ -164,14 +164,14 @@ def with_run_intervals(table, metric: str):
     trial's (seed, fold) runs, with n (when the runs record ``metric``)."""
     import pyarrow as pa
 
-    from pldistill.results.stats import format_estimate, mean_ci
+    from pldistill.results.stats import format_estimate, runs_estimate
 
     if "fold_metrics" not in table.column_names:
         return table
     runs = table.column("fold_metrics").to_pylist()
     if not any(metric in (r or {}) for rows in runs for r in rows or []):
         return table
-    text = [format_estimate(mean_ci([r.get(metric) for r in rows or []])) for rows in runs]
+    text = [format_estimate(runs_estimate(rows or [], metric)) for rows in runs]
     return table.append_column(f"{metric} 95% CI", pa.array(text, pa.string()))
 
 

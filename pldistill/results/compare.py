@@ -146,7 +146,11 @@ def compare_groups(rows: Any, metric: str, *, group: str = "method", keys: Seque
             if diff.fallback and clips is not None:
                 diff = _bootstrap(name, str(reference), diff, clips, clip_metric or metric, confidence=confidence,
                                   n_resamples=n_resamples, seed=seed)
-        out.append(GroupSummary(name, mean_ci(list(runs.values()), confidence), diff))
+        # Runs keyed by fold are replicates inside fixed folds: stratify (see stratified_mean_ci).
+        strata = [k[keys.index("fold")] for k in runs] if "fold" in keys else None
+        if strata is not None and None in strata:
+            strata = None
+        out.append(GroupSummary(name, mean_ci(list(runs.values()), confidence, strata=strata), diff))
     return Comparison(metric, reference, tuple(out))
 
 

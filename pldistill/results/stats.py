@@ -4,6 +4,8 @@ Pure functions over numbers and label arrays (NumPy and SciPy, nothing read from
 strings the report, ``best`` and the launch summary print:
 
 * :func:`mean_ci` -- the mean of a configuration's (seed, fold) runs with a Student-t interval;
+  :func:`stratified_mean_ci` (and :func:`runs_estimate`, what the reports use) when the folds are
+  fixed strata and the seeds the replicates inside them;
 * :func:`paired_difference` -- a row minus the reference row over runs matched by key (seed, fold),
   with a t interval and ``scipy.stats.ttest_rel``'s p-value; below ``min_pairs`` matched runs it
   gives no interval and says to use the bootstrap instead;
@@ -19,15 +21,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats as st
 
-__all__ = ["Estimate", "Difference", "CLIP_METRICS", "mean_ci", "paired_difference", "paired_bootstrap",
-           "importance_support", "format_estimate", "format_difference", "difference_verdict"]
+__all__ = ["Estimate", "Difference", "CLIP_METRICS", "mean_ci", "stratified_mean_ci", "runs_estimate",
+           "paired_difference", "paired_bootstrap", "importance_support", "format_estimate", "format_difference", "difference_verdict"]
 
 #: A clip-level metric: ``metric(y_true, y_pred)`` over the last axis, leading axes kept (vectorized).
 ClipMetric = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -99,13 +101,20 @@ def _finite_floats(values: Sequence[float | None] | np.ndarray) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
-def mean_ci(values: Sequence[float | None] | np.ndarray, confidence: float = 0.95) -> Estimate:
+def mean_ci(values: Sequence[float | None] | np.ndarray, confidence: float = 0.95, *,
+            strata: Sequence[Hashable] | None = None) -> Estimate:
     """The mean of the finite ``values`` and its Student-t interval, ``mean ± t(1-(1-c)/2, n-1)·s/√n``.
 
     None, NaN and ±inf are dropped and ``n`` counts what is left. n = 1 gives the value with no
     interval (NaN bounds); n = 0 a NaN mean. Identical values give a zero-width interval.
+
+    ``strata`` (one per value, e.g. each run's fold): the runs are replicates (seeds) inside fixed
+    strata, and the estimate is :func:`stratified_mean_ci`'s. Without it every value is taken as
+    an independent draw, which counts the strata's differences as noise.
     """
     _check_confidence(confidence)
+    if strata is not None:
+        return stratified_mean_ci(values, strata, confidence)
     x = _finite_floats(values)
     n = int(x.size)
     if n == 0:
@@ -116,6 +125,58 @@ def mean_ci(values: Sequence[float | None] | np.ndarray, confidence: float = 0.9
     # st.t.interval(scale=sem) returns NaN for sem == 0; identical runs deserve a zero-width interval.
     half = float(st.t.ppf(0.5 + confidence / 2.0, n - 1) * st.sem(x))
     return Estimate(mean, mean - half, mean + half, n, confidence, f"Student t, {n - 1} df")
+
+
+def stratified_mean_ci(values: Sequence[float | None] | np.ndarray, strata: Sequence[Hashable],
+                       confidence: float = 0.95) -> Estimate:
+    """Mean over fixed strata (the benchmark's folds) of replicate runs (seeds), with its t interval.
+
+    The estimate is the mean of the strata's means (equal to the plain mean when every stratum has
+    as many runs), its variance ``Σ_h s_h² / n_h / H²`` (the stratified-sampling variance: only
+    the spread *within* a stratum is uncertainty), and the t quantile's degrees of freedom are
+    Welch-Satterthwaite's, between the smallest ``n_h - 1`` and ``Σ (n_h - 1)``.
+
+    Why: a fold is not a random draw but a fixed part of the benchmark that every method is scored
+    on, and the folds of the embedded corpus differ by more than 10 points (their speakers differ).
+    Treating (seed, fold) runs as one sample (``mean_ci`` without strata) widens every interval by
+    that spread, which is a property of the benchmark, not an uncertainty about the method's score
+    on it. The seeds inside a fold are what replicates measure. When a stratum has fewer than two
+    finite runs its variance cannot be estimated: then the plain interval over all runs is
+    returned, which is wider, and its method says why.
+    """
+    _check_confidence(confidence)
+    if len(strata) != len(values):
+        raise ValueError(f"{len(values)} values but {len(strata)} strata")
+    groups: dict[Hashable, list[float]] = {}
+    for v, h in zip(values, strata):
+        x = _finite_floats([v])
+        if x.size:
+            groups.setdefault(h, []).append(float(x[0]))
+    n = sum(len(g) for g in groups.values())
+    if len(groups) < 2 or any(len(g) < 2 for g in groups.values()):
+        plain = mean_ci([v for g in groups.values() for v in g], confidence)
+        why = "one stratum" if len(groups) < 2 else "a stratum with one run"
+        return Estimate(plain.mean, plain.low, plain.high, plain.n, confidence,
+                        f"{plain.method} ({why}: not stratified)" if n else plain.method)
+    h = len(groups)
+    means = np.array([np.mean(g) for g in groups.values()])
+    parts = np.array([np.var(g, ddof=1) / len(g) for g in groups.values()]) / h**2
+    dfs = np.array([len(g) - 1 for g in groups.values()], dtype=np.float64)
+    mean, var = float(np.mean(means)), float(np.sum(parts))
+    if var == 0.0:
+        return Estimate(mean, mean, mean, n, confidence, f"stratified over {h} folds, no spread within them")
+    df = var**2 / float(np.sum(parts**2 / dfs))
+    half = float(st.t.ppf(0.5 + confidence / 2.0, df) * math.sqrt(var))
+    return Estimate(mean, mean - half, mean + half, n, confidence,
+                    f"stratified by fold ({h} folds), Student t, {df:.1f} df")
+
+
+def runs_estimate(runs: Sequence[Mapping[str, Any]], name: str, confidence: float = 0.95) -> Estimate:
+    """:func:`mean_ci` of ``name`` over a trial's (seed, fold) runs (``fold_metrics`` rows), stratified
+    by fold when every run names its fold."""
+    values = [r.get(name) for r in runs]
+    folds = [r.get("fold") for r in runs]
+    return mean_ci(values, confidence, strata=None if None in folds else folds)
 
 
 def _by_key(values: Sequence[float | None], keys: Sequence[Hashable], side: str) -> dict[Hashable, float]:

@@ -17,7 +17,7 @@ from typing import Any
 from pldistill.results.compare import ClipPredictions, Comparison, compare_groups
 from pldistill.results.query import default_mode
 from pldistill.results.space import ParamSpec, _finite
-from pldistill.results.stats import Estimate, importance_support, mean_ci
+from pldistill.results.stats import Estimate, importance_support, mean_ci, runs_estimate
 
 __all__ = ["method_labels", "differences", "Cell", "ScoreTable", "ablation_label", "ablation_table", "best_cell", "history",
            "method_table", "param_importances", "selection"]
@@ -53,9 +53,10 @@ class Cell:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def estimate(self, score: str) -> Estimate:
-        """Mean of ``score`` over the runs with its 95% t interval; a trial whose runs do not record
+        """Mean of ``score`` over the runs with its 95% t interval (stratified by fold: see
+        :func:`~pldistill.results.stats.stratified_mean_ci`); a trial whose runs do not record
         ``score`` (older rows) gives its mean alone, n = 1."""
-        est = mean_ci([r.get(score) for r in self.runs])
+        est = runs_estimate(self.runs, score)
         return est if est.n else mean_ci([self.scores.get(score)])
 
 

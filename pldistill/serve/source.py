@@ -125,14 +125,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 def run_intervals(row: dict[str, Any], confidence: float = 0.95) -> dict[str, tuple[float, float, float, int]]:
     """Mean and ``confidence`` t interval of each figure over the trial's (seed, fold) runs
     (``fold_metrics``); {} when the trial ran once."""
-    from pldistill.results.stats import mean_ci
+    from pldistill.results.stats import runs_estimate
 
     runs = row.get("fold_metrics") or []
     if len(runs) < 2:
         return {}
     out: dict[str, tuple[float, float, float, int]] = {}
     for name in FIGURES:
-        est = mean_ci([r.get(name) for r in runs], confidence)
+        est = runs_estimate(runs, name, confidence)
         if est.n >= 2:
             out[name] = (est.mean, est.low, est.high, est.n)
     return out

@@ -20,6 +20,8 @@ from pldistill.results.stats import (
     mean_ci,
     paired_bootstrap,
     paired_difference,
+    runs_estimate,
+    stratified_mean_ci,
 )
 from pldistill.train.metrics import classification_metrics
 
@@ -83,6 +85,72 @@ def test_mean_ci_matches_scipy_ttest_interval() -> None:
 def test_mean_ci_refuses_a_confidence_outside_0_1(confidence: float) -> None:
     with pytest.raises(ValueError, match="confidence"):
         mean_ci([1, 2], confidence=confidence)
+
+
+# ---------------------------------------------------------------- stratified_mean_ci
+
+
+def test_stratified_ci_by_hand_balanced() -> None:
+    # Two folds, two seeds each: fold A (1, 3), fold B (10, 14). Means 2 and 12 -> mean 7.
+    # s_A^2 = 2, s_B^2 = 8; var = (2/2 + 8/2) / 2^2 = 5/4; parts 0.25, 1.0;
+    # df = 1.25^2 / (0.25^2/1 + 1^2/1) = 1.5625 / 1.0625 = 1.470588...
+    est = stratified_mean_ci([1, 3, 10, 14], ["A", "A", "B", "B"])
+    half = st.t.ppf(0.975, 1.5625 / 1.0625) * math.sqrt(1.25)
+    assert est.mean == pytest.approx(7.0)
+    assert est.half_width == pytest.approx(half)
+    assert est.n == 4
+    assert "stratified" in est.method and "1.5 df" in est.method
+
+
+def test_stratified_ci_ignores_differences_between_folds() -> None:
+    # The same seed spread inside every fold; the folds far apart. Shifting one fold moves the mean
+    # but not the interval's width; the plain interval over all runs widens with the shift.
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, size=(3, 3))
+    folds = [f for f in range(3) for _ in range(3)]
+    near = (noise + np.array([[70.0], [70.0], [70.0]])).ravel()
+    far = (noise + np.array([[80.0], [70.0], [65.0]])).ravel()
+    a, b = stratified_mean_ci(near, folds), stratified_mean_ci(far, folds)
+    assert a.half_width == pytest.approx(b.half_width)
+    assert b.mean == pytest.approx(np.mean(far))
+    assert mean_ci(far).half_width > 3 * b.half_width
+
+
+def test_stratified_ci_with_equal_spreads_is_the_pooled_t_interval() -> None:
+    # Equal within-fold variances and sizes: Satterthwaite's df is sum(n_h - 1) = 6 and the
+    # variance is the pooled s^2 / N: the classic one-way ANOVA interval for the grand mean.
+    values = [1.0, 2.0, 3.0, 11.0, 12.0, 13.0, 21.0, 22.0, 23.0]
+    folds = [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    est = stratified_mean_ci(values, folds)
+    assert est.half_width == pytest.approx(st.t.ppf(0.975, 6) * math.sqrt(1.0 / 9))
+    assert est.mean == pytest.approx(12.0)
+
+
+def test_stratified_ci_falls_back_where_a_fold_has_one_run() -> None:
+    est = stratified_mean_ci([1.0, 2.0, None, 5.0, 7.0], [1, 1, 2, 2, 3])  # fold 2 keeps one finite run
+    plain = mean_ci([1.0, 2.0, 5.0, 7.0])
+    assert (est.mean, est.low, est.high, est.n) == pytest.approx((plain.mean, plain.low, plain.high, plain.n))
+    assert "not stratified" in est.method
+
+
+def test_stratified_ci_without_spread_inside_folds() -> None:
+    est = stratified_mean_ci([1.0, 1.0, 5.0, 5.0], [1, 1, 2, 2])
+    assert (est.low, est.mean, est.high) == (3.0, 3.0, 3.0)
+
+
+def test_stratified_ci_refuses_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="strata"):
+        stratified_mean_ci([1.0, 2.0], [1])
+
+
+def test_runs_estimate_stratifies_by_fold_when_every_run_names_one() -> None:
+    runs = [{"seed": s, "fold": f, "test_ua": 0.5 + 0.2 * f + 0.01 * s} for f in (1, 2) for s in (0, 1, 2)]
+    est = runs_estimate(runs, "test_ua")
+    assert "stratified" in est.method
+    assert est.half_width == pytest.approx(stratified_mean_ci([r["test_ua"] for r in runs],
+                                                              [r["fold"] for r in runs]).half_width)
+    old = [{k: v for k, v in r.items() if k != "fold"} for r in runs]  # rows from before folds were recorded
+    assert runs_estimate(old, "test_ua").method.startswith("Student t")
 
 
 # ---------------------------------------------------------------- paired_difference
