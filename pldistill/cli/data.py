@@ -19,6 +19,8 @@ def synth(
     per_class: Annotated[int | None, typer.Option(min=1, help="Clips per speaker and emotion.")] = None,
     folds: Annotated[int | None, typer.Option(min=2, help="Speaker-independent folds (<= speakers).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed; the corpus is byte-identical per seed.")] = None,
+    teacher_speakers: Annotated[int | None, typer.Option(
+        min=0, help="Extra speakers in no fold, heard only by a teacher fine-tuned here (teacher_pool.jsonl).")] = None,
     conflict: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Fraction of clips whose words express another emotion (the rest keeps the "
                                "default congruent:neutral ratio).")] = None,
@@ -34,7 +36,7 @@ def synth(
     from pldistill.data.synth import synth_config, synthesize_corpus
 
     overrides: dict[str, Any] = {k: v for k, v in {"speakers": speakers, "per_class": per_class, "folds": folds,
-                                   "seed": seed}.items() if v is not None}
+                                   "seed": seed, "teacher_speakers": teacher_speakers}.items() if v is not None}
     if conflict is not None:
         d = SynthConfig()
         rest = (1.0 - conflict) / (d.congruent + d.neutral)
@@ -45,7 +47,9 @@ def synth(
     manifests = synthesize_corpus(out_dir, cfg, processes=processes)
     clips = cfg.speakers * cfg.per_class * len(cfg.labels)
     verb = "reused" if existed else f"wrote in {time.perf_counter() - start:.1f} s"
-    Console().print(f"{verb}: {clips} clips, {cfg.speakers} speakers, {cfg.folds} folds, labels "
+    pool = cfg.teacher_speakers * cfg.per_class * len(cfg.labels)
+    Console().print(f"{verb}: {clips} clips, {cfg.speakers} speakers, {cfg.folds} folds"
+                    + (f" (+ {pool} clips of {cfg.teacher_speakers} teacher-pool speakers)" if pool else "") + ", labels "
                     f"{', '.join(cfg.labels)}; words congruent {cfg.congruent:.0%}, neutral {cfg.neutral:.0%}, "
                     f"conflict {cfg.conflict:.0%}\nmanifests and audio root: {manifests} (dataset 'synthetic')")
 

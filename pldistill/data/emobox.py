@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,13 @@ __all__ = [
     "load_fold",
     "speaker_of",
     "load_transcripts",
+    "load_teacher_pool",
+    "TEACHER_POOL_FILE",
     "LEXICAL_CONDITIONS",
 ]
 
+#: Clips that only a teacher fine-tuned by pldistill trains on, beside ``label_map.json`` (optional).
+TEACHER_POOL_FILE = "teacher_pool.jsonl"
 #: Fields every manifest line must carry (``start_time``/``end_time`` are optional).
 REQUIRED_FIELDS = ("key", "dataset", "wav", "type", "sample_rate", "num_frame", "task", "length", "emo",
                    "channel")
@@ -378,3 +382,23 @@ def load_fold(manifests_dir: str | Path, dataset: str, fold: int, *, audio_root:
         val = []
     return FoldSplit(dataset=dataset, fold=fold, labels=spec.labels, train=train, val=val, test=test,
                      label_map=dict(label_map))
+
+
+def load_teacher_pool(manifests_dir: str | Path, dataset: str, *, audio_root: str | Path | None = None,
+                      exclude: Sequence[Clip] = ()) -> list[Clip]:
+    """The clips of ``<dataset>/teacher_pool.jsonl`` (EmoBox lines; none when the file is absent):
+    extra data for a teacher that is fine-tuned here, never part of a fold. A pool clip whose key
+    is also one of ``exclude`` (a fold's clips) is an error: the teacher would have trained on it."""
+    dataset = dataset.lower()
+    path = Path(manifests_dir) / dataset / TEACHER_POOL_FILE
+    if not path.is_file():
+        return []
+    _, label_map = resolve_dataset(Path(manifests_dir), dataset)
+    root = Path(audio_root) if audio_root is not None else Path(manifests_dir)
+    pool = load_manifest(path, label_map, root, dataset=dataset)
+    fold_keys = {c.key: c for c in exclude}
+    for clip in pool:
+        if clip.key in fold_keys:
+            raise InputError(clip.where, "key", f"{clip.key!r} is also a fold clip ({fold_keys[clip.key].where}); "
+                                                "the teacher pool must hold other clips")
+    return pool

@@ -5,10 +5,13 @@ Layout under ``out_dir`` (which is then the manifests folder *and* the audio roo
     synthetic/synth.json                                 parameters it was generated with
     synthetic/label_map.json                             {"neu": "Neutral", "hap": "Happy", ...}
     synthetic/fold_<k>/synthetic_{train,test}_fold_<k>.jsonl
+    synthetic/teacher_pool.jsonl                         clips of ``teacher_speakers`` more speakers
     synthetic/wav/<speaker>/<speaker>-<raw>-<nnn>.wav    16 kHz mono PCM-16
 
 Speakers are split into ``folds`` disjoint groups; fold ``k`` tests on group ``k`` and trains on
-the rest (as SAVEE and RAVDESS do). Every speaker says ``per_class`` clips of every emotion. Each
+the rest (as SAVEE and RAVDESS do). ``teacher_speakers`` further speakers go into no fold: their
+clips, listed in ``teacher_pool.jsonl``, are heard only by a teacher fine-tuned here (see
+:class:`~pldistill.config.SynthConfig`). Every speaker says ``per_class`` clips of every emotion. Each
 manifest line carries the EmoBox fields plus ``transcript`` (the sentence) and ``lexical``: how
 its words relate to its label, the emotion of the voice (``congruent``, ``neutral`` or
 ``conflict``; see :mod:`pldistill.data.sentences`). Voices: :mod:`pldistill.data._speech`.
@@ -33,6 +36,7 @@ import numpy as np
 from pldistill._fs import atomic_dir
 from pldistill.config import SynthConfig, config_hash
 from pldistill.data._speech import PROFILES, SAMPLE_RATE, make_speaker
+from pldistill.data.emobox import TEACHER_POOL_FILE
 from pldistill.errors import InputError
 from pldistill.progress import StepProgress
 
@@ -147,8 +151,10 @@ def _write_corpus(corpus: Path, params: dict[str, Any], processes: int,
 
     labels = tuple(params["labels"])
     n = params["speakers"]
-    tasks = [(str(corpus), s, params) for s in range(n)]
-    with StepProgress(n * len(labels) * params["per_class"], "synthesising corpus", unit="clips", log=log) as bar:
+    # Pool speakers are numbered after the folds' ones, so adding a pool changes no fold clip.
+    pool = params.get("teacher_speakers", 0)
+    tasks = [(str(corpus), s, params) for s in range(n + pool)]
+    with StepProgress((n + pool) * len(labels) * params["per_class"], "synthesising corpus", unit="clips", log=log) as bar:
         def done(rows: list[dict[str, Any]]) -> None:
             for _ in rows:  # clip by clip, so a plain log still gets its line every 10 %
                 bar.advance()
@@ -161,6 +167,9 @@ def _write_corpus(corpus: Path, params: dict[str, Any], processes: int,
         for split, keep in (("train", False), ("test", True)):
             lines = [json.dumps(r) for s in range(n) if (s in test) == keep for r in records[s]]
             (folder / f"{_DATASET}_{split}_fold_{k}.jsonl").write_text("\n".join(lines) + "\n")
+    if pool:
+        lines = [json.dumps(r) for s in range(n, n + pool) for r in records[s]]
+        (corpus / TEACHER_POOL_FILE).write_text("\n".join(lines) + "\n")
     (corpus / "label_map.json").write_text(json.dumps(_raw_labels(labels), indent=4) + "\n")
     (corpus / "synth.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pldistill.config import TrialConfig
 from pldistill.models.inputs import Example
 
-__all__ = ["FoldData", "prepare_fold", "manifests_dir"]
+__all__ = ["FoldData", "prepare_fold", "manifests_dir", "teacher_pool_examples"]
 
 
 @dataclass
@@ -22,6 +23,9 @@ class FoldData:
     train: list[Example]
     val: list[Example]
     test: list[Example]
+    #: Clips only a teacher fine-tuned here trains on (``teacher_pool.jsonl``), not yet featurised:
+    #: the features are computed by :func:`teacher_pool_examples` only when a teacher is fine-tuned.
+    teacher_pool: list[Any] = field(default_factory=list)
 
 
 def manifests_dir(cfg: TrialConfig) -> tuple[Path, Path | None]:
@@ -40,7 +44,8 @@ def manifests_dir(cfg: TrialConfig) -> tuple[Path, Path | None]:
 
 def prepare_fold(cfg: TrialConfig, fold: int) -> FoldData:
     """Load a fold's manifests, carve validation from train, and compute log-mel features."""
-    from pldistill.data import audio_token_count, choose_window, compute_features, load_fold
+    from pldistill.data import choose_window, compute_features, load_fold
+    from pldistill.data.emobox import load_teacher_pool
 
     manifests, audio_root = manifests_dir(cfg)
     split = load_fold(manifests, cfg.data.dataset, fold, audio_root=audio_root,
@@ -50,20 +55,40 @@ def prepare_fold(cfg: TrialConfig, fold: int) -> FoldData:
     window = cfg.data.window_s or choose_window([c.length for c in clips])
     feats = compute_features(clips, window, cache_dir=cfg.cache_dir / "features",
                              on_bad_audio=cfg.data.on_bad_audio)
-    index = {lab: i for i, lab in enumerate(split.labels)}
-    skipped = set(feats.skipped)
+    pool = load_teacher_pool(manifests, cfg.data.dataset, audio_root=audio_root, exclude=clips)
 
     def examples(part):
-        out = []
-        for clip in part:
-            if clip.key in skipped:  # unreadable audio with on_bad_audio: skip (reported by the data layer)
-                continue
-            i = feats.index(clip.key)
-            valid = int(feats.valid_frames[i])
-            out.append(Example(key=clip.key, features=partial(feats.get, i), valid_frames=valid,
-                               label=index[clip.label], num_audio_tokens=audio_token_count(valid),
-                               transcript=clip.transcript, lexical=clip.lexical))
-        return out
+        return _examples(part, feats, split.labels)
 
     return FoldData(dataset=split.dataset, fold=fold, labels=tuple(split.labels), window_s=window,
-                    features_key=feats.content_key, train=examples(split.train), val=examples(split.val), test=examples(split.test))
+                    features_key=feats.content_key, train=examples(split.train), val=examples(split.val),
+                    test=examples(split.test), teacher_pool=pool)
+
+
+def teacher_pool_examples(cfg: TrialConfig, data: FoldData) -> list[Example]:
+    """The fold's teacher-pool clips as examples, featurised in the fold's window (cached like the
+    fold's features)."""
+    from pldistill.data import compute_features
+
+    if not data.teacher_pool:
+        return []
+    feats = compute_features(data.teacher_pool, data.window_s, cache_dir=cfg.cache_dir / "features",
+                             on_bad_audio=cfg.data.on_bad_audio)
+    return _examples(data.teacher_pool, feats, data.labels)
+
+
+def _examples(part, feats, labels) -> list[Example]:
+    from pldistill.data import audio_token_count
+
+    index = {lab: i for i, lab in enumerate(labels)}
+    skipped = set(feats.skipped)
+    out = []
+    for clip in part:
+        if clip.key in skipped:  # unreadable audio with on_bad_audio: skip (reported by the data layer)
+            continue
+        i = feats.index(clip.key)
+        valid = int(feats.valid_frames[i])
+        out.append(Example(key=clip.key, features=partial(feats.get, i), valid_frames=valid,
+                           label=index[clip.label], num_audio_tokens=audio_token_count(valid),
+                           transcript=clip.transcript, lexical=clip.lexical))
+    return out

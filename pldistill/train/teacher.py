@@ -27,7 +27,7 @@ from pldistill.models.audiolm import AudioLMHead, encode_audio
 from pldistill.models.inputs import Example, PromptTemplate, collate
 from pldistill.models.loading import Teacher, freeze, load_teacher, set_encoder_window
 from pldistill.progress import StepProgress
-from pldistill.train.dataset import FoldData
+from pldistill.train.dataset import FoldData, teacher_pool_examples
 from pldistill.train.metrics import closed_set_metrics
 from pldistill.train.scoring import score_labels
 
@@ -43,6 +43,7 @@ def teacher_key(cfg: TrialConfig, data: FoldData) -> str:
         "dataset": data.dataset, "fold": data.fold, "window_s": data.window_s, "labels": data.labels,
         "train": sorted(ex.key for ex in data.train), "template": repr(PromptTemplate()),
         "features": data.features_key, "v": 2,
+        **({"pool": sorted(c.key for c in data.teacher_pool)} if data.teacher_pool else {}),
         # a key of its own only when it differs from the default, so existing caches stay valid
         **({"eval": cfg.model.teacher_eval} if cfg.model.teacher_eval != "closed_set" else {}),
     })
@@ -131,17 +132,22 @@ def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.d
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=ft.lr, weight_decay=0.01)
     rng = np.random.default_rng(cfg.model.init_seed)
-    steps = ft.epochs * max(1, -(-len(data.train) // ft.batch_size))
+    # The fold's train split and the clips only the teacher hears (see SynthConfig.teacher_speakers).
+    train = data.train + teacher_pool_examples(cfg, data)
+    if len(train) > len(data.train):
+        log(f"teacher fine-tune fold {data.fold}: {len(data.train)} train clips + {len(train) - len(data.train)} "
+            "teacher-pool clips")
+    steps = ft.epochs * max(1, -(-len(train) // ft.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ft.lr, total_steps=steps, pct_start=0.1)
     vocab = len(tok)
     bar = StepProgress(steps, f"teacher fine-tune fold {data.fold}", unit="steps", log=log)
     with torch.random.fork_rng(devices=[]), bar:
         torch.manual_seed(cfg.model.init_seed)
         for epoch in range(ft.epochs):
-            order = rng.permutation(len(data.train))
+            order = rng.permutation(len(train))
             total = 0.0
             for s in range(0, len(order), ft.batch_size):
-                batch = collate([data.train[i] for i in order[s:s + ft.batch_size]], tok, data.labels).to(device)
+                batch = collate([train[i] for i in order[s:s + ft.batch_size]], tok, data.labels).to(device)
                 enc = encode_audio(model.model.audio_tower, batch.input_features, batch.feature_attention_mask)
                 _, _, logits = head(enc.features, enc.num_tokens, batch.input_ids, batch.attention_mask, vocab)
                 loss = torch.nn.functional.cross_entropy(logits[batch.response_mask].float(),
@@ -153,7 +159,7 @@ def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.d
                 sched.step()
                 bar.advance()
                 total += loss.item() * len(batch)
-            log(f"teacher fine-tune fold {data.fold} epoch {epoch + 1}/{ft.epochs}: loss {total / len(data.train):.4f}")
+            log(f"teacher fine-tune fold {data.fold} epoch {epoch + 1}/{ft.epochs}: loss {total / len(train):.4f}")
     model.eval()
     metrics = _teacher_metrics(teacher, data, cfg)
     log(f"teacher fold {data.fold}: val UA {metrics['val_ua']:.3f}, test UA {metrics['test_ua']:.3f}")

@@ -328,7 +328,7 @@ def corpus(tmp_path_factory) -> Path:
     """8 synthetic clips in EmoBox format (dataset ``synthetic``, 2 folds)."""
     from pldistill.data.synth import synthesize_corpus
 
-    return synthesize_corpus(tmp_path_factory.mktemp("corpus"), speakers=2, per_class=1, folds=2, seed=5)
+    return synthesize_corpus(tmp_path_factory.mktemp("corpus"), speakers=2, teacher_speakers=0, per_class=1, folds=2, seed=5)
 
 
 def _corrupt_first_test_clip(corpus: Path, tmp_path: Path, how: str) -> tuple[Path, str, str]:

@@ -159,7 +159,7 @@ def test_skipped_clip_is_reported_on_one_line_and_the_fold_goes_on(tmp_path, cap
     from pldistill.data.synth import synthesize_corpus
     from pldistill.train.dataset import prepare_fold
 
-    root = synthesize_corpus(tmp_path / "corpus", speakers=2, per_class=1, folds=2, seed=5)
+    root = synthesize_corpus(tmp_path / "corpus", speakers=2, teacher_speakers=0, per_class=1, folds=2, seed=5)
     rec = json.loads((root / "synthetic" / "fold_1" / "synthetic_test_fold_1.jsonl").read_text().splitlines()[0])
     (root / rec["wav"]).write_bytes(b"")
     data = DataConfig(source="emobox", dataset="synthetic", manifests=root, folds=[1], on_bad_audio="skip")

@@ -92,7 +92,7 @@ def test_synth_reports_progress_to_log(tmp_path) -> None:
     from pldistill.data.synth import synthesize_corpus
 
     got: list[str] = []
-    synthesize_corpus(tmp_path, speakers=2, per_class=5, folds=2, labels=("Neutral", "Happy"), log=got.append)
+    synthesize_corpus(tmp_path, speakers=2, teacher_speakers=0, per_class=5, folds=2, labels=("Neutral", "Happy"), log=got.append)
     assert got[-1].startswith("synthesising corpus: 20/20 clips (100%)")
     assert [int(re.search(r": (\d+)/20", ln).group(1)) for ln in got] == list(range(2, 21, 2))
 
@@ -105,7 +105,7 @@ def test_teacher_finetune_reports_progress_to_log(tmp_path) -> None:
 
     cfg = TrialConfig.model_validate({
         "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1],
-                 "synth": {"speakers": 4, "per_class": 2, "folds": 2}},
+                 "synth": {"speakers": 4, "teacher_speakers": 0, "per_class": 2, "folds": 2}},
         "model": {"teacher_finetune": {"epochs": 2}},
         "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 1},
         "output_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")})

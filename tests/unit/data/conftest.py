@@ -26,7 +26,7 @@ def emobox_dir() -> Path:
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 speakers x 4 emotions x 2 clips, 2 folds: for loaders, features and the CLI."""
-    return synthesize_corpus(tmp_path_factory.mktemp("small"), speakers=4, per_class=2, folds=2, seed=3)
+    return synthesize_corpus(tmp_path_factory.mktemp("small"), speakers=4, teacher_speakers=0, per_class=2, folds=2, seed=3)
 
 
 def _record(key: str, emo: str = "neu", *, dataset: str = "toy", wav: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -341,7 +341,7 @@ def test_synthetic_clips_carry_transcripts_into_examples(small_corpus: Path, tmp
     from pldistill.train.dataset import prepare_fold
 
     cfg = TrialConfig.model_validate({"data": {"source": "synthetic", "manifests": str(small_corpus),
-                                               "synth": {"speakers": 4, "per_class": 2, "folds": 2, "seed": 3},
+                                               "synth": {"speakers": 4, "teacher_speakers": 0, "per_class": 2, "folds": 2, "seed": 3},
                                                "window_s": 2.0},
                                       "cache_dir": str(tmp_path)})
     data = prepare_fold(cfg, 1)

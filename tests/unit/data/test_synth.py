@@ -115,7 +115,7 @@ def test_condition_counts(n: int, fractions: tuple, rotate: int, expected: list[
 def test_same_seed_gives_byte_identical_corpus(tmp_path: Path) -> None:
     """Five speakers reach the breathy variants f2 and f3, whose noise eSpeak seeds from the clock
     unless told; one worker process or two give the same bytes."""
-    kwargs = {"speakers": 5, "per_class": 1, "folds": 2, "seed": 7}
+    kwargs = {"speakers": 5, "teacher_speakers": 0, "per_class": 1, "folds": 2, "seed": 7}
     a = synthesize_corpus(tmp_path / "a", processes=2, **kwargs)
     b = synthesize_corpus(tmp_path / "b", processes=1, **kwargs)
     files = _files(a / "synthetic")
@@ -128,10 +128,10 @@ def test_same_seed_gives_byte_identical_corpus(tmp_path: Path) -> None:
 def test_reuse_and_conflicting_parameters(small_corpus: Path, tmp_path: Path) -> None:
     wav = small_corpus / "synthetic" / "wav" / "S01F" / "S01F-neu-000.wav"
     before = wav.stat().st_mtime_ns
-    assert synthesize_corpus(small_corpus, speakers=4, per_class=2, folds=2, seed=3) == small_corpus
+    assert synthesize_corpus(small_corpus, speakers=4, teacher_speakers=0, per_class=2, folds=2, seed=3) == small_corpus
     assert wav.stat().st_mtime_ns == before  # reused, not rewritten
     with pytest.raises(InputError) as exc:
-        synthesize_corpus(small_corpus, speakers=4, per_class=3, folds=2, seed=3)
+        synthesize_corpus(small_corpus, speakers=4, teacher_speakers=0, per_class=3, folds=2, seed=3)
     assert str(small_corpus / "synthetic" / "synth.json") in str(exc.value) and exc.value.field == "per_class"
     (tmp_path / "synthetic").mkdir()
     with pytest.raises(InputError, match="no synth.json"):
@@ -169,7 +169,7 @@ def test_generation_is_fast(tmp_path: Path) -> None:
     25 CPU-seconds; the bounds leave room for a busy machine."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.process_time() + children.ru_utime + children.ru_stime
-    synthesize_corpus(tmp_path, speakers=2, per_class=12, folds=2, seed=0)  # 96 clips
+    synthesize_corpus(tmp_path, speakers=2, teacher_speakers=0, per_class=12, folds=2, seed=0)  # 96 clips
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = time.process_time() + children.ru_utime + children.ru_stime - start
     assert cpu < 2 * 3.0 + 96 * 0.06, cpu
@@ -182,7 +182,7 @@ def voice_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.
     """6 speakers x 4 emotions x 6 clips, 3 folds of 2 speakers: eGeMAPS, labels, test fold, names."""
     from pldistill.data import compute_egemaps
 
-    root = synthesize_corpus(tmp_path_factory.mktemp("learn"), speakers=6, per_class=6, folds=3, seed=0)
+    root = synthesize_corpus(tmp_path_factory.mktemp("learn"), speakers=6, teacher_speakers=0, per_class=6, folds=3, seed=0)
     clips, folds = [], []
     for k in range(1, 4):
         split = load_fold(root, "synthetic", k, val_fraction=0.0)

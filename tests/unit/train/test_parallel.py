@@ -300,7 +300,7 @@ def test_fsdp_trial_resumes_from_its_epoch_checkpoint(fsdp_trial, tmp_path: Path
 SWEEP = """\
 name: t
 base:
-  data: {source: synthetic, dataset: synthetic, folds: [1], synth: {speakers: 8, per_class: 6, folds: 4}}
+  data: {source: synthetic, dataset: synthetic, folds: [1], synth: {speakers: 8, teacher_speakers: 0, per_class: 6, folds: 4}}
   train: {epochs: 1}
 search:
   algorithm: optuna
