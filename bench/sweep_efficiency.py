@@ -21,6 +21,10 @@ through :func:`pldistill.sweep.launch.launch` in a child process with a private 
   trial's epochs (marked "est.");
 * Ray's start and stop alone are timed in another child, with the arguments ``launch`` uses.
 
+Since issue #17 the smoke sweep's one-worker trials run in the Tune trial's own process, which Tune
+reuses: they leave no Train log marks (their start is in "rest"), and only the first trial of each
+process pays the calibrated set-up, so the "est." rows overstate the others (their "rest" is negative).
+
 The bench cache is shared with ``step_breakdown.py``. When it lacks the tiny teacher or the student
 prior the run is cold: ``prepare_shared`` builds the corpus and features, fine-tunes the teacher and
 pre-trains the student prior before Ray starts. ``--cold`` forces a cold run on a fresh, empty cache;

@@ -9,8 +9,9 @@ the cache's temporary folder, with progress (``pldistill.progress``); ``ensure_t
 that every clip is there exactly once, writes the ``lm_head`` and ``meta.json`` and renames the
 folder into place. Rows arrive in any order: they carry their sample id (the clip key).
 
-Ray is started (a private ``address="local"`` instance, or ``address``) only when a cache is
-missing, and shut down again if this module started it.
+Ray is started only when a cache is missing: by ``start_ray`` when the caller passes one (``launch``
+passes its own start, so a launch starts Ray once, for the cache build and the sweep alike), else a
+private ``address="local"`` instance (or ``address``) that is shut down again when the build ends.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class CacheBuildOptions:
     batch_size: int = 16
     #: Progress as a rich bar (True), plain log lines (False) or by whether stdout is a terminal (None).
     tty: bool | None = None
+    #: Starts (or attaches to) Ray when a build needs it and Ray is not up; the caller owns that Ray
+    #: and shuts it down. None: this module starts its own and shuts it down after the build.
+    start_ray: Callable[[], object] | None = None
     _started: list[bool] = field(default_factory=list, repr=False)
 
 
@@ -71,10 +75,12 @@ def build_fold_cache(cfg: TrialConfig, fold: int, *, log: Callable[[str], None] 
                      opts: CacheBuildOptions | None = None) -> Path:
     """One fold's cache: fine-tune the teacher if needed (cached), then build the rows with Ray Data."""
     from pldistill.train.dataset import prepare_fold
-    from pldistill.train.teacher_cache import ensure_teacher_cache
+    from pldistill.train.teacher_cache import ensure_teacher_cache, teacher_cache_complete, teacher_cache_dir
 
     opts = opts or CacheBuildOptions()
     data = prepare_fold(cfg, fold)
+    if teacher_cache_complete(cfg, data):  # built already: no teacher to load (a 7B LLM at real size)
+        return teacher_cache_dir(cfg, data)
     teacher = _load_teacher(cfg, data, log)
 
     def write_rows(rows_dir: Path) -> None:
@@ -115,6 +121,9 @@ def _ensure_ray(opts: CacheBuildOptions) -> None:
     import ray
 
     if ray.is_initialized():
+        return
+    if opts.start_ray is not None:  # the caller's Ray: it stays up for what the caller runs next
+        opts.start_ray()
         return
     if opts.address:
         ray.init(address=opts.address, log_to_driver=False, configure_logging=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,11 +41,13 @@ class LaunchSummary:
     mode: str = "max"
 
 
-def prepare_shared(sweep: Any, log=print, address: str | None = None) -> None:
+def prepare_shared(sweep: Any, log=print, address: str | None = None,
+                   start_ray: Callable[[], object] | None = None) -> None:
     """Work every trial needs and none should repeat, done once before any trial starts: the
     synthetic corpus and features, the fine-tuned teacher of each fold, the tiny student's
     prior and, for ``teacher_mode: cached`` (the sweep default), the teacher cache (all cached
-    by hash). Trials then only read them, by path."""
+    by hash). Trials then only read them, by path. ``start_ray``: how to start Ray if the cache
+    build needs it (the caller keeps that Ray up); None: a Ray of its own, stopped after the build."""
     from pldistill.sweep.space import resolve_trial_config
     from pldistill.train.dataset import prepare_fold
     from pldistill.train.student_prior import ensure_student_llm
@@ -62,14 +65,16 @@ def prepare_shared(sweep: Any, log=print, address: str | None = None) -> None:
     for fold in cfg.data.folds:
         data = prepare_fold(cfg, fold)
         if cfg.model.finetunes_teacher or cfg.model.teacher == "tiny":  # built here, shared by every trial
-            teacher, _ = ensure_teacher(cfg, data, log=log)
+            # encoder_only: what follows needs its tokenizer, not its LLM (the cache build loads its own)
+            teacher, _ = ensure_teacher(cfg, data, log=log, encoder_only=True)
             ensure_student_llm(cfg, teacher.tokenizer, log=log)
     if cfg.model.teacher_mode == "cached":  # the teacher cache, built with Ray Data when missing
         from pldistill.sweep.cache import CacheBuildOptions, build_fold_caches
 
         gpus = 1.0 if sweep.resources.gpus_per_worker > 0 else 0.0
         # on the cluster when attached: a private Ray inside a Ray Job cannot fetch the job's working_dir
-        build_fold_caches(cfg, log=log, opts=CacheBuildOptions(gpus_per_actor=gpus, address=address))
+        build_fold_caches(cfg, log=log, opts=CacheBuildOptions(gpus_per_actor=gpus, address=address,
+                                                               start_ray=start_ray))
 
 
 def _start_ray(sweep: Any, opts: LaunchOptions) -> str | None:
@@ -93,6 +98,29 @@ def _start_ray(sweep: Any, opts: LaunchOptions) -> str | None:
                        dashboard_host="127.0.0.1", configure_logging=False, **kwargs)
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url and not str(url).startswith("http") else url
+
+
+@dataclass
+class _RayOnce:
+    """The launch's one Ray: started (or attached) on first need, by the teacher-cache build or by
+    the sweep, whichever comes first, and shut down once at the end."""
+
+    sweep: Any
+    opts: LaunchOptions
+    url: str | None = None
+    started: bool = False
+
+    def start(self) -> str | None:
+        if not self.started:
+            self.url, self.started = _start_ray(self.sweep, self.opts), True
+        return self.url
+
+    def stop(self) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()  # stops the private Ray, or disconnects from the cluster
+            self.started = False
 
 
 def launch(sweep_path: Path, opts: LaunchOptions | None = None, console=None) -> LaunchSummary:
@@ -151,10 +179,14 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
         from pldistill.sweep.resources import require_local_resources
 
         require_local_resources(sweep, opts.num_cpus)
-    prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
-                   address=opts.address)
-    with SweepLock(store.sweep_dir):
-        return _run_tune(sweep, sweep_path, store, opts, console, meta if earlier else None)
+    ray_once = _RayOnce(sweep, opts)
+    try:
+        prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
+                       address=opts.address, start_ray=ray_once.start)
+        with SweepLock(store.sweep_dir):
+            return _run_tune(sweep, sweep_path, store, opts, console, meta if earlier else None, ray_once)
+    finally:
+        ray_once.stop()
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
@@ -167,7 +199,7 @@ def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
 
 
 def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, console,
-              earlier: dict[str, Any] | None) -> LaunchSummary:
+              earlier: dict[str, Any] | None, ray_once: _RayOnce) -> LaunchSummary:
     import ray
 
     from pldistill.sweep.resources import check_resources
@@ -176,7 +208,7 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
     say = console.print if console is not None else print
     results = store.root
     started = time.perf_counter()
-    url = _start_ray(sweep, opts)
+    url = ray_once.start()  # already up if the teacher-cache build started it
     try:
         say(f"Ray dashboard: {url}" if url else "Ray dashboard: not started")
         problems = check_resources(sweep, ray.cluster_resources())
@@ -199,7 +231,7 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
                   "total": len(grid)}
         store.write_sweep_meta({**(store.read_sweep_meta() or {}), "counts": counts})
     finally:
-        ray.shutdown()  # stops the private Ray, or disconnects from the cluster
+        ray_once.stop()
     return LaunchSummary(name=sweep.name, results=results, counts=counts, metric=sweep.search.metric,
                          mode=sweep.search.effective_mode,
                          wall_s=time.perf_counter() - started, dashboard_url=url)
@@ -224,17 +256,20 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
     """A new Tuner, or the restored one of an interrupted run, with this process's callbacks."""
     from ray import tune
 
-    from pldistill.sweep.driver import DRIVER_RESOURCE, trial_driver
+    from pldistill.sweep.driver import runs_in_process, trial_driver, trial_max_failures, trial_resources
     from pldistill.sweep.progress import SweepProgress
     from pldistill.sweep.reaper import PlacementGroupReaper
     from pldistill.sweep.recorder import TrialRecorder
     from pldistill.sweep.resume import experiment_dir
 
+    # Snapshots follow trial checkpoints (_checkpoint_config); the epochs of a small sweep come
+    # seconds apart, which Tune would warn about at every snapshot. Read when the Tuner runs.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     recorder = TrialRecorder(sweep, results)
     progress = SweepProgress(search.num_samples_total, search.metric, search.mode, console=console,
                              enabled=opts.progress)
     callbacks = [recorder, PlacementGroupReaper(), progress]
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, sweep=sweep), {DRIVER_RESOURCE: 1})
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, sweep=sweep), trial_resources(sweep.resources))
     if resume:
         # Searcher (Optuna's study) and scheduler come back from Tune's snapshot; finished trials stay
         # finished, unfinished ones continue from their last checkpoint, failed ones stay failed.
@@ -244,17 +279,31 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
         # Ray 2.60: the run config is restored from tuner.pkl and cannot be passed to restore()).
         tuner._local_tuner.get_run_config().callbacks = callbacks
         return tuner, recorder, progress
+    in_process = runs_in_process(sweep.resources)
     tuner = tune.Tuner(
         trainable,
         param_space=search.param_space,
         # The search algorithm (ConcurrencyLimiter / BasicVariantGenerator) holds the concurrency limit.
-        tune_config=tune.TuneConfig(**search.tune_config_kwargs()),
+        # In-process trials reuse the trial processes: the next trial skips the process start and the
+        # imports, and finds what the last one cached (features, teacher encoder, tokenizer).
+        tune_config=tune.TuneConfig(**search.tune_config_kwargs(), reuse_actors=in_process),
         run_config=tune.RunConfig(name=sweep.name, storage_path=str(results / sweep.name / "ray-tune"),
-                                  failure_config=tune.FailureConfig(max_failures=sweep.failures.trial_retries,
+                                  failure_config=tune.FailureConfig(max_failures=trial_max_failures(sweep),
                                                                     fail_fast=False),
+                                  checkpoint_config=_checkpoint_config(),
                                   callbacks=callbacks, verbose=0),
     )
     return tuner, recorder, progress
+
+
+def _checkpoint_config() -> Any:
+    """Tune's checkpoint policy. In-process trials checkpoint through Tune (a Ray Train run keeps its
+    own; its driver reports none to Tune). ``num_to_keep=1`` also makes Tune snapshot the experiment
+    after every trial checkpoint (``sync_every_n_trial_checkpoints`` is ``num_to_keep``), so a killed
+    launcher resumes each trial from its last epoch, as Ray Train's own snapshot does."""
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=1)
 
 
 def _reconcile(store: Any, recorder: Any, say, when: str | None, expected: int) -> bool:

@@ -43,7 +43,16 @@ def manifests_dir(cfg: TrialConfig) -> tuple[Path, Path | None]:
 
 
 def prepare_fold(cfg: TrialConfig, fold: int) -> FoldData:
-    """Load a fold's manifests, carve validation from train, and compute log-mel features."""
+    """Load a fold's manifests, carve validation from train, and compute log-mel features.
+
+    In a process that runs trial after trial (:mod:`pldistill.train.reuse`), the last fold is kept."""
+    from pldistill.train import reuse
+
+    key = (cfg.data.model_dump_json(), str(Path(cfg.cache_dir).resolve()), fold)
+    return reuse.memo("fold", key, lambda: _prepare_fold(cfg, fold))
+
+
+def _prepare_fold(cfg: TrialConfig, fold: int) -> FoldData:
     from pldistill.data import choose_window, compute_features, load_fold
     from pldistill.data.emobox import load_teacher_pool
 

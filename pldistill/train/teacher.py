@@ -82,13 +82,23 @@ def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] 
                 _write_metrics(final, _teacher_metrics(_frozen(full), data, cfg))
                 if not encoder_only:
                     return full, json.loads((final / "metrics.json").read_text())
-        teacher = load_teacher(cfg.model.teacher, dtype=dtype, encoder_only=encoder_only)
+        teacher = _load_encoder_only(cfg.model.teacher, dtype) if encoder_only else \
+            load_teacher(cfg.model.teacher, dtype=dtype)
     else:
         with file_lock(root / f".{key}.lock"):
             if not (final / "metrics.json").is_file():
                 _finetune_into(cfg, data, final, dtype, log, device)
-        teacher = load_teacher(str(final), dtype=dtype, encoder_only=encoder_only)
+        teacher = _load_encoder_only(str(final), dtype) if encoder_only else load_teacher(str(final), dtype=dtype)
     return _frozen(_windowed(teacher, data)), json.loads((final / "metrics.json").read_text())
+
+
+def _load_encoder_only(spec: str, dtype: torch.dtype) -> Teacher:
+    """An encoder-only teacher; in a process that runs trial after trial, the last one is kept
+    (:mod:`pldistill.train.reuse`): a trial never changes it (frozen again by the caller)."""
+    from pldistill.train import reuse
+
+    return reuse.memo("encoder_only_teacher", (spec, str(dtype)),
+                      lambda: load_teacher(spec, dtype=dtype, encoder_only=True))
 
 
 def _windowed(teacher: Teacher, data: FoldData) -> Teacher:

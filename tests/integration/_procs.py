@@ -103,18 +103,36 @@ def registered_checkpoint_epochs(train_root: Path) -> list[int]:
     return sorted(found)
 
 
+def tune_checkpoint_epochs(experiment: Path) -> list[int]:
+    """Epochs of the latest checkpoint of each trial in Tune's experiment snapshot at ``experiment``
+    (``<results>/<name>/ray-tune/<name>``): where in-process trials resume from when the sweep is
+    restored (a checkpoint Tune holds only in memory is lost with the launcher)."""
+    from ray.tune import ExperimentAnalysis
+
+    from pldistill.train.checkpoint import load_state
+
+    if not any(Path(experiment).glob("experiment_state-*.json")):
+        return []
+    try:
+        trials = ExperimentAnalysis(str(experiment)).trials
+        states = [load_state(Path(t.checkpoint.path)) for t in trials if t.checkpoint is not None]
+        return sorted(s.epoch for s in states if s is not None)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a snapshot or checkpoint being written
+        return []
+
+
 def tiny_sweep(name: str, tmp_path: Path, cache: str, search: dict, *, epochs: int = 1,
                max_steps_per_epoch: int | None = None, fixed: dict | None = None,
-               failures: dict | None = None) -> Path:
-    """Write a sweep file on the synthetic corpus with tiny models (fold 1, one 1-CPU worker per
-    trial, results under ``tmp_path/results``) and return its path."""
+               failures: dict | None = None, workers: int = 1) -> Path:
+    """Write a sweep file on the synthetic corpus with tiny models (fold 1, ``workers`` 1-CPU workers
+    per trial, results under ``tmp_path/results``) and return its path."""
     train = {"epochs": epochs, "batch_size": 8, "grad_accum": 1, "num_threads": 1}
     if max_steps_per_epoch:
         train["max_steps_per_epoch"] = max_steps_per_epoch
     sweep = {"name": name, "results": str(tmp_path / "results"),
              "base": {"data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS}, "train": train,
                       "cache_dir": cache},
-             "search": search, "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
+             "search": search, "resources": {"workers_per_trial": workers, "cpus_per_worker": 1},
              **({"fixed": fixed} if fixed else {}), **({"failures": failures} if failures else {})}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(sweep))

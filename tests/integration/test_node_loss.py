@@ -1,21 +1,22 @@
 """Losing a node mid-trial: the trial is rescheduled on another node and the sweep completes.
 
 A simulated cluster (``ray.cluster_utils.Cluster``, as Ray's own ``tune/tests/test_cluster.py``
-does): a head that only hosts trial drivers, and two 1-CPU worker nodes. The sweep (one trial,
-4 epochs) attaches to it with ``--address``. Once the trial has a checkpoint, the node its Ray Train
-worker runs on is removed. Ray Train restarts the worker group on the surviving node from the last
-checkpoint; the trial must complete there, with the restart and the new node recorded.
+does): a head with no CPU, and two 1-CPU worker nodes. The sweep (one trial, 4 epochs, one worker)
+attaches to it with ``--address``. Its trial trains in the Tune trial's own process, which lands on
+a worker node. Once the trial has a checkpoint, that node is removed: the process dies with it, and
+Tune restarts the trial on the surviving node from its last checkpoint (``failures.worker_restarts``
+count as Tune's retries for such trials). The trial must complete there, with the restart and the
+new node recorded.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
-from _procs import registered_checkpoint_epochs, start_cli, stop, tiny_sweep, wait_for
+from _procs import start_cli, stop, tiny_sweep, tune_checkpoint_epochs, wait_for
 
 from pldistill.results import read_epochs, read_trials
 
@@ -45,8 +46,8 @@ def test_trial_survives_the_loss_of_its_node(tmp_path, tiny_cache, monkeypatch):
     log = tmp_path / "cli.log"
     proc = start_cli(["launch", str(path), "--address", cluster.address, "--quiet"], ray_tmp, log)
     try:
-        ckpts = results / "nodeloss" / "ray-train"
-        wait_for("a checkpoint and the trial's node", lambda: registered_checkpoint_epochs(ckpts) and _nodes(results),
+        experiment = results / "nodeloss" / "ray-tune" / "nodeloss"
+        wait_for("a checkpoint and the trial's node", lambda: tune_checkpoint_epochs(experiment) and _nodes(results),
                  600, proc, log)
         (first_node,) = _nodes(results)
         victim = next(n for n in workers if first_node.endswith(n.node_id[:12]))
@@ -64,7 +65,7 @@ def test_trial_survives_the_loss_of_its_node(tmp_path, tiny_cache, monkeypatch):
     assert row["restarts"] == 1
     epochs = read_epochs(results).to_pylist()
     assert sorted(e["epoch"] for e in epochs) == [1, 2, 3, 4]
-    assert os.path.isdir(ckpts)
+    assert not (results / "nodeloss" / "ray-train").exists()  # no Ray Train run: the trial ran in process
 
 
 def _nodes(results) -> list[str]:

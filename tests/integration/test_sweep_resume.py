@@ -19,11 +19,11 @@ import tempfile
 import pytest
 from _procs import (
     ray_processes,
-    registered_checkpoint_epochs,
     sigkill_and_wait,
     start_cli,
     stop,
     tiny_sweep,
+    tune_checkpoint_epochs,
     wait_for,
 )
 
@@ -68,11 +68,12 @@ def test_killed_launcher_resumes_to_exactly_num_samples_trials(tmp_path, tiny_ca
     base = ["--num-cpus", "2", "--no-dashboard", "--quiet"]
     proc = None
     try:
-        # 1. killed mid-trial: an epoch reported and its checkpoint registered (the epoch's row is
-        # written just before; a kill in between would leave nothing to resume from), no trial finished
+        # 1. killed mid-trial: an epoch reported and its checkpoint in Tune's snapshot (one-worker
+        # trials checkpoint through Tune; the epoch's row is written just before, and a kill before the
+        # snapshot would leave nothing to resume from), no trial finished
         proc = start_cli(["launch", str(path), *base], ray_tmp, log)
-        wait_for("a first registered checkpoint",
-                 lambda: bool(registered_checkpoint_epochs(results / "resumable" / "ray-train")), 600, proc, log)
+        wait_for("a first checkpoint in Tune's snapshot",
+                 lambda: bool(tune_checkpoint_epochs(results / "resumable" / "ray-tune" / "resumable")), 600, proc, log)
         assert not [r for r in _rows(results) if r["status"] == "completed"]
         sigkill_and_wait(proc, ray_tmp)
         assert read_sweep_metas(results)[0]["status"] == "running"  # nobody could say otherwise

@@ -1,7 +1,9 @@
 """A worker killed mid-trial: Ray Train restarts it, and it resumes from the trial's last checkpoint.
 
-One trial of 4 epochs (1 worker). Once the trial has a checkpoint on storage, its Ray Train worker
-process is SIGKILLed from outside, as an OOM killer or a lost spot instance would. The trial must
+One trial of 4 epochs on 2 workers (a trial of one worker runs in the Tune trial's own process, with
+no Ray Train worker to kill: ``test_node_loss`` kills that one). Once the trial has a checkpoint on
+storage, one of its Ray Train worker processes is SIGKILLed from outside, as an OOM killer or a lost
+spot instance would. The worker group restarts from the last checkpoint. The trial must
 still complete, with one restart recorded, every epoch row once, and the epochs after the restart
 marked as the second attempt, starting right after the checkpoint that existed at the kill (or the
 one being written at that moment) -- not from epoch 1.
@@ -29,7 +31,7 @@ def test_killed_worker_resumes_from_the_last_checkpoint(tmp_path, tiny_cache):
     path = tiny_sweep("workerkill", tmp_path, tiny_cache, epochs=EPOCHS, max_steps_per_epoch=4,
                       search={"algorithm": "grid", "max_concurrent_trials": 1,
                               "variants": [{"name": "only", "objective": "pl_distill"}]},
-                      failures={"worker_restarts": 2})
+                      failures={"worker_restarts": 2}, workers=2)
     prepare_shared(load_sweep(path), log=lambda m: None)
     results = tmp_path / "results"
     log = tmp_path / "cli.log"
@@ -38,9 +40,9 @@ def test_killed_worker_resumes_from_the_last_checkpoint(tmp_path, tiny_cache):
     try:
         wait_for("the trial's first checkpoint", lambda: bool(registered_checkpoint_epochs(results / "workerkill" / "ray-train")), 600, proc, log)
         workers = [p for p in ray_processes(ray_tmp) if "RayTrainWorker" in " ".join(p.cmdline())]
-        assert len(workers) == 1, [" ".join(p.cmdline()) for p in ray_processes(ray_tmp)]
+        assert len(workers) == 2, [" ".join(p.cmdline()) for p in ray_processes(ray_tmp)]
         persisted = registered_checkpoint_epochs(results / "workerkill" / "ray-train")[-1]
-        workers[0].kill()
+        workers[1].kill()
         assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
     finally:
         stop(proc, ray_tmp)
