@@ -43,7 +43,7 @@ SCHEMA_VERSION = 1
 #: ``total`` and the terms registered in ``pldistill.losses`` (a unit test checks they agree; spelled
 #: out here so that reading results never imports torch).
 LOSS_TERMS = ("total", "ce", "cka", "kl_audio", "kl_response", "rkl_response", "relation", "relation_projector",
-              "kl_response_cd")
+              "kl_response_cd", "class_ce", "kl_prosodic", "kl_linguistic", "cos_prosodic", "cos_linguistic")
 TRIAL_STATUSES = ("completed", "failed", "running", "pruned")
 SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
 #: Keys of ``sweep.json``; ``config`` is the resolved sweep config, ``counts`` Tune's final
