@@ -219,14 +219,15 @@ def _family_problems(base: SweepBase, fixed: Hyperparameters, search: SearchConf
                 problems.append((("search", "variants", i, name), f"{name} is read by the {owner[name]} student "
                                  f"only; variant {v.name!r} trains the {families[i]} student"))
     present = {f for f in families if f is not None}
+    unread = f"this sweep's trials train the {' and '.join(sorted(present))} student"
     for name, f in owner.items():
         if name in fixed_names and present and f not in present:
-            problems.append((("fixed", name), f"{name} is read by the {f} student only; this sweep's trials train "
-                             f"the {' and '.join(sorted(present))} student"))
+            problems.append((("fixed", name), f"{name} is read by the {f} student only; {unread}"))
         for key in ("space", "grid"):
             if name in getattr(search, key) and present - {f}:
-                problems.append((("search", key, name), f"{name} is read by the {f} student only; the "
-                                 f"{' and '.join(sorted(present - {f}))} trials would repeat the same run"))
+                why = unread if f not in present else \
+                    f"the {' and '.join(sorted(present - {f}))} trials would repeat the same run"
+                problems.append((("search", key, name), f"{name} is read by the {f} student only; {why}"))
     return problems
 
 
