@@ -37,7 +37,7 @@ from pldistill.sweep.config import (
     SweepConfig,
 )
 
-__all__ = ["SweepFileError", "load_sweep"]
+__all__ = ["SweepFileError", "load_sweep", "sweep_families"]
 
 _BOTH = "also set under fixed; a hyperparameter is either fixed or varied"
 
@@ -192,6 +192,14 @@ def _objective_points(fixed: Hyperparameters, search: SearchConfig) -> list[tupl
             axis = getattr(search, key)["objective"]
             return [((*s, key, "objective"), str(o)) for o in (axis if key == "grid" else getattr(axis, "values", []))]
     return [(("fixed", "objective"), fixed.objective)]
+
+
+def sweep_families(sweep: SweepConfig) -> set[str]:
+    """The student families the sweep's trials train (``audiolm``, ``classifier``)."""
+    from pldistill.losses import OBJECTIVES
+
+    return {sweep.base.model.student or OBJECTIVES[o].family for _, o in _objective_points(sweep.fixed, sweep.search)
+            if o in OBJECTIVES}
 
 
 def _family_problems(base: SweepBase, fixed: Hyperparameters, search: SearchConfig,

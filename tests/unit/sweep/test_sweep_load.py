@@ -370,3 +370,19 @@ def test_variants_of_both_families_check_each_variants_own_settings(tmp_path: Pa
     problems = problems_of(write(tmp_path, searched))
     assert any("search.grid.lora_rank: lora_rank is read by the audiolm student only; the classifier trials "
                "would repeat the same run" in p for p in problems), problems
+
+
+def test_sweep_families_and_the_shared_config_of_a_classifier_sweep(tmp_path: Path) -> None:
+    from pldistill.sweep.load import sweep_families
+    from pldistill.sweep.space import shared_config
+
+    assert sweep_families(load_sweep(REPO / "sweeps/seed_methods_grid.yaml")) == {"audiolm", "classifier"}
+    assert sweep_families(load_sweep(write(tmp_path, GOOD))) == {"audiolm"}
+    # variants only, base.model.student: classifier: the work trials share is prepared with a variant's
+    # objective (the fixed default, pl_distill, would not fit the classifier)
+    only = EMO.replace("fixed:\n  objective: emodistill\n", "").replace("algorithm: optuna", "algorithm: grid") \
+        .split("  num_samples:")[0] + "  variants:\n    - {name: e, objective: emodistill}\n" \
+        "    - {name: p0, objective: emodistill, w_p: 0.0}\n"
+    sweep = load_sweep(write(tmp_path, only))
+    assert sweep_families(sweep) == {"classifier"}
+    assert shared_config(sweep, trial_id="prepare").student_family == "classifier"
