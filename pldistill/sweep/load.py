@@ -194,6 +194,29 @@ def _objective_points(fixed: Hyperparameters, search: SearchConfig) -> list[tupl
     return [(("fixed", "objective"), fixed.objective)]
 
 
+def _transcript_problems(sweep: SweepConfig) -> list[Problem]:
+    """EmoDistill's linguistic teacher reads a transcript per clip: a transcripts file that is missing,
+    or EmoBox manifests that carry none (the first fold's) without ``base.data.transcripts``."""
+    import json
+
+    from pldistill.data import fold_paths
+
+    data, loc = sweep.base.data, ("base", "data", "transcripts")
+    if data.transcripts is not None:
+        return [] if Path(data.transcripts).is_file() else [(loc, f"no such transcripts file: {data.transcripts}")]
+    if data.source != "emobox" or data.manifests is None:
+        return []  # the synthetic corpus writes its transcripts
+    try:
+        train, _ = fold_paths(data.manifests, data.dataset, data.folds[0])
+        with open(train, encoding="utf-8") as fh:
+            has = any("transcript" in json.loads(line) for line in fh if line.strip())
+    except (OSError, ValueError):
+        return []  # unreadable manifests are reported on their own
+    return [] if has else [(loc, f"dataset {data.dataset!r} has no transcripts, which the emodistill objective's "
+                                 "linguistic teacher needs: give a JSONL file of {\"key\": ..., \"transcript\": ...} "
+                                 "lines here")]
+
+
 def sweep_families(sweep: SweepConfig) -> set[str]:
     """The student families the sweep's trials train (``audiolm``, ``classifier``)."""
     from pldistill.losses import OBJECTIVES
@@ -362,6 +385,8 @@ def _path_problems(sweep: SweepConfig) -> list[Problem]:
         audio = data.audio_root or data.manifests
         if not audio.is_dir():
             problems.append((("base", "data", "audio_root"), f"no such folder: {audio}"))
+    if "classifier" in sweep_families(sweep):
+        problems += _transcript_problems(sweep)
     for key in ("teacher", "student_llm"):
         value = getattr(model, key)
         if value != "tiny" and not Path(value).exists():

@@ -386,3 +386,29 @@ def test_sweep_families_and_the_shared_config_of_a_classifier_sweep(tmp_path: Pa
     sweep = load_sweep(write(tmp_path, only))
     assert sweep_families(sweep) == {"classifier"}
     assert shared_config(sweep, trial_id="prepare").student_family == "classifier"
+
+
+def test_check_paths_wants_transcripts_for_emodistill(tmp_path: Path) -> None:
+    """EmoBox manifests carry no transcript: an emodistill sweep on them names the dataset and where to
+    give them; with a transcripts file (that exists) it validates."""
+    manifests = tmp_path / "emobox"
+    fold = manifests / "iemocap" / "fold_1"
+    fold.mkdir(parents=True)
+    (manifests / "iemocap" / "label_map.json").write_text('{"neu": "Neutral", "ang": "Angry"}')
+    line = '{"key": "a", "wav": "a.wav", "emo": "neu", "length": 1.0}\n'
+    for split in ("train", "test"):
+        (fold / f"iemocap_{split}_fold_1.jsonl").write_text(line)
+    (tmp_path / "audio").mkdir()
+    text = EMO.replace("{source: synthetic, dataset: synthetic, folds: [1]}",
+                       f"{{source: emobox, dataset: iemocap, folds: [1], manifests: {manifests}, "
+                       f"audio_root: {tmp_path / 'audio'}}}")
+    with pytest.raises(SweepFileError) as info:
+        load_sweep(write(tmp_path, text), check_paths=True, cwd=tmp_path)
+    assert len(info.value.problems) == 1
+    assert "base.data.transcripts: dataset 'iemocap' has no transcripts, which the emodistill objective's " \
+           "linguistic teacher needs" in info.value.problems[0]
+    given = text.replace("folds: [1], manifests", f"folds: [1], transcripts: {tmp_path / 't.jsonl'}, manifests")
+    with pytest.raises(SweepFileError, match="no such transcripts file"):
+        load_sweep(write(tmp_path, given), check_paths=True, cwd=tmp_path)
+    (tmp_path / "t.jsonl").write_text('{"key": "a", "transcript": "hello"}\n')
+    assert load_sweep(write(tmp_path, given), check_paths=True, cwd=tmp_path).base.data.transcripts is not None
