@@ -169,8 +169,9 @@ def method_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> S
     table = _table(rows, method_label, _method_order(), metric, mode, scores)
     teacher: dict[str, Cell] = {}
     for d in table.datasets:
-        best = best_cell([r for r in rows if r.get("dataset") == d], metric, mode,
-                         tuple(f"teacher_{s}" for s in scores))
+        # among trials that recorded the audio teacher (a classifier-family trial has EmoDistill's own)
+        best = best_cell([r for r in rows if r.get("dataset") == d and _finite(r.get("teacher_test_ua"))], metric,
+                         mode, tuple(f"teacher_{s}" for s in scores))
         if best is not None and any(_finite(v) for v in best.scores.values()):
             # one run per fold: the teacher is the fold's, the same for every seed
             per_fold = {r["fold"]: {k[len("teacher_"):]: r.get(k) for k in best.scores} for r in best.runs}

@@ -347,3 +347,7 @@ def test_emodistill_and_its_single_teacher_ablations_are_table1_rows() -> None:
     assert t.rows["EmoDistill"]["synthetic"].trial_id == "e1" and t.rows["EmoDistill"]["synthetic"].n_trials == 2
     assert t.rows["EmoDistill w/o prosodic teacher"]["synthetic"].trial_id == "p0"
     assert t.rows["EmoDistill w/o linguistic teacher"]["synthetic"].trial_id == "l0"
+    # the Teacher row is the audio teacher's, from the best trial that recorded it (not EmoDistill's best)
+    rows[4]["teacher_test_ua"] = rows[4]["teacher_test_wa"] = rows[4]["teacher_test_f1"] = 0.95
+    t = method_table(rows, "val_ua", "max")
+    assert list(t.rows)[0] == "Teacher" and t.rows["Teacher"]["synthetic"].trial_id == "s1"
