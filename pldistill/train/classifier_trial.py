@@ -199,7 +199,9 @@ def _setup(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: Resu
         trainee = _Trainee(student, EmbeddingMap(mc.pros_dim, prosodic.embedding_dim),
                            EmbeddingMap(mc.ling_dim, linguistic.embedding_dim)).to(device)
     trainee.train()
-    wrapped: nn.Module = nn.parallel.DistributedDataParallel(trainee) if world > 1 else trainee
+    # find_unused_parameters: in a single-teacher ablation the dropped teacher's map gets no gradient
+    wrapped: nn.Module = (nn.parallel.DistributedDataParallel(trainee, find_unused_parameters=True) if world > 1
+                          else trainee)
     params = [p for p in trainee.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
     per_rank = len(data.train) // world

@@ -122,3 +122,38 @@ def test_corpus_without_transcripts_is_one_line_naming_the_dataset(tmp_path, tin
         run_trial(cfg)
     text = str(err.value)
     assert "\n" not in text and "'synthetic'" in text and "transcripts" in text
+
+
+def _rank(rank: int, world: int, port: int, cfg_json: str, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        result = run_trial(TrialConfig.model_validate_json(cfg_json))
+        if rank == 0:
+            with open(out, "w") as fh:
+                json.dump({"world": result.world_size, "metrics": result.metrics,
+                           "student_dir": result.folds[0].student_dir}, fh)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_train_a_single_teacher_ablation(tmp_path, tiny_cache):
+    """DDP over 2 gloo ranks, w_p = 0: the dropped teacher's map gets no gradient, which DDP must allow."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    cfg = _cfg(tmp_path / "run", tiny_cache, grad_accum=2, max_steps_per_epoch=1, num_threads=1)
+    cfg = cfg.model_copy(update={"hparams": cfg.hparams.model_copy(update={"w_p": 0.0})})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank, args=(2, port, cfg.to_json(), str(tmp_path / "out.json")), nprocs=2, join=True)
+    got = json.loads((tmp_path / "out.json").read_text())
+    assert got["world"] == 2 and math.isfinite(got["metrics"]["loss_total"])
+    assert load_classifier_student(got["student_dir"]).num_labels == 4
