@@ -21,6 +21,12 @@ __all__ = [
     "DataConfig",
     "SynthConfig",
     "ModelConfig",
+    "ClassifierConfig",
+    "EmoDistillTeachersConfig",
+    "StudentFamily",
+    "STUDENT_FAMILIES",
+    "FAMILY_HPARAMS",
+    "objective_family",
     "TeacherFinetuneConfig",
     "Hyperparameters",
     "TrainConfig",
@@ -165,9 +171,62 @@ class TeacherFinetuneConfig(_Strict):
     batch_size: int = Field(8, ge=1)
 
 
+#: The student families: the audio-LLM student of PL-Distill (shared encoder, projector, LLM with LoRA)
+#: and EmoDistill's speech classifier (encoder, two GELU heads, linear classifier).
+StudentFamily = Literal["audiolm", "classifier"]
+STUDENT_FAMILIES: tuple[str, ...] = get_args(StudentFamily)
+#: Hyperparameters only one family reads (the others, e.g. ``objective``, ``lr``, ``kl_t2_scaling``, are
+#: read by both). Sweep validation refuses a value set for trials that would ignore it.
+FAMILY_HPARAMS: dict[str, tuple[str, ...]] = {
+    "audiolm": ("alpha", "beta", "gamma", "temperature", "weighting", "sharpen_p", "cka_estimator", "awcka_end_row",
+                "ce_reduction", "llava_kd_relation", "caad_contrast", "pseudo_target", "lora_rank", "lora_alpha",
+                "lora_dropout", "projector_lr"),
+    "classifier": ("w_p", "w_l", "w_cos", "tau_p", "tau_l"),
+}
+
+
+def objective_family(objective: str) -> str:
+    """The student family whose batches ``objective``'s terms read (registered with the losses)."""
+    from pldistill.losses import OBJECTIVES
+
+    return OBJECTIVES[objective].family
+
+
+class ClassifierConfig(_Strict):
+    """EmoDistill's student (``pldistill.models.classifier``): encoder, pooled, two GELU heads, classifier."""
+
+    #: ``whisper``: the teacher's (shared, frozen) audio encoder on log-mels; ``hubert``: HuBERT on the
+    #: 16 kHz waveform (the paper's), ``tiny`` from a config or a local checkpoint folder (``hubert``).
+    encoder: Literal["whisper", "hubert"] = "whisper"
+    hubert: str = "tiny"
+    #: Fine-tune the encoder with the heads (a whisper encoder is copied first, so the shared one stays).
+    finetune_encoder: bool = False
+    ling_dim: int = Field(256, ge=1, description="width of the linguistic head")
+    pros_dim: int = Field(256, ge=1, description="width of the prosodic head")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="on the pooled vector, before the heads")
+
+
+class EmoDistillTeachersConfig(_Strict):
+    """EmoDistill's two teachers, trained once per fold and cached; the rest of their settings are the
+    defaults of ``ProsodicSettings`` / ``LinguisticSettings`` (pldistill.train.emodistill_teachers)."""
+
+    #: ``tiny``: a small BERT built from a config with a word vocabulary of the fold's training
+    #: transcripts; else a local BERT checkpoint folder, fine-tuned on them.
+    linguistic: str = "tiny"
+    #: The prosodic network on eGeMAPSv02 functionals: a plain or a residual MLP (the paper: a ResNet).
+    prosodic_arch: Literal["mlp", "resnet"] = "mlp"
+    epochs: int | None = Field(None, ge=1, description="both teachers' epochs (None: their own defaults)")
+
+
 class ModelConfig(_Strict):
     """Teacher and student: ``tiny`` builds them from in-process configs; otherwise local paths."""
 
+    #: Which student a trial trains: ``audiolm`` (PL-Distill and its baselines) or ``classifier``
+    #: (EmoDistill). None: the objective's family (``emodistill`` -> classifier, every other -> audiolm),
+    #: so one sweep can compare both; a value that contradicts the objective is refused.
+    student: StudentFamily | None = None
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    emodistill_teachers: EmoDistillTeachersConfig = Field(default_factory=EmoDistillTeachersConfig)
     teacher: str = "tiny"
     student_llm: str = "tiny"
     #: Seed of the tiny models' random initialisation.
@@ -221,6 +280,14 @@ class Hyperparameters(_Strict):
     #: What CAAD's two teacher paths are forced on. ``label``: the gold answer, the student's own CE
     #: target, so the response positions of teacher and student align one to one.
     pseudo_target: Literal["label", "metadata"] = "label"
+    #: EmoDistill (classifier student): CE + w_p KL_P + w_l KL_L + w_cos (cos_P + cos_L); w_p = 0 or
+    #: w_l = 0 drops that teacher whole (its cosine term too). The paper gives no weights: 1 each.
+    w_p: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="EmoDistill: weight of KL to the prosodic teacher")
+    w_l: float = Field(1.0, ge=0.0, allow_inf_nan=False,
+                       description="EmoDistill: weight of KL to the linguistic teacher")
+    w_cos: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="EmoDistill: weight of the cosine embedding terms")
+    tau_p: float = Field(0.5, gt=0.0, allow_inf_nan=False, description="EmoDistill: prosodic KL temperature (paper)")
+    tau_l: float = Field(4.0, gt=0.0, allow_inf_nan=False, description="EmoDistill: linguistic KL temperature (paper)")
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(256.0, gt=0.0)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -300,6 +367,19 @@ class TrialConfig(_Strict):
         if self.data.source == "synthetic" and self.data.dataset != "synthetic":
             raise ValueError("data.dataset must be 'synthetic' when data.source is 'synthetic'")
         return self
+
+    @model_validator(mode="after")
+    def _student_fits_objective(self) -> TrialConfig:
+        wanted, chosen = objective_family(self.hparams.objective), self.model.student
+        if chosen is not None and chosen != wanted:
+            raise ValueError(f"objective {self.hparams.objective!r} trains the {wanted} student, but model.student "
+                             f"is {chosen!r} (leave model.student unset to follow the objective)")
+        return self
+
+    @property
+    def student_family(self) -> str:
+        """``audiolm`` or ``classifier``: ``model.student``, or the objective's family when unset."""
+        return self.model.student or objective_family(self.hparams.objective)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -6,14 +6,18 @@
 - :mod:`.relation`: LLaVA-KD relation distillation (baseline)
 - :mod:`.contrastive`: CAAD's contrastive teacher, ``(1 + a) z_audio - a z_text``
 - :mod:`.objectives`: weighted sums of named terms (eq. 8 and the baselines)
+- :mod:`.emodistill`: EmoDistill's class-logit KL and cosine terms and its objective (classifier student)
 """
 
+from . import emodistill  # noqa: F401  (registers its terms after .objectives, which it imports)
 from .cka import CKA_ESTIMATORS, awcka, linear_cka
 from .contrastive import contrastive_hidden, contrastive_logits
 from .kl import KL_DIRECTIONS, kl_divergence, kl_divergence_from_hidden
 from .objectives import (
+    BATCH_TYPES,
     OBJECTIVES,
     TERMS,
+    ClassifierBatch,
     DistillBatch,
     Objective,
     ObjectiveOutput,
@@ -34,6 +38,8 @@ from .weights import (
 )
 
 __all__ = [
+    "BATCH_TYPES",
+    "ClassifierBatch",
     "CKA_ESTIMATORS",
     "KL_DIRECTIONS",
     "OBJECTIVES",

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .objectives import ClassifierBatch, TermOptions, register_objective, register_term
+
 __all__ = [
     "EMODISTILL_TERMS",
     "EmbeddingMap",
@@ -194,3 +196,54 @@ def emodistill_total(terms: Mapping[str, Tensor], weights: Mapping[str, float]) 
     for value in active[1:]:
         total = total + value
     return total
+
+
+# --- the objective ``emodistill``: its terms registered on ClassifierBatch -----------------------------
+# Registered here, where the terms are defined (``pldistill.losses`` imports this module after
+# :mod:`.objectives`). Names differ from EMODISTILL_TERMS where a name is the LLM family's already
+# (``ce`` is the token CE of eq. 7): ``class_ce`` is the CE over the classes, one row per clip.
+
+
+@register_term("class_ce", label="CE", inputs=(), family="classifier")
+def _class_ce(batch: ClassifierBatch, opts: TermOptions) -> Tensor:
+    """Cross-entropy of the class logits ``(B, C)`` against the labels ``(B,)``, mean over clips."""
+    return F.cross_entropy(batch.student_logits.to(_float_dtype(batch.student_logits)), batch.labels)
+
+
+@register_term("kl_prosodic", label="KL(prosodic)", kl=True, inputs=("teacher_p_logits",), hparams=("tau_p",),
+               family="classifier", temperature="tau_p")
+def _kl_prosodic(batch: ClassifierBatch, opts: TermOptions) -> Tensor:
+    """:func:`class_kl` of the prosodic teacher's logits and the student's at ``tau_p``."""
+    assert batch.teacher_p_logits is not None and opts.tau_p is not None
+    return class_kl(batch.teacher_p_logits, batch.student_logits, temperature=opts.tau_p)
+
+
+@register_term("kl_linguistic", label="KL(linguistic)", kl=True, inputs=("teacher_l_logits",), hparams=("tau_l",),
+               family="classifier", temperature="tau_l")
+def _kl_linguistic(batch: ClassifierBatch, opts: TermOptions) -> Tensor:
+    """:func:`class_kl` of the linguistic teacher's logits and the student's at ``tau_l``."""
+    assert batch.teacher_l_logits is not None and opts.tau_l is not None
+    return class_kl(batch.teacher_l_logits, batch.student_logits, temperature=opts.tau_l)
+
+
+@register_term("cos_prosodic", label="Cos(prosodic)", inputs=("student_pros", "teacher_p_emb"), family="classifier")
+def _cos_prosodic(batch: ClassifierBatch, opts: TermOptions) -> Tensor:
+    """:func:`cosine_embedding_loss` of the (mapped) prosodic head against the prosodic teacher's embedding."""
+    assert batch.student_pros is not None and batch.teacher_p_emb is not None
+    return cosine_embedding_loss(batch.student_pros, batch.teacher_p_emb)
+
+
+@register_term("cos_linguistic", label="Cos(linguistic)", inputs=("student_ling", "teacher_l_emb"),
+               family="classifier")
+def _cos_linguistic(batch: ClassifierBatch, opts: TermOptions) -> Tensor:
+    """:func:`cosine_embedding_loss` of the (mapped) linguistic head against the linguistic teacher's embedding."""
+    assert batch.student_ling is not None and batch.teacher_l_emb is not None
+    return cosine_embedding_loss(batch.student_ling, batch.teacher_l_emb)
+
+
+# CE + w_p KL_P + w_l KL_L + w_cos (cos_P + cos_L); a teacher whose KL weight is 0 takes its cosine
+# term with it (emodistill_weights' rule), so w_p = 0 / w_l = 0 are the single-teacher ablations.
+register_objective("emodistill", label="EmoDistill", class_ce=None, kl_prosodic="w_p", kl_linguistic="w_l",
+                   cos_prosodic="w_cos", cos_linguistic="w_cos",
+                   gates={"cos_prosodic": "w_p", "cos_linguistic": "w_l"},
+                   ablations={"w_p": "w/o prosodic teacher", "w_l": "w/o linguistic teacher"})

@@ -4,6 +4,12 @@ An objective is a list of terms, each weighted by one hyperparameter (torchdisti
 ``WeightedSumLoss`` idea): an ablation sets a weight to 0, and every term is logged under its
 own name whatever its weight. Terms are small functions of a :class:`DistillBatch` returning an
 unweighted scalar; the heavy lifting is in :mod:`.cka`, :mod:`.kl` and :mod:`.relation`.
+
+Terms read the batch of one student family: :class:`DistillBatch` (the audio LLM: logits per token
+position) or :class:`ClassifierBatch` (EmoDistill's classifier: one logit row per clip, head
+embeddings, two teachers). The classifier's inputs have no sequence axis, no vocabulary and no
+masks, so they get a batch type of their own rather than being squeezed into the LLM's; a term
+and its objective name their family, and an objective's terms must all read the same one.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from .kl import kl_divergence, kl_divergence_from_hidden
 from .relation import relation_distance
 
 __all__ = [
+    "BATCH_TYPES",
     "DistillBatch",
+    "ClassifierBatch",
     "ObjectiveOutput",
     "TermOptions",
     "Term",
@@ -64,6 +72,22 @@ class DistillBatch:
 
 
 @dataclass
+class ClassifierBatch:
+    """What EmoDistill's terms read, for one micro-batch of the classifier student. Shapes: ``B``
+    clips, ``C`` classes, ``Ep``/``El`` the prosodic/linguistic teacher's embedding widths."""
+
+    student_logits: Tensor  #: (B, C) class logits
+    labels: Tensor  #: (B,) long class indices
+    #: (B, Ep) / (B, El): the student's prosodic / linguistic head, mapped to its teacher's width
+    student_pros: Tensor | None = None
+    student_ling: Tensor | None = None
+    teacher_p_logits: Tensor | None = None  #: (B, C) prosodic teacher
+    teacher_l_logits: Tensor | None = None  #: (B, C) linguistic teacher
+    teacher_p_emb: Tensor | None = None  #: (B, Ep)
+    teacher_l_emb: Tensor | None = None  #: (B, El)
+
+
+@dataclass
 class ObjectiveOutput:
     """``total`` carries the graph; ``terms`` holds every term's unweighted value, detached."""
 
@@ -83,18 +107,24 @@ class TermOptions:
     kl_chunk_size: int | None = None  #: see pldistill.losses.kl_divergence (a resource setting)
     #: ``a`` of CAAD's contrastive teacher (kl_response_cd); None when no term of the objective reads it.
     caad_contrast: float | None = None
+    #: EmoDistill's prosodic / linguistic KL temperatures; None when no term of the objective reads them.
+    tau_p: float | None = None
+    tau_l: float | None = None
 
 
-#: ``(batch, options) -> unweighted scalar``
-TermFn = Callable[[DistillBatch, TermOptions], Tensor]
+#: ``(batch, options) -> unweighted scalar``; the batch is a :class:`DistillBatch` or a
+#: :class:`ClassifierBatch`, as the term's family says.
+TermFn = Callable[[Any, TermOptions], Tensor]
+#: Student family -> the batch its terms read.
+BATCH_TYPES: Mapping[str, type] = MappingProxyType({"audiolm": DistillBatch, "classifier": ClassifierBatch})
 
 
 @dataclass(frozen=True)
 class Term:
-    """A loss term as registered: its function, the optional :class:`DistillBatch` fields it reads,
-    its label in reports, whether ``kl_t2_scaling`` multiplies its weight by ``t**2``, and the
-    hyperparameters it reads through :class:`TermOptions` (fields of the same name) beyond the
-    shared ones."""
+    """A loss term as registered: its function, the optional batch fields it reads, its label in
+    reports, whether ``kl_t2_scaling`` multiplies its weight by the square of its temperature (the
+    hyperparameter ``temperature`` names), the hyperparameters it reads through :class:`TermOptions`
+    (fields of the same name) beyond the shared ones, and the student family whose batch it reads."""
 
     name: str
     fn: TermFn
@@ -102,16 +132,37 @@ class Term:
     label: str
     kl: bool = False
     hparams: tuple[str, ...] = ()
+    family: str = "audiolm"
+    temperature: str = "temperature"
 
 
 @dataclass(frozen=True)
 class Objective:
     """A registered objective: ``weights`` maps each term to the hyperparameter weighting it
-    (None: weight 1); ``label`` is its row name in reports (the paper's Table 1)."""
+    (None: weight 1); ``label`` is its row name in reports (the paper's Table 1). ``gates`` maps a
+    term to a hyperparameter whose 0 switches the term off too (EmoDistill: a teacher's cosine term
+    goes with its KL weight). ``ablations`` maps a weight hyperparameter to the words its 0 adds to
+    the label (``EmoDistill w/o prosodic teacher``): variants that are rows of their own in Table 1.
+    ``family``: the student whose batch the terms read."""
 
     name: str
     label: str
     weights: Mapping[str, str | None]
+    gates: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ablations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    family: str = "audiolm"
+
+    def method_label(self, hparams: Mapping[str, Any]) -> str:
+        """The Table 1 row of a trial with ``hparams``: the label, plus each ablation whose weight is 0."""
+        off = [words for h, words in self.ablations.items() if h in hparams and _is_zero(hparams[h])]
+        return " ".join([self.label, *off])
+
+
+def _is_zero(value: Any) -> bool:
+    try:
+        return float(value) == 0.0
+    except (TypeError, ValueError):
+        return False
 
 
 _TERMS: dict[str, Term] = {}
@@ -123,25 +174,31 @@ OBJECTIVES: Mapping[str, Objective] = MappingProxyType(_OBJECTIVES)
 
 
 def register_term(name: str, *, label: str, inputs: tuple[str, ...] = (), kl: bool = False,
-                  hparams: tuple[str, ...] = ()) -> Callable[[TermFn], TermFn]:
+                  hparams: tuple[str, ...] = (), family: str = "audiolm",
+                  temperature: str = "temperature") -> Callable[[TermFn], TermFn]:
     """Decorator: register ``fn`` as the term ``name`` (torchdistill registers a loss next to its
     class the same way), so that adding a term touches the place that defines it."""
 
     def register(fn: TermFn) -> TermFn:
-        if name in _TERMS:
-            raise ValueError(f"term {name!r} is registered twice")
-        _TERMS[name] = Term(name, fn, tuple(inputs), label, kl, tuple(hparams))
+        if name in _TERMS or family not in BATCH_TYPES:
+            raise ValueError(f"term {name!r}: registered twice or unknown family {family!r}")
+        _TERMS[name] = Term(name, fn, tuple(inputs), label, kl, tuple(hparams), family, temperature)
         return fn
 
     return register
 
 
-def register_objective(name: str, *, label: str, **weights: str | None) -> Objective:
-    """Register the objective ``name``: ``term=hyperparameter`` (or None for weight 1) per term."""
-    unknown = sorted(set(weights) - set(_TERMS))
-    if name in _OBJECTIVES or unknown:
-        raise ValueError(f"objective {name!r}: registered twice or unknown terms {unknown}")
-    _OBJECTIVES[name] = Objective(name, label, MappingProxyType(dict(weights)))
+def register_objective(name: str, *, label: str, gates: Mapping[str, str] | None = None,
+                       ablations: Mapping[str, str] | None = None, **weights: str | None) -> Objective:
+    """Register the objective ``name``: ``term=hyperparameter`` (or None for weight 1) per term;
+    ``gates`` and ``ablations`` as :class:`Objective` describes them."""
+    unknown = sorted((set(weights) | set(gates or {})) - set(_TERMS))
+    families = {_TERMS[t].family for t in weights if t in _TERMS}
+    if name in _OBJECTIVES or unknown or len(families) != 1:
+        raise ValueError(f"objective {name!r}: registered twice, unknown terms {unknown}, or terms of several "
+                         f"student families {sorted(families)}")
+    _OBJECTIVES[name] = Objective(name, label, MappingProxyType(dict(weights)), MappingProxyType(dict(gates or {})),
+                                  MappingProxyType(dict(ablations or {})), families.pop())
     return _OBJECTIVES[name]
 
 
@@ -358,8 +415,9 @@ def build_objective(
     if unknown:
         raise ValueError(f"unknown term(s) {unknown} in term_weights; valid: {', '.join(TERMS)}")
     term_options = {h for t in (*spec.weights, *overrides) for h in TERMS[t].hparams}
-    wanted = {h for h in spec.weights.values() if h is not None} | {"temperature", "cka_estimator", "kl_t2_scaling",
-                                                                  "ce_reduction"}
+    wanted = {h for h in (*spec.weights.values(), *spec.gates.values()) if h is not None} | {
+        "temperature", "cka_estimator", "kl_t2_scaling", "ce_reduction"} | {
+        TERMS[t].temperature for t in (*spec.weights, *overrides) if TERMS[t].kl}
     absent = sorted((wanted | term_options) - set(hparams))
     if absent:
         raise ValueError(f"objective {name!r} needs hyperparameters {absent}")
@@ -372,9 +430,10 @@ def build_objective(
     if "caad_contrast" in extra:
         extra["caad_contrast"] = check_contrast(extra["caad_contrast"])
     weights = {term: 1.0 if h is None else float(hparams[h]) for term, h in spec.weights.items()}
+    weights.update({term: 0.0 for term, gate in spec.gates.items() if float(hparams[gate]) == 0.0})
     weights.update({term: float(w) for term, w in overrides.items()})
-    if hparams["kl_t2_scaling"]:
-        weights = {t: w * temperature**2 if TERMS[t].kl else w for t, w in weights.items()}
+    if hparams["kl_t2_scaling"]:  # each KL term by its own temperature (EmoDistill's tau_p, tau_l)
+        weights = {t: w * float(hparams[TERMS[t].temperature])**2 if TERMS[t].kl else w for t, w in weights.items()}
     options = TermOptions(temperature=temperature, cka_estimator=cka_estimator, kl_chunk_size=kl_chunk_size,
                           ce_reduction=hparams["ce_reduction"], **extra)
     return WeightedSumObjective(name, weights, options)

@@ -43,7 +43,7 @@ SCHEMA_VERSION = 1
 #: ``total`` and the terms registered in ``pldistill.losses`` (a unit test checks they agree; spelled
 #: out here so that reading results never imports torch).
 LOSS_TERMS = ("total", "ce", "cka", "kl_audio", "kl_response", "rkl_response", "relation", "relation_projector",
-              "kl_response_cd")
+              "kl_response_cd", "class_ce", "kl_prosodic", "kl_linguistic", "cos_prosodic", "cos_linguistic")
 TRIAL_STATUSES = ("completed", "failed", "running", "pruned")
 SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
 #: Keys of ``sweep.json``; ``config`` is the resolved sweep config, ``counts`` Tune's final
@@ -55,6 +55,9 @@ _META_VERSION = b"pldistill.schema_version"
 _META_TABLE = b"pldistill.table"
 _HP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _METRICS = METRIC_NAMES
+#: EmoDistill's teachers' figures kept per trial (mean over folds) and per run, as ``FoldResult.teacher`` names them.
+_SUB_TEACHER = ("prosodic_val_ua", "prosodic_test_ua", "linguistic_val_ua", "linguistic_test_ua")
+_SUB_TEACHER_FOLD = ("prosodic_test_ua", "linguistic_test_ua")
 _TS = pa.timestamp("us", tz="UTC")
 _PY_ARROW: dict[Any, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
                                      dt.datetime: _TS}
@@ -211,6 +214,9 @@ class FoldMetrics:
     teacher_test_wa: float | None = None
     teacher_test_f1: float | None = None
     teacher_test_conflict_ua: float | None = None
+    #: EmoDistill's two teachers (classifier student) on the same test clips.
+    teacher_prosodic_test_ua: float | None = None
+    teacher_linguistic_test_ua: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -227,6 +233,8 @@ class TrialRecord:
     error: str | None = None
     hparams: dict[str, object] = field(default_factory=dict)
     objective: str | None = None
+    #: Which student the trial trained: ``audiolm`` or ``classifier`` (``pldistill.config.STUDENT_FAMILIES``).
+    student_family: str | None = None
     dataset: str | None = None
     folds: list[int] = field(default_factory=list)
     #: The replicate seeds: every fold ran once per seed; figures are means over the (seed, fold) runs.
@@ -254,6 +262,12 @@ class TrialRecord:
     teacher_test_f1: float | None = None
     teacher_test_loss: float | None = None
     teacher_test_conflict_ua: float | None = None
+    #: EmoDistill's teachers (classifier student), mean over folds: prosodic (eGeMAPS) and linguistic
+    #: (transcripts); ``FoldResult.teacher`` names them ``<kind>_<split>_<metric>``.
+    teacher_prosodic_val_ua: float | None = None
+    teacher_prosodic_test_ua: float | None = None
+    teacher_linguistic_val_ua: float | None = None
+    teacher_linguistic_test_ua: float | None = None
     fold_metrics: list[FoldMetrics] = field(default_factory=list)
     losses: dict[str, float | None] = field(default_factory=dict)
     wall_s: float | None = None
@@ -287,10 +301,12 @@ class TrialRecord:
             "fold_metrics": [FoldMetrics(fold=f["fold"], seed=f.get("seed", 0), best_epoch=f.get("best_epoch"),
                                          **{m: (f.get("best") or {}).get(m) for m in _METRICS},
                                          **{f"teacher_{m}": (f.get("teacher") or {}).get(m)
-                                            for m in ("test_ua", "test_wa", "test_f1", "test_conflict_ua")})
+                                            for m in ("test_ua", "test_wa", "test_f1", "test_conflict_ua",
+                                                      *_SUB_TEACHER_FOLD)})
                              for f in folds],
             "best_epoch": statistics.median_low([f["best_epoch"] for f in folds]) if folds else None,
-            **{f"teacher_{m}": _mean([(f.get("teacher") or {}).get(m) for f in folds]) for m in _METRICS},
+            **{f"teacher_{m}": _mean([(f.get("teacher") or {}).get(m) for f in folds])
+               for m in (*_METRICS, *_SUB_TEACHER)},
             "wall_s": result.get("wall_s"), "samples_per_s": result.get("samples_per_s"),
             "num_workers": result.get("world_size"), "restarts": result.get("restarts"),
         }

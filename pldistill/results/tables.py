@@ -19,7 +19,7 @@ from pldistill.results.query import default_mode
 from pldistill.results.space import ParamSpec, _finite
 from pldistill.results.stats import Estimate, importance_support, mean_ci, runs_estimate
 
-__all__ = ["method_labels", "differences", "Cell", "ScoreTable", "ablation_label", "ablation_table", "best_cell", "history",
+__all__ = ["method_label", "method_labels", "differences", "Cell", "ScoreTable", "ablation_label", "ablation_table", "best_cell", "history",
            "method_table", "param_importances", "selection"]
 
 _DEFAULT_METRIC = "val_ua"
@@ -32,6 +32,24 @@ def method_labels() -> dict[str, str]:
     from pldistill.losses import OBJECTIVES
 
     return {name: o.label for name, o in OBJECTIVES.items()}
+
+
+def method_label(row: Mapping[str, Any]) -> str | None:
+    """A trial's row in Table 1: its objective's label, plus the objective's registered ablations whose
+    weight the trial set to 0 (``EmoDistill w/o prosodic teacher``: the single-teacher variants are
+    rows of their own); None for an unknown objective."""
+    from pldistill.losses import OBJECTIVES
+
+    spec = OBJECTIVES.get(str(row.get("objective") or row.get("hp_objective")))
+    return None if spec is None else spec.method_label({h: _hp(row, h) for h in spec.ablations})
+
+
+def _method_order() -> list[str]:
+    """Table 1's row order: registration order, each objective followed by its ablation rows."""
+    from pldistill.losses import OBJECTIVES
+
+    return [label for o in OBJECTIVES.values()
+            for label in (o.label, *(f"{o.label} {words}" for words in o.ablations.values()))]
 
 
 def _weighted_terms(objective: str) -> list[tuple[str, str]]:
@@ -145,17 +163,16 @@ def _table(rows: Sequence[Mapping[str, Any]], label_of: Any, order: Sequence[str
 def method_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> ScoreTable:
     """Table 1: objective x dataset, test UA/WA/F1, plus the row ``Teacher`` (the teacher's test
     scores as recorded by each dataset's best trial overall)."""
-    labels = method_labels()
-    label_of = lambda r: labels.get(str(r.get("objective") or r.get("hp_objective")))  # noqa: E731
     # Where the corpus marks conflict clips (words of another emotion than the voice), their UA
     # stands beside the overall scores: how much a model follows the words instead of the voice.
     scores = ("test_ua", "test_wa", "test_f1") + (
         ("test_conflict_ua",) if any(_finite(r.get("test_conflict_ua")) for r in rows) else ())
-    table = _table(rows, label_of, list(labels.values()), metric, mode, scores)
+    table = _table(rows, method_label, _method_order(), metric, mode, scores)
     teacher: dict[str, Cell] = {}
     for d in table.datasets:
-        best = best_cell([r for r in rows if r.get("dataset") == d], metric, mode,
-                         tuple(f"teacher_{s}" for s in scores))
+        # among trials that recorded the audio teacher (a classifier-family trial has EmoDistill's own)
+        best = best_cell([r for r in rows if r.get("dataset") == d and _finite(r.get("teacher_test_ua"))], metric,
+                         mode, tuple(f"teacher_{s}" for s in scores))
         if best is not None and any(_finite(v) for v in best.scores.values()):
             # one run per fold: the teacher is the fold's, the same for every seed
             per_fold = {r["fold"]: {k[len("teacher_"):]: r.get(k) for k in best.scores} for r in best.runs}

@@ -53,6 +53,8 @@ def _figures(src: TrialStudent) -> list[str]:
 
 def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str:
     """Markdown with a Hugging Face metadata header; ``meta`` is what export wrote to its labels file."""
+    if meta.get("family") == "classifier":
+        return _classifier_card(src, meta)
     cfg = src.config
     hp = cfg.hparams.model_dump(mode="json")
     data = cfg.data
@@ -90,6 +92,43 @@ def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str
         "- Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())), "",
         "## Results (closed-set; UA = balanced accuracy, WA = accuracy, F1 = macro-F1)", "",
         *_figures(src), "",
+        f"pldistill {src.row.get('pldistill_version') or 'unknown'}, commit {src.row.get('git_commit') or 'unknown'}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+_USE_CLASSIFIER = """import json
+from pathlib import Path
+import soundfile as sf
+from pldistill.serve.classifier import ExportedClassifier  # a plain PyTorch module: needs pldistill
+model = ExportedClassifier(Path("OUT_DIR"), json.load(open("OUT_DIR/pldistill_labels.json")))
+audio, rate = sf.read("clip.wav", dtype="float32")  # 16 kHz mono
+scores = model.score([audio])[0]  # each label's log-probability
+print(model.labels[scores.argmax()], dict(zip(model.labels, scores)))"""
+
+
+def _classifier_card(src: TrialStudent, meta: dict[str, Any]) -> str:
+    """The card of an EmoDistill classifier student (no LLM, no prompt: one logit per label)."""
+    cfg = src.config
+    hp = {k: v for k, v in cfg.hparams.model_dump(mode="json").items()
+          if k in ("objective", "w_p", "w_l", "w_cos", "tau_p", "tau_l", "lr", "weight_decay", "warmup_ratio")}
+    enc = cfg.model.classifier
+    lines = [
+        "---", "library_name: pytorch", "pipeline_tag: audio-classification",
+        "tags: [speech-emotion-recognition, knowledge-distillation, emodistill, pldistill]", "---", "",
+        f"# {src.sweep} / {src.trial_id}: EmoDistill speech-emotion classifier (seed {src.seed}, fold {src.fold})", "",
+        f"A student of the pldistill sweep **{src.sweep}**, trial **{src.trial_id}**, best epoch {src.epoch} (selected "
+        f"by {cfg.train.select_metric}). EmoDistill (arXiv 2309.04849): a `{meta['encoder']}` encoder"
+        + (f" (`{enc.hubert}`)" if meta["encoder"] == "hubert" else f" (the audio teacher `{cfg.model.teacher}`'s)")
+        + (", fine-tuned" if enc.finetune_encoder else ", frozen") + ", pooled over time, two GELU heads "
+        "(linguistic and prosodic), a linear classifier; distilled from a prosodic teacher (eGeMAPS) and a "
+        "linguistic one (transcripts), neither needed at inference.", "",
+        "## Use", "", "```python", *_USE_CLASSIFIER.splitlines(), "```", "",
+        f"or `pldistill-sweep predict OUT_DIR clip.wav`. Labels: {', '.join(meta['labels'])}. Audio: 16 kHz mono, "
+        f"**cropped to its first {meta['window_s']:g} s**, as training cropped it.", "",
+        "## Training", "", "- Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())), "",
+        "## Results (UA = balanced accuracy, WA = accuracy, F1 = macro-F1)", "", *_figures(src), "",
         f"pldistill {src.row.get('pldistill_version') or 'unknown'}, commit {src.row.get('git_commit') or 'unknown'}.",
         "",
     ]

@@ -3,11 +3,11 @@
 The folder is built aside and renamed into place (``atomic_dir``): a failure midway leaves no
 half-written folder. A folder that already holds files is replaced only with ``force``.
 
-Students of several families: a trial's config says which family its student is (today every
-student is the audio-LLM one); :data:`EXPORTERS` maps the family to the function that writes it.
-The EmoDistill classifier student (a plain PyTorch module) will register its own exporter here,
-writing ``model.safetensors`` + ``config.json`` + the labels file with ``family: "classifier"``,
-and a loader in :mod:`pldistill.serve.predict`'s ``LOADERS``.
+Students of several families: a trial's config says which family its student is
+(``TrialConfig.student_family``); :data:`EXPORTERS` maps the family to the function that writes it:
+the audio-LLM student (:mod:`.audio_lm`, a Hugging Face folder) or EmoDistill's classifier
+(:mod:`.classifier`: ``model.safetensors`` + ``classifier.json`` + the labels file with
+``family: "classifier"``), each with its loader in :mod:`pldistill.serve.predict`'s ``LOADERS``.
 """
 
 from __future__ import annotations
@@ -28,14 +28,20 @@ def _export_audio_lm(src: TrialStudent, out: Path, *, adapter: bool) -> dict[str
     return export_audio_lm(src, out, adapter=adapter)
 
 
+def _export_classifier(src: TrialStudent, out: Path, *, adapter: bool) -> dict[str, Any]:
+    from pldistill.serve.classifier import export_classifier
+
+    return export_classifier(src, out, adapter=adapter)
+
+
 #: family -> ``(trial student, empty temp folder, adapter=) -> labels-file dict``.
-EXPORTERS: dict[str, Callable[..., dict[str, Any]]] = {"audio_lm": _export_audio_lm}
+EXPORTERS: dict[str, Callable[..., dict[str, Any]]] = {"audio_lm": _export_audio_lm, "classifier": _export_classifier}
 
 
 def student_family(src: TrialStudent) -> str:
-    """The family of a trial's student. Trial configs do not name one yet: every student so far is
-    the audio-LLM one. The EmoDistill classifier's config will say ``classifier`` here."""
-    return str(getattr(src.config.model, "student_family", "audio_lm"))
+    """The family of a trial's student, as exported folders name it: ``audio_lm`` (the config's
+    ``audiolm``; the name folders exported before the classifier family carry) or ``classifier``."""
+    return "classifier" if src.config.student_family == "classifier" else "audio_lm"
 
 
 def _check_target(out_dir: Path, force: bool) -> None:

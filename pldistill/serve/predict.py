@@ -45,9 +45,15 @@ def _audio_lm(folder: Path, meta: dict[str, Any]) -> Any:
     return ExportedAudioLM(folder, meta)
 
 
+def _classifier(folder: Path, meta: dict[str, Any]) -> Any:
+    from pldistill.serve.classifier import ExportedClassifier
+
+    return ExportedClassifier(folder, meta)
+
+
 #: family -> loader of an exported folder; the result has ``labels``, ``window_s`` and
-#: ``score(audios) -> (N, C)``. The EmoDistill classifier registers its loader here.
-LOADERS: dict[str, Callable[[Path, dict[str, Any]], Any]] = {"audio_lm": _audio_lm}
+#: ``score(audios) -> (N, C)``.
+LOADERS: dict[str, Callable[[Path, dict[str, Any]], Any]] = {"audio_lm": _audio_lm, "classifier": _classifier}
 
 
 def load_exported(folder: Path) -> Any:

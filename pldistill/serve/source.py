@@ -105,11 +105,12 @@ def _best_dir(results: Path, sweep: str, trial: str, seed: int, fold: int, row: 
     if row.get("config_json"):
         out = TrialConfig.model_validate_json(row["config_json"]).output_dir
         candidates.append(Path(out) / run)
-    for path in candidates:
-        if (path / "adapter_model.safetensors").is_file() and (path / "pldistill_config.json").is_file():
+    for path in candidates:  # the audio-LLM student's adapter, or the classifier's standalone weights
+        weights = (path / "adapter_model.safetensors").is_file() or (path / "classifier.json").is_file()
+        if weights and (path / "pldistill_config.json").is_file():
             return path
     raise InputError(candidates[0], None, f"no saved student of trial {trial} seed {seed} fold {fold} (expected "
-                                          "adapter_model.safetensors and pldistill_config.json)")
+                                          "adapter_model.safetensors or classifier.json, and pldistill_config.json)")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -46,10 +46,10 @@ class CacheBuildOptions:
 def build_sweep_cache(sweep: Any, *, log: Callable[[str], None] = print,
                       opts: CacheBuildOptions | None = None) -> list[Path]:
     """The teacher cache folder of each fold of ``sweep`` (built when missing, reused otherwise)."""
-    from pldistill.sweep.space import resolve_trial_config
+    from pldistill.sweep.space import shared_config
 
     opts = opts or CacheBuildOptions(gpus_per_actor=1.0 if sweep.resources.gpus_per_worker > 0 else 0.0)
-    cfg = resolve_trial_config(sweep, {}, trial_id="cache")
+    cfg = shared_config(sweep, trial_id="cache")
     return build_fold_caches(cfg, log=log, opts=opts)
 
 

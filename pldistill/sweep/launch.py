@@ -48,12 +48,13 @@ def prepare_shared(sweep: Any, log=print, address: str | None = None,
     prior and, for ``teacher_mode: cached`` (the sweep default), the teacher cache (all cached
     by hash). Trials then only read them, by path. ``start_ray``: how to start Ray if the cache
     build needs it (the caller keeps that Ray up); None: a Ray of its own, stopped after the build."""
-    from pldistill.sweep.space import resolve_trial_config
+    from pldistill.sweep.load import sweep_families
+    from pldistill.sweep.space import shared_config
     from pldistill.train.dataset import prepare_fold
     from pldistill.train.student_prior import ensure_student_llm
     from pldistill.train.teacher import ensure_teacher
 
-    cfg = resolve_trial_config(sweep, {}, trial_id="prepare")
+    cfg = shared_config(sweep, trial_id="prepare")
     if cfg.model.student_llm != "tiny":  # a student checkpoint must speak the teacher's tokens
         from pldistill.models.loading import check_student_tokenizer, load_teacher_tokenizer
 
@@ -68,7 +69,9 @@ def prepare_shared(sweep: Any, log=print, address: str | None = None,
             # encoder_only: what follows needs its tokenizer, not its LLM (the cache build loads its own)
             teacher, _ = ensure_teacher(cfg, data, log=log, encoder_only=True)
             ensure_student_llm(cfg, teacher.tokenizer, log=log)
-    if cfg.model.teacher_mode == "cached":  # the teacher cache, built with Ray Data when missing
+    # the teacher cache, built with Ray Data when missing; classifier trials never read it (their
+    # EmoDistill teachers are trained once per fold by the first trial that needs them)
+    if cfg.model.teacher_mode == "cached" and "audiolm" in sweep_families(sweep):
         from pldistill.sweep.cache import CacheBuildOptions, build_fold_caches
 
         gpus = 1.0 if sweep.resources.gpus_per_worker > 0 else 0.0

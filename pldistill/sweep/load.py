@@ -37,7 +37,7 @@ from pldistill.sweep.config import (
     SweepConfig,
 )
 
-__all__ = ["SweepFileError", "load_sweep"]
+__all__ = ["SweepFileError", "load_sweep", "sweep_families"]
 
 _BOTH = "also set under fixed; a hyperparameter is either fixed or varied"
 
@@ -171,12 +171,95 @@ def _base_problems(base: SweepBase, fixed: Hyperparameters) -> list[Problem]:
     problems: list[Problem] = []
     if base.data.source == "emobox" and base.data.manifests is None:
         problems.append((("base", "data", "manifests"), "required when data.source is emobox"))
-    try:  # TrialConfig's own cross-field checks
-        TrialConfig(data=base.data, model=base.model, train=base.train, cache_dir=base.cache_dir, hparams=fixed)
+    try:  # TrialConfig's own cross-field checks; the student family against each trial's objective is
+        # checked per variant by _family_problems (a variant may change the objective)
+        TrialConfig(data=base.data, model=base.model.model_copy(update={"student": None}), train=base.train,
+                    cache_dir=base.cache_dir, hparams=fixed)
     except ValidationError as exc:
         problems += [(("base", *loc), msg) for loc, msg in _translate(exc, TrialConfig) if isinstance(loc, tuple)]
     return problems
 
+
+def _objective_points(fixed: Hyperparameters, search: SearchConfig) -> list[tuple[Loc, str]]:
+    """Each kind of trial's objective and where the file sets it: per variant, per value of an
+    ``objective`` grid axis or choice, or the fixed one."""
+    s: Loc = ("search",)
+    if search.variants:
+        return [((*s, "variants", i, "objective") if "objective" in v.overrides() else ("fixed", "objective"),
+                 str(v.overrides().get("objective", fixed.objective))) for i, v in enumerate(search.variants)]
+    for key in ("grid", "space"):
+        if "objective" in getattr(search, key):
+            axis = getattr(search, key)["objective"]
+            return [((*s, key, "objective"), str(o)) for o in (axis if key == "grid" else getattr(axis, "values", []))]
+    return [(("fixed", "objective"), fixed.objective)]
+
+
+def _transcript_problems(sweep: SweepConfig) -> list[Problem]:
+    """EmoDistill's linguistic teacher reads a transcript per clip: a transcripts file that is missing,
+    or EmoBox manifests that carry none (the first fold's) without ``base.data.transcripts``."""
+    import json
+
+    from pldistill.data import fold_paths
+
+    data, loc = sweep.base.data, ("base", "data", "transcripts")
+    if data.transcripts is not None:
+        return [] if Path(data.transcripts).is_file() else [(loc, f"no such transcripts file: {data.transcripts}")]
+    if data.source != "emobox" or data.manifests is None:
+        return []  # the synthetic corpus writes its transcripts
+    try:
+        train, _ = fold_paths(data.manifests, data.dataset, data.folds[0])
+        with open(train, encoding="utf-8") as fh:
+            has = any("transcript" in json.loads(line) for line in fh if line.strip())
+    except (OSError, ValueError):
+        return []  # unreadable manifests are reported on their own
+    return [] if has else [(loc, f"dataset {data.dataset!r} has no transcripts, which the emodistill objective's "
+                                 "linguistic teacher needs: give a JSONL file of {\"key\": ..., \"transcript\": ...} "
+                                 "lines here")]
+
+
+def sweep_families(sweep: SweepConfig) -> set[str]:
+    """The student families the sweep's trials train (``audiolm``, ``classifier``)."""
+    from pldistill.losses import OBJECTIVES
+
+    return {sweep.base.model.student or OBJECTIVES[o].family for _, o in _objective_points(sweep.fixed, sweep.search)
+            if o in OBJECTIVES}
+
+
+def _family_problems(base: SweepBase, fixed: Hyperparameters, search: SearchConfig,
+                     fixed_names: set[str]) -> list[Problem]:
+    """Settings that do not fit the student family of the trials that get them: an objective of
+    another family than ``base.model.student`` names (``pl_distill`` with a classifier), and a
+    hyperparameter only one family reads (``FAMILY_HPARAMS``: LoRA rank with a classifier student,
+    ``w_p`` with an audio LLM) fixed where no trial reads it, searched where some trials ignore it
+    (they would repeat the same run), or set by a variant that trains the other family."""
+    from pldistill.config import FAMILY_HPARAMS
+    from pldistill.losses import OBJECTIVES
+
+    problems: list[Problem] = []
+    families: list[str | None] = []  # per point; None: an unknown objective (reported by the value checks)
+    for loc, objective in _objective_points(fixed, search):
+        spec = OBJECTIVES.get(objective)
+        families.append(None if spec is None else base.model.student or spec.family)
+        if spec is not None and base.model.student not in (None, spec.family):
+            problems.append((loc, f"objective {objective!r} trains the {spec.family} student, but base.model.student "
+                                  f"is {base.model.student!r} (leave it unset to follow the objective)"))
+    owner = {name: f for f, names in FAMILY_HPARAMS.items() for name in names}
+    for i, v in enumerate(search.variants):
+        for name in v.overrides():
+            if families[i] is not None and owner.get(name, families[i]) != families[i]:
+                problems.append((("search", "variants", i, name), f"{name} is read by the {owner[name]} student "
+                                 f"only; variant {v.name!r} trains the {families[i]} student"))
+    present = {f for f in families if f is not None}
+    unread = f"this sweep's trials train the {' and '.join(sorted(present))} student"
+    for name, f in owner.items():
+        if name in fixed_names and present and f not in present:
+            problems.append((("fixed", name), f"{name} is read by the {f} student only; {unread}"))
+        for key in ("space", "grid"):
+            if name in getattr(search, key) and present - {f}:
+                why = unread if f not in present else \
+                    f"the {' and '.join(sorted(present - {f}))} trials would repeat the same run"
+                problems.append((("search", key, name), f"{name} is read by the {f} student only; {why}"))
+    return problems
 
 
 # --- loading --------------------------------------------------------------------------------------------
@@ -263,6 +346,8 @@ def _semantic_problems(
         problems += _fixed_conflicts(fixed_names, search)
     if base is not None:
         problems += _base_problems(base, fixed or Hyperparameters())
+        if search is not None:
+            problems += _family_problems(base, fixed or Hyperparameters(), search, fixed_names)
         if search is not None and search.scheduler is not None:
             max_t = search.scheduler.max_t or base.train.epochs
             if search.scheduler.grace_period > max_t:
@@ -300,6 +385,8 @@ def _path_problems(sweep: SweepConfig) -> list[Problem]:
         audio = data.audio_root or data.manifests
         if not audio.is_dir():
             problems.append((("base", "data", "audio_root"), f"no such folder: {audio}"))
+    if "classifier" in sweep_families(sweep):
+        problems += _transcript_problems(sweep)
     for key in ("teacher", "student_llm"):
         value = getattr(model, key)
         if value != "tiny" and not Path(value).exists():

@@ -57,6 +57,7 @@ class TrialRecorder(Callback):
             cfg = resolve_trial_config(self.sweep, trial.config, trial_id=trial.trial_id)
             self._base[trial.trial_id] = dict(
                 trial_id=trial.trial_id, hparams=hparams_of(cfg), objective=cfg.hparams.objective,
+                student_family=cfg.student_family,
                 dataset=cfg.data.dataset, folds=list(cfg.data.folds),
                 num_workers=self.sweep.resources.workers_per_trial, config_json=cfg.to_json(),
                 started_at=datetime.now(timezone.utc))

@@ -45,6 +45,7 @@ __all__ = [
     "hparams_of",
     "param_specs",
     "resolve_trial_config",
+    "shared_config",
     "variant_name",
 ]
 
@@ -200,6 +201,14 @@ def resolve_trial_config(sweep: SweepConfig, sampled: dict[str, Any], *, trial_i
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         raise InputError(sweep.source, f"trial {trial_id}: {key}", err["msg"]) from None
+
+
+def shared_config(sweep: SweepConfig, *, trial_id: str) -> TrialConfig:
+    """A trial config for the work every trial shares (corpus, features, teachers, caches): base and
+    fixed values, plus the first variant's overrides when the sweep has variants (a variant may set
+    the objective, and with it the student family that ``base.model.student`` requires)."""
+    sampled = {VARIANT_KEY: sweep.search.variants[0].name} if sweep.search.variants else {}
+    return resolve_trial_config(sweep, sampled, trial_id=trial_id)
 
 
 def _variant_overrides(sweep: SweepConfig, variant: Any) -> dict[str, Any]:

@@ -106,7 +106,9 @@ def load_state(path: Path) -> ResumeState | None:
 def restore_training(state: ResumeState, student: Any, optimizer: torch.optim.Optimizer,
                      head: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Load the adapter, optimizer and torch RNG saved with ``state`` into live objects; returns the
-    best epoch's trainable weights saved with it (full tensors; empty if none were).
+    best epoch's trainable weights saved with it (full tensors; empty if none were). A ``student``
+    with a ``load_checkpoint(folder)`` method (the classifier family's, whose ``save_pretrained`` wrote
+    it) reads its own weights instead of a peft adapter.
 
     ``head``: the student's (FSDP-sharded) :class:`AudioLMHead`, for a checkpoint of a sharded trial:
     every rank reads the full tensors and keeps its own shards. A collective then; all ranks call it."""
@@ -132,7 +134,10 @@ def restore_training(state: ResumeState, student: Any, optimizer: torch.optim.Op
         set_model_state_dict(head, load_file(str(state.path / _TRAINABLE_FILE)), options=opts)
         set_optimizer_state_dict(head, optimizer, saved["optimizer"], options=opts)
     else:
-        set_peft_model_state_dict(student, load_file(str(state.path / "adapter_model.safetensors")))
+        if hasattr(student, "load_checkpoint"):  # a student that is no peft model (the classifier family)
+            student.load_checkpoint(state.path)
+        else:
+            set_peft_model_state_dict(student, load_file(str(state.path / "adapter_model.safetensors")))
         optimizer.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["torch_rng"])
     if "cuda_rng" in saved and torch.cuda.is_available():

@@ -300,6 +300,11 @@ def _fold_epochs(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, clock:
                  resume: ResumeState | None = None, attempt: int = 0) -> Iterator[_Epoch]:
     """Train one run, yielding after each epoch with ``res`` (best epoch, figures) brought up to date.
     With ``resume`` (a checkpoint of this run), start after its epoch with its weights and state."""
+    if cfg.student_family == "classifier":  # EmoDistill's student: its own loop, the same contract
+        from pldistill.train.classifier_trial import classifier_fold_epochs
+
+        yield from classifier_fold_epochs(cfg, seed, fold, res, clock, resume, attempt)
+        return
     tc = cfg.train
     f = _setup_fold(cfg, seed, fold, res, resume)
     world = _rank_world()[1]

@@ -49,7 +49,7 @@ def _signature(batch: DistillBatch) -> dict[str, float]:
 
 
 def _compute(batch: DistillBatch) -> dict[str, dict[str, Any]]:
-    configs = {name: (name, {}) for name in OBJECTIVES} | VARIANTS
+    configs = {name: (name, {}) for name, o in OBJECTIVES.items() if o.family == "audiolm"} | VARIANTS
     values: dict[str, dict[str, Any]] = {}
     for key, (name, kwargs) in configs.items():
         out = objective(name, **kwargs)(batch)  # kl_chunk_size is an argument, the rest hyperparameters

@@ -188,7 +188,7 @@ def test_each_term_batch_equals_mean_of_clips(term: str, path: str, red: dict[st
     _assert_batch_is_mean_of_clips(lambda b: _terms(s, b, path, red, "attention_last")[term], s)
 
 
-@pytest.mark.parametrize("objective", list(OBJECTIVES))
+@pytest.mark.parametrize("objective", [n for n, o in OBJECTIVES.items() if o.family == "audiolm"])
 @pytest.mark.parametrize("weighting", WEIGHTING_VARIANTS)
 @pytest.mark.parametrize("path", ["logits_chunked", "fused", "fused_frozen"])
 def test_every_objective_and_weighting(objective: str, weighting: str, path: str) -> None:

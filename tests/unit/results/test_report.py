@@ -327,3 +327,27 @@ def test_caad_has_its_table1_row_after_the_paper_methods() -> None:
     t = method_table(rows, "val_ua", "max")
     assert list(t.rows) == ["Forward KL", "PL-Distill", "CAAD"]
     assert t.rows["CAAD"]["synthetic"].trial_id == "c1" and t.rows["CAAD"]["synthetic"].n_trials == 2
+
+
+def test_emodistill_and_its_single_teacher_ablations_are_table1_rows() -> None:
+    """EmoDistill with w_p = 0 or w_l = 0 is a row of its own (not hidden behind the full method's best
+    trial), right after EmoDistill, which follows the audio-LLM methods."""
+    from pldistill.results.tables import method_table
+
+    def row(t, o, v, **hp):
+        return {"trial_id": t, "status": "completed", "objective": o, "dataset": "synthetic", "val_ua": v,
+                "test_ua": v, "test_wa": v, "test_f1": v, **{f"hp_{k}": x for k, x in hp.items()}}
+
+    rows = [row("e1", "emodistill", 0.6, w_p=1.0, w_l=1.0), row("p0", "emodistill", 0.9, w_p=0.0, w_l=1.0),
+            row("l0", "emodistill", 0.8, w_p=1.0, w_l=0.0), row("e2", "emodistill", 0.5),  # defaults: w = 1
+            row("s1", "sft", 0.55), row("c1", "caad", 0.7)]
+    t = method_table(rows, "val_ua", "max")
+    assert list(t.rows) == ["SFT", "CAAD", "EmoDistill", "EmoDistill w/o prosodic teacher",
+                            "EmoDistill w/o linguistic teacher"]
+    assert t.rows["EmoDistill"]["synthetic"].trial_id == "e1" and t.rows["EmoDistill"]["synthetic"].n_trials == 2
+    assert t.rows["EmoDistill w/o prosodic teacher"]["synthetic"].trial_id == "p0"
+    assert t.rows["EmoDistill w/o linguistic teacher"]["synthetic"].trial_id == "l0"
+    # the Teacher row is the audio teacher's, from the best trial that recorded it (not EmoDistill's best)
+    rows[4]["teacher_test_ua"] = rows[4]["teacher_test_wa"] = rows[4]["teacher_test_f1"] = 0.95
+    t = method_table(rows, "val_ua", "max")
+    assert list(t.rows)[0] == "Teacher" and t.rows["Teacher"]["synthetic"].trial_id == "s1"

@@ -80,7 +80,8 @@ def test_trial_round_trip_through_parquet(tmp_path, trial) -> None:
                                       "teacher_test_ua": None, "teacher_test_wa": None, "teacher_test_f1": None,
                                       "val_loss": None, "val_conflict_ua": None, "test_ua": 0.625, "test_wa": None,
                                       "test_f1": None, "test_loss": None, "test_conflict_ua": None,
-                                      "teacher_test_conflict_ua": None}
+                                      "teacher_test_conflict_ua": None, "teacher_prosodic_test_ua": None,
+                                      "teacher_linguistic_test_ua": None}
     assert row["loss_total"] == 1.25 and row["loss_relation"] is None
     assert row["started_at"] == dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 
@@ -242,3 +243,22 @@ def test_columns_are_derived_from_the_records_and_the_metric_names() -> None:
         extra: int | None = None
 
     assert [f.name for f in _record_fields(Extended, {"train_losses": []})][-2:] == ["extra", "schema_version"]
+
+
+def test_classifier_trial_records_its_family_and_both_teachers() -> None:
+    """An EmoDistill trial: ``student_family`` says which student, and the prosodic and linguistic
+    teachers' UA (``FoldResult.teacher``: ``<kind>_<split>_ua``) land beside the teacher columns."""
+    result = _trial_result()
+    for i, f in enumerate(result["folds"]):
+        f["teacher"] = {"prosodic_val_ua": 0.5 + i / 10, "prosodic_test_ua": 0.6, "linguistic_val_ua": 0.3,
+                        "linguistic_test_ua": 0.2 + i / 10, "prosodic_test_wa": 0.61}
+    result["metrics"].update({"loss_class_ce": 1.0, "loss_kl_prosodic": 0.2, "loss_cos_linguistic": 0.4})
+    rec = TrialRecord.from_result(result, trial_id="t1", status="completed", objective="emodistill",
+                                  student_family="classifier")
+    row = trials_table([{**rec.to_row(), "sweep": "s"}]).to_pylist()[0]
+    assert row["student_family"] == "classifier" and row["objective"] == "emodistill"
+    assert row["teacher_prosodic_val_ua"] == pytest.approx(0.55) and row["teacher_linguistic_test_ua"] == \
+        pytest.approx(0.25)
+    assert row["teacher_test_ua"] is None  # no audio-LLM teacher in this trial
+    assert [f["teacher_linguistic_test_ua"] for f in row["fold_metrics"]] == pytest.approx([0.2, 0.3])
+    assert (row["loss_class_ce"], row["loss_kl_prosodic"], row["loss_cos_linguistic"]) == (1.0, 0.2, 0.4)

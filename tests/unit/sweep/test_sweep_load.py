@@ -324,3 +324,91 @@ def test_replicates_are_seeds_and_test_metrics_are_refused(tmp_path: Path) -> No
     from pldistill.sweep.space import resolve_trial_config
 
     assert resolve_trial_config(sweep, {"alpha": 0.5}, trial_id="t1").train.seeds == [3, 5]
+
+
+def test_seed_methods_grid_has_emodistill_and_its_single_teacher_ablations() -> None:
+    grid = load_sweep(REPO / "sweeps/seed_methods_grid.yaml")
+    emo = {v.name: v.overrides() for v in grid.search.variants if v.overrides().get("objective") == "emodistill"}
+    assert sorted(emo.values(), key=str) == sorted([{"objective": "emodistill"},
+                                                    {"objective": "emodistill", "w_p": 0.0},
+                                                    {"objective": "emodistill", "w_l": 0.0}], key=str)
+    assert {v.overrides()["objective"] for v in grid.search.variants} >= {"sft", "pl_distill", "caad"}
+    assert len(grid.search.seeds) >= 3 and grid.base.model.student is None  # the family follows each objective
+
+
+EMO = GOOD.replace("  model: {teacher: tiny, student_llm: tiny}", "  model: {teacher: tiny, student: classifier}") \
+    .replace("objective: pl_distill", "objective: emodistill") \
+    .replace("alpha: {type: uniform, low: 0.0, high: 2.0}", "w_p: {type: uniform, low: 0.0, high: 2.0}")
+
+
+@pytest.mark.parametrize("change,where,problem", [
+    ("fixed:\n  objective: emodistill\n", "fixed.lora_rank: lora_rank is read by the audiolm student only",
+     "fixed:\n  objective: emodistill\n  lora_rank: 8\n"),
+    ("objective: emodistill", "fixed.objective: objective 'pl_distill' trains the audiolm student, but "
+                              "base.model.student is 'classifier'", "objective: pl_distill"),
+    ("w_p: {type: uniform", "search.space.tau_l.values[0]: expected > 0, got 0", "tau_l: {type: choice, values: [0, 4]}\n"
+                                                                         "    w_p: {type: uniform"),
+    ("student: classifier", "search.space.w_p: w_p is read by the classifier student only; this sweep's "
+                            "trials train the audiolm student", "student: audiolm"),
+])
+def test_settings_that_do_not_fit_the_student_family_are_refused(tmp_path: Path, change: str, where: str,
+                                                                   problem: str) -> None:
+    assert load_sweep(write(tmp_path, EMO)).search.space.keys() == {"w_p"}
+    problems = problems_of(write(tmp_path, EMO.replace(change, problem)))
+    assert any(where in p for p in problems), problems
+
+
+def test_variants_of_both_families_check_each_variants_own_settings(tmp_path: Path) -> None:
+    mixed = VARIANTS.replace("fixed:\n  objective: pl_distill\n", "").replace("- {name: a, objective: ldist}", "- {name: a, objective: ldist}\n"
+                             "    - {name: e, objective: emodistill, w_l: 0.0}\n"
+                             "    - {name: bad, objective: emodistill, lora_rank: 4}")
+    problems = problems_of(write(tmp_path, mixed))
+    assert len(problems) == 1 and "search.variants[2].lora_rank: lora_rank is read by the audiolm student only; " \
+                                  "variant 'bad' trains the classifier student" in problems[0]
+    searched = mixed.replace("    - {name: bad, objective: emodistill, lora_rank: 4}\n", "") + \
+        "  grid:\n    lora_rank: [4, 8]\n"
+    problems = problems_of(write(tmp_path, searched))
+    assert any("search.grid.lora_rank: lora_rank is read by the audiolm student only; the classifier trials "
+               "would repeat the same run" in p for p in problems), problems
+
+
+def test_sweep_families_and_the_shared_config_of_a_classifier_sweep(tmp_path: Path) -> None:
+    from pldistill.sweep.load import sweep_families
+    from pldistill.sweep.space import shared_config
+
+    assert sweep_families(load_sweep(REPO / "sweeps/seed_methods_grid.yaml")) == {"audiolm", "classifier"}
+    assert sweep_families(load_sweep(write(tmp_path, GOOD))) == {"audiolm"}
+    # variants only, base.model.student: classifier: the work trials share is prepared with a variant's
+    # objective (the fixed default, pl_distill, would not fit the classifier)
+    only = EMO.replace("fixed:\n  objective: emodistill\n", "").replace("algorithm: optuna", "algorithm: grid") \
+        .split("  num_samples:")[0] + "  variants:\n    - {name: e, objective: emodistill}\n" \
+        "    - {name: p0, objective: emodistill, w_p: 0.0}\n"
+    sweep = load_sweep(write(tmp_path, only))
+    assert sweep_families(sweep) == {"classifier"}
+    assert shared_config(sweep, trial_id="prepare").student_family == "classifier"
+
+
+def test_check_paths_wants_transcripts_for_emodistill(tmp_path: Path) -> None:
+    """EmoBox manifests carry no transcript: an emodistill sweep on them names the dataset and where to
+    give them; with a transcripts file (that exists) it validates."""
+    manifests = tmp_path / "emobox"
+    fold = manifests / "iemocap" / "fold_1"
+    fold.mkdir(parents=True)
+    (manifests / "iemocap" / "label_map.json").write_text('{"neu": "Neutral", "ang": "Angry"}')
+    line = '{"key": "a", "wav": "a.wav", "emo": "neu", "length": 1.0}\n'
+    for split in ("train", "test"):
+        (fold / f"iemocap_{split}_fold_1.jsonl").write_text(line)
+    (tmp_path / "audio").mkdir()
+    text = EMO.replace("{source: synthetic, dataset: synthetic, folds: [1]}",
+                       f"{{source: emobox, dataset: iemocap, folds: [1], manifests: {manifests}, "
+                       f"audio_root: {tmp_path / 'audio'}}}")
+    with pytest.raises(SweepFileError) as info:
+        load_sweep(write(tmp_path, text), check_paths=True, cwd=tmp_path)
+    assert len(info.value.problems) == 1
+    assert "base.data.transcripts: dataset 'iemocap' has no transcripts, which the emodistill objective's " \
+           "linguistic teacher needs" in info.value.problems[0]
+    given = text.replace("folds: [1], manifests", f"folds: [1], transcripts: {tmp_path / 't.jsonl'}, manifests")
+    with pytest.raises(SweepFileError, match="no such transcripts file"):
+        load_sweep(write(tmp_path, given), check_paths=True, cwd=tmp_path)
+    (tmp_path / "t.jsonl").write_text('{"key": "a", "transcript": "hello"}\n')
+    assert load_sweep(write(tmp_path, given), check_paths=True, cwd=tmp_path).base.data.transcripts is not None

@@ -81,7 +81,7 @@ def _loss_and_grads(models: DistillModels, head: AudioLMHead, batch):
     return out, grads
 
 
-CASES = [(o, w, 1.0) for o in OBJECTIVES for w in WEIGHTING_VARIANTS
+CASES = [(o, w, 1.0) for o in OBJECTIVES if OBJECTIVES[o].family == "audiolm" for w in WEIGHTING_VARIANTS
          if w == "attention_last" or "cka" in OBJECTIVES[o].weights]
 # CAAD: online mixes the two teacher paths' logits, cached their stored hidden states; several a
 CASES += [("caad", "attention_last", a) for a in (0.0, 0.5, 2.0)]

@@ -1,0 +1,369 @@
+"""The classifier family's trial loop (EmoDistill, arXiv 2309.04849), with the per-epoch contract of
+:func:`pldistill.train.trial._fold_epochs`, which hands a run here when ``cfg.student_family`` is
+``classifier``.
+
+Reads top to bottom like the audio-LLM loop: :func:`_setup` builds a run (the fold's clips and
+features, its two teachers, trained once per fold and cached, the student with the learned maps of
+its heads to the teachers' widths, the objective, optimizer, schedule and random state; with a
+checkpoint, the state after its epoch); the loop of :func:`classifier_fold_epochs` trains an epoch,
+evaluates (the arg-max of the class logits; the scores are log-probabilities, so ``loss`` is the
+gold class's CE), keeps the best epoch and yields a resumable checkpoint.
+
+The teachers run on the fold's training clips once and their logits and embeddings are read per
+batch; they never run in a step. Several workers: the student is replicated (DDP) whatever
+``train.parallelism`` says (it is small), the train split sharded by rank, and every rank
+evaluates every clip (cheap for a classifier; no gather needed).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pldistill._fs import atomic_dir
+from pldistill.config import TrainConfig, TrialConfig
+from pldistill.losses import ClassifierBatch, WeightedSumObjective, build_objective
+from pldistill.losses.emodistill import EmbeddingMap
+from pldistill.models.classifier import ClassifierStudent, build_classifier_student, save_classifier_student
+from pldistill.models.inputs import Example
+from pldistill.train.checkpoint import ResumeState, restore_training, save_state
+from pldistill.train.dataset import FoldData, manifests_dir, prepare_fold
+from pldistill.train.emodistill_teachers import (
+    FoldClips,
+    LinguisticSettings,
+    ProsodicSettings,
+    TeacherOutputs,
+    ensure_linguistic_teacher,
+    ensure_prosodic_teacher,
+)
+from pldistill.train.metrics import closed_set_metrics
+from pldistill.train.parallel import clip_grad_norm, compute_device, gradient_sync
+from pldistill.train.trial import (
+    FoldResult,
+    _agreed,
+    _all_ranks_finite,
+    _better,
+    _Epoch,
+    _log,
+    _prefixed,
+    _rank_world,
+    _Schedule,
+    _write_predictions,
+)
+
+__all__ = ["classifier_fold_epochs", "TRAINABLE_FILE", "SAMPLE_RATE"]
+
+#: The trainable weights (heads, classifier, maps; the encoder too when fine-tuned) in a checkpoint.
+TRAINABLE_FILE = "classifier_trainable.safetensors"
+SAMPLE_RATE = 16000  # what HuBERT reads
+_Scored = tuple[str, int, list[float], "str | None"]
+
+
+class _Trainee(nn.Module):
+    """The student and the maps of its heads to the teachers' widths, trained together (the maps are
+    dropped at export: inference never uses them). ``save_pretrained`` / ``load_checkpoint`` are the
+    two methods :mod:`pldistill.train.checkpoint` calls on a student."""
+
+    def __init__(self, student: ClassifierStudent, pros_map: EmbeddingMap, ling_map: EmbeddingMap) -> None:
+        super().__init__()
+        self.student, self.pros_map, self.ling_map = student, pros_map, ling_map
+
+    def forward(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        out = self.student(features, mask)
+        return out.logits, self.pros_map(out.pros_emb), self.ling_map(out.ling_emb)
+
+    def trainable(self) -> dict[str, Tensor]:
+        """A copy of the trainable weights (a frozen encoder is rebuilt, never stored)."""
+        return {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable(self, state: dict[str, Tensor]) -> None:
+        params = dict(self.named_parameters())
+        wanted = {n for n, p in params.items() if p.requires_grad}
+        if set(state) != wanted:
+            raise ValueError(f"trainable weights do not fit the student: missing {sorted(wanted - set(state))[:3]}, "
+                             f"unexpected {sorted(set(state) - wanted)[:3]}")
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)
+
+    def save_pretrained(self, path: Path, safe_serialization: bool = True, **_: Any) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.cpu().contiguous() for k, v in self.trainable().items()}, str(Path(path) / TRAINABLE_FILE))
+
+    def load_checkpoint(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        self.load_trainable(load_file(str(Path(path) / TRAINABLE_FILE)))
+
+
+@dataclass
+class _Run:
+    """Everything one run trains with, built once by :func:`_setup`, and where it stands."""
+
+    data: FoldData
+    rows: dict[str, int]  # clip key -> row of the teachers' outputs
+    prosodic: TeacherOutputs
+    linguistic: TeacherOutputs
+    inputs: Callable[[list[Example]], tuple[Tensor, Tensor]]  # clips -> encoder input and its mask
+    trainee: _Trainee
+    wrapped: nn.Module  # the trainee as steps call it (DDP wrapper, or the trainee)
+    objective: WeightedSumObjective
+    optimizer: torch.optim.Optimizer
+    schedule: _Schedule
+    rng: np.random.Generator  # the data order
+    out_dir: Path
+    device: torch.device
+    step: int = 0
+    first_epoch: int = 0
+    best_weights: dict[str, Tensor] = field(default_factory=dict)
+
+
+def classifier_fold_epochs(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, clock: dict[str, float],
+                           resume: ResumeState | None = None, attempt: int = 0) -> Iterator[_Epoch]:
+    """Train one run of a classifier-family trial, yielding after each epoch with ``res`` (best
+    epoch, figures, the teachers' own scores) up to date; as ``trial._fold_epochs`` does."""
+    tc = cfg.train
+    r = _setup(cfg, seed, fold, res, resume)
+    world = _rank_world()[1]
+    for epoch in range(r.first_epoch, tc.epochs):
+        # train
+        t0 = time.perf_counter()
+        losses = _train_epoch(r, tc)
+        train_s = time.perf_counter() - t0
+        seen = world * min(r.schedule.per_rank, r.schedule.micro_per_epoch * tc.batch_size)
+        clock["train_s"] += train_s
+        clock["seen"] += seen
+        if not _all_ranks_finite(losses):
+            raise FloatingPointError(f"non-finite loss in seed {seed} fold {fold} epoch {epoch + 1}: {losses}")
+        # evaluate
+        val, _ = _evaluate(r, r.data.val, tc.eval_batch_size)
+        row: dict[str, Any] = {"seed": seed, "fold": fold, "epoch": epoch + 1,
+                               **{f"train_loss_{k}": v for k, v in losses.items()}, **_prefixed("val", val),
+                               "samples_per_s": seen / train_s, "lr": r.optimizer.param_groups[0]["lr"],
+                               "wall_s": train_s, "attempt": attempt}
+        predictions = None
+        if tc.eval_test_each_epoch:
+            test, predictions = _evaluate(r, r.data.test, tc.eval_batch_size)
+            row.update(_prefixed("test", test))
+        res.epochs.append(row)
+        # keep the best epoch
+        _keep_if_best(r, cfg, res, row, losses, predictions)
+        last = epoch + 1 == tc.epochs
+        if last and not tc.eval_test_each_epoch:  # test once, with the best epoch's student
+            r.trainee.load_trainable(r.best_weights)
+            test, predictions = _evaluate(r, r.data.test, tc.eval_batch_size)
+            res.best.update(_prefixed("test", test))
+            if _rank_world()[0] == 0:
+                _write_predictions(r.out_dir / "best", predictions, r.data.labels)
+        _log(f"seed {seed} fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} "
+             f"val UA {row['val_ua']:.3f}" + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
+        yield _Epoch(row=row, last=last, step=r.step, numpy_rng=r.rng.bit_generator.state,
+                     save=functools.partial(_save_checkpoint, r))
+
+
+# --- setup ----------------------------------------------------------------------------------------------
+
+
+def _setup(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: ResumeState | None) -> _Run:
+    """Data, teachers, student, objective, optimizer, schedule and random state of one run; with
+    ``resume`` (a checkpoint of this run) the state after its epoch."""
+    hp, tc, mc = cfg.hparams, cfg.train, cfg.model.classifier
+    _, world = _rank_world()
+    torch.manual_seed(seed)
+    data = prepare_fold(cfg, fold)
+    device = compute_device()
+    rows, prosodic, linguistic, clips = _teachers(cfg, data)
+    res.teacher = {f"{kind}_{k}": float(v) for kind, t in (("prosodic", prosodic), ("linguistic", linguistic))
+                   for k, v in t.metrics.items()}
+    tower = None
+    if mc.encoder == "whisper":  # the shared encoder: the audio teacher's (fine-tuned once when tiny)
+        from pldistill.train.teacher import ensure_teacher
+
+        teacher, _ = ensure_teacher(cfg, data, log=_log, encoder_only=True, device=device)
+        tower = teacher.audio_tower
+    student = build_classifier_student(len(data.labels), encoder=mc.encoder, audio_tower=tower, hubert=mc.hubert,
+                                       train_encoder=mc.finetune_encoder, ling_dim=mc.ling_dim,
+                                       pros_dim=mc.pros_dim, dropout=mc.dropout, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 4)
+        trainee = _Trainee(student, EmbeddingMap(mc.pros_dim, prosodic.embedding_dim),
+                           EmbeddingMap(mc.ling_dim, linguistic.embedding_dim)).to(device)
+    trainee.train()
+    # find_unused_parameters: in a single-teacher ablation the dropped teacher's map gets no gradient
+    wrapped: nn.Module = (nn.parallel.DistributedDataParallel(trainee, find_unused_parameters=True) if world > 1
+                          else trainee)
+    params = [p for p in trainee.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    per_rank = len(data.train) // world
+    micro = -(-per_rank // tc.batch_size)
+    if tc.max_steps_per_epoch:
+        micro = min(micro, tc.max_steps_per_epoch * tc.grad_accum)
+    total = tc.epochs * max(1, micro // tc.grad_accum)
+    schedule = _Schedule(per_rank, micro, total, int(hp.warmup_ratio * total), (hp.lr,))
+    out_dir = cfg.output_dir / f"seed_{seed}" / f"fold_{fold}"
+    res.student_dir = str(out_dir / "best")
+    torch.manual_seed(seed + fold)  # dropout, after the caches drew whatever they draw (as trial.py)
+    inputs = _whisper_inputs if mc.encoder == "whisper" else functools.partial(_waveform_inputs, clips, {},
+                                                                                data.window_s)
+    r = _Run(data=data, rows=rows, prosodic=prosodic, linguistic=linguistic, inputs=inputs, trainee=trainee,
+             wrapped=wrapped, objective=build_objective(hp.objective, hp.model_dump()), optimizer=optimizer,
+             schedule=schedule, rng=np.random.default_rng(seed + fold), out_dir=out_dir, device=device)
+    if resume is not None:
+        r.best_weights = restore_training(resume, trainee, optimizer)
+        r.step, r.first_epoch = resume.step, resume.epoch
+        r.rng.bit_generator.state = resume.numpy_rng
+    return r
+
+
+def _teachers(cfg: TrialConfig, data: FoldData) -> tuple[dict[str, int], TeacherOutputs, TeacherOutputs, dict]:
+    """The fold's two teachers' outputs (trained once per fold, cached under ``cache_dir/emodistill``),
+    the row of each clip in them, and the fold's clips by key. The linguistic teacher first: a corpus
+    without transcripts fails before any eGeMAPS is computed."""
+    from pldistill.data import compute_egemaps, load_fold
+
+    examples = data.train + data.val + data.test
+    n_train, n_val = len(data.train), len(data.val)
+    fold_clips = FoldClips(dataset=data.dataset, fold=data.fold, labels=np.array([ex.label for ex in examples]),
+                           num_classes=len(data.labels), train=np.arange(n_train),
+                           val=np.arange(n_train, n_train + n_val), test=np.arange(n_train + n_val, len(examples)))
+    t = cfg.model.emodistill_teachers
+    epochs = {} if t.epochs is None else {"epochs": t.epochs}
+    texts = [ex.transcript for ex in examples]
+    linguistic = ensure_linguistic_teacher(None if all(x is None for x in texts) else texts, fold_clips,
+                                           cfg.cache_dir, seed=cfg.model.init_seed,
+                                           settings=LinguisticSettings(model=t.linguistic, **epochs), log=_log)
+    manifests, audio_root = manifests_dir(cfg)
+    split = load_fold(manifests, cfg.data.dataset, data.fold, audio_root=audio_root,
+                      val_fraction=cfg.data.val_fraction, val_seed=cfg.data.val_seed, transcripts=cfg.data.transcripts)
+    clips = {c.key: c for c in split.train + split.val + split.test}
+    # "fail": these clips' audio was read for the log-mels already; a skip here would misalign the rows
+    feats = compute_egemaps([clips[ex.key] for ex in examples], cfg.cache_dir / "features", on_bad_audio="fail")
+    prosodic = ensure_prosodic_teacher(feats.values, fold_clips, cfg.cache_dir, seed=cfg.model.init_seed,
+                                       settings=ProsodicSettings(arch=t.prosodic_arch, **epochs), log=_log)
+    return {ex.key: i for i, ex in enumerate(examples)}, prosodic, linguistic, clips
+
+
+def _whisper_inputs(examples: list[Example]) -> tuple[Tensor, Tensor]:
+    """Log-mels ``(B, n_mels, frames)`` of the fold's window and the valid-frame mask ``(B, frames)``."""
+    mels = torch.from_numpy(np.stack([ex.mel() for ex in examples]).astype(np.float32))
+    valid = torch.tensor([ex.valid_frames for ex in examples])
+    return mels, torch.arange(mels.shape[-1])[None, :] < valid[:, None]
+
+
+def _waveform_inputs(clips: dict, cache: dict[str, np.ndarray], window_s: float,
+                     examples: list[Example]) -> tuple[Tensor, Tensor]:
+    """16 kHz waveforms ``(B, S)`` cropped to the fold's window (as the log-mels are), zero-padded to the
+    longest, and their sample mask; each clip read once per run."""
+    from pldistill.data import load_audio
+
+    limit = int(round(window_s * SAMPLE_RATE))
+    for ex in examples:
+        if ex.key not in cache:
+            cache[ex.key] = load_audio(clips[ex.key])[:limit]
+    waves = [cache[ex.key] for ex in examples]
+    longest = max(len(w) for w in waves)
+    out = torch.zeros(len(waves), longest)
+    for i, w in enumerate(waves):
+        out[i, :len(w)] = torch.from_numpy(w)
+    lengths = torch.tensor([len(w) for w in waves])
+    return out, torch.arange(longest)[None, :] < lengths[:, None]
+
+
+# --- the loop's steps -------------------------------------------------------------------------------------
+
+
+def _batch(r: _Run, examples: list[Example]) -> ClassifierBatch:
+    """The student's forward on ``examples`` and the teachers' cached rows of the same clips."""
+    features, mask = r.inputs(examples)
+    logits, pros, ling = r.wrapped(features.to(r.device), mask.to(r.device))
+    rows = [r.rows[ex.key] for ex in examples]
+
+    def read(a: np.ndarray) -> Tensor:
+        return torch.from_numpy(a[rows]).to(r.device)
+
+    return ClassifierBatch(student_logits=logits, labels=torch.tensor([ex.label for ex in examples], device=r.device),
+                           student_pros=pros, student_ling=ling, teacher_p_logits=read(r.prosodic.logits),
+                           teacher_l_logits=read(r.linguistic.logits), teacher_p_emb=read(r.prosodic.embeddings),
+                           teacher_l_emb=read(r.linguistic.embeddings))
+
+
+def _train_epoch(r: _Run, tc: TrainConfig) -> dict[str, float]:
+    """One epoch of gradient steps; returns the mean of each loss term over its micro-batches."""
+    rank, world = _rank_world()
+    s = r.schedule
+    order = r.rng.permutation(len(r.data.train))[:s.per_rank * world][rank::world]
+    sums: dict[str, float] = {}
+    r.optimizer.zero_grad(set_to_none=True)
+    for m in range(s.micro_per_epoch):
+        examples = [r.data.train[i] for i in order[m * tc.batch_size:(m + 1) * tc.batch_size]]
+        last_micro = (m + 1) % tc.grad_accum == 0 or m + 1 == s.micro_per_epoch
+        with gradient_sync(r.wrapped, enabled=last_micro):  # DDP all-reduces on the last micro-batch only
+            out = r.objective(_batch(r, examples))
+            (out.total / tc.grad_accum).backward()
+        for k, v in {"total": out.total, **out.terms}.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        if last_micro:
+            s.set_lr(r.optimizer, r.step)
+            if tc.max_grad_norm:
+                clip_grad_norm([p for p in r.trainee.parameters() if p.requires_grad], tc.max_grad_norm)
+            r.optimizer.step()
+            r.optimizer.zero_grad(set_to_none=True)
+            r.step += 1
+    return {k: v / max(1, s.micro_per_epoch) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def _evaluate(r: _Run, examples: list[Example], batch_size: int) -> tuple[dict[str, float], list[_Scored]]:
+    """UA/WA/F1, the gold class's CE and the conflict clips' UA from the class log-probabilities
+    (:func:`closed_set_metrics`), and every clip's ``(key, label, scores, lexical)``."""
+    r.trainee.train(False)
+    scores = []
+    for s in range(0, len(examples), batch_size):
+        features, mask = r.inputs(examples[s:s + batch_size])
+        logits = r.trainee.student(features.to(r.device), mask.to(r.device)).logits
+        scores.append(torch.log_softmax(logits.float(), -1).cpu())
+    r.trainee.train()
+    table = torch.cat(scores).numpy()
+    scored = [(ex.key, ex.label, row.tolist(), ex.lexical) for ex, row in zip(examples, table)]
+    return closed_set_metrics([ex.label for ex in examples], table, [ex.lexical for ex in examples]), scored
+
+
+def _keep_if_best(r: _Run, cfg: TrialConfig, res: FoldResult, row: dict[str, Any], losses: dict[str, float],
+                  predictions: list[_Scored] | None) -> None:
+    """Make this epoch the run's best when it is (rank 0 decides for all): its figures, the trainable
+    weights, and the saved student with its test predictions."""
+    if not _agreed(res.best_epoch < 0 or _better(row, res.best, cfg.train.select_metric)):
+        return
+    res.best_epoch = row["epoch"]
+    res.best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
+    res.best.update({f"loss_{k}": v for k, v in losses.items()})
+    r.best_weights = r.trainee.trainable()
+    if _rank_world()[0] == 0:
+        _save_student(r, cfg, res.seed, res.best_epoch)
+        if predictions is not None:
+            _write_predictions(r.out_dir / "best", predictions, r.data.labels)
+
+
+def _save_student(r: _Run, cfg: TrialConfig, seed: int, epoch: int) -> None:
+    """The standalone student (``model.safetensors`` + ``classifier.json`` with the labels, see
+    :func:`save_classifier_student`) and the resolved config, atomically, under ``best/``."""
+    with atomic_dir(r.out_dir / "best") as tmp:
+        save_classifier_student(r.trainee.student, tmp, labels=r.data.labels)
+        meta = {"seed": seed, "fold": r.data.fold, "epoch": epoch, "family": "classifier",
+                "window_s": r.data.window_s, "config": json.loads(cfg.to_json())}
+        (tmp / "pldistill_config.json").write_text(json.dumps(meta, indent=2))
+
+
+def _save_checkpoint(r: _Run, path: Path, state: ResumeState) -> None:
+    """The epoch's resumable checkpoint (:mod:`pldistill.train.checkpoint`'s layout) into ``path``."""
+    save_state(path, r.trainee, r.optimizer, state, best=r.best_weights)
