@@ -260,6 +260,10 @@ class TrainConfig(_Strict):
     #: Positions per chunk in the KL terms (None: all at once). At the real vocabulary (152k) a
     #: chunk of 128 cuts the KL's peak memory to about a quarter (bench/kl_memory.py).
     kl_chunk_size: int | None = Field(None, ge=1)
+    #: Length bucketing (pldistill/train/batching.py): an epoch's clips, sorted by audio length, are
+    #: cut into buckets of this many micro-batches (per rank) and shuffled within each bucket before
+    #: the batches are cut: 1 pads least, larger varies the batches more from epoch to epoch.
+    batches_per_bucket: int = Field(4, ge=1)
     #: How a trial's workers share the work: ``ddp`` replicates the student (the teacher is frozen and
     #: replicated too); ``fsdp`` shards teacher and student LLMs across the workers (FSDP2), across
     #: nodes when the placement spreads them. One worker: no difference. See pldistill/train/parallel.py.
