@@ -264,6 +264,11 @@ class TrainConfig(_Strict):
     #: cut into buckets of this many micro-batches (per rank) and shuffled within each bucket before
     #: the batches are cut: 1 pads least, larger varies the batches more from epoch to epoch.
     batches_per_bucket: int = Field(4, ge=1)
+    #: Fuse the student's lm_head with the CE and KL terms, chunk by chunk (kl_chunk_size positions,
+    #: 128 when unset), so its logits never exist whole: same values and gradients, a fraction of the
+    #: memory (bench/kl_memory.py). Used when every logit term allows it (all objectives but llava_kd)
+    #: and not under FSDP; false always materialises the logits.
+    fused_logits: bool = True
     #: How a trial's workers share the work: ``ddp`` replicates the student (the teacher is frozen and
     #: replicated too); ``fsdp`` shards teacher and student LLMs across the workers (FSDP2), across
     #: nodes when the placement spreads them. One worker: no difference. See pldistill/train/parallel.py.

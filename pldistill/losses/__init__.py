@@ -6,6 +6,8 @@
 - :mod:`.relation`: LLaVA-KD relation distillation (baseline)
 - :mod:`.contrastive`: CAAD's contrastive teacher, ``(1 + a) z_audio - a z_text``
 - :mod:`.objectives`: weighted sums of named terms (eq. 8 and the baselines)
+- :mod:`.fused`, :mod:`.fused_objective`: the student's ``lm_head`` fused with CE and the KL terms,
+  chunk by chunk, so its logits never exist whole (the objective's path for a batch of hidden states)
 """
 
 from .cka import CKA_ESTIMATORS, awcka, linear_cka

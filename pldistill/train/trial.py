@@ -270,7 +270,7 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
                                           device=device)
     models = DistillModels(audio_tower=teacher.audio_tower, teacher=online_teacher, student=wrapped, vocab=len(tok),
                            objective=objective, weighting=hp.weighting, sharpen_p=hp.sharpen_p, cache=cache,
-                           awcka_end_row=hp.awcka_end_row)
+                           awcka_end_row=hp.awcka_end_row, fused_logits=tc.fused_logits)
     optimizer = _optimizer(head, cfg)
     per_rank = len(data.train) // world
     micro = -(-per_rank // tc.batch_size)

@@ -15,62 +15,25 @@ mode; the online path is covered at the paper's weighting and for every weightin
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from _objectives import objective as build
 
-from pldistill.config import TrialConfig
-from pldistill.data import audio_token_count
 from pldistill.losses import OBJECTIVES, WEIGHTING_VARIANTS
 from pldistill.models.audiolm import AudioLMHead
 from pldistill.models.inputs import Example, collate
-from pldistill.models.loading import build_student, build_tiny_teacher, load_student_llm, set_encoder_window
-from pldistill.train.dataset import FoldData
 from pldistill.train.step import DistillModels, distill_step
-from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache
 
 LABELS = ("Neutral", "Happy", "Angry", "Sad")
-WINDOW = 1.0  # 100 mel frames, at most 25 audio tokens
 TOL = dict(rtol=1e-5, atol=1e-5)
 CLIPS = (4, 0, 7, 2)  # different lengths and labels: the batch is padded, its responses differ
 
 
-def _examples(n: int, seed: int, prefix: str) -> list[Example]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        valid = int(rng.integers(40, 101))
-        mel = rng.normal(size=(128, 100)).astype(np.float32)
-        mel[:, valid:] = -0.5
-        out.append(Example(key=f"{prefix}{i}", features=mel, valid_frames=valid, label=int(rng.integers(4)),
-                           num_audio_tokens=audio_token_count(valid)))
-    return out
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    torch.manual_seed(0)
-    tmp = tmp_path_factory.mktemp("mb")
-    teacher = build_tiny_teacher(seed=3)
-    set_encoder_window(teacher.audio_tower, WINDOW)
-    teacher.model.eval().requires_grad_(False)
-    tok = teacher.tokenizer
-    student = build_student(teacher, load_student_llm("tiny", tok, seed=1), lora_rank=4, lora_alpha=8.0)
-    # LoRA B starts at zero; give the adapters values so every trainable tensor has a gradient.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(5)
-        for name, p in student.named_parameters():
-            if "lora_B" in name:
-                p.data.normal_(0.0, 0.02)
-    head = AudioLMHead(student.base_model.model).eval()  # eval: no dropout, so a clip's forward is fixed
-    data = FoldData(dataset="synthetic", fold=1, labels=LABELS, window_s=WINDOW, features_key="mb0",
-                    train=_examples(8, 0, "tr"), val=_examples(2, 1, "va"), test=_examples(2, 2, "te"))
-    cfg = TrialConfig.model_validate({"cache_dir": str(tmp / "cache"), "output_dir": str(tmp / "run"),
-                                      "model": {"teacher_finetune": {"enabled": False}}})
-    cache = TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=lambda m: None, batch_size=3))
+def setup(tiny_distill):
+    data = tiny_distill[2]
     assert len({data.train[i].num_audio_tokens for i in CLIPS}) > 1, "the clips must differ in length"
-    return teacher, head, data, cache
+    return tiny_distill
 
 
 def _models(setup, mode: str, objective: str, weighting: str, **hparams) -> DistillModels:
