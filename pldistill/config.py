@@ -269,6 +269,10 @@ class TrainConfig(_Strict):
     #: memory (bench/kl_memory.py). Used when every logit term allows it (all objectives but llava_kd)
     #: and not under FSDP; false always materialises the logits.
     fused_logits: bool = True
+    #: ``torch.compile`` the student's forward (and backward) in this mode; ``off``: eager. A failure
+    #: to compile falls back to eager with a warning (pldistill/train/step.py:compile_student).
+    #: ``reduce-overhead`` records CUDA graphs, one per batch shape (bucketing keeps them few).
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     #: How a trial's workers share the work: ``ddp`` replicates the student (the teacher is frozen and
     #: replicated too); ``fsdp`` shards teacher and student LLMs across the workers (FSDP2), across
     #: nodes when the placement spreads them. One worker: no difference. See pldistill/train/parallel.py.

@@ -16,7 +16,9 @@ chunk (:mod:`pldistill.losses.fused_objective`). Same values and gradients.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +36,10 @@ from pldistill.models.inputs import ModelInputs, text_only_inputs
 from pldistill.train.parallel import is_sharded
 from pldistill.train.teacher_cache import TeacherCache
 
-__all__ = ["DistillModels", "distill_step"]
+__all__ = ["COMPILE_MODES", "DistillModels", "compile_student", "distill_step"]
+
+#: ``train.compile``: ``off`` (eager) or a ``torch.compile`` mode.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass
@@ -110,11 +115,14 @@ def _fused_lm_head(m: DistillModels) -> Tensor | None:
     """
     if not (m.fused_logits and m.objective.fusable):
         return None
-    student = m.student.module if isinstance(m.student, nn.parallel.DistributedDataParallel) else m.student
+    student, ddp = m.student, False
+    while isinstance(student, (nn.parallel.DistributedDataParallel, _CompiledStudent)):
+        ddp |= isinstance(student, nn.parallel.DistributedDataParallel)
+        student = student.module
     if not isinstance(student, AudioLMHead) or is_sharded(student):
         return None
     head = student.model.lm_head
-    if getattr(head, "bias", None) is not None or (head.weight.requires_grad and student is not m.student):
+    if getattr(head, "bias", None) is not None or (head.weight.requires_grad and ddp):
         return None
     weight: Tensor = head.weight[:m.vocab]
     return weight
@@ -153,3 +161,38 @@ def _online_text_teacher(m: DistillModels, inputs: ModelInputs) -> Tensor:
     _, _, logits = m.teacher(None, None, text.input_ids, text.attention_mask, m.vocab)
     assert logits is not None
     return text.to_full(logits, inputs.input_ids.shape[1])
+
+
+def compile_student(student: nn.Module, mode: str) -> nn.Module:
+    """``student`` (an :class:`AudioLMHead`, maybe in DDP) with its forward, and so its backward, under
+    ``torch.compile(mode=mode)``; ``off`` returns it unchanged. Eager is the fallback: a first call
+    that fails to compile warns once and runs, like every later call, eagerly."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; valid: {', '.join(COMPILE_MODES)}")
+    return student if mode == "off" else _CompiledStudent(student, mode)
+
+
+class _CompiledStudent(nn.Module):
+    """The student's forward through ``torch.compile``, or eagerly once compiling has failed.
+
+    ``module`` is the student itself (its parameters keep their names); the compiled callable is
+    kept out of the module tree. Shapes vary from batch to batch (bucketing keeps their number
+    small), so the first recompilation marks them dynamic (``torch.compile``'s default).
+    """
+
+    def __init__(self, student: nn.Module, mode: str) -> None:
+        super().__init__()
+        self.module = student
+        self.mode = mode
+        self.__dict__["_compiled"] = torch.compile(student, mode=None if mode == "default" else mode)
+
+    def forward(self, *args: Any) -> Any:
+        compiled = self.__dict__["_compiled"]
+        if compiled is not None:
+            try:
+                return compiled(*args)
+            except Exception as err:  # noqa: BLE001  (any compiler failure: the eager forward is the same maths)
+                self.__dict__["_compiled"] = None
+                warnings.warn(f"torch.compile(mode={self.mode!r}) of the student failed, running eagerly: "
+                              f"{type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
+        return self.module(*args)

@@ -53,7 +53,7 @@ from pldistill.train.parallel import (
     wrap_models,
 )
 from pldistill.train.scoring import score_labels
-from pldistill.train.step import DistillModels, distill_step
+from pldistill.train.step import DistillModels, compile_student, distill_step
 from pldistill.train.student_prior import ensure_student_llm
 from pldistill.train.teacher import ensure_teacher
 from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache, teacher_cache_complete
@@ -268,9 +268,11 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
     # ddp: student in DDP; fsdp: teacher and student sharded in place (before the optimizer sees them).
     online_teacher, wrapped = wrap_models(online_teacher, head, tc.parallelism, audio_tower=teacher.audio_tower,
                                           device=device)
-    models = DistillModels(audio_tower=teacher.audio_tower, teacher=online_teacher, student=wrapped, vocab=len(tok),
-                           objective=objective, weighting=hp.weighting, sharpen_p=hp.sharpen_p, cache=cache,
-                           awcka_end_row=hp.awcka_end_row, fused_logits=tc.fused_logits)
+    # compiled unsharded only: FSDP2's per-layer hooks are its own affair
+    step_student = wrapped if is_sharded(head) else compile_student(wrapped, tc.compile)
+    models = DistillModels(audio_tower=teacher.audio_tower, teacher=online_teacher, student=step_student,
+                           vocab=len(tok), objective=objective, weighting=hp.weighting, sharpen_p=hp.sharpen_p,
+                           cache=cache, awcka_end_row=hp.awcka_end_row, fused_logits=tc.fused_logits)
     optimizer = _optimizer(head, cfg)
     per_rank = len(data.train) // world
     micro = -(-per_rank // tc.batch_size)
