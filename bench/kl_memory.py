@@ -5,11 +5,13 @@ Sizes default to the student's vocabulary (151,936) and 800 compared positions a
 with fp32 and bf16 logits. The whole-loss section starts from the student's final hidden states
 (hidden size 896) and its frozen ``lm_head`` weight (LoRA leaves it frozen) with the teacher's
 logits, and computes the ``ldist`` terms (CE + 0.8 KL over 700 audio positions + KL over 100
-response positions, t=2): "naive" materialises the student logits and runs today's objective
-(KL unchunked), "today" the same with ``kl_chunk_size``, "fused" ``fused_distill_terms``, which never
-holds more than one chunk of student logits or of their gradient (with the frozen head it computes
-the hidden-state gradients in the forward pass; "fused-rc" recomputes the logits in the backward
-pass instead, as it must for a head that needs a gradient). Every measurement runs in its own freshly spawned process so that
+response positions, t=2): "naive" materialises the student logits and runs the objective
+(KL unchunked), "today" the same with ``kl_chunk_size``, "fused" the objective on the student's
+hidden states and ``lm_head`` instead of its logits (the path ``distill_step`` takes: every logit
+term through ``fused_distill_terms``), which never holds more than one chunk of student logits or
+of their gradient (with the frozen head it computes the hidden-state gradients in the forward
+pass; "fused-rc" calls ``fused_distill_terms`` with the logits recomputed in the backward pass
+instead, as it is for a head that needs a gradient). Every measurement runs in its own freshly spawned process so that
 peaks cannot mix: the child creates the inputs (row by row, so creating them leaves no
 temporary peak), records its resident set size (VmRSS), resets the high-water mark
 (``/proc/self/clear_refs``), runs the loss forward and backward once and reads VmHWM. The figure
@@ -88,6 +90,7 @@ def _measure_whole(mode: str, chunk: int | None, vocab: int, positions: int, hid
     import torch
     import torch.nn.functional as F
 
+    from pldistill.config import Hyperparameters
     from pldistill.losses import DistillBatch, build_objective
     from pldistill.losses.fused import fused_distill_terms
 
@@ -105,20 +108,23 @@ def _measure_whole(mode: str, chunk: int | None, vocab: int, positions: int, hid
     response_mask[0, positions - response :] = True
     audio_mask = ~response_mask
     labels = torch.randint(0, vocab, (1, positions))
-    objective = build_objective("ldist", kl_chunk_size=chunk if mode == "today" else None)
+    objective = build_objective("ldist", Hyperparameters(objective="ldist").model_dump(),
+                                kl_chunk_size=chunk if mode != "naive" else None)
 
     baseline = status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
     start = time.perf_counter()
-    if mode.startswith("fused"):
+    if mode == "fused-rc":
         terms = fused_distill_terms(hidden, weight, labels, response_mask, audio_mask,
                                     terms=tuple(objective.weights), teacher_logits=teacher, temperature=2.0,
-                                    chunk_size=chunk, grad_in_forward=mode == "fused")
+                                    chunk_size=chunk, grad_in_forward=False, reduction=objective.reductions)
         loss = sum(w * terms[t] for t, w in objective.weights.items())
     else:
-        batch = DistillBatch(student_logits=F.linear(hidden, weight), labels=labels, response_mask=response_mask,
-                             audio_mask=audio_mask, teacher_logits=teacher)
+        fused = mode == "fused"  # the objective's fused path: hidden states and lm_head for the logits
+        batch = DistillBatch(student_logits=None if fused else F.linear(hidden, weight), labels=labels,
+                             response_mask=response_mask, audio_mask=audio_mask, teacher_logits=teacher,
+                             student_hidden=hidden if fused else None, student_lm_head=weight if fused else None)
         loss = objective(batch).total
     loss.backward()
     seconds = time.perf_counter() - start
@@ -187,7 +193,7 @@ def _whole_table(args: argparse.Namespace) -> None:
         print(f"{mode:<8} {chunk:>6} {m.peak_mib:9.0f} {ratio:8.2f} {m.seconds:7.2f} {m.value:12.6f}  "
               f"{'yes' if agrees else 'NO'} (value and gradient)")
     if at_default is not None:
-        print(f"fused/naive peak ratio at chunk 128 (fused_distill_terms' default): {at_default:.3f} "
+        print(f"fused/naive peak ratio at chunk 128 (the step's default, FUSED_CHUNK): {at_default:.3f} "
               f"(target <= 0.1)")
 
 

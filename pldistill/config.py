@@ -336,6 +336,19 @@ class TrainConfig(_Strict):
     #: Positions per chunk in the KL terms (None: all at once). At the real vocabulary (152k) a
     #: chunk of 128 cuts the KL's peak memory to about a quarter (bench/kl_memory.py).
     kl_chunk_size: int | None = Field(None, ge=1)
+    #: Length bucketing (pldistill/train/batching.py): an epoch's clips, sorted by audio length, are
+    #: cut into buckets of this many micro-batches (per rank) and shuffled within each bucket before
+    #: the batches are cut: 1 pads least, larger varies the batches more from epoch to epoch.
+    batches_per_bucket: int = Field(4, ge=1)
+    #: Fuse the student's lm_head with the CE and KL terms, chunk by chunk (kl_chunk_size positions,
+    #: 128 when unset), so its logits never exist whole: same values and gradients, a fraction of the
+    #: memory (bench/kl_memory.py). Used when every logit term allows it (all objectives but llava_kd)
+    #: and not under FSDP; false always materialises the logits.
+    fused_logits: bool = True
+    #: ``torch.compile`` the student's forward (and backward) in this mode; ``off``: eager. A failure
+    #: to compile falls back to eager with a warning (pldistill/train/step.py:compile_student).
+    #: ``reduce-overhead`` records CUDA graphs, one per batch shape (bucketing keeps them few).
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     #: How a trial's workers share the work: ``ddp`` replicates the student (the teacher is frozen and
     #: replicated too); ``fsdp`` shards teacher and student LLMs across the workers (FSDP2), across
     #: nodes when the placement spreads them. One worker: no difference. See pldistill/train/parallel.py.

@@ -7,6 +7,8 @@
 - :mod:`.contrastive`: CAAD's contrastive teacher, ``(1 + a) z_audio - a z_text``
 - :mod:`.objectives`: weighted sums of named terms (eq. 8 and the baselines)
 - :mod:`.emodistill`: EmoDistill's class-logit KL and cosine terms and its objective (classifier student)
+- :mod:`.fused`, :mod:`.fused_objective`: the student's ``lm_head`` fused with CE and the KL terms,
+  chunk by chunk, so its logits never exist whole (the objective's path for a batch of hidden states)
 """
 
 from . import emodistill  # noqa: F401  (registers its terms after .objectives, which it imports)

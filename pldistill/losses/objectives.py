@@ -25,6 +25,7 @@ from torch import Tensor
 from .ce import cross_entropy
 from .cka import CKA_ESTIMATORS, awcka
 from .contrastive import check_contrast, contrastive_hidden, contrastive_logits
+from .fused_objective import FUSABLE_TERMS, fused_logit_terms
 from .kl import kl_divergence, kl_divergence_from_hidden
 from .relation import relation_distance
 
@@ -50,7 +51,9 @@ class DistillBatch:
     """Everything the terms read, for one micro-batch. Shapes: ``B`` batch, ``L`` sequence,
     ``V`` shared vocabulary, ``La`` audio tokens, ``Es``/``Et`` student/teacher embedding sizes."""
 
-    student_logits: Tensor  #: (B, L, V), padding vocabulary rows already sliced away
+    #: (B, L, V), padding vocabulary rows already sliced away; None when student_hidden and
+    #: student_lm_head stand for them (the fused path, :mod:`.fused_objective`)
+    student_logits: Tensor | None
     labels: Tensor  #: (B, L) long: target token of the logit at each position (shifted), -100 elsewhere
     response_mask: Tensor  #: (B, L) bool: positions whose next token is a response token
     audio_mask: Tensor  #: (B, L) bool: positions of audio tokens
@@ -69,6 +72,10 @@ class DistillBatch:
     #: final hidden states (B, L, Ht) with teacher_lm_head (read when teacher_logits is None).
     teacher_text_logits: Tensor | None = None
     teacher_text_hidden: Tensor | None = None
+    #: (B, L, Hs) student final hidden states and its (V, Hs) lm_head weight (no bias), given instead
+    #: of student_logits: the logit terms then never materialise the student's logits whole.
+    student_hidden: Tensor | None = None
+    student_lm_head: Tensor | None = None
 
 
 @dataclass
@@ -124,7 +131,8 @@ class Term:
     """A loss term as registered: its function, the optional batch fields it reads, its label in
     reports, whether ``kl_t2_scaling`` multiplies its weight by the square of its temperature (the
     hyperparameter ``temperature`` names), the hyperparameters it reads through :class:`TermOptions`
-    (fields of the same name) beyond the shared ones, and the student family whose batch it reads."""
+    (fields of the same name) beyond the shared ones, the student family whose batch it reads, and
+    whether it reads the student's logits (an audio-LM term that does can take the fused path)."""
 
     name: str
     fn: TermFn
@@ -134,6 +142,7 @@ class Term:
     hparams: tuple[str, ...] = ()
     family: str = "audiolm"
     temperature: str = "temperature"
+    logits: bool = True
 
 
 @dataclass(frozen=True)
@@ -175,14 +184,14 @@ OBJECTIVES: Mapping[str, Objective] = MappingProxyType(_OBJECTIVES)
 
 def register_term(name: str, *, label: str, inputs: tuple[str, ...] = (), kl: bool = False,
                   hparams: tuple[str, ...] = (), family: str = "audiolm",
-                  temperature: str = "temperature") -> Callable[[TermFn], TermFn]:
+                  temperature: str = "temperature", logits: bool = True) -> Callable[[TermFn], TermFn]:
     """Decorator: register ``fn`` as the term ``name`` (torchdistill registers a loss next to its
     class the same way), so that adding a term touches the place that defines it."""
 
     def register(fn: TermFn) -> TermFn:
         if name in _TERMS or family not in BATCH_TYPES:
             raise ValueError(f"term {name!r}: registered twice or unknown family {family!r}")
-        _TERMS[name] = Term(name, fn, tuple(inputs), label, kl, tuple(hparams), family, temperature)
+        _TERMS[name] = Term(name, fn, tuple(inputs), label, kl, tuple(hparams), family, temperature, logits)
         return fn
 
     return register
@@ -211,7 +220,7 @@ def _ce(batch: DistillBatch, opts: TermOptions) -> Tensor:
                          reduction="sample_sum" if opts.ce_reduction == "sum" else "sample_mean")
 
 
-@register_term("cka", label="PDist", inputs=("teacher_audio", "student_audio", "audio_weights"))
+@register_term("cka", label="PDist", inputs=("teacher_audio", "student_audio", "audio_weights"), logits=False)
 def _cka(batch: DistillBatch, opts: TermOptions) -> Tensor:
     """Eq. 4: ``1 - AwCKA(teacher_audio, student_audio, audio_weights)``, mean over the batch."""
     assert batch.teacher_audio is not None and batch.student_audio is not None
@@ -291,7 +300,8 @@ def _relation(batch: DistillBatch, opts: TermOptions) -> Tensor:
     return relation_distance(teacher.detach(), student, valid).mean()
 
 
-@register_term("relation_projector", label="Relation (projector)", inputs=("teacher_audio", "student_audio"))
+@register_term("relation_projector", label="Relation (projector)", inputs=("teacher_audio", "student_audio"),
+               logits=False)
 def _relation_projector(batch: DistillBatch, opts: TermOptions) -> Tensor:
     """The relation term on the projector outputs instead of the logits: an ablation
     (``llava_kd_projector``), not LLaVA-KD as published; see :func:`.relation_distance`."""
@@ -346,6 +356,10 @@ class WeightedSumObjective:
     Every term is computed and logged. A term whose weight is 0 is computed under
     ``torch.no_grad()`` and left out of the total, so it costs no backward memory and a non-finite
     value in an ablated term cannot reach the total.
+
+    A batch without ``student_logits`` (``student_hidden`` and ``student_lm_head`` instead) takes the
+    fused path: the terms that read the logits come from :func:`.fused_logit_terms`, which needs
+    every such term to be in :data:`.FUSABLE_TERMS` (``fusable``).
     """
 
     def __init__(self, name: str, weights: Mapping[str, float], options: TermOptions) -> None:
@@ -358,6 +372,12 @@ class WeightedSumObjective:
         self.needs_audio_weights = "audio_weights" in self.required_fields
         #: CAAD: the teacher's text-only path must run too (online) or be read (cached).
         self.needs_text_teacher = "teacher_text_logits" in self.required_fields
+        #: Every term that reads the student's logits can read its hidden states instead.
+        self.fusable = all(t in FUSABLE_TERMS or not TERMS[t].logits for t in self.weights)
+        ce = "sample_sum" if options.ce_reduction == "sum" else "sample_mean"
+        #: Fusable term -> the reduction it uses (pldistill/losses/reduction.py): per sample, so a batch
+        #: of B clips equals B accumulated batches of one (tests/unit/train/test_microbatch.py).
+        self.reductions = {t: ce if t == "ce" else _KL_REDUCTION for t in self.weights if t in FUSABLE_TERMS}
 
     def __repr__(self) -> str:
         return f"WeightedSumObjective({self.name!r}, weights={self.weights}, options={self.options})"
@@ -373,20 +393,36 @@ class WeightedSumObjective:
             raise ValueError(
                 f"objective {self.name!r} needs batch fields {missing} (terms {list(self.weights)})"
             )
+        fused = self._fused_values(batch) if batch.student_logits is None else {}
         terms: dict[str, Tensor] = {}
         total: Tensor | None = None
         for term, weight in self.weights.items():
             fn = TERMS[term].fn
             if weight == 0.0:
                 with torch.no_grad():
-                    terms[term] = fn(batch, self.options)
+                    terms[term] = fused[term] if term in fused else fn(batch, self.options)
                 continue
-            value = fn(batch, self.options)
+            value = fused[term] if term in fused else fn(batch, self.options)
             terms[term] = value.detach()
             total = weight * value if total is None else total + weight * value
         if total is None:  # every weight is 0: nothing to optimise
-            total = torch.zeros((), device=batch.student_logits.device)
+            student = batch.student_logits if batch.student_logits is not None else batch.student_hidden
+            assert student is not None
+            total = torch.zeros((), device=student.device)
         return ObjectiveOutput(total=total, terms=terms)
+
+    def _fused_values(self, batch: DistillBatch) -> dict[str, Tensor]:
+        """The logit terms from the student's hidden states; zero-weight ones without gradient."""
+        if batch.student_hidden is None or batch.student_lm_head is None or not self.fusable:
+            raise ValueError(f"objective {self.name!r}: a batch without student_logits needs student_hidden "
+                             f"and student_lm_head, and terms in {sorted(FUSABLE_TERMS)} (terms {list(self.weights)})")
+        out: dict[str, Tensor] = {}
+        for grad in (True, False):
+            names = [t for t, w in self.weights.items() if TERMS[t].logits and (w != 0.0) == grad]
+            if names:
+                with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                    out.update(fused_logit_terms(batch, names, self.options, self.reductions))
+        return out
 
 
 def build_objective(

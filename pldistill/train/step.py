@@ -7,11 +7,18 @@ logits from its cached hidden states and ``lm_head`` weight (``kl_divergence_fro
 
 CAAD's objective also reads the teacher's text-only path (``text_only_inputs``: no audio, same
 prompt and response): online it is a second teacher forward, cached it is one more stored array.
+
+The student's logits are never materialised when the objective allows it (every term that reads
+them is fusable, ``WeightedSumObjective.fusable``): the step hands the objective the student's
+final hidden states and ``lm_head`` weight instead, and the logit terms compute the logits chunk by
+chunk (:mod:`pldistill.losses.fused_objective`). Same values and gradients.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,9 +33,13 @@ from pldistill.losses import (
 )
 from pldistill.models.audiolm import AudioLMHead, EncodedAudio, capture_attention, encode_audio
 from pldistill.models.inputs import ModelInputs, text_only_inputs
+from pldistill.train.parallel import is_sharded
 from pldistill.train.teacher_cache import TeacherCache
 
-__all__ = ["DistillModels", "distill_step"]
+__all__ = ["COMPILE_MODES", "DistillModels", "compile_student", "distill_step"]
+
+#: ``train.compile``: ``off`` (eager) or a ``torch.compile`` mode.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass
@@ -49,6 +60,9 @@ class DistillModels:
     cache: TeacherCache | None = None
     #: AwCKA's attention rows: the label tokens, plus the closing <|im_end|> when true.
     awcka_end_row: bool = False
+    #: Fuse the student's lm_head with the logit terms when the objective and the wrapper allow it
+    #: (:func:`_fused_lm_head`); False always materialises the logits (today's path, for comparison).
+    fused_logits: bool = True
 
 
 def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
@@ -62,10 +76,13 @@ def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
             enc = encode_audio(m.audio_tower, inputs.input_features, inputs.feature_attention_mask)
     n_audio = int(enc.num_tokens.max())
     feats, ntok = enc.features[:, :n_audio], enc.num_tokens
-    student_audio, _, student_logits = m.student(feats, ntok, inputs.input_ids, inputs.attention_mask, m.vocab)
+    lm_head = _fused_lm_head(m)
+    student_audio, hidden, student_logits = m.student(feats, ntok, inputs.input_ids, inputs.attention_mask,
+                                                      m.vocab if lm_head is None else None)
     batch = DistillBatch(student_logits=student_logits, labels=inputs.labels, response_mask=inputs.response_mask,
                          audio_mask=inputs.audio_mask, student_audio=student_audio,
-                         audio_token_mask=enc.token_mask[:, :n_audio])
+                         audio_token_mask=enc.token_mask[:, :n_audio],
+                         student_hidden=hidden if lm_head is not None else None, student_lm_head=lm_head)
     if not m.objective.needs_teacher:
         return m.objective(batch)
     wants_weights = m.objective.needs_audio_weights
@@ -87,6 +104,28 @@ def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
     if wants_weights:
         batch.audio_weights = weights
     return m.objective(batch)
+
+
+def _fused_lm_head(m: DistillModels) -> Tensor | None:
+    """The student's ``lm_head`` weight cut to the vocabulary when the fused path applies, else None.
+
+    It applies when the objective's logit terms are all fusable and the weight may be read outside
+    the student's forward: not under FSDP (a shard there), and under DDP only frozen (DDP reduces
+    what its forward used; LoRA leaves the head frozen). A head with a bias keeps today's path.
+    """
+    if not (m.fused_logits and m.objective.fusable):
+        return None
+    student, ddp = m.student, False
+    while isinstance(student, (nn.parallel.DistributedDataParallel, _CompiledStudent)):
+        ddp |= isinstance(student, nn.parallel.DistributedDataParallel)
+        student = student.module
+    if not isinstance(student, AudioLMHead) or is_sharded(student):
+        return None
+    head = student.model.lm_head
+    if getattr(head, "bias", None) is not None or (head.weight.requires_grad and ddp):
+        return None
+    weight: Tensor = head.weight[:m.vocab]
+    return weight
 
 
 @torch.no_grad()
@@ -122,3 +161,38 @@ def _online_text_teacher(m: DistillModels, inputs: ModelInputs) -> Tensor:
     _, _, logits = m.teacher(None, None, text.input_ids, text.attention_mask, m.vocab)
     assert logits is not None
     return text.to_full(logits, inputs.input_ids.shape[1])
+
+
+def compile_student(student: nn.Module, mode: str) -> nn.Module:
+    """``student`` (an :class:`AudioLMHead`, maybe in DDP) with its forward, and so its backward, under
+    ``torch.compile(mode=mode)``; ``off`` returns it unchanged. Eager is the fallback: a first call
+    that fails to compile warns once and runs, like every later call, eagerly."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; valid: {', '.join(COMPILE_MODES)}")
+    return student if mode == "off" else _CompiledStudent(student, mode)
+
+
+class _CompiledStudent(nn.Module):
+    """The student's forward through ``torch.compile``, or eagerly once compiling has failed.
+
+    ``module`` is the student itself (its parameters keep their names); the compiled callable is
+    kept out of the module tree. Shapes vary from batch to batch (bucketing keeps their number
+    small), so the first recompilation marks them dynamic (``torch.compile``'s default).
+    """
+
+    def __init__(self, student: nn.Module, mode: str) -> None:
+        super().__init__()
+        self.module = student
+        self.mode = mode
+        self.__dict__["_compiled"] = torch.compile(student, mode=None if mode == "default" else mode)
+
+    def forward(self, *args: Any) -> Any:
+        compiled = self.__dict__["_compiled"]
+        if compiled is not None:
+            try:
+                return compiled(*args)
+            except Exception as err:  # noqa: BLE001  (any compiler failure: the eager forward is the same maths)
+                self.__dict__["_compiled"] = None
+                warnings.warn(f"torch.compile(mode={self.mode!r}) of the student failed, running eagerly: "
+                              f"{type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
+        return self.module(*args)

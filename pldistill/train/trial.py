@@ -34,6 +34,7 @@ from pldistill.losses import build_objective
 from pldistill.models.audiolm import AudioLMHead
 from pldistill.models.inputs import Example, collate
 from pldistill.models.loading import Teacher, build_student, load_student_llm
+from pldistill.train.batching import rank_bucket_batches
 from pldistill.train.checkpoint import FullState, ResumeState, load_state, restore_training, save_state
 from pldistill.train.dataset import FoldData, prepare_fold
 from pldistill.train.metrics import closed_set_metrics
@@ -52,7 +53,7 @@ from pldistill.train.parallel import (
     wrap_models,
 )
 from pldistill.train.scoring import score_labels
-from pldistill.train.step import DistillModels, distill_step
+from pldistill.train.step import DistillModels, compile_student, distill_step
 from pldistill.train.student_prior import ensure_student_llm
 from pldistill.train.teacher import ensure_teacher
 from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache, teacher_cache_complete
@@ -267,9 +268,11 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
     # ddp: student in DDP; fsdp: teacher and student sharded in place (before the optimizer sees them).
     online_teacher, wrapped = wrap_models(online_teacher, head, tc.parallelism, audio_tower=teacher.audio_tower,
                                           device=device)
-    models = DistillModels(audio_tower=teacher.audio_tower, teacher=online_teacher, student=wrapped, vocab=len(tok),
-                           objective=objective, weighting=hp.weighting, sharpen_p=hp.sharpen_p, cache=cache,
-                           awcka_end_row=hp.awcka_end_row)
+    # compiled unsharded only: FSDP2's per-layer hooks are its own affair
+    step_student = wrapped if is_sharded(head) else compile_student(wrapped, tc.compile)
+    models = DistillModels(audio_tower=teacher.audio_tower, teacher=online_teacher, student=step_student,
+                           vocab=len(tok), objective=objective, weighting=hp.weighting, sharpen_p=hp.sharpen_p,
+                           cache=cache, awcka_end_row=hp.awcka_end_row, fused_logits=tc.fused_logits)
     optimizer = _optimizer(head, cfg)
     per_rank = len(data.train) // world
     micro = -(-per_rank // tc.batch_size)
@@ -353,12 +356,15 @@ def _train_epoch(f: _Fold, tc: TrainConfig) -> dict[str, float]:
     """One epoch of gradient steps; returns the mean of each loss term over its micro-batches."""
     rank, world = _rank_world()
     s = f.schedule
-    order = f.rng.permutation(len(f.data.train))[:s.per_rank * world][rank::world]
+    # Clips of similar audio length share a micro-batch (little padding); every rank draws the same
+    # order from the same generator state and takes its share, so all take micro_per_epoch steps.
+    # The losses are per-sample means, so a batch of B equals B clips accumulated (test_microbatch).
+    batches = rank_bucket_batches([ex.num_audio_tokens for ex in f.data.train], tc.batch_size, f.rng,
+                                  world=world, rank=rank, batches_per_bucket=tc.batches_per_bucket)
     sums: dict[str, float] = {}
     f.optimizer.zero_grad(set_to_none=True)
     for m in range(s.micro_per_epoch):
-        batch = collate([f.data.train[i] for i in order[m * tc.batch_size:(m + 1) * tc.batch_size]],
-                        f.teacher.tokenizer, f.data.labels).to(f.device)
+        batch = collate([f.data.train[i] for i in batches[m]], f.teacher.tokenizer, f.data.labels).to(f.device)
         last_micro = (m + 1) % tc.grad_accum == 0 or m + 1 == s.micro_per_epoch
         with gradient_sync(f.wrapped, enabled=last_micro):  # DDP all-reduces on the last micro-batch only
             out = distill_step(f.models, batch)
