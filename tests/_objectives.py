@@ -21,3 +21,10 @@ def _valid() -> tuple[str, ...]:
     from pldistill.losses import OBJECTIVES
 
     return tuple(OBJECTIVES)
+
+
+def audiolm_objectives() -> list[str]:
+    """The objectives of the audio-LLM student (EmoDistill's classifier family reads another batch)."""
+    from pldistill.losses import OBJECTIVES
+
+    return [n for n, o in OBJECTIVES.items() if o.family == "audiolm"]

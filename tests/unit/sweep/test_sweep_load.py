@@ -188,7 +188,7 @@ BAD_CASES = {
     "typo_under_train": (GOOD.replace("grad_accum: 2}", "grad_accum: 2, epoch: 2}"),
                          "base.train.epoch: unknown key; valid keys: epochs, batch_size, grad_accum, eval_batch_size, "
                          "max_grad_norm, select_metric, eval_test_each_epoch, max_steps_per_epoch, num_threads, "
-                         "kl_chunk_size (line 5)"),
+                         "kl_chunk_size, batches_per_bucket, fused_logits, compile (line 5)"),
     "nccl_on_cpu": (GOOD + "resources: {backend: nccl}\n", "resources.backend: nccl needs gpus_per_worker > 0"),
     "source_dataset_mismatch": (GOOD.replace("dataset: synthetic", "dataset: iemocap"),
                                 "base: data.dataset must be 'synthetic'"),
