@@ -11,7 +11,7 @@
   chunk by chunk, so its logits never exist whole (the objective's path for a batch of hidden states)
 """
 
-from . import emodistill  # noqa: F401  (registers its terms after .objectives, which it imports)
+from . import distill_terms, emodistill  # noqa: F401  (they register their terms and objectives, in this order)
 from .cka import CKA_ESTIMATORS, awcka, linear_cka
 from .contrastive import contrastive_hidden, contrastive_logits
 from .kl import KL_DIRECTIONS, kl_divergence, kl_divergence_from_hidden

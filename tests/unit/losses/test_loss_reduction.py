@@ -21,8 +21,8 @@ from pldistill.losses import (
     relation_distance,
 )
 from pldistill.losses.ce import cross_entropy
+from pldistill.losses.distill_terms import _audio_rows
 from pldistill.losses.fused import FUSED_TERMS, fused_distill_terms
-from pldistill.losses.objectives import _audio_rows
 from pldistill.losses.reduction import position_weights
 
 D, H, V, HT, E0, ES, ET, HEADS = 5, 6, 17, 7, 4, 5, 8, 2
