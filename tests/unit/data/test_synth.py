@@ -150,11 +150,11 @@ def test_bad_parameters(tmp_path: Path, kwargs: dict, field: str) -> None:
 
 
 def test_ensure_synthetic_caches_by_parameters(tmp_path: Path) -> None:
-    cfg = DataConfig(synth=SynthConfig(speakers=2, per_class=1, folds=2, seed=5))
+    cfg = DataConfig(synth=SynthConfig(speakers=2, teacher_speakers=0, per_class=1, folds=2, seed=5))
     first = ensure_synthetic(cfg, tmp_path)
     assert first.parent == tmp_path and first.name.startswith("synthetic-")
     assert ensure_synthetic(cfg, tmp_path) == first
-    other = ensure_synthetic(DataConfig(synth=SynthConfig(speakers=2, per_class=1, folds=2, seed=6)), tmp_path)
+    other = ensure_synthetic(DataConfig(synth=SynthConfig(speakers=2, teacher_speakers=0, per_class=1, folds=2, seed=6)), tmp_path)
     assert other != first
     assert len(load_fold(first, "synthetic", 2, val_fraction=0.0).test) == 4
     explicit = ensure_synthetic(DataConfig(manifests=tmp_path / "mine", synth=cfg.synth), tmp_path)
