@@ -3,32 +3,15 @@ fold of random log-mel clips of different lengths, and its teacher cache. Built 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from _clips import LABELS, WINDOW, random_examples
 
 from pldistill.config import TrialConfig
-from pldistill.data import audio_token_count
 from pldistill.models.audiolm import AudioLMHead
-from pldistill.models.inputs import Example
 from pldistill.models.loading import build_student, build_tiny_teacher, load_student_llm, set_encoder_window
 from pldistill.train.dataset import FoldData
 from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache
-
-LABELS = ("Neutral", "Happy", "Angry", "Sad")
-WINDOW = 1.0  # 100 mel frames, at most 25 audio tokens
-
-
-def _examples(n: int, seed: int, prefix: str) -> list[Example]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        valid = int(rng.integers(40, 101))
-        mel = rng.normal(size=(128, 100)).astype(np.float32)
-        mel[:, valid:] = -0.5
-        out.append(Example(key=f"{prefix}{i}", features=mel, valid_frames=valid, label=int(rng.integers(4)),
-                           num_audio_tokens=audio_token_count(valid)))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +32,7 @@ def tiny_distill(tmp_path_factory):
                 p.data.normal_(0.0, 0.02)
     head = AudioLMHead(student.base_model.model).eval()  # eval: no dropout, so a clip's forward is fixed
     data = FoldData(dataset="synthetic", fold=1, labels=LABELS, window_s=WINDOW, features_key="mb0",
-                    train=_examples(8, 0, "tr"), val=_examples(2, 1, "va"), test=_examples(2, 2, "te"))
+                    train=random_examples(8, 0, "tr"), val=random_examples(2, 1, "va"), test=random_examples(2, 2, "te"))
     cfg = TrialConfig.model_validate({"cache_dir": str(tmp / "cache"), "output_dir": str(tmp / "run"),
                                       "model": {"teacher_finetune": {"enabled": False}}})
     cache = TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=lambda m: None, batch_size=3))

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _clips import LABELS, WINDOW, random_examples
 from _objectives import objective as build
 
 from pldistill.config import TrialConfig
-from pldistill.data import audio_token_count
 from pldistill.losses import OBJECTIVES, WEIGHTING_VARIANTS
 from pldistill.models.audiolm import AudioLMHead, encode_audio
-from pldistill.models.inputs import Example, collate
+from pldistill.models.inputs import collate
 from pldistill.models.loading import build_student, build_tiny_teacher, load_student_llm, set_encoder_window
 from pldistill.train.dataset import FoldData
 from pldistill.train.step import DistillModels, distill_step
@@ -30,26 +30,11 @@ from pldistill.train.teacher_cache import (
     write_rows,
 )
 
-LABELS = ("Neutral", "Happy", "Angry", "Sad")
-WINDOW = 1.0  # 100 mel frames, at most 25 audio tokens
-
-
-def _examples(n: int, seed: int, prefix: str) -> list[Example]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        valid = int(rng.integers(40, 101))
-        mel = rng.normal(size=(128, 100)).astype(np.float32)
-        mel[:, valid:] = -0.5
-        out.append(Example(key=f"{prefix}{i}", features=mel, valid_frames=valid, label=int(rng.integers(4)),
-                           num_audio_tokens=audio_token_count(valid)))
-    return out
-
 
 def _fold(seed: int = 0) -> FoldData:
     return FoldData(dataset="synthetic", fold=1, labels=LABELS, window_s=WINDOW, features_key=f"feat{seed}",
-                    train=_examples(10, seed, "tr"), val=_examples(3, seed + 1, "va"),
-                    test=_examples(3, seed + 2, "te"))
+                    train=random_examples(10, seed, "tr"), val=random_examples(3, seed + 1, "va"),
+                    test=random_examples(3, seed + 2, "te"))
 
 
 def _cfg(tmp_path, **model) -> TrialConfig:
