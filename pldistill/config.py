@@ -137,6 +137,15 @@ class DataConfig(_Strict):
     folds: list[int] = Field(default_factory=lambda: [1], min_length=1)
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     val_seed: int = 0
+    #: Semi-supervised distillation: the fraction of each fold's training clips (after validation is
+    #: carved) whose gold labels the student reads, drawn per emotion with ``labelled_seed``
+    #: (``pldistill.data.split_labelled``). The rest are *unlabelled*: a teacher fine-tuned here trains
+    #: on the labelled clips (and its pool) only; distillation objectives train on every clip, with
+    #: the CE on labelled clips only and the teacher's terms on all, forced on the teacher's own
+    #: answer where there is no label; ``sft`` trains on the labelled clips alone, for as many
+    #: optimizer steps as the others. 1: every clip is labelled (the paper's setting).
+    labelled_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    labelled_seed: int = 0
     #: Clip window in seconds for the encoder; None picks the smallest window that fits the data
     #: (capped at 30 s, the real encoder's window).
     window_s: float | None = Field(None, gt=0.0, le=30.0)

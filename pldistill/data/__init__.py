@@ -32,7 +32,7 @@ from pldistill.data.features import (
     log_mel,
 )
 from pldistill.data.sentences import EMOTION_SENTENCES, LEXICAL_CONDITIONS, NEUTRAL_SENTENCES, lexical_emotion
-from pldistill.data.split import split_validation
+from pldistill.data.split import split_labelled, split_validation
 from pldistill.data.synth import SYNTH_LABELS, ensure_synthetic, synthesize_corpus
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "NEUTRAL_SENTENCES",
     "lexical_emotion",
     "split_validation",
+    "split_labelled",
     "load_audio",
     "TARGET_SAMPLE_RATE",
     "synthesize_corpus",

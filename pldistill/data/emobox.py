@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pldistill.data.sentences import LEXICAL_CONDITIONS
-from pldistill.data.split import split_validation
+from pldistill.data.split import split_labelled, split_validation
 from pldistill.errors import InputError
 
 __all__ = [
@@ -109,7 +109,9 @@ DATASETS: dict[str, DatasetSpec] = {
 
 @dataclass
 class FoldSplit:
-    """One fold: train (minus validation), validation carved from train, and the benchmark's test."""
+    """One fold: train (minus validation), validation carved from train, and the benchmark's test.
+    With a labelled fraction below 1, ``train`` holds the labelled training clips and ``unlabelled``
+    the rest, whose labels no student may read (only the teacher's answers for them)."""
 
     dataset: str
     fold: int
@@ -118,6 +120,7 @@ class FoldSplit:
     val: list[Clip]
     test: list[Clip]
     label_map: dict[str, str] = field(default_factory=dict)
+    unlabelled: list[Clip] = field(default_factory=list)
 
     def label_index(self, label: str) -> int:
         return self.labels.index(label)
@@ -345,10 +348,12 @@ def _with_transcripts(clips: list[Clip], transcripts: dict[str, str]) -> list[Cl
 
 
 def load_fold(manifests_dir: str | Path, dataset: str, fold: int, *, audio_root: str | Path | None = None,
-              val_fraction: float = 0.15, val_seed: int = 0,
-              transcripts: str | Path | None = None) -> FoldSplit:
+              val_fraction: float = 0.15, val_seed: int = 0, labelled_fraction: float = 1.0,
+              labelled_seed: int = 0, transcripts: str | Path | None = None) -> FoldSplit:
     """Fold ``fold`` (numbered from 1) of ``dataset``: the benchmark's train and test files, and a
-    validation set carved from train by :func:`split_validation` (``val_fraction=0``: none).
+    validation set carved from train by :func:`split_validation` (``val_fraction=0``: none). With
+    ``labelled_fraction < 1``, what train keeps is split by :func:`split_labelled` into ``train``
+    (labelled) and ``unlabelled``; validation stays labelled (it selects the epoch).
 
     ``audio_root`` defaults to ``manifests_dir``. ``transcripts`` names a JSONL file
     (:func:`load_transcripts`) that fills in the transcript of clips whose line has none.
@@ -380,8 +385,9 @@ def load_fold(manifests_dir: str | Path, dataset: str, fold: int, *, audio_root:
         train, val = split_validation(train, val_fraction, val_seed)
     else:
         val = []
+    train, unlabelled = split_labelled(train, labelled_fraction, labelled_seed)
     return FoldSplit(dataset=dataset, fold=fold, labels=spec.labels, train=train, val=val, test=test,
-                     label_map=dict(label_map))
+                     label_map=dict(label_map), unlabelled=unlabelled)
 
 
 def load_teacher_pool(manifests_dir: str | Path, dataset: str, *, audio_root: str | Path | None = None,

@@ -1,4 +1,5 @@
-"""A validation set carved from a fold's training clips (EmoBox ships none), reproducibly."""
+"""A validation set carved from a fold's training clips (EmoBox ships none), and the labelled part
+of what is left when the student may read only some of its labels, reproducibly."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     from pldistill.data.emobox import Clip
 
-__all__ = ["split_validation"]
+__all__ = ["split_validation", "split_labelled"]
 
 #: Speaker orders tried; the one whose held-out set covers the most labels and lands closest to
 #: the requested fraction wins (ties: the earliest, so the result depends on the seed only).
@@ -80,3 +81,22 @@ def _stratified(clips: list[Clip], fraction: float, rng: np.random.Generator) ->
         k = min(n - 1, max(1, round(fraction * n)))
         held.update(int(i) for i in rng.permutation(by_label[label])[:k])
     return held
+
+
+def split_labelled(clips: Sequence[Clip], fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:
+    """Split training ``clips`` into ``(labelled, unlabelled)``, both in the input order.
+
+    Semi-supervised distillation (``data.labelled_fraction``): the student reads the gold labels of
+    ``fraction`` of its training clips and the teacher's signal on all of them. The labelled part is
+    a seeded random draw *within each emotion* (``round(fraction x n)`` clips of an emotion with
+    ``n``, at least one), so every class keeps labelled examples however small the fraction, and
+    the class balance of the labelled part is the fold's. ``fraction == 1``: everything is labelled.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"labelled fraction must be in (0, 1], got {fraction}")
+    clips = list(clips)
+    if fraction == 1.0:
+        return clips, []
+    labelled = _stratified(clips, fraction, np.random.default_rng(seed))
+    return ([c for i, c in enumerate(clips) if i in labelled],
+            [c for i, c in enumerate(clips) if i not in labelled])

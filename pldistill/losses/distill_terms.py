@@ -21,8 +21,10 @@ __all__: list[str] = []  # everything here is reached through the registry (TERM
 def _ce(batch: DistillBatch, opts: TermOptions) -> Tensor:
     """Eq. 7: cross-entropy of the student's response logits against the labels, summed over each
     sample's response tokens (``ce_reduction: mean``: averaged), then averaged over the samples, so
-    that a batch of B clips equals B accumulated batches of one. In fp32 on the response rows only."""
-    return cross_entropy(batch.student_logits, batch.labels, batch.response_mask,
+    that a batch of B clips equals B accumulated batches of one. In fp32 on the response rows only.
+    Unlabelled clips (``ce_mask``) add 0 and still count in B, so the exactness holds for them too."""
+    mask = batch.response_mask if batch.ce_mask is None else batch.ce_mask
+    return cross_entropy(batch.student_logits, batch.labels, mask,
                          reduction="sample_sum" if opts.ce_reduction == "sum" else "sample_mean")
 
 

@@ -37,11 +37,12 @@ from .reduction import check_reduction, position_weights
 
 __all__ = ["FUSED_TERMS", "fused_distill_terms"]
 
-#: Term name -> (the mask it reads: "response" or "audio", KL direction or None for CE). The names
-#: are those of :data:`pldistill.losses.TERMS`.
+#: Term name -> (the mask it reads: "ce", "response" or "audio", KL direction or None for CE). The
+#: names are those of :data:`pldistill.losses.TERMS`. CE reads ``ce_mask`` (the response positions of
+#: labelled clips), which is ``response_mask`` unless some clips are unlabelled.
 FUSED_TERMS: Mapping[str, tuple[str, str | None]] = MappingProxyType(
     {
-        "ce": ("response", None),  # eq. 7
+        "ce": ("ce", None),  # eq. 7
         "kl_audio": ("audio", "forward"),  # eq. 5
         "kl_response": ("response", "forward"),  # eq. 6
         "rkl_response": ("response", "reverse"),  # the "Reverse KL" baseline
@@ -65,11 +66,12 @@ def fused_distill_terms(
     chunk_size: int = 128,
     reduction: str | Mapping[str, str] = "batch_mean",
     grad_in_forward: bool = True,
+    ce_mask: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Unweighted CE and KL terms of the student logits ``Z_S = student_hidden @ student_lm_head.T``.
 
     Each term equals the unfused computation on materialised logits: ``ce`` is
-    :func:`.cross_entropy` (eq. 7) over ``response_mask``; ``kl_audio`` / ``kl_response`` are
+    :func:`.cross_entropy` (eq. 7) over ``ce_mask`` (default ``response_mask``); ``kl_audio`` / ``kl_response`` are
     ``KL(P_T || P_S)`` at temperature ``t`` over ``audio_mask`` / ``response_mask`` (eq. 5 / 6),
     ``rkl_response`` is ``KL(P_S || P_T)``, all as :func:`.kl_divergence`. Only the union of the
     masked positions is read, ``chunk_size`` positions at a time; each term reads only its own rows.
@@ -97,21 +99,25 @@ def fused_distill_terms(
             ``lm_head`` matmul and the softmaxes per chunk in the backward pass; a term that never
             reaches the loss costs its gradient all the same). False, or a head that needs a
             gradient: the backward pass recomputes the logits. Same values and gradients.
+        ce_mask: ``(B, L)`` bool, the positions ``ce`` reads when they are not all of
+            ``response_mask`` (unlabelled clips, whose response is the teacher's answer, have none);
+            a sample without any still counts in ``B`` of the per-sample reductions.
 
     Returns:
         ``{term: scalar}`` in the order of ``terms``, fp32 (fp64 when an input of the term is
         fp64). A term with no masked position is 0 with a zero gradient.
     """
     names = list(dict.fromkeys(terms))
+    ce_mask = response_mask if ce_mask is None else ce_mask
     teacher, head = _check_inputs(student_hidden, student_lm_head, labels, response_mask, audio_mask, names,
-                                  teacher_logits, teacher_hidden, teacher_lm_head, teacher_lm_head_bias)
+                                  teacher_logits, teacher_hidden, teacher_lm_head, teacher_lm_head_bias, ce_mask)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     _check_options("forward", temperature, chunk_size, "batch_mean")
     reductions = {t: reduction if isinstance(reduction, str) else reduction.get(t, "batch_mean") for t in names}
     for r in reductions.values():
         check_reduction(r)
-    plan = _plan(names, labels, {"response": response_mask, "audio": audio_mask}, reductions, chunk_size,
+    plan = _plan(names, labels, {"response": response_mask, "audio": audio_mask, "ce": ce_mask}, reductions, chunk_size,
                  student_lm_head.dtype, teacher)
     # Gradients in the forward pass need a frozen head and a graph being recorded (not under no_grad).
     in_forward = grad_in_forward and torch.is_grad_enabled() and student_hidden.requires_grad \
@@ -173,7 +179,7 @@ def _plan(names: list[str], labels: Tensor, masks: dict[str, Tensor], reductions
 
 def _check_inputs(hidden: Tensor, weight: Tensor, labels: Tensor, response_mask: Tensor, audio_mask: Tensor,
                   names: list[str], teacher_logits: Tensor | None, teacher_hidden: Tensor | None,
-                  teacher_head: Tensor | None, teacher_bias: Tensor | None,
+                  teacher_head: Tensor | None, teacher_bias: Tensor | None, ce_mask: Tensor,
                   ) -> tuple[Tensor | None, tuple[Tensor, Tensor | None] | None]:
     """Shapes and names checked; returns the teacher tensor and head as :func:`._teacher_chunk` reads them."""
     unknown = [t for t in names if t not in FUSED_TERMS]
@@ -182,7 +188,8 @@ def _check_inputs(hidden: Tensor, weight: Tensor, labels: Tensor, response_mask:
     if hidden.dim() != 3 or weight.dim() != 2 or weight.shape[1] != hidden.shape[2]:
         raise ValueError(f"student_hidden must be (B, L, Hs) and student_lm_head (V, Hs), got "
                          f"{tuple(hidden.shape)} and {tuple(weight.shape)}")
-    for name, m in (("response_mask", response_mask), ("audio_mask", audio_mask), ("labels", labels)):
+    for name, m in (("response_mask", response_mask), ("audio_mask", audio_mask), ("ce_mask", ce_mask),
+                    ("labels", labels)):
         if m.shape != hidden.shape[:2] or (name != "labels" and m.dtype != torch.bool):
             raise ValueError(f"{name} must be {'bool ' if name != 'labels' else ''}{tuple(hidden.shape[:2])}, "
                              f"got {m.dtype} {tuple(m.shape)}")

@@ -63,7 +63,7 @@ def fused_logit_terms(batch: DistillBatch, names: Sequence[str], opts: TermOptio
         values = fused_distill_terms(
             batch.student_hidden, batch.student_lm_head, batch.labels, batch.response_mask, batch.audio_mask,
             terms=fused, temperature=opts.temperature, chunk_size=opts.kl_chunk_size or FUSED_CHUNK,
-            reduction={f: reductions[t] for f, t in zip(fused, terms)}, **teacher)
+            reduction={f: reductions[t] for f, t in zip(fused, terms)}, ce_mask=batch.ce_mask, **teacher)
         out.update({t: values[f] for f, t in zip(fused, terms)})
     return {name: out[name] for name in names}
 

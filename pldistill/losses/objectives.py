@@ -56,6 +56,10 @@ class DistillBatch:
     labels: Tensor  #: (B, L) long: target token of the logit at each position (shifted), -100 elsewhere
     response_mask: Tensor  #: (B, L) bool: positions whose next token is a response token
     audio_mask: Tensor  #: (B, L) bool: positions of audio tokens
+    #: (B, L) bool: the response positions the CE reads, when not all of them: an unlabelled clip's
+    #: response is the teacher's answer (``data.labelled_fraction``), read by the teacher's terms only.
+    #: None: ``response_mask``.
+    ce_mask: Tensor | None = None
     teacher_logits: Tensor | None = None  #: (B, L, V); None for sft
     student_audio: Tensor | None = None  #: (B, La, Es) student projector outputs
     teacher_audio: Tensor | None = None  #: (B, La, Et) teacher projector outputs

@@ -63,6 +63,9 @@ class Example:
     num_audio_tokens: int
     transcript: str | None = None
     lexical: str | None = None
+    #: False for a clip of a fold's unlabelled part (``data.labelled_fraction``): ``label`` is then the
+    #: teacher's answer, which the distillation terms are forced on and the CE never reads.
+    labelled: bool = True
 
     def mel(self) -> np.ndarray:
         return self.features() if callable(self.features) else self.features
@@ -84,6 +87,9 @@ class ModelInputs:
     #: (B, L) bool: the audio placeholders and the <|audio_bos|>/<|audio_eos|> markers around them
     #: (what :func:`text_only_inputs` removes); None: the placeholders alone.
     audio_span_mask: Tensor | None = None
+    #: (B,) bool: whether the clip's response is its gold label (CE reads it) or the teacher's answer
+    #: for an unlabelled clip (only the teacher's terms read it); None: every clip is labelled.
+    labelled: Tensor | None = None
 
     def to(self, device: torch.device | str) -> ModelInputs:
         moved = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in self.__dict__.items()}
@@ -105,6 +111,11 @@ class ModelInputs:
         out = rows.clone()
         out[torch.arange(rows.shape[0], device=rows.device)[rows.any(1)], last[rows.any(1)]] = False
         return out
+
+    @property
+    def ce_mask(self) -> Tensor:
+        """``(B, L)`` bool: the response positions the CE reads, those of labelled clips."""
+        return self.response_mask if self.labelled is None else self.response_mask & self.labelled[:, None]
 
     @property
     def prompt_mask(self) -> Tensor:
@@ -201,7 +212,9 @@ def _collate(examples: Sequence[Example], responses: Sequence[int], tokenizer, l
     return ModelInputs(input_ids=input_ids, attention_mask=attention, input_features=feats,
                        feature_attention_mask=fmask, audio_mask=audio, response_mask=response, labels=targets,
                        label_index=torch.tensor(responses, dtype=torch.long),
-                       keys=[ex.key for ex in examples], audio_span_mask=audio | markers)
+                       keys=[ex.key for ex in examples], audio_span_mask=audio | markers,
+                       labelled=None if all(ex.labelled for ex in examples) else
+                       torch.tensor([ex.labelled for ex in examples], dtype=torch.bool))
 
 
 @dataclass

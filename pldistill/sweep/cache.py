@@ -75,7 +75,12 @@ def build_fold_cache(cfg: TrialConfig, fold: int, *, log: Callable[[str], None] 
                      opts: CacheBuildOptions | None = None) -> Path:
     """One fold's cache: fine-tune the teacher if needed (cached), then build the rows with Ray Data."""
     from pldistill.train.dataset import prepare_fold
-    from pldistill.train.teacher_cache import ensure_teacher_cache, teacher_cache_complete, teacher_cache_dir
+    from pldistill.train.teacher_cache import (
+        ensure_teacher_cache,
+        fold_examples,
+        teacher_cache_complete,
+        teacher_cache_dir,
+    )
 
     opts = opts or CacheBuildOptions()
     data = prepare_fold(cfg, fold)
@@ -85,20 +90,21 @@ def build_fold_cache(cfg: TrialConfig, fold: int, *, log: Callable[[str], None] 
 
     def write_rows(rows_dir: Path) -> None:
         _ensure_ray(opts)
-        _write_with_ray_data(cfg, fold, [ex.key for ex in (*data.train, *data.val, *data.test)], rows_dir, opts, log)
+        _write_with_ray_data(cfg, fold, [ex.key for ex in fold_examples(data)], rows_dir, opts, log)
 
     return ensure_teacher_cache(cfg, data, teacher, log=log, write_rows=write_rows, batch_size=opts.batch_size)
 
 
 def _load_teacher(cfg: TrialConfig, data: Any, log: Callable[[str], None]) -> Any:
     """The fold's frozen teacher: fine-tuned once (cached) and loaded by path, or a real checkpoint
-    loaded as is, without the scoring pass ``ensure_teacher`` adds for those."""
+    loaded as is, without the scoring pass ``ensure_teacher`` adds for those (unless the fold has
+    unlabelled clips: that pass also writes the teacher's answers the cache rows are forced on)."""
     import torch
 
     from pldistill.models.loading import freeze, load_teacher, set_encoder_window
     from pldistill.train.teacher import ensure_teacher
 
-    if cfg.model.finetunes_teacher:
+    if cfg.model.finetunes_teacher or data.unlabelled:
         return ensure_teacher(cfg, data, log=log)[0]
     teacher = load_teacher(cfg.model.teacher, dtype=getattr(torch, cfg.model.dtype))
     set_encoder_window(teacher.audio_tower, data.window_s)
@@ -169,6 +175,7 @@ class _TeacherRowsActor:
         import torch
 
         from pldistill.train.dataset import prepare_fold
+        from pldistill.train.teacher_cache import cache_examples, teacher_clips
 
         cfg = TrialConfig.model_validate_json(cfg_json)
         if cfg.train.num_threads:
@@ -178,8 +185,8 @@ class _TeacherRowsActor:
         if torch.cuda.is_available():
             self.teacher.model.to("cuda")
         self.storage = cfg.model.teacher_cache_dtype
-        self.examples = {ex.key: ex for ex in (*self.data.train, *self.data.val, *self.data.test)}
-        self.train_keys = {ex.key for ex in self.data.train}
+        self.examples = {ex.key: ex for ex in cache_examples(cfg, self.data)}
+        self.train_keys = teacher_clips(self.data)
 
     def __call__(self, batch: dict[str, Any]) -> Any:
         from pldistill.train.teacher_cache import cache_rows

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,10 @@ class FoldData:
     #: Clips only a teacher fine-tuned here trains on (``teacher_pool.jsonl``), not yet featurised:
     #: the features are computed by :func:`teacher_pool_examples` only when a teacher is fine-tuned.
     teacher_pool: list[Any] = field(default_factory=list)
+    #: The training clips whose labels no student reads (``data.labelled_fraction < 1``; ``train``
+    #: then holds the labelled ones). ``labelled`` is False and ``label`` the gold label, which only
+    #: the teacher's own metrics read: training reads :func:`pldistill.train.teacher.answered` instead.
+    unlabelled: list[Example] = field(default_factory=list)
 
 
 def manifests_dir(cfg: TrialConfig) -> tuple[Path, Path | None]:
@@ -59,8 +63,9 @@ def _prepare_fold(cfg: TrialConfig, fold: int) -> FoldData:
     manifests, audio_root = manifests_dir(cfg)
     split = load_fold(manifests, cfg.data.dataset, fold, audio_root=audio_root,
                       val_fraction=cfg.data.val_fraction, val_seed=cfg.data.val_seed,
+                      labelled_fraction=cfg.data.labelled_fraction, labelled_seed=cfg.data.labelled_seed,
                       transcripts=cfg.data.transcripts)
-    clips = split.train + split.val + split.test
+    clips = split.train + split.unlabelled + split.val + split.test
     window = cfg.data.window_s or choose_window([c.length for c in clips])
     feats = compute_features(clips, window, cache_dir=cfg.cache_dir / "features",
                              on_bad_audio=cfg.data.on_bad_audio)
@@ -71,7 +76,8 @@ def _prepare_fold(cfg: TrialConfig, fold: int) -> FoldData:
 
     return FoldData(dataset=split.dataset, fold=fold, labels=tuple(split.labels), window_s=window,
                     features_key=feats.content_key, train=examples(split.train), val=examples(split.val),
-                    test=examples(split.test), teacher_pool=pool)
+                    test=examples(split.test), teacher_pool=pool,
+                    unlabelled=[replace(ex, labelled=False) for ex in examples(split.unlabelled)])
 
 
 def teacher_pool_examples(cfg: TrialConfig, data: FoldData) -> list[Example]:

@@ -80,7 +80,8 @@ def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
     student_audio, hidden, student_logits = m.student(feats, ntok, inputs.input_ids, inputs.attention_mask,
                                                       m.vocab if lm_head is None else None)
     batch = DistillBatch(student_logits=student_logits, labels=inputs.labels, response_mask=inputs.response_mask,
-                         audio_mask=inputs.audio_mask, student_audio=student_audio,
+                         audio_mask=inputs.audio_mask, ce_mask=None if inputs.labelled is None else inputs.ce_mask,
+                         student_audio=student_audio,
                          audio_token_mask=enc.token_mask[:, :n_audio],
                          student_hidden=hidden if lm_head is not None else None, student_lm_head=lm_head)
     if not m.objective.needs_teacher:

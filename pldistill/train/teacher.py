@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,10 @@ from pldistill.train.dataset import FoldData, teacher_pool_examples
 from pldistill.train.metrics import closed_set_metrics
 from pldistill.train.scoring import score_labels
 
-__all__ = ["ensure_teacher", "teacher_key", "evaluate"]
+__all__ = ["ensure_teacher", "teacher_key", "evaluate", "answered", "ANSWERS_FILE"]
+
+#: The teacher's closed-set answers for the fold's unlabelled clips, beside its ``metrics.json``.
+ANSWERS_FILE = "answers.json"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -44,6 +48,8 @@ def teacher_key(cfg: TrialConfig, data: FoldData) -> str:
         "train": sorted(ex.key for ex in data.train), "template": repr(PromptTemplate()),
         "features": data.features_key, "v": 2,
         **({"pool": sorted(c.key for c in data.teacher_pool)} if data.teacher_pool else {}),
+        # the clips it answers for (``answers.json``); "train" above is then the labelled part
+        **({"unlabelled": sorted(ex.key for ex in data.unlabelled)} if data.unlabelled else {}),
         # a key of its own only when it differs from the default, so existing caches stay valid
         **({"eval": cfg.model.teacher_eval} if cfg.model.teacher_eval != "closed_set" else {}),
     })
@@ -79,7 +85,7 @@ def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] 
             if not (final / "metrics.json").is_file():
                 full = _windowed(load_teacher(cfg.model.teacher, dtype=dtype), data)
                 full.model.to(device)
-                _write_metrics(final, _teacher_metrics(_frozen(full), data, cfg))
+                _write_metrics(final, _teacher_metrics(_frozen(full), data, cfg), _answers(full, data, cfg))
                 if not encoder_only:
                     return full, json.loads((final / "metrics.json").read_text())
         teacher = _load_encoder_only(cfg.model.teacher, dtype) if encoder_only else \
@@ -106,9 +112,42 @@ def _windowed(teacher: Teacher, data: FoldData) -> Teacher:
     return teacher
 
 
-def _write_metrics(folder: Path, metrics: dict) -> None:
+def _write_metrics(folder: Path, metrics: dict, answers: dict | None) -> None:
     with atomic_dir(folder) as tmp:
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        _write_scores(tmp, metrics, answers)
+
+
+def _write_scores(folder: Path, metrics: dict, answers: dict | None) -> None:
+    if answers is not None:
+        (folder / ANSWERS_FILE).write_text(json.dumps(answers, indent=2))
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def _answers(teacher: Teacher, data: FoldData, cfg: TrialConfig) -> dict | None:
+    """The teacher's closed-set answer (label index) for each unlabelled clip, and how often it is
+    the gold label (``ua``, ``wa``: the quality of the signal the students get on those clips)."""
+    if not data.unlabelled:
+        return None
+    head = AudioLMHead(teacher.model)
+    was_training = head.training
+    head.train(False)
+    scores = score_labels(head, teacher.audio_tower, data.unlabelled, teacher.tokenizer, data.labels,
+                          vocab=len(teacher.tokenizer), batch_size=cfg.train.eval_batch_size)
+    head.train(was_training)
+    pred = scores.argmax(-1).tolist()
+    quality = closed_set_metrics([ex.label for ex in data.unlabelled], scores.numpy())
+    return {"answers": {ex.key: int(p) for ex, p in zip(data.unlabelled, pred)},
+            "ua": quality["ua"], "wa": quality["wa"]}
+
+
+def answered(cfg: TrialConfig, data: FoldData) -> list[Example]:
+    """The fold's unlabelled clips with the teacher's answers as their responses (``labelled`` False:
+    the CE never reads them). Call after :func:`ensure_teacher`, which writes the answers."""
+    if not data.unlabelled:
+        return []
+    path = cfg.cache_dir / "teachers" / teacher_key(cfg, data) / ANSWERS_FILE
+    answers = json.loads(path.read_text())["answers"]
+    return [replace(ex, label=int(answers[ex.key])) for ex in data.unlabelled]
 
 
 def _frozen(teacher: Teacher) -> Teacher:
@@ -171,7 +210,7 @@ def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.d
                 total += loss.item() * len(batch)
             log(f"teacher fine-tune fold {data.fold} epoch {epoch + 1}/{ft.epochs}: loss {total / len(train):.4f}")
     model.eval()
-    metrics = _teacher_metrics(teacher, data, cfg)
+    metrics, answers = _teacher_metrics(teacher, data, cfg), _answers(teacher, data, cfg)
     log(f"teacher fold {data.fold}: val UA {metrics['val_ua']:.3f}, test UA {metrics['test_ua']:.3f}")
     with atomic_dir(final) as tmp:
         # Save with the full 30 s position table so the checkpoint looks like any real one.
@@ -180,7 +219,7 @@ def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.d
             set_encoder_window(model.model.audio_tower, full.shape[0] / 50)
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        _write_scores(tmp, metrics, answers)
 
 
 def match_answer(text: str, labels: Sequence[str]) -> int | None:

@@ -77,6 +77,8 @@ __all__ = [
     "teacher_rows",
     "cache_rows",
     "fold_examples",
+    "cache_examples",
+    "teacher_clips",
     "ensure_teacher_cache",
     "write_rows",
     "read_rows",
@@ -90,8 +92,22 @@ _COMPLETE = "meta.json"
 
 
 def fold_examples(data: FoldData) -> list[Example]:
-    """Every clip of the fold once (train, val, test): the rows a cache holds."""
-    return [*data.train, *data.val, *data.test]
+    """Every clip of the fold once (train, unlabelled, val, test): the rows a cache holds. The
+    unlabelled clips carry their gold labels here; :func:`cache_examples` gives what the rows use."""
+    return [*data.train, *data.unlabelled, *data.val, *data.test]
+
+
+def teacher_clips(data: FoldData) -> set[str]:
+    """The clips the losses read the teacher on (labelled and unlabelled training clips)."""
+    return {ex.key for ex in (*data.train, *data.unlabelled)}
+
+
+def cache_examples(cfg: TrialConfig, data: FoldData) -> list[Example]:
+    """:func:`fold_examples` with each unlabelled clip's response the teacher's answer (what the
+    distillation terms are forced on; ``pldistill.train.teacher.answered``), training clips first."""
+    from pldistill.train.teacher import answered
+
+    return [*data.train, *answered(cfg, data), *data.val, *data.test]
 
 
 def teacher_cache_key(cfg: TrialConfig, data: FoldData) -> str:
@@ -102,7 +118,7 @@ def teacher_cache_key(cfg: TrialConfig, data: FoldData) -> str:
         "teacher": teacher_key(cfg, data), "features": data.features_key, "window_s": data.window_s,
         "labels": data.labels, "template": repr(PromptTemplate()), "dtype": cfg.model.dtype,
         "storage": cfg.model.teacher_cache_dtype, "clips": sorted(ex.key for ex in fold_examples(data)),
-        "teacher_clips": sorted(ex.key for ex in data.train), "v": CACHE_VERSION,
+        "teacher_clips": sorted(teacher_clips(data)), "v": CACHE_VERSION,
     })
 
 
@@ -215,13 +231,14 @@ def read_rows(rows_dir: Path) -> Any:
     return pa.concat_tables(tables)
 
 
-def _write_rows_locally(teacher: Any, data: FoldData, rows_dir: Path, storage: str, batch_size: int,
+def _write_rows_locally(teacher: Any, cfg: TrialConfig, data: FoldData, rows_dir: Path, batch_size: int,
                         log: Callable[[str], None]) -> None:
     """The in-process builder (no Ray): what a trial falls back on when it finds no cache."""
     from pldistill.progress import StepProgress
 
-    examples = fold_examples(data)  # training clips first: batches mostly of one kind
-    train = {ex.key for ex in data.train}
+    storage = cfg.model.teacher_cache_dtype
+    examples = cache_examples(cfg, data)  # training clips first: batches mostly of one kind
+    train = teacher_clips(data)
     with StepProgress(len(examples), f"teacher cache fold {data.fold}", unit="clips", log=log, tty=False) as bar:
         for part, start in enumerate(range(0, len(examples), batch_size)):
             table = cache_rows(teacher, examples[start:start + batch_size], data.labels, teacher_keys=train,
@@ -241,9 +258,9 @@ def _finish(tmp: Path, teacher: Any, data: FoldData, cfg: TrialConfig, key: str)
         raise RuntimeError(f"teacher cache for fold {data.fold}: {len(keys)} rows written, "
                            f"{len(expected)} clips expected (missing or duplicated sample ids)")
     with_teacher = sorted(k for k, t in zip(keys, written.column("teacher").to_pylist()) if t)
-    if with_teacher != sorted(ex.key for ex in data.train):
+    if with_teacher != sorted(teacher_clips(data)):
         raise RuntimeError(f"teacher cache for fold {data.fold}: teacher outputs for {len(with_teacher)} clips, "
-                           f"expected for the {len(data.train)} training clips")
+                           f"expected for the {len(teacher_clips(data))} training clips")
     vocab = len(teacher.tokenizer)
     lm_head = teacher.model.lm_head
     tensors = {"weight": lm_head.weight[:vocab].detach().cpu().contiguous()}
@@ -281,7 +298,7 @@ def ensure_teacher_cache(cfg: TrialConfig, data: FoldData, teacher: Any, *, log:
         with atomic_dir(final) as tmp:
             (tmp / "rows").mkdir()
             if write_rows is None:
-                _write_rows_locally(teacher, data, tmp / "rows", cfg.model.teacher_cache_dtype, batch_size, log)
+                _write_rows_locally(teacher, cfg, data, tmp / "rows", batch_size, log)
             else:
                 write_rows(tmp / "rows")
             _finish(tmp, teacher, data, cfg, key)

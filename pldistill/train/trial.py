@@ -55,7 +55,7 @@ from pldistill.train.parallel import (
 from pldistill.train.scoring import score_labels
 from pldistill.train.step import DistillModels, compile_student, distill_step
 from pldistill.train.student_prior import ensure_student_llm
-from pldistill.train.teacher import ensure_teacher
+from pldistill.train.teacher import answered, ensure_teacher
 from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache, teacher_cache_complete
 
 __all__ = ["run_trial", "trial_runs", "TrialResult", "FoldResult", "Reporter", "lr_factor", "PREDICTIONS_FILE"]
@@ -227,6 +227,9 @@ class _Fold:
     """Everything one fold trains with, built once by :func:`_setup_fold`, and where it stands."""
 
     data: FoldData
+    #: What the student trains on: the fold's labelled clips, plus (objectives with a teacher) its
+    #: unlabelled ones forced on the teacher's answers (``data.labelled_fraction``).
+    train: list[Example]
     teacher: Teacher
     encoder: Any  # what evaluation reads the audio from: the teacher cache, or the audio tower
     student: Any  # the PEFT model (its save_pretrained writes adapter + projector)
@@ -274,7 +277,11 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
                            vocab=len(tok), objective=objective, weighting=hp.weighting, sharpen_p=hp.sharpen_p,
                            cache=cache, awcka_end_row=hp.awcka_end_row, fused_logits=tc.fused_logits)
     optimizer = _optimizer(head, cfg)
-    per_rank = len(data.train) // world
+    # Unlabelled clips carry the teacher's signal only: an objective without a teacher (sft) trains on
+    # the labelled ones, repeated to take as many steps as the others (_epoch_batches), so a comparison
+    # at a labelled fraction differs in what the student learns from, not in how long it trains.
+    train = data.train + answered(cfg, data) if objective.needs_teacher else data.train
+    per_rank = (len(data.train) + len(data.unlabelled)) // world
     micro = -(-per_rank // tc.batch_size)
     if tc.max_steps_per_epoch:
         micro = min(micro, tc.max_steps_per_epoch * tc.grad_accum)
@@ -286,7 +293,7 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
     # Dropout draws from torch's global RNG: seed it here, after the caches (a teacher fine-tuned in
     # this process, or read from disk) have drawn whatever they draw, so a fold trains the same either way.
     torch.manual_seed(seed + fold)
-    f = _Fold(data=data, teacher=teacher, encoder=cache if cache is not None else teacher.audio_tower,
+    f = _Fold(data=data, train=train, teacher=teacher, encoder=cache if cache is not None else teacher.audio_tower,
               student=student, head=head, wrapped=wrapped, models=models, optimizer=optimizer, schedule=schedule,
               rng=np.random.default_rng(seed + fold), out_dir=out_dir, device=device,
               sharded=is_sharded(head))
@@ -356,15 +363,11 @@ def _train_epoch(f: _Fold, tc: TrainConfig) -> dict[str, float]:
     """One epoch of gradient steps; returns the mean of each loss term over its micro-batches."""
     rank, world = _rank_world()
     s = f.schedule
-    # Clips of similar audio length share a micro-batch (little padding); every rank draws the same
-    # order from the same generator state and takes its share, so all take micro_per_epoch steps.
-    # The losses are per-sample means, so a batch of B equals B clips accumulated (test_microbatch).
-    batches = rank_bucket_batches([ex.num_audio_tokens for ex in f.data.train], tc.batch_size, f.rng,
-                                  world=world, rank=rank, batches_per_bucket=tc.batches_per_bucket)
+    batches = _epoch_batches(f, tc, rank, world)
     sums: dict[str, float] = {}
     f.optimizer.zero_grad(set_to_none=True)
     for m in range(s.micro_per_epoch):
-        batch = collate([f.data.train[i] for i in batches[m]], f.teacher.tokenizer, f.data.labels).to(f.device)
+        batch = collate([f.train[i] for i in batches[m]], f.teacher.tokenizer, f.data.labels).to(f.device)
         last_micro = (m + 1) % tc.grad_accum == 0 or m + 1 == s.micro_per_epoch
         with gradient_sync(f.wrapped, enabled=last_micro):  # DDP all-reduces on the last micro-batch only
             out = distill_step(f.models, batch)
@@ -379,6 +382,25 @@ def _train_epoch(f: _Fold, tc: TrainConfig) -> dict[str, float]:
             f.optimizer.zero_grad(set_to_none=True)
             f.step += 1
     return {k: v / max(1, s.micro_per_epoch) for k, v in sums.items()}
+
+
+def _epoch_batches(f: _Fold, tc: TrainConfig, rank: int, world: int) -> list[np.ndarray]:
+    """This rank's micro-batches of the epoch, as indices into ``f.train``.
+
+    Clips of similar audio length share a micro-batch (little padding); every rank draws the same
+    order from the same generator state and takes its share, so all take micro_per_epoch steps.
+    The losses are per-sample means, so a batch of B equals B clips accumulated (test_microbatch).
+    A training set smaller than the epoch (sft's labelled clips) is drawn again until it fills it.
+    """
+    lengths = [ex.num_audio_tokens for ex in f.train]
+    batches: list[np.ndarray] = []
+    while len(batches) < f.schedule.micro_per_epoch:
+        drawn = rank_bucket_batches(lengths, tc.batch_size, f.rng, world=world, rank=rank,
+                                    batches_per_bucket=tc.batches_per_bucket)
+        if not drawn:
+            raise ValueError(f"{len(lengths)} training clips cannot feed {world} workers")
+        batches += drawn
+    return batches
 
 
 def _keep_if_best(f: _Fold, cfg: TrialConfig, res: FoldResult, row: dict[str, Any], losses: dict[str, float],

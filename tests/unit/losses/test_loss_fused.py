@@ -165,9 +165,35 @@ def test_matches_numpy_reference(reduction: str) -> None:
     audio, response = _masks()
     got = _fused(x, ALL, "hidden", 2.0, reduction, 4)
     arrays = [x[k].detach().numpy() for k in ("hidden", "weight", "t_hidden", "t_weight", "labels")]
-    masks = {"audio": audio.numpy(), "response": response.numpy()}
+    masks = {"audio": audio.numpy(), "response": response.numpy(), "ce": response.numpy()}
     for t in ALL:
         assert got[t].item() == pytest.approx(_np_term(t, *arrays, masks, 2.0, reduction), rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["sample_mean", "sample_sum"])
+def test_ce_mask_leaves_out_unlabelled_samples_and_keeps_them_in_b(reduction: str) -> None:
+    """An unlabelled clip (its response is the teacher's answer) adds nothing to CE but counts in B,
+    as the single-clip losses of an accumulated batch would; the KL terms still read its response."""
+    x = _inputs(F64)
+    audio, response = _masks()
+    ce_mask = response.clone()
+    ce_mask[1] = False  # sample 1 unlabelled
+    got = fused_distill_terms(x["hidden"], x["weight"], x["labels"], response, audio, terms=ALL,
+                              teacher_hidden=x["t_hidden"], teacher_lm_head=x["t_weight"], temperature=2.0,
+                              chunk_size=4, reduction=reduction, ce_mask=ce_mask)
+    arrays = [x[k].detach().numpy() for k in ("hidden", "weight", "t_hidden", "t_weight", "labels")]
+    masks = {"audio": audio.numpy(), "response": response.numpy(), "ce": ce_mask.numpy()}
+    for t in ALL:
+        assert got[t].item() == pytest.approx(_np_term(t, *arrays, masks, 2.0, reduction), rel=1e-10, abs=1e-12)
+    only_first = fused_distill_terms(x["hidden"][:1], x["weight"], x["labels"][:1], response[:1], audio[:1],
+                                     terms=("ce",), reduction=reduction)["ce"]
+    assert got["ce"].item() == pytest.approx(only_first.item() / 2, rel=1e-12)  # mean over B = 2 clips
+    unfused = cross_entropy(F.linear(x["hidden"], x["weight"]), x["labels"], ce_mask, reduction=reduction)
+    torch.testing.assert_close(got["ce"], unfused)
+    g_fused = torch.autograd.grad(got["ce"], x["hidden"])[0]
+    g_ref = torch.autograd.grad(unfused, x["hidden"])[0]
+    torch.testing.assert_close(g_fused, g_ref)
+    assert g_fused[1].abs().max().item() == 0.0
 
 
 # --- properties and edge cases --------------------------------------------------------------------------

@@ -119,7 +119,7 @@ T_HEAD = torch.randn(V, HT, generator=torch.Generator().manual_seed(2))
 def _terms(s: Student, b: Inputs, path: str, red: dict[str, str], weighting: str) -> dict[str, torch.Tensor]:
     """Every term of every objective, each reduced per sample; the logit terms by ``path``."""
     hidden = torch.tanh(b.x @ s.a)
-    masks = {"audio": b.audio_mask, "response": b.response_mask}
+    masks = {"audio": b.audio_mask, "response": b.response_mask, "ce": b.response_mask}
     if path.startswith("fused"):
         w = s.w.detach() if path == "fused_frozen" else s.w
         out = fused_distill_terms(hidden, w, b.labels, b.response_mask, b.audio_mask, terms=tuple(FUSED_TERMS),

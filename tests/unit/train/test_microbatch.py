@@ -15,6 +15,8 @@ mode; the online path is covered at the paper's weighting and for every weightin
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from _objectives import audiolm_objectives
@@ -98,3 +100,47 @@ def test_batch_equals_accumulation_under_other_options(setup, options):
     models = _models(setup, "cached", "pl_distill", "attention_sharpened", **options)
     models.awcka_end_row = end_row
     assert_batch_equals_accumulation(models, head, [data.train[i] for i in CLIPS], teacher.tokenizer)
+
+
+# --- unlabelled clips (data.labelled_fraction): the CE skips them, the teacher's terms do not ------------
+
+def _unlabelled(ex: Example) -> Example:
+    return dataclasses.replace(ex, labelled=False)
+
+
+@pytest.mark.parametrize("objective", audiolm_objectives())
+def test_batch_with_unlabelled_clips_equals_accumulation(setup, objective):
+    """A batch mixing labelled clips and unlabelled ones (forced on the teacher's answer) still equals
+    the clips accumulated one at a time: an unlabelled clip adds 0 to the CE and counts in B."""
+    teacher, head, data, _ = setup
+    examples = [data.train[i] if k % 2 == 0 else _unlabelled(data.train[i]) for k, i in enumerate(CLIPS)]
+    assert_batch_equals_accumulation(_models(setup, "cached", objective, "attention_last"), head, examples,
+                                     teacher.tokenizer)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_unlabelled_clip_adds_nothing_to_the_ce_and_everything_to_the_kl(setup, fused):
+    """sft on [labelled a, unlabelled b] is half of sft on [a] (value and gradients); forward KL's KL
+    term on the same pair is the one of two labelled clips (it reads b's response all the same)."""
+    teacher, head, data, _ = setup
+    tok = teacher.tokenizer
+    a, b = data.train[CLIPS[0]], data.train[CLIPS[1]]
+
+    def run(objective: str, examples: list[Example]):
+        models = _models(setup, "cached", objective, "attention_last")
+        models.fused_logits = fused
+        head.zero_grad(set_to_none=True)
+        out = distill_step(models, collate(examples, tok, LABELS))
+        out.total.backward()
+        return out, _grads(head)
+
+    pair, g_pair = run("sft", [a, _unlabelled(b)])
+    alone, g_alone = run("sft", [a])
+    torch.testing.assert_close(pair.total.detach(), alone.total.detach() / 2, **TOL)
+    for k in g_alone:
+        torch.testing.assert_close(g_pair[k], g_alone[k] / 2, **TOL, msg=k)
+    mixed, _ = run("forward_kl", [a, _unlabelled(b)])
+    both, _ = run("forward_kl", [a, b])
+    torch.testing.assert_close(mixed.terms["kl_response"], both.terms["kl_response"], **TOL)
+    torch.testing.assert_close(mixed.terms["ce"], alone.terms["ce"] / 2, **TOL)
+    assert both.terms["ce"].item() > mixed.terms["ce"].item() > 0
