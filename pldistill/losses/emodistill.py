@@ -206,8 +206,14 @@ def emodistill_total(terms: Mapping[str, Tensor], weights: Mapping[str, float]) 
 
 @register_term("class_ce", label="CE", inputs=(), family="classifier")
 def _class_ce(batch: ClassifierBatch, opts: TermOptions) -> Tensor:
-    """Cross-entropy of the class logits ``(B, C)`` against the labels ``(B,)``, mean over clips."""
-    return F.cross_entropy(batch.student_logits.to(_float_dtype(batch.student_logits)), batch.labels)
+    """Cross-entropy of the class logits ``(B, C)`` against the labels ``(B,)``, mean over clips. An
+    unlabelled clip (``batch.labelled`` False) adds 0 and still counts in ``B``, as its single-clip
+    loss would in an accumulated batch."""
+    logits = batch.student_logits.to(_float_dtype(batch.student_logits))
+    if batch.labelled is None:
+        return F.cross_entropy(logits, batch.labels)
+    per_clip = F.cross_entropy(logits, batch.labels.clamp_min(0), reduction="none")
+    return torch.where(batch.labelled, per_clip, torch.zeros_like(per_clip)).sum() / per_clip.shape[0]
 
 
 @register_term("kl_prosodic", label="KL(prosodic)", kl=True, inputs=("teacher_p_logits",), hparams=("tau_p",),

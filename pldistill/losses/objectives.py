@@ -88,6 +88,9 @@ class ClassifierBatch:
 
     student_logits: Tensor  #: (B, C) class logits
     labels: Tensor  #: (B,) long class indices
+    #: (B,) bool: clips whose gold label the CE reads (``data.labelled_fraction``); None: all of them.
+    #: An unlabelled clip's ``labels`` entry is a placeholder nothing reads.
+    labelled: Tensor | None = None
     #: (B, Ep) / (B, El): the student's prosodic / linguistic head, mapped to its teacher's width
     student_pros: Tensor | None = None
     student_ling: Tensor | None = None

@@ -204,7 +204,9 @@ def _setup(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: Resu
                           else trainee)
     params = [p for p in trainee.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-    per_rank = len(data.train) // world
+    # Every clip, the unlabelled ones too (their CE is masked: the teachers' terms read them); the
+    # teachers' outputs hold no gold label for them (_teachers).
+    per_rank = (len(data.train) + len(data.unlabelled)) // world
     micro = -(-per_rank // tc.batch_size)
     if tc.max_steps_per_epoch:
         micro = min(micro, tc.max_steps_per_epoch * tc.grad_accum)
@@ -231,11 +233,15 @@ def _teachers(cfg: TrialConfig, data: FoldData) -> tuple[dict[str, int], Teacher
     without transcripts fails before any eGeMAPS is computed."""
     from pldistill.data import compute_egemaps, load_fold
 
-    examples = data.train + data.val + data.test
-    n_train, n_val = len(data.train), len(data.val)
-    fold_clips = FoldClips(dataset=data.dataset, fold=data.fold, labels=np.array([ex.label for ex in examples]),
+    # The teachers train on the labelled clips; they give outputs for every clip. An unlabelled clip's
+    # label is in no index set; it is 0 here all the same, so no teacher could read the gold one.
+    examples = data.train + data.unlabelled + data.val + data.test
+    n_train, n_unl, n_val = len(data.train), len(data.unlabelled), len(data.val)
+    fold_clips = FoldClips(dataset=data.dataset, fold=data.fold,
+                           labels=np.array([ex.label if ex.labelled else 0 for ex in examples]),
                            num_classes=len(data.labels), train=np.arange(n_train),
-                           val=np.arange(n_train, n_train + n_val), test=np.arange(n_train + n_val, len(examples)))
+                           val=np.arange(n_train + n_unl, n_train + n_unl + n_val),
+                           test=np.arange(n_train + n_unl + n_val, len(examples)))
     t = cfg.model.emodistill_teachers
     epochs = {} if t.epochs is None else {"epochs": t.epochs}
     texts = [ex.transcript for ex in examples]
@@ -244,8 +250,10 @@ def _teachers(cfg: TrialConfig, data: FoldData) -> tuple[dict[str, int], Teacher
                                            settings=LinguisticSettings(model=t.linguistic, **epochs), log=_log)
     manifests, audio_root = manifests_dir(cfg)
     split = load_fold(manifests, cfg.data.dataset, data.fold, audio_root=audio_root,
-                      val_fraction=cfg.data.val_fraction, val_seed=cfg.data.val_seed, transcripts=cfg.data.transcripts)
-    clips = {c.key: c for c in split.train + split.val + split.test}
+                      val_fraction=cfg.data.val_fraction, val_seed=cfg.data.val_seed,
+                      labelled_fraction=cfg.data.labelled_fraction, labelled_seed=cfg.data.labelled_seed,
+                      transcripts=cfg.data.transcripts)
+    clips = {c.key: c for c in split.train + split.unlabelled + split.val + split.test}
     # "fail": these clips' audio was read for the log-mels already; a skip here would misalign the rows
     feats = compute_egemaps([clips[ex.key] for ex in examples], cfg.cache_dir / "features", on_bad_audio="fail")
     prosodic = ensure_prosodic_teacher(feats.values, fold_clips, cfg.cache_dir, seed=cfg.model.init_seed,
@@ -291,7 +299,10 @@ def _batch(r: _Run, examples: list[Example]) -> ClassifierBatch:
     def read(a: np.ndarray) -> Tensor:
         return torch.from_numpy(a[rows]).to(r.device)
 
+    labelled = None if all(ex.labelled for ex in examples) else \
+        torch.tensor([ex.labelled for ex in examples], device=r.device)
     return ClassifierBatch(student_logits=logits, labels=torch.tensor([ex.label for ex in examples], device=r.device),
+                           labelled=labelled,
                            student_pros=pros, student_ling=ling, teacher_p_logits=read(r.prosodic.logits),
                            teacher_l_logits=read(r.linguistic.logits), teacher_p_emb=read(r.prosodic.embeddings),
                            teacher_l_emb=read(r.linguistic.embeddings))
@@ -301,11 +312,12 @@ def _train_epoch(r: _Run, tc: TrainConfig) -> dict[str, float]:
     """One epoch of gradient steps; returns the mean of each loss term over its micro-batches."""
     rank, world = _rank_world()
     s = r.schedule
-    order = r.rng.permutation(len(r.data.train))[:s.per_rank * world][rank::world]
+    train = r.data.train + r.data.unlabelled
+    order = r.rng.permutation(len(train))[:s.per_rank * world][rank::world]
     sums: dict[str, float] = {}
     r.optimizer.zero_grad(set_to_none=True)
     for m in range(s.micro_per_epoch):
-        examples = [r.data.train[i] for i in order[m * tc.batch_size:(m + 1) * tc.batch_size]]
+        examples = [train[i] for i in order[m * tc.batch_size:(m + 1) * tc.batch_size]]
         last_micro = (m + 1) % tc.grad_accum == 0 or m + 1 == s.micro_per_epoch
         with gradient_sync(r.wrapped, enabled=last_micro):  # DDP all-reduces on the last micro-batch only
             out = r.objective(_batch(r, examples))

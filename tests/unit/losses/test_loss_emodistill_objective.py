@@ -8,6 +8,7 @@ with plain torch.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -90,3 +91,25 @@ def test_missing_teacher_fields_are_named() -> None:
     batch.teacher_l_emb = None
     with pytest.raises(ValueError, match="teacher_l_emb"):
         build_objective("emodistill", Hyperparameters(objective="emodistill").model_dump())(batch)
+
+
+def test_unlabelled_clips_leave_the_ce_and_stay_in_every_teacher_term() -> None:
+    """data.labelled_fraction: the class CE of unlabelled clips is left out (NumPy float64 reference:
+    the labelled clips' -log softmax summed, over all B), every teacher term still reads all clips."""
+    hp = Hyperparameters(objective="emodistill")
+    objective = build_objective("emodistill", hp.model_dump())
+    full = _batch(3)
+    labelled = torch.tensor([True, False, True, True, False, False])
+    masked = ClassifierBatch(**{**full.__dict__, "labelled": labelled})
+    out, ref = objective(masked), objective(full)
+    z = full.student_logits.detach().numpy()
+    log_p = z - z.max(-1, keepdims=True) - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    y = full.labels.numpy()
+    expected = sum(-log_p[i, y[i]] for i in range(len(y)) if labelled[i]) / len(y)
+    assert out.terms["class_ce"].item() == pytest.approx(expected, rel=1e-12)
+    for name in ("kl_prosodic", "kl_linguistic", "cos_prosodic", "cos_linguistic"):
+        torch.testing.assert_close(out.terms[name], ref.terms[name])
+    torch.testing.assert_close(out.total, ref.total - ref.terms["class_ce"] + out.terms["class_ce"])
+    # an unlabelled clip's gold label cannot move the loss: any placeholder gives the same figures
+    other = ClassifierBatch(**{**masked.__dict__, "labels": torch.where(labelled, full.labels, 0)})
+    torch.testing.assert_close(objective(other).total, out.total)

@@ -157,3 +157,45 @@ def test_two_ranks_train_a_single_teacher_ablation(tmp_path, tiny_cache):
     got = json.loads((tmp_path / "out.json").read_text())
     assert got["world"] == 2 and math.isfinite(got["metrics"]["loss_total"])
     assert load_classifier_student(got["student_dir"]).num_labels == 4
+
+
+def test_labelled_fraction_trains_the_teachers_on_labelled_clips_and_the_student_on_all(tmp_path, tiny_cache,
+                                                                                        monkeypatch):
+    """data.labelled_fraction: both teachers train on the labelled clips (an unlabelled clip's label
+    is in no index set, and a placeholder), the student's epoch covers every clip."""
+    from pldistill.train import classifier_trial
+    from pldistill.train.dataset import prepare_fold
+
+    seen = {}
+    for kind in ("prosodic", "linguistic"):
+        real = getattr(classifier_trial, f"ensure_{kind}_teacher")
+
+        def spy(*args, _real=real, _kind=kind, **kwargs):
+            seen[_kind] = args[1]  # the FoldClips
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(classifier_trial, f"ensure_{kind}_teacher", spy)
+    data_cfg = {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS,
+                "labelled_fraction": 0.5}
+    cfg = _cfg(tmp_path / "run", tiny_cache, data=data_cfg, epochs=1, max_steps_per_epoch=None)
+    data = prepare_fold(cfg, 1)
+    assert data.unlabelled
+    trained, real_batch = [], classifier_trial._batch
+
+    def batch_spy(r, examples):
+        if r.trainee.training:
+            trained.extend(examples)
+        return real_batch(r, examples)
+
+    monkeypatch.setattr(classifier_trial, "_batch", batch_spy)
+    fold = run_trial(cfg).folds[0]
+    for clips in seen.values():
+        assert len(clips.train) == len(data.train)
+        n_train, n_unl = len(data.train), len(data.unlabelled)
+        assert clips.labels[n_train:n_train + n_unl].tolist() == [0] * n_unl
+        assert [int(clips.labels[i]) for i in clips.train] == [ex.label for ex in data.train]
+    assert set(seen) == {"prosodic", "linguistic"}
+    # one epoch over every clip, the unlabelled ones marked so
+    assert sorted(ex.key for ex in trained) == sorted(ex.key for ex in data.train + data.unlabelled)
+    assert {ex.key for ex in trained if not ex.labelled} == {ex.key for ex in data.unlabelled}
+    assert math.isfinite(fold.best["loss_class_ce"])
