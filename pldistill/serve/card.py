@@ -86,7 +86,9 @@ def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str
                                    else "") + ".", "",
         "## Training", "",
         f"- Objective: `{hp['objective']}`; data: {where}, dataset `{data.dataset}`, folds {data.folds} "
-        f"(this folder: fold {src.fold}), validation fraction {data.val_fraction} (seed {data.val_seed}).",
+        f"(this folder: fold {src.fold}), validation fraction {data.val_fraction} (seed {data.val_seed})"
+        + (f"; gold labels read on {data.labelled_fraction:g} of the training clips (seed {data.labelled_seed}), "
+           "the teacher's answers on the rest" if data.labelled_fraction < 1 else "") + ".",
         f"- Epochs {cfg.train.epochs}, batch {cfg.train.batch_size} x accumulation {cfg.train.grad_accum}, "
         f"seeds {cfg.train.seeds} (this folder: seed {src.seed}); teacher mode {cfg.model.teacher_mode}.",
         "- Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())), "",
