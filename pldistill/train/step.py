@@ -93,7 +93,7 @@ def distill_step(m: DistillModels, inputs: ModelInputs, pseudo: ModelInputs | No
     lm_head = _fused_lm_head(m)
     if pseudo is not None and m.objective.needs_teacher:
         return _split_step(m, inputs, pseudo, feats, enc, cached, lm_head)
-    batch = _student_batch(m, inputs, _student_forward(m, feats, enc.num_tokens, [inputs], lm_head)[0], enc, lm_head)
+    batch = _student_batch(inputs, _student_forward(m, feats, enc.num_tokens, [inputs], lm_head)[0], enc, lm_head)
     if not m.objective.needs_teacher:
         return m.objective(batch)
     _add_teacher(m, batch, inputs, feats, enc, cached)
@@ -116,9 +116,9 @@ def _split_step(m: DistillModels, inputs: ModelInputs, pseudo: ModelInputs, feat
         raise ValueError("the pseudo-target batch must hold the same clips, in the same layout, as the batch")
     gold_out, pseudo_out = _student_forward(m, feats, enc.num_tokens, [inputs, pseudo], lm_head)
     ce_objective, rest_objective = _ce_and_rest(m.objective)
-    batch = _student_batch(m, pseudo, pseudo_out, enc, lm_head)
+    batch = _student_batch(pseudo, pseudo_out, enc, lm_head)
     _add_teacher(m, batch, pseudo, feats, enc, cached)
-    parts = [ce_objective(_student_batch(m, inputs, gold_out, enc, lm_head)), rest_objective(batch)]
+    parts = [ce_objective(_student_batch(inputs, gold_out, enc, lm_head)), rest_objective(batch)]
     terms = {k: v for part in parts for k, v in part.terms.items()}
     return ObjectiveOutput(total=parts[0].total + parts[1].total,
                            terms={name: terms[name] for name in m.objective.weights})
@@ -153,8 +153,9 @@ def _student_forward(m: DistillModels, feats: Tensor, num_tokens: Tensor, rows: 
             for k, r in enumerate(rows)]
 
 
-def _student_batch(m: DistillModels, inputs: ModelInputs, out: _StudentOut, enc: EncodedAudio,
+def _student_batch(inputs: ModelInputs, out: _StudentOut, enc: EncodedAudio,
                    lm_head: Tensor | None) -> DistillBatch:
+    """The student's side of the loss batch for the sequences of ``inputs`` (hidden states when fused)."""
     student_audio, hidden, student_logits = out
     n_audio = int(enc.num_tokens.max())
     return DistillBatch(student_logits=student_logits, labels=inputs.labels, response_mask=inputs.response_mask,
