@@ -286,8 +286,12 @@ class Hyperparameters(_Strict):
     #: ``allow_inf_nan=False``: ``ge`` alone refuses NaN but lets inf through.
     caad_contrast: float = Field(1.0, ge=0.0, allow_inf_nan=False,
                                  description="a of CAAD's teacher (1 + a) z_audio - a z_text; 0: forward KL")
-    #: What CAAD's two teacher paths are forced on. ``label``: the gold answer, the student's own CE
-    #: target, so the response positions of teacher and student align one to one.
+    #: What the teacher (CAAD's two paths) is forced on. ``label``: the gold answer, the student's own
+    #: CE target, so one student forward serves CE and KL. ``metadata``: the gold word followed by the
+    #: clip's pitch, loudness and rate (low/medium/high by the training clips' eGeMAPS terciles,
+    #: pldistill/data/pseudo_target.py); the student is forced on it too for every term but CE, which
+    #: stays on the gold answer (a second sequence in the student's forward). Read by the objectives
+    #: that read the teacher.
     pseudo_target: Literal["label", "metadata"] = "label"
     #: EmoDistill (classifier student): CE + w_p KL_P + w_l KL_L + w_cos (cos_P + cos_L); w_p = 0 or
     #: w_l = 0 drops that teacher whole (its cosine term too). The paper gives no weights: 1 each.
@@ -309,13 +313,6 @@ class Hyperparameters(_Strict):
     @classmethod
     def _known_objective(cls, v: str) -> str:
         return _registered("objective", v)
-
-    @field_validator("pseudo_target")
-    @classmethod
-    def _supported_pseudo_target(cls, v: str) -> str:
-        if v != "label":  # needs the student forced on a second target for the KL: see README (CAAD)
-            raise ValueError(f"{v!r} is not supported yet; use 'label' (teacher forced on the gold answer)")
-        return v
 
     @field_validator("weighting")
     @classmethod

@@ -18,7 +18,7 @@ the full sequence, so its response rows line up with the audio-aware ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["DEFAULT_TEMPLATE", "PromptTemplate", "Example", "ModelInputs", "TextOnlyInputs", "collate",
-           "candidate_inputs", "prompt_inputs", "response_ids", "text_only_inputs"]
+           "candidate_inputs", "prompt_inputs", "pseudo_target_inputs", "response_ids", "text_only_inputs"]
 
 
 @dataclass(frozen=True)
@@ -135,16 +135,27 @@ class _Encoder:
         self.before = enc(template.before_audio)
         self.after = enc(template.prompt_text(labels))
         self.responses = [enc(lab + template.end_of_response) for lab in labels]
+        self._enc, self._end = enc, template.end_of_response
+        self._free: dict[str, list[int]] = {}  # pseudo targets seen: at most 27 per label
         self.audio_id = int(tokenizer.convert_tokens_to_ids(AUDIO_TOKEN))
         self.pad_id = int(tokenizer.pad_token_id)
         # a tokenizer without them gives None or its unknown id; the unknown id never marks audio
         markers = (tokenizer.convert_tokens_to_ids(t) for t in (AUDIO_BOS, AUDIO_EOS))
         self.marker_ids = tuple(int(i) for i in markers if i is not None and i != tokenizer.unk_token_id)
 
-    def sequence(self, n_audio: int, label: int | None) -> tuple[list[int], int, int]:
-        """ids, start of audio, start of response (``label`` None: the prompt alone, no response)."""
+    def answer(self, text: str) -> list[int]:
+        """Token ids of a free answer and the closing ``<|im_end|>``, tokenized as a label's response is."""
+        ids = self._free.get(text)
+        if ids is None:
+            ids = self._free[text] = self._enc(text + self._end)
+        return ids
+
+    def sequence(self, n_audio: int, response: int | list[int] | None) -> tuple[list[int], int, int]:
+        """ids, start of audio, start of response. ``response``: a label index, the response's token
+        ids, or None (the prompt alone, no response)."""
         ids = self.before + [self.audio_id] * n_audio + self.after
-        return ids + (self.responses[label] if label is not None else []), len(self.before), len(ids)
+        tail = [] if response is None else self.responses[response] if isinstance(response, int) else response
+        return ids + tail, len(self.before), len(ids)
 
 
 #: Per (tokenizer, template, labels). The tokenizer itself is kept in the entry and compared by
@@ -182,15 +193,29 @@ def prompt_inputs(examples: Sequence[Example], tokenizer, labels: Sequence[str],
     return _collate(examples, [ex.label for ex in examples], tokenizer, labels, template, with_response=False)
 
 
+def pseudo_target_inputs(examples: Sequence[Example], tokenizer, labels: Sequence[str], targets: Mapping[str, str],
+                         template: PromptTemplate = DEFAULT_TEMPLATE) -> ModelInputs:
+    """:func:`collate`'s batch with each clip's response being ``targets[key]`` (CAAD's pseudo target, a
+    free answer) instead of its label: the same audio and prompt layout, position for position, only
+    the response differs. ``label_index`` keeps the true labels."""
+    enc = _encoder(tokenizer, template, labels)
+    return _collate(examples, [ex.label for ex in examples], tokenizer, labels, template,
+                    answers=[enc.answer(targets[ex.key]) for ex in examples])
+
+
 def response_ids(tokenizer, labels: Sequence[str], template: PromptTemplate = DEFAULT_TEMPLATE) -> list[list[int]]:
     """Token ids of each label's response (the label and the closing ``<|im_end|>``), in label order."""
     return [list(r) for r in _encoder(tokenizer, template, labels).responses]
 
 
 def _collate(examples: Sequence[Example], responses: Sequence[int], tokenizer, labels: Sequence[str],
-             template: PromptTemplate, with_response: bool = True) -> ModelInputs:
+             template: PromptTemplate, with_response: bool = True,
+             answers: Sequence[list[int]] | None = None) -> ModelInputs:
+    """``responses``: label indices (``label_index``); ``answers``: response token ids that replace them."""
     enc = _encoder(tokenizer, template, labels)
-    seqs = [enc.sequence(ex.num_audio_tokens, r if with_response else None) for ex, r in zip(examples, responses)]
+    tails: Sequence[int | list[int] | None] = answers if answers is not None else \
+        responses if with_response else [None] * len(examples)
+    seqs = [enc.sequence(ex.num_audio_tokens, t) for ex, t in zip(examples, tails)]
     b, length = len(seqs), max(len(s[0]) for s in seqs)
     input_ids = torch.full((b, length), enc.pad_id, dtype=torch.long)
     attention = torch.zeros((b, length), dtype=torch.long)

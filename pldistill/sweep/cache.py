@@ -89,6 +89,9 @@ def build_fold_cache(cfg: TrialConfig, fold: int, *, log: Callable[[str], None] 
     teacher = _load_teacher(cfg, data, log)
 
     def write_rows(rows_dir: Path) -> None:
+        from pldistill.train.pseudo_target import fold_pseudo_targets
+
+        fold_pseudo_targets(cfg, data)  # metadata: the eGeMAPS computed (and cached) once, not by every actor
         _ensure_ray(opts)
         _write_with_ray_data(cfg, fold, [ex.key for ex in fold_examples(data)], rows_dir, opts, log)
 
@@ -175,6 +178,7 @@ class _TeacherRowsActor:
         import torch
 
         from pldistill.train.dataset import prepare_fold
+        from pldistill.train.pseudo_target import fold_pseudo_targets
         from pldistill.train.teacher_cache import cache_examples, teacher_clips
 
         cfg = TrialConfig.model_validate_json(cfg_json)
@@ -187,9 +191,11 @@ class _TeacherRowsActor:
         self.storage = cfg.model.teacher_cache_dtype
         self.examples = {ex.key: ex for ex in cache_examples(cfg, self.data)}
         self.train_keys = teacher_clips(self.data)
+        self.pseudo_targets = fold_pseudo_targets(cfg, self.data)  # None under pseudo_target: label
 
     def __call__(self, batch: dict[str, Any]) -> Any:
         from pldistill.train.teacher_cache import cache_rows
 
         chunk = [self.examples[str(k)] for k in batch["key"]]
-        return cache_rows(self.teacher, chunk, self.data.labels, teacher_keys=self.train_keys, storage=self.storage)
+        return cache_rows(self.teacher, chunk, self.data.labels, teacher_keys=self.train_keys, storage=self.storage,
+                          pseudo_targets=self.pseudo_targets)

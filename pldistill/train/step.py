@@ -8,6 +8,12 @@ logits from its cached hidden states and ``lm_head`` weight (``kl_divergence_fro
 CAAD's objective also reads the teacher's text-only path (``text_only_inputs``: no audio, same
 prompt and response): online it is a second teacher forward, cached it is one more stored array.
 
+The teacher is forced on each clip's pseudo target (CAAD's ``pseudo_target``). Under ``label`` that
+is the gold answer and one student sequence serves every term. Under ``metadata`` (the gold word plus
+the clip's prosody, :mod:`pldistill.train.pseudo_target`) the step also gets the pseudo-target batch:
+the student runs on both sequences in one forward, CE reads the gold one, every other term the
+pseudo one beside the teacher's (:func:`_split_step`).
+
 The student's logits are never materialised when the objective allows it (every term that reads
 them is fusable, ``WeightedSumObjective.fusable``): the step hands the objective the student's
 final hidden states and ``lm_head`` weight instead, and the logit terms compute the logits chunk by
@@ -34,7 +40,7 @@ from pldistill.losses import (
 from pldistill.models.audiolm import AudioLMHead, EncodedAudio, capture_attention, encode_audio
 from pldistill.models.inputs import ModelInputs, text_only_inputs
 from pldistill.train.parallel import is_sharded
-from pldistill.train.teacher_cache import TeacherCache
+from pldistill.train.teacher_cache import CachedTeacherBatch, TeacherCache
 
 __all__ = ["COMPILE_MODES", "DistillModels", "compile_student", "distill_step"]
 
@@ -65,8 +71,16 @@ class DistillModels:
     fused_logits: bool = True
 
 
-def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
-    """Loss (with every term) for one batch; gradients flow into the student only."""
+def distill_step(m: DistillModels, inputs: ModelInputs, pseudo: ModelInputs | None = None) -> ObjectiveOutput:
+    """Loss (with every term) for one batch; gradients flow into the student only.
+
+    ``pseudo``: the same clips forced on their pseudo target instead of the gold answer
+    (:func:`~pldistill.models.inputs.pseudo_target_inputs`; CAAD's ``pseudo_target: metadata``). The
+    teacher then runs (or is read) on ``pseudo`` alone, and the student on both sequences: its CE
+    stays on the gold answer, and every other term reads its rows forced on the pseudo target,
+    whose response positions align one to one with the teacher's (:func:`_split_step`). Ignored by
+    an objective without a teacher (its CE is all there is).
+    """
     cached = m.cache.batch(inputs.keys, inputs.input_ids.device) if m.cache is not None else None
     if cached is not None:
         enc = cached.encoded
@@ -75,17 +89,85 @@ def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
         with torch.no_grad():
             enc = encode_audio(m.audio_tower, inputs.input_features, inputs.feature_attention_mask)
     n_audio = int(enc.num_tokens.max())
-    feats, ntok = enc.features[:, :n_audio], enc.num_tokens
+    feats = enc.features[:, :n_audio]
     lm_head = _fused_lm_head(m)
-    student_audio, hidden, student_logits = m.student(feats, ntok, inputs.input_ids, inputs.attention_mask,
-                                                      m.vocab if lm_head is None else None)
-    batch = DistillBatch(student_logits=student_logits, labels=inputs.labels, response_mask=inputs.response_mask,
-                         audio_mask=inputs.audio_mask, ce_mask=None if inputs.labelled is None else inputs.ce_mask,
-                         student_audio=student_audio,
-                         audio_token_mask=enc.token_mask[:, :n_audio],
-                         student_hidden=hidden if lm_head is not None else None, student_lm_head=lm_head)
+    if pseudo is not None and m.objective.needs_teacher:
+        return _split_step(m, inputs, pseudo, feats, enc, cached, lm_head)
+    batch = _student_batch(inputs, _student_forward(m, feats, enc.num_tokens, [inputs], lm_head)[0], enc, lm_head)
     if not m.objective.needs_teacher:
         return m.objective(batch)
+    _add_teacher(m, batch, inputs, feats, enc, cached)
+    return m.objective(batch)
+
+
+def _split_step(m: DistillModels, inputs: ModelInputs, pseudo: ModelInputs, feats: Tensor, enc: EncodedAudio,
+                cached: CachedTeacherBatch | None, lm_head: Tensor | None) -> ObjectiveOutput:
+    """CE on the student forced on the gold answer, every other term on the student forced on the pseudo
+    target (with the teacher's paths forced on it too); one student forward serves both.
+
+    The audio rows (``kl_audio``, CKA's projector rows) come before the response, so under the causal
+    mask they are the same in both sequences (to float rounding): they are read from the pseudo rows,
+    with the teacher's, so the teacher runs only on the pseudo target (CAAD's Stage 1: one pass per
+    path). Each term is normalised per clip whichever rows it reads, so a batch of B clips still
+    equals B accumulated batches of one.
+    """
+    if pseudo.keys != inputs.keys or not torch.equal(pseudo.audio_mask[:, :inputs.audio_mask.shape[1]],
+                                                     inputs.audio_mask[:, :pseudo.audio_mask.shape[1]]):
+        raise ValueError("the pseudo-target batch must hold the same clips, in the same layout, as the batch")
+    gold_out, pseudo_out = _student_forward(m, feats, enc.num_tokens, [inputs, pseudo], lm_head)
+    ce_objective, rest_objective = _ce_and_rest(m.objective)
+    batch = _student_batch(pseudo, pseudo_out, enc, lm_head)
+    _add_teacher(m, batch, pseudo, feats, enc, cached)
+    parts = [ce_objective(_student_batch(inputs, gold_out, enc, lm_head)), rest_objective(batch)]
+    terms = {k: v for part in parts for k, v in part.terms.items()}
+    return ObjectiveOutput(total=parts[0].total + parts[1].total,
+                           terms={name: terms[name] for name in m.objective.weights})
+
+
+def _ce_and_rest(objective: WeightedSumObjective) -> tuple[WeightedSumObjective, WeightedSumObjective]:
+    """``objective`` as two objectives, its CE term and the others, with the same weights and options."""
+    part = lambda keep: WeightedSumObjective(  # noqa: E731
+        objective.name, {t: w for t, w in objective.weights.items() if (t == "ce") == keep}, objective.options)
+    return part(True), part(False)
+
+
+_StudentOut = tuple[Tensor | None, Tensor, Tensor | None]
+
+
+def _student_forward(m: DistillModels, feats: Tensor, num_tokens: Tensor, rows: list[ModelInputs],
+                     lm_head: Tensor | None) -> list[_StudentOut]:
+    """The student's projector rows, final hidden states and (unfused) logits for each batch of ``rows``
+    (the same clips, each with its own response), in one forward: the batches are stacked along the
+    batch axis, right-padded to the longest (padding is masked, and causal attention never reads it)."""
+    vocab = m.vocab if lm_head is None else None
+    if len(rows) == 1:
+        return [m.student(feats, num_tokens, rows[0].input_ids, rows[0].attention_mask, vocab)]
+    length = max(r.input_ids.shape[1] for r in rows)
+    pad = lambda x: torch.nn.functional.pad(x, (0, length - x.shape[1]))  # noqa: E731  (pad id 0: masked)
+    audio, hidden, logits = m.student(feats.repeat(len(rows), 1, 1), num_tokens.repeat(len(rows)),
+                                      torch.cat([pad(r.input_ids) for r in rows]),
+                                      torch.cat([pad(r.attention_mask) for r in rows]), vocab)
+    b = feats.shape[0]
+    return [(None if audio is None else audio[k * b:(k + 1) * b], hidden[k * b:(k + 1) * b, :r.input_ids.shape[1]],
+             None if logits is None else logits[k * b:(k + 1) * b, :r.input_ids.shape[1]])
+            for k, r in enumerate(rows)]
+
+
+def _student_batch(inputs: ModelInputs, out: _StudentOut, enc: EncodedAudio,
+                   lm_head: Tensor | None) -> DistillBatch:
+    """The student's side of the loss batch for the sequences of ``inputs`` (hidden states when fused)."""
+    student_audio, hidden, student_logits = out
+    n_audio = int(enc.num_tokens.max())
+    return DistillBatch(student_logits=student_logits, labels=inputs.labels, response_mask=inputs.response_mask,
+                        audio_mask=inputs.audio_mask, ce_mask=None if inputs.labelled is None else inputs.ce_mask,
+                        student_audio=student_audio,
+                        audio_token_mask=enc.token_mask[:, :n_audio],
+                        student_hidden=hidden if lm_head is not None else None, student_lm_head=lm_head)
+
+
+def _add_teacher(m: DistillModels, batch: DistillBatch, inputs: ModelInputs, feats: Tensor, enc: EncodedAudio,
+                 cached: CachedTeacherBatch | None) -> None:
+    """The teacher's side of ``batch``, forced on ``inputs``' responses: read from the cache or run now."""
     wants_weights = m.objective.needs_audio_weights
     if cached is not None:
         assert m.cache is not None
@@ -93,7 +175,7 @@ def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
             raise ValueError("cached teacher mode does not support an lm_head with a bias (Qwen2 has none)")
         batch.teacher_hidden = cached.teacher_hidden(inputs.audio_mask, inputs.response_mask)
         batch.teacher_lm_head = m.cache.lm_head_on(batch.teacher_hidden.device)
-        batch.teacher_audio = cached.teacher_audio[:, :n_audio]
+        batch.teacher_audio = cached.teacher_audio[:, :feats.shape[1]]
         if m.objective.needs_text_teacher:
             batch.teacher_text_hidden = cached.teacher_text_hidden(inputs.response_mask)
         weights = audio_weights_from_rows(cached.attention, m.weighting, p=m.sharpen_p,
@@ -104,7 +186,6 @@ def distill_step(m: DistillModels, inputs: ModelInputs) -> ObjectiveOutput:
             batch.teacher_text_logits = _online_text_teacher(m, inputs)
     if wants_weights:
         batch.audio_weights = weights
-    return m.objective(batch)
 
 
 def _fused_lm_head(m: DistillModels) -> Tensor | None:

@@ -22,6 +22,12 @@ clips, which the evaluation scores from ``encoded`` alone, so the teacher LLM ne
   ``lm_head`` of ``(1 + a) h_audio - a h_text`` exactly (``pldistill.losses.contrastive``), so one
   cache serves every ``a``. Always stored: one short text-only forward per training clip.
 
+Every teacher output is forced on the clip's *pseudo target* (``hparams.pseudo_target``): the gold
+answer (``label``, the student's CE target too), or the answer composed from the clip's audio
+(``metadata``, :mod:`pldistill.train.pseudo_target`), whose response rows differ in number and
+content; the key then says so, and a step reads those rows against the student forced on the same
+target (:func:`pldistill.train.step.distill_step`'s ``pseudo``).
+
 Prompt positions enter no loss, so nothing is stored for them. Layout of a cache folder::
 
     <cache_dir>/teacher_outputs/<key>/
@@ -31,8 +37,8 @@ Prompt positions enter no loss, so nothing is stored for them. Layout of a cache
 
 The key hashes everything the outputs depend on (the teacher's own cache key, which covers the
 teacher spec, its fine-tune, the fold's features ``content_key``, window, labels and prompt
-template; plus every clip key, which of them are training clips, the compute and storage dtypes and
-:data:`CACHE_VERSION`). The
+template; plus every clip key, which of them are training clips, the compute and storage dtypes,
+the pseudo target under ``metadata`` and :data:`CACHE_VERSION`). The
 folder is built in a temporary folder and renamed into place whole (``atomic_dir``), under a file
 lock. Rows are joined back by ``key`` (Ray Data does not keep order) and read with pyarrow: no pickle.
 
@@ -50,7 +56,7 @@ Storage: ``float32`` (exact: trials reproduce the online losses to fp32 rounding
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +68,7 @@ from torch import Tensor
 from pldistill._fs import atomic_dir, file_lock
 from pldistill.config import TrialConfig, config_hash
 from pldistill.models.audiolm import AudioLMHead, EncodedAudio, capture_attention, encode_audio
-from pldistill.models.inputs import Example, PromptTemplate, collate, text_only_inputs
+from pldistill.models.inputs import Example, PromptTemplate, collate, pseudo_target_inputs, text_only_inputs
 from pldistill.train.dataset import FoldData
 
 __all__ = [
@@ -112,13 +118,16 @@ def cache_examples(cfg: TrialConfig, data: FoldData) -> list[Example]:
 
 def teacher_cache_key(cfg: TrialConfig, data: FoldData) -> str:
     """Content hash of everything the cached outputs depend on (see the module docstring)."""
+    from pldistill.data.pseudo_target import PSEUDO_TARGET_VERSION
     from pldistill.train.teacher import teacher_key
 
+    # under ``label`` nothing is added, so the caches built before ``metadata`` existed stay valid
+    pseudo = {"pseudo_target": ["metadata", PSEUDO_TARGET_VERSION]} if cfg.hparams.pseudo_target == "metadata" else {}
     return config_hash({
         "teacher": teacher_key(cfg, data), "features": data.features_key, "window_s": data.window_s,
         "labels": data.labels, "template": repr(PromptTemplate()), "dtype": cfg.model.dtype,
         "storage": cfg.model.teacher_cache_dtype, "clips": sorted(ex.key for ex in fold_examples(data)),
-        "teacher_clips": sorted(teacher_clips(data)), "v": CACHE_VERSION,
+        "teacher_clips": sorted(teacher_clips(data)), "v": CACHE_VERSION, **pseudo,
     })
 
 
@@ -135,23 +144,27 @@ def teacher_cache_complete(cfg: TrialConfig, data: FoldData) -> bool:
 
 
 def cache_rows(teacher: Any, examples: Sequence[Example], labels: Sequence[str], *, teacher_keys: set[str],
-               storage: str = "float32") -> Any:
+               storage: str = "float32", pseudo_targets: Mapping[str, str] | None = None) -> Any:
     """:func:`teacher_rows` for a mixed batch: teacher outputs for the clips in ``teacher_keys`` (the
     fold's training clips), the encoder output alone for the others."""
     import pyarrow as pa
 
     train = [ex for ex in examples if ex.key in teacher_keys]
     other = [ex for ex in examples if ex.key not in teacher_keys]
-    tables = [teacher_rows(teacher, part, labels, storage=storage, teacher_outputs=flag)
+    tables = [teacher_rows(teacher, part, labels, storage=storage, teacher_outputs=flag,
+                           pseudo_targets=pseudo_targets if flag else None)
               for part, flag in ((train, True), (other, False)) if part]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
 @torch.no_grad()
 def teacher_rows(teacher: Any, examples: Sequence[Example], labels: Sequence[str], *,
-                 storage: str = "float32", teacher_outputs: bool = True) -> Any:
+                 storage: str = "float32", teacher_outputs: bool = True,
+                 pseudo_targets: Mapping[str, str] | None = None) -> Any:
     """Run the encoder (and, with ``teacher_outputs``, the teacher) once on ``examples``: a
     ``pyarrow.Table`` with one row per clip. Without ``teacher_outputs`` only ``encoded`` is filled.
+    ``pseudo_targets`` (key -> answer, ``pseudo_target: metadata``): the teacher is forced on these
+    answers instead of the gold ones (:func:`pseudo_target_inputs`; the same audio and prompt layout).
 
     ``teacher`` is a :class:`pldistill.models.loading.Teacher` (frozen, eval mode, window set).
     The forward is the one :func:`pldistill.train.step.distill_step` runs online.
@@ -160,7 +173,8 @@ def teacher_rows(teacher: Any, examples: Sequence[Example], labels: Sequence[str
 
     head = AudioLMHead(teacher.model)
     device = next(head.parameters()).device
-    inputs = collate(list(examples), teacher.tokenizer, labels).to(device)
+    inputs = (collate(list(examples), teacher.tokenizer, labels) if pseudo_targets is None else
+              pseudo_target_inputs(list(examples), teacher.tokenizer, labels, pseudo_targets)).to(device)
     enc = encode_audio(teacher.audio_tower, inputs.input_features, inputs.feature_attention_mask)
     n_audio = int(enc.num_tokens.max())
     feats, ntok = enc.features[:, :n_audio], enc.num_tokens
@@ -232,7 +246,7 @@ def read_rows(rows_dir: Path) -> Any:
 
 
 def _write_rows_locally(teacher: Any, cfg: TrialConfig, data: FoldData, rows_dir: Path, batch_size: int,
-                        log: Callable[[str], None]) -> None:
+                        log: Callable[[str], None], pseudo_targets: Mapping[str, str] | None) -> None:
     """The in-process builder (no Ray): what a trial falls back on when it finds no cache."""
     from pldistill.progress import StepProgress
 
@@ -242,7 +256,7 @@ def _write_rows_locally(teacher: Any, cfg: TrialConfig, data: FoldData, rows_dir
     with StepProgress(len(examples), f"teacher cache fold {data.fold}", unit="clips", log=log, tty=False) as bar:
         for part, start in enumerate(range(0, len(examples), batch_size)):
             table = cache_rows(teacher, examples[start:start + batch_size], data.labels, teacher_keys=train,
-                               storage=storage)
+                               storage=storage, pseudo_targets=pseudo_targets)
             write_rows(table, rows_dir / f"part-{part:05d}.arrow")
             bar.advance(table.num_rows)
 
@@ -283,12 +297,16 @@ def teacher_dims(teacher: Any) -> dict[str, int]:
 
 
 def ensure_teacher_cache(cfg: TrialConfig, data: FoldData, teacher: Any, *, log: Callable[[str], None] = print,
-                         write_rows: Callable[[Path], None] | None = None, batch_size: int = 16) -> Path:
+                         write_rows: Callable[[Path], None] | None = None, batch_size: int = 16,
+                         pseudo_targets: Mapping[str, str] | None = None) -> Path:
     """The fold's cache folder, built first if missing (idempotent; concurrent callers wait).
 
     ``write_rows(folder)`` writes the rows files (the Ray Data builder passes one); by default
-    they are computed in this process with ``teacher``.
+    they are computed in this process with ``teacher``, forced on ``pseudo_targets`` under
+    ``pseudo_target: metadata`` (:func:`~pldistill.train.pseudo_target.fold_pseudo_targets` when None).
     """
+    if pseudo_targets is not None and cfg.hparams.pseudo_target == "label":
+        raise ValueError("pseudo targets given for a 'label' cache: its key would not say so")
     key = teacher_cache_key(cfg, data)
     final = cfg.cache_dir / "teacher_outputs" / key
     with file_lock(final.parent / f".{key}.lock"):
@@ -298,7 +316,11 @@ def ensure_teacher_cache(cfg: TrialConfig, data: FoldData, teacher: Any, *, log:
         with atomic_dir(final) as tmp:
             (tmp / "rows").mkdir()
             if write_rows is None:
-                _write_rows_locally(teacher, cfg, data, tmp / "rows", batch_size, log)
+                if pseudo_targets is None and cfg.hparams.pseudo_target != "label":
+                    from pldistill.train.pseudo_target import fold_pseudo_targets
+
+                    pseudo_targets = fold_pseudo_targets(cfg, data)
+                _write_rows_locally(teacher, cfg, data, tmp / "rows", batch_size, log, pseudo_targets)
             else:
                 write_rows(tmp / "rows")
             _finish(tmp, teacher, data, cfg, key)

@@ -32,7 +32,7 @@ from pldistill._fs import atomic_dir, atomic_write, private_dirs
 from pldistill.config import TrainConfig, TrialConfig, metric_mode
 from pldistill.losses import build_objective
 from pldistill.models.audiolm import AudioLMHead
-from pldistill.models.inputs import Example, collate
+from pldistill.models.inputs import Example, collate, pseudo_target_inputs
 from pldistill.models.loading import Teacher, build_student, load_student_llm
 from pldistill.train.batching import rank_bucket_batches
 from pldistill.train.checkpoint import FullState, ResumeState, load_state, restore_training, save_state
@@ -52,6 +52,7 @@ from pldistill.train.parallel import (
     snapshot_trainable,
     wrap_models,
 )
+from pldistill.train.pseudo_target import fold_pseudo_targets
 from pldistill.train.scoring import score_labels
 from pldistill.train.step import DistillModels, compile_student, distill_step
 from pldistill.train.student_prior import ensure_student_llm
@@ -246,6 +247,8 @@ class _Fold:
     first_epoch: int = 0
     best_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # this rank's (shards when sharded)
     best_full: dict[str, torch.Tensor] = field(default_factory=dict)  # sharded: gathered on rank 0
+    #: key -> the clip's pseudo target (``pseudo_target: metadata``); None: the gold answer (``label``)
+    pseudo_targets: dict[str, str] | None = None
 
 
 def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: ResumeState | None) -> _Fold:
@@ -260,7 +263,8 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
     light = cfg.model.teacher_mode == "cached" and teacher_cache_complete(cfg, data)
     device = compute_device()
     teacher, res.teacher = ensure_teacher(cfg, data, log=_log, encoder_only=light, device=device)
-    cache = _teacher_cache(cfg, data, teacher)
+    pseudo = fold_pseudo_targets(cfg, data)  # None under pseudo_target: label
+    cache = _teacher_cache(cfg, data, teacher, pseudo)
     tok = teacher.tokenizer
     llm = load_student_llm(ensure_student_llm(cfg, tok, log=_log), tok, seed=cfg.model.init_seed)
     student = build_student(teacher, llm, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
@@ -296,7 +300,7 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
     f = _Fold(data=data, train=train, teacher=teacher, encoder=cache if cache is not None else teacher.audio_tower,
               student=student, head=head, wrapped=wrapped, models=models, optimizer=optimizer, schedule=schedule,
               rng=np.random.default_rng(seed + fold), out_dir=out_dir, device=device,
-              sharded=is_sharded(head))
+              sharded=is_sharded(head), pseudo_targets=pseudo if objective.needs_teacher else None)
     if resume is not None:
         f.best_weights = restore_training(resume, student, optimizer, head=head)
         if f.sharded:
@@ -367,10 +371,13 @@ def _train_epoch(f: _Fold, tc: TrainConfig) -> dict[str, float]:
     sums: dict[str, float] = {}
     f.optimizer.zero_grad(set_to_none=True)
     for m in range(s.micro_per_epoch):
-        batch = collate([f.train[i] for i in batches[m]], f.teacher.tokenizer, f.data.labels).to(f.device)
+        examples = [f.train[i] for i in batches[m]]
+        batch = collate(examples, f.teacher.tokenizer, f.data.labels).to(f.device)
+        pseudo = None if f.pseudo_targets is None else \
+            pseudo_target_inputs(examples, f.teacher.tokenizer, f.data.labels, f.pseudo_targets).to(f.device)
         last_micro = (m + 1) % tc.grad_accum == 0 or m + 1 == s.micro_per_epoch
         with gradient_sync(f.wrapped, enabled=last_micro):  # DDP all-reduces on the last micro-batch only
-            out = distill_step(f.models, batch)
+            out = distill_step(f.models, batch, pseudo)
             (out.total / tc.grad_accum).backward()
         for k, v in {"total": out.total, **out.terms}.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -456,11 +463,13 @@ def _optimizer(head: AudioLMHead, cfg: TrialConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=hp.weight_decay)
 
 
-def _teacher_cache(cfg: TrialConfig, data: FoldData, teacher) -> TeacherCache | None:
-    """``teacher_mode: cached``: the fold's teacher cache (built here, in process, if the sweep has not)."""
+def _teacher_cache(cfg: TrialConfig, data: FoldData, teacher, pseudo: dict[str, str] | None) -> TeacherCache | None:
+    """``teacher_mode: cached``: the fold's teacher cache (built here, in process, if the sweep has not),
+    forced on the fold's ``pseudo`` targets under ``pseudo_target: metadata``."""
     if cfg.model.teacher_mode != "cached":
         return None
-    return TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=_log, batch_size=cfg.train.eval_batch_size))
+    return TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=_log, batch_size=cfg.train.eval_batch_size,
+                                             pseudo_targets=pseudo))
 
 
 def _evaluate(f: _Fold, examples: list[Example], batch_size: int) -> tuple[dict[str, float], list[_Scored]]:

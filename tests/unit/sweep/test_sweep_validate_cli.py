@@ -53,13 +53,26 @@ def test_bad_caad_contrast_is_refused_like_any_value(tmp_path: Path, capsys: pyt
                      "    caad_contrast: {type: uniform, low: 0, high: .inf}\n")
     assert run_app(["validate", str(bad), str(space)]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"{bad}: fixed.pseudo_target: 'metadata' is not supported yet; use 'label' (teacher forced on the gold "
-        "answer) (line 2)",
         f"{bad}: search.grid.caad_contrast[1]: expected a finite number, got nan (line 6)",
         f"{bad}: search.grid.caad_contrast[2]: expected >= 0, got -1 (line 6)",
         f"{space}: search.space.caad_contrast.high: expected a finite number, got inf (line 6)",
         "error: 2 of 2 sweep file(s) have problems (listed above)",
     ]
+
+
+def test_pseudo_target_metadata_validates_and_other_values_are_refused(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """CAAD's pseudo target: ``label`` and ``metadata`` (composed from the clip's audio) are accepted."""
+    good = tmp_path / "meta.yaml"
+    good.write_text("name: meta\nfixed: {objective: caad}\nsearch:\n  algorithm: grid\n"
+                    "  grid:\n    pseudo_target: [label, metadata]\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nfixed: {objective: caad, pseudo_target: transcript}\nsearch:\n  algorithm: grid\n"
+                   "  grid:\n    caad_contrast: [0.5]\n")
+    assert run_app(["validate", str(good)]) == 0
+    assert capsys.readouterr().out.startswith(f"ok: {good} (2 trials")
+    assert run_app(["validate", str(bad)]) == 2
+    assert capsys.readouterr().err.splitlines()[0].startswith(f"{bad}: fixed.pseudo_target: ")
 
 
 @pytest.mark.skipif(Path("/mnt/shared/emobox/data").exists(), reason="the real data is mounted here")

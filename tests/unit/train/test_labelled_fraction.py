@@ -89,3 +89,19 @@ def test_cache_rows_of_unlabelled_clips_follow_the_answers(folds):
     assert rows.hidden_response.shape[0] == int(batch.response_mask.sum())
     assert batch.labelled is not None and not batch.labelled.any()
     assert not batch.ce_mask.any() and batch.response_mask.any()
+
+
+def test_metadata_pseudo_targets_of_unlabelled_clips_start_with_the_teachers_answer(folds):
+    """CAAD's pseudo_target: metadata composes an unlabelled clip's target from the teacher's answer,
+    never its gold label (which no student may read)."""
+    from pldistill.train.pseudo_target import fold_pseudo_targets
+
+    cfg, f = folds["forward_kl"]
+    meta = cfg.model_copy(update={"hparams": cfg.hparams.model_copy(update={"pseudo_target": "metadata"})})
+    targets = fold_pseudo_targets(meta, f.data)
+    assert targets is not None
+    for ex in f.train[len(f.data.train):]:
+        assert targets[ex.key].split(",")[0] == f.data.labels[ex.label]  # the answer, as the response
+    wrong = [ex for ex in f.data.unlabelled if targets[ex.key].split(",")[0] != f.data.labels[ex.label]]
+    answers = {ex.key: ex.label for ex in f.train[len(f.data.train):]}
+    assert all(answers[ex.key] != ex.label for ex in wrong)  # where it differs from gold, the teacher erred

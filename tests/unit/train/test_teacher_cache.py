@@ -14,11 +14,12 @@ import pytest
 import torch
 from _clips import LABELS, WINDOW, random_examples
 from _objectives import objective as build
+from _pseudo import pseudo_targets
 
 from pldistill.config import TrialConfig
 from pldistill.losses import OBJECTIVES, WEIGHTING_VARIANTS
 from pldistill.models.audiolm import AudioLMHead, encode_audio
-from pldistill.models.inputs import collate
+from pldistill.models.inputs import collate, pseudo_target_inputs
 from pldistill.models.loading import build_student, build_tiny_teacher, load_student_llm, set_encoder_window
 from pldistill.train.dataset import FoldData
 from pldistill.train.step import DistillModels, distill_step
@@ -58,9 +59,21 @@ def setup(tmp_path_factory):
     return teacher, head, data, cfg, cache
 
 
-def _loss_and_grads(models: DistillModels, head: AudioLMHead, batch):
+@pytest.fixture(scope="module")
+def metadata_setup(setup, tmp_path_factory):
+    """``setup``'s fold cached under ``pseudo_target: metadata``: the teacher forced on pseudo targets."""
+    teacher, head, data, _, _ = setup
+    cfg = _cfg(tmp_path_factory.mktemp("tc_meta"))
+    cfg.hparams.pseudo_target = "metadata"
+    targets = pseudo_targets(data.train + data.val + data.test, LABELS)
+    cache = TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=lambda m: None, batch_size=3,
+                                              pseudo_targets=targets))
+    return teacher, head, data, cfg, cache, targets
+
+
+def _loss_and_grads(models: DistillModels, head: AudioLMHead, batch, pseudo=None):
     head.zero_grad(set_to_none=True)
-    out = distill_step(models, batch)
+    out = distill_step(models, batch, pseudo)
     out.total.backward()
     grads = {n: p.grad.clone() for n, p in head.named_parameters() if p.requires_grad and p.grad is not None}
     return out, grads
@@ -92,6 +105,36 @@ def test_cached_step_equals_online_step(setup, objective, weighting, contrast, c
     assert g_on.keys() == g_ca.keys() and len(g_on) > 0
     for name in g_on:
         torch.testing.assert_close(g_ca[name], g_on[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize(("objective", "contrast"), [("caad", 0.0), ("caad", 0.5), ("caad", 2.0), ("pl_distill", 1.0)])
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_cached_step_equals_online_step_on_a_metadata_pseudo_target(metadata_setup, objective, contrast, chunk):
+    """CAAD with ``pseudo_target: metadata``: the cache holds both teacher paths' hidden states at the
+    pseudo target's response rows; every term, the total and every student gradient as online, to 1e-5.
+    (PL-Distill too: its AwCKA weights then read the attention of the pseudo target's rows.)"""
+    teacher, head, data, _, cache, targets = metadata_setup
+    obj = build(objective, alpha=0.7, beta=0.8, gamma=1.1, temperature=2.0, kl_chunk_size=chunk,
+                caad_contrast=contrast)
+    common = dict(student=head, vocab=len(teacher.tokenizer), objective=obj, sharpen_p=3.0)
+    online = DistillModels(audio_tower=teacher.audio_tower, teacher=AudioLMHead(teacher.model), **common)
+    cached = DistillModels(audio_tower=None, teacher=None, cache=cache, **common)
+    examples = [data.train[i] for i in (4, 0, 7, 2, 9)]
+    batch = collate(examples, teacher.tokenizer, LABELS)
+    pseudo = pseudo_target_inputs(examples, teacher.tokenizer, LABELS, targets)
+    assert int(pseudo.response_mask.sum()) > int(batch.response_mask.sum())
+    out_on, g_on = _loss_and_grads(online, head, batch, pseudo)
+    out_ca, g_ca = _loss_and_grads(cached, head, batch, pseudo)
+    assert list(out_on.terms) == list(out_ca.terms) == list(OBJECTIVES[objective].weights)
+    for name in out_on.terms:
+        torch.testing.assert_close(out_ca.terms[name], out_on.terms[name], rtol=1e-5, atol=1e-5, msg=name)
+    torch.testing.assert_close(out_ca.total, out_on.total, rtol=1e-5, atol=1e-5)
+    assert g_on.keys() == g_ca.keys() and len(g_on) > 0
+    for name in g_on:
+        torch.testing.assert_close(g_ca[name], g_on[name], rtol=1e-5, atol=1e-5, msg=name)
+    # the rows are the pseudo target's: the gold batch does not fit them
+    with pytest.raises(ValueError, match="do not match"):
+        distill_step(cached, batch)
 
 
 def test_cached_encoder_output_equals_the_encoder(setup):
@@ -126,6 +169,8 @@ def test_key_changes_with_what_the_outputs_depend_on(tmp_path):
         teacher_cache_key(_cfg(tmp_path, init_seed=1), data),
         teacher_cache_key(_cfg(tmp_path, teacher="/some/other/teacher"), data),
         teacher_cache_key(_cfg(tmp_path, teacher_cache_dtype="bfloat16"), data),
+        teacher_cache_key(cfg.model_copy(update={"hparams": cfg.hparams.model_copy(
+            update={"pseudo_target": "metadata"})}), data),  # the teacher forced on another answer
         teacher_cache_key(cfg, dataclasses.replace(data, test=data.test[:2])),
         # the same clips, one moved from train to val: the teacher runs on a different set
         teacher_cache_key(cfg, dataclasses.replace(data, train=data.train[1:], val=data.val + data.train[:1])),

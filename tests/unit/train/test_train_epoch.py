@@ -35,9 +35,10 @@ def _fold(clips, tc: TrainConfig, seed: int, world: int) -> SimpleNamespace:
     schedule = trial._Schedule(per_rank, micro, micro, 0, (0.1,))
     head = torch.nn.Module()
     head.p = param
-    return SimpleNamespace(schedule=schedule, rng=np.random.default_rng(seed), data=SimpleNamespace(
+    return SimpleNamespace(schedule=schedule, rng=np.random.default_rng(seed), train=clips, data=SimpleNamespace(
         train=clips, labels=("a", "b")), teacher=SimpleNamespace(tokenizer=None), device=torch.device("cpu"),
-        wrapped=head, head=head, models=SimpleNamespace(param=param), optimizer=optimizer, step=0)
+        wrapped=head, head=head, models=SimpleNamespace(param=param), optimizer=optimizer, step=0,
+        pseudo_targets=None)
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def recorded(monkeypatch):
         seen.append([ex.key for ex in examples])
         return SimpleNamespace(to=lambda device: len(examples))
 
-    def fake_step(models, n_clips):
+    def fake_step(models, n_clips, pseudo=None):
         loss = models.param.sum() * n_clips
         return ObjectiveOutput(total=loss, terms={"ce": loss.detach()})
 

@@ -196,16 +196,18 @@ def test_a_teacher_can_be_scored_by_its_free_answers(tmp_path, tiny_cache, monke
     assert got == expected
 
 
-def test_caad_trial_online_and_cached_give_the_same_figures(tmp_path, tiny_cache):
+@pytest.mark.parametrize("pseudo_target", ["label", "metadata"])
+def test_caad_trial_online_and_cached_give_the_same_figures(tmp_path, tiny_cache, pseudo_target):
     """CAAD end to end: the online trial runs the teacher's text-only path in every step, the cached
-    one reads its hidden states from the teacher cache; same losses and scores (fp32)."""
+    one reads its hidden states from the teacher cache; same losses and scores (fp32). ``metadata``:
+    both forced on the answer composed from each clip's audio (its own cache)."""
     results = {}
     for mode in ("online", "cached"):
         cfg = TrialConfig.model_validate({
             "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
             "model": {"teacher_mode": mode},
             "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 2, "max_steps_per_epoch": 2},
-            "hparams": {"objective": "caad", "caad_contrast": 1.5, "beta": 0.0},
+            "hparams": {"objective": "caad", "caad_contrast": 1.5, "beta": 0.0, "pseudo_target": pseudo_target},
             "output_dir": str(tmp_path / mode), "cache_dir": tiny_cache})
         results[mode] = run_trial(cfg).metrics
     online, cached = results["online"], results["cached"]
@@ -215,3 +217,29 @@ def test_caad_trial_online_and_cached_give_the_same_figures(tmp_path, tiny_cache
     assert online.keys() == cached.keys()
     for key, value in online.items():
         assert cached[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+def test_metadata_pseudo_targets_of_the_spoken_corpus(tiny_cache):
+    """``pseudo_target: metadata`` on real audio: every clip's gold word, then its pitch, loudness and
+    rate; the training clips spread over the three terciles of each; the same texts a second time."""
+    from pldistill.data.pseudo_target import PROSODY_DESCRIPTORS
+    from pldistill.train.dataset import prepare_fold
+    from pldistill.train.pseudo_target import fold_pseudo_targets
+
+    cfg = TrialConfig.model_validate({
+        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
+        "hparams": {"objective": "caad", "pseudo_target": "metadata"}, "cache_dir": tiny_cache})
+    data = prepare_fold(cfg, 1)
+    targets = fold_pseudo_targets(cfg, data)
+    examples = data.train + data.val + data.test
+    assert targets is not None and set(targets) == {ex.key for ex in examples}
+    for ex in examples:
+        word, *described = targets[ex.key].split(", ")
+        assert word == data.labels[ex.label] and len(described) == 3
+        assert all(w in d.words for w, d in zip(described, PROSODY_DESCRIPTORS))
+    for j, d in enumerate(PROSODY_DESCRIPTORS):
+        counts = [sum(targets[ex.key].split(", ")[1 + j] == w for ex in data.train) for w in d.words]
+        assert min(counts) >= len(data.train) // 5, (d.name, counts)
+    assert fold_pseudo_targets(cfg, data) == targets
+    label = cfg.model_copy(update={"hparams": cfg.hparams.model_copy(update={"pseudo_target": "label"})})
+    assert fold_pseudo_targets(label, data) is None
