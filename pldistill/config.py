@@ -178,6 +178,13 @@ class TeacherFinetuneConfig(_Strict):
     epochs: int = Field(20, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     batch_size: int = Field(8, ge=1)
+    #: Whether the fine-tune trains the teacher's audio encoder too. None: the ``tiny`` teacher's
+    #: (random until trained) is trained, a real one stays frozen. The student shares the teacher's
+    #: encoder, frozen, so what the fine-tune puts in the encoder every student, SFT included, gets
+    #: for free; ``false`` keeps the tiny encoder at its random initialisation (a fixed, generic
+    #: feature extractor, as a pretrained encoder is to the paper's teacher and student) and puts the
+    #: teacher's task knowledge in its projector and language model, which is what distillation transfers.
+    train_encoder: bool | None = None
 
 
 #: The student families: the audio-LLM student of PL-Distill (shared encoder, projector, LLM with LoRA)

@@ -43,7 +43,9 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 def teacher_key(cfg: TrialConfig, data: FoldData) -> str:
     ft = cfg.model.teacher_finetune
     return config_hash({
-        "teacher": cfg.model.teacher, "init_seed": cfg.model.init_seed, "finetune": ft.model_dump(mode="json"),
+        # train_encoder left unset keeps the keys of the caches made before it existed
+        "teacher": cfg.model.teacher, "init_seed": cfg.model.init_seed,
+        "finetune": ft.model_dump(mode="json", exclude={"train_encoder"} if ft.train_encoder is None else None),
         "dataset": data.dataset, "fold": data.fold, "window_s": data.window_s, "labels": data.labels,
         "train": sorted(ex.key for ex in data.train), "template": repr(PromptTemplate()),
         "features": data.features_key, "v": 2,
@@ -172,8 +174,8 @@ def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.d
     teacher = load_teacher(cfg.model.teacher, seed=cfg.model.init_seed, dtype=dtype)
     set_encoder_window(teacher.audio_tower, data.window_s)
     model, tok = teacher.model.to(device), teacher.tokenizer
-    # A random tiny encoder knows nothing: train it too. A real encoder stays frozen.
-    train_encoder = cfg.model.teacher == "tiny"
+    # A random tiny encoder knows nothing: train it too (unless told otherwise). A real encoder stays frozen.
+    train_encoder = cfg.model.teacher == "tiny" if ft.train_encoder is None else ft.train_encoder
     for p in model.model.audio_tower.parameters():
         p.requires_grad_(train_encoder)
     model.model.audio_tower.embed_positions.weight.requires_grad_(False)
