@@ -88,3 +88,34 @@ def test_the_teacher_fine_tune_trains_on_the_pool_too(tmp_path) -> None:
     assert any(f"{len(data.train)} train clips + 16 teacher-pool clips" in ln for ln in got), got
     steps = -(-(len(data.train) + 16) // 8)
     assert any(f": {steps}/{steps} steps (100%)" in ln for ln in got), got
+
+
+@pytest.mark.parametrize("train_encoder", [None, False])
+def test_the_fine_tune_leaves_the_encoder_random_when_told(tmp_path, train_encoder) -> None:
+    """teacher_finetune.train_encoder: false keeps the tiny encoder at its initialisation (its own
+    cache key); unset, the tiny teacher's encoder is trained (the default, key unchanged)."""
+    import torch
+
+    from pldistill.models.loading import load_teacher
+    from pldistill.train.dataset import prepare_fold
+    from pldistill.train.teacher import ensure_teacher, teacher_key
+
+    ft = {"epochs": 1} if train_encoder is None else {"epochs": 1, "train_encoder": train_encoder}
+    cfg = TrialConfig.model_validate({
+        "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1],
+                 "synth": {**SMALL, "per_class": 2, "teacher_speakers": 0}},
+        "model": {"teacher_finetune": ft},
+        "train": {"num_threads": 1}, "output_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")})
+    data = prepare_fold(cfg, 1)
+    default = cfg.model_copy(update={"model": cfg.model.model_copy(update={
+        "teacher_finetune": cfg.model.teacher_finetune.model_copy(update={"train_encoder": None})})})
+    assert (teacher_key(cfg, data) == teacher_key(default, data)) == (train_encoder is None)
+    tuned, _ = ensure_teacher(cfg, data, log=lambda m: None)
+    fresh = load_teacher("tiny", seed=cfg.model.init_seed)
+    pairs = [(n, p, dict(fresh.audio_tower.named_parameters())[n]) for n, p in tuned.audio_tower.named_parameters()
+             if "embed_positions" not in n]
+    changed = [n for n, p, q in pairs if not torch.equal(p, q)]
+    assert (changed == []) == (train_encoder is False), changed[:3]
+    projector = [(p, dict(fresh.model.named_parameters())[n]) for n, p in tuned.model.named_parameters()
+                 if "multi_modal_projector" in n]
+    assert projector and any(not torch.equal(p, q) for p, q in projector)  # the rest is trained either way
