@@ -64,18 +64,17 @@ def _epochs(results):
 def _lose_snapshot_checkpoints(experiment):
     """Leave what a kill in Tune's race leaves: the checkpoint each unfinished trial's snapshot names
     is gone and a newer one is there (Tune had registered the next epoch's checkpoint and deleted the
-    old one, num_to_keep=1, before its next snapshot). Here the newer one is the named one renamed to
-    the next index (or, if the trial got that far before the kill, the one already there)."""
+    old one, num_to_keep=1, before its next snapshot). The newer one is the named one renamed to the
+    next index, replacing any the trial wrote before the kill: so the trial still has an epoch to run
+    after the resume, as this test expects of a trial killed mid-way."""
     named = tune_checkpoint_paths(experiment)
     assert named, "the snapshot names no checkpoint of an unfinished trial"
     for path in named:
         if not path.is_dir():  # the race itself happened
             continue
         newer = path.with_name(f"checkpoint_{int(path.name.split('_')[1]) + 1:06d}")
-        if newer.is_dir():
-            shutil.rmtree(path)
-        else:
-            os.rename(path, newer)
+        shutil.rmtree(newer, ignore_errors=True)
+        os.rename(path, newer)
 
 
 def test_killed_launcher_resumes_to_exactly_num_samples_trials(tmp_path, tiny_cache):
