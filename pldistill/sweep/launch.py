@@ -306,7 +306,9 @@ def _checkpoint_config() -> Any:
     """Tune's checkpoint policy. In-process trials checkpoint through Tune (a Ray Train run keeps its
     own; its driver reports none to Tune). ``num_to_keep=1`` also makes Tune snapshot the experiment
     after every trial checkpoint (``sync_every_n_trial_checkpoints`` is ``num_to_keep``), so a killed
-    launcher resumes each trial from its last epoch, as Ray Train's own snapshot does."""
+    launcher resumes each trial from its last epoch, as Ray Train's own snapshot does. Tune deletes the
+    old checkpoint before that snapshot is written; a resume repairs what a kill in between leaves
+    (:func:`~pldistill.sweep.resume.repair_lost_checkpoints`)."""
     from ray import tune
 
     return tune.CheckpointConfig(num_to_keep=1)
