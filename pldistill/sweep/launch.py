@@ -263,7 +263,7 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
     from pldistill.sweep.progress import SweepProgress
     from pldistill.sweep.reaper import PlacementGroupReaper
     from pldistill.sweep.recorder import TrialRecorder
-    from pldistill.sweep.resume import experiment_dir
+    from pldistill.sweep.resume import experiment_dir, repair_lost_checkpoints, tune_trials
 
     # Snapshots follow trial checkpoints (_checkpoint_config); the epochs of a small sweep come
     # seconds apart, which Tune would warn about at every snapshot. Read when the Tuner runs.
@@ -274,6 +274,9 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
     callbacks = [recorder, PlacementGroupReaper(), progress]
     trainable = tune.with_resources(tune.with_parameters(trial_driver, sweep=sweep), trial_resources(sweep.resources))
     if resume:
+        say = console.print if console is not None else print
+        for repair in repair_lost_checkpoints(tune_trials(results, sweep.name)):  # before Tune reads them
+            say(f"sweep {sweep.name}: {repair.describe()}")
         # Searcher (Optuna's study) and scheduler come back from Tune's snapshot; finished trials stay
         # finished, unfinished ones continue from their last checkpoint, failed ones stay failed.
         tuner = tune.Tuner.restore(str(experiment_dir(results, sweep.name)), trainable,
@@ -303,7 +306,9 @@ def _checkpoint_config() -> Any:
     """Tune's checkpoint policy. In-process trials checkpoint through Tune (a Ray Train run keeps its
     own; its driver reports none to Tune). ``num_to_keep=1`` also makes Tune snapshot the experiment
     after every trial checkpoint (``sync_every_n_trial_checkpoints`` is ``num_to_keep``), so a killed
-    launcher resumes each trial from its last epoch, as Ray Train's own snapshot does."""
+    launcher resumes each trial from its last epoch, as Ray Train's own snapshot does. Tune deletes the
+    old checkpoint before that snapshot is written; a resume repairs what a kill in between leaves
+    (:func:`~pldistill.sweep.resume.repair_lost_checkpoints`)."""
     from ray import tune
 
     return tune.CheckpointConfig(num_to_keep=1)

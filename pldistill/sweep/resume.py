@@ -11,6 +11,9 @@ run the table is brought in line with Tune's trials (:func:`reconcile`):
 - a trial Tune has finished whose row is not final (the launcher died before writing it) gets its
   final row from Tune's last result.
 
+Tune's snapshot can also name a trial checkpoint that is gone (:func:`repair_lost_checkpoints`
+puts the trial's next one in its place before Tune restores it).
+
 Rows are one file per trial id, so nothing is ever written twice. A lock file held by the launching
 process keeps a second launcher off a sweep that is running; the OS drops it when that process dies,
 however it dies.
@@ -19,15 +22,20 @@ however it dies.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from pldistill.errors import PldistillError
 
-__all__ = ["SweepLock", "experiment_dir", "can_resume", "reconcile", "SweepBusyError"]
+__all__ = ["SweepLock", "experiment_dir", "can_resume", "reconcile", "SweepBusyError", "CheckpointRepair",
+           "repair_lost_checkpoints"]
 
 _LOCK_FILE = ".launch.lock"
+_CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")  # Tune's f"checkpoint_{index:06d}"
 
 
 class SweepBusyError(PldistillError):
@@ -97,3 +105,68 @@ def reconcile(store: Any, recorder: Any, trials: list[Any]) -> dict[str, int]:
             recorder.record_final(trial)
             finished += 1
     return {"removed": removed, "finished": finished}
+
+
+@dataclass(frozen=True)
+class CheckpointRepair:
+    """A trial whose snapshot-named checkpoint ``path`` was missing, and the folder moved there
+    (``source``), or None when the trial had none left (``path`` is then an empty folder)."""
+
+    trial_id: str
+    path: Path
+    source: Path | None
+
+    def describe(self) -> str:
+        got = f"moved {self.source.name} there" if self.source else "none left: the trial starts again"
+        return f"trial {self.trial_id}: its snapshot's checkpoint {self.path.name} was gone; {got}"
+
+
+def repair_lost_checkpoints(trials: list[Any]) -> list[CheckpointRepair]:
+    """Give every unfinished trial of Tune's snapshot (:func:`tune_trials`) the checkpoint the
+    snapshot names, so that ``Tuner.restore`` can restore it; returns what was repaired.
+
+    Why one can be missing: with ``CheckpointConfig(num_to_keep=1)`` Tune deletes a trial's old
+    checkpoint as soon as it registers the next one, but writes the experiment snapshot only later
+    (its next controller step, then an asynchronous copy to storage). A launcher killed in between
+    leaves a snapshot naming ``checkpoint_k``, which is gone, beside ``checkpoint_k+1``; Tune's
+    restore then fails ("Could not recover from checkpoint as it does not exist on storage
+    anymore") on every retry. The repair renames (atomically, same folder) the first checkpoint
+    after ``k`` into ``checkpoint_k``: Tune registered it, so it had been copied in full, whereas a
+    later one may be half-copied (a trial process can outlive its launcher for a moment). Other
+    folders after ``k`` are removed: unknown to Tune, they are where it writes the trial's next
+    checkpoints. The loop reads its epoch from the moved state, so the trial carries on after it.
+    Tune's own ``training_iteration`` for the trial then lags by one (the snapshot's metrics come
+    with ``checkpoint_k``): ASHA judges that one trial's rungs one epoch late, a slight leniency
+    in a rare event, and the trial still ends at its last epoch by itself; results and Optuna read
+    pldistill's epochs and metrics, not Tune's count.
+
+    With no checkpoint left at all (only by hand), an empty ``checkpoint_k`` makes the trial start
+    again from scratch (no trainer state in it, :func:`pldistill.train.checkpoint.load_state`);
+    left missing, each retry would fail and the trial would end failed."""
+    repairs = []
+    for trial in trials:
+        ckpt = getattr(trial, "checkpoint", None)
+        if ckpt is None or trial.status in ("TERMINATED", "ERROR"):  # finished: never restored
+            continue
+        named = Path(ckpt.path)
+        index = _checkpoint_index(named)
+        if named.exists() or index is None:  # there, or not a folder Tune named (leave it to Tune)
+            continue
+        found = sorted((i, p) for p in named.parent.glob("checkpoint_*")
+                       if p.is_dir() and (i := _checkpoint_index(p)) is not None)
+        after = [p for i, p in found if i > index]
+        # none after k (only by hand): the newest before it is still the newest state there is
+        source = after[0] if after else (found[-1][1] if found else None)
+        if source is None:
+            named.mkdir(parents=True)
+        else:
+            source.rename(named)
+            for stale in after[1:]:
+                shutil.rmtree(stale, ignore_errors=True)
+        repairs.append(CheckpointRepair(trial.trial_id, named, source))
+    return repairs
+
+
+def _checkpoint_index(path: Path) -> int | None:
+    match = _CHECKPOINT_DIR.fullmatch(path.name)
+    return int(match.group(1)) if match else None

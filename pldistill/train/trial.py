@@ -142,8 +142,11 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
         if state.run_index == len(runs) - 1 and state.epoch >= cfg.train.epochs:
             # Every epoch was done; the run stopped before its end was recorded: report it again.
             final = _summarise([*done, FoldResult(**state.current)], started, clock, attempt)
-            if report is not None:
-                report(state.metrics, state.current["epochs"][-1], None)
+            if report is not None:  # as reported then, but counting this restart (the results' "restarts")
+                metrics = dict(state.metrics)
+                if "trial_result" in metrics:
+                    metrics["trial_result"] = json.dumps({**json.loads(metrics["trial_result"]), "restarts": attempt})
+                report(metrics, state.current["epochs"][-1], None)
             return final
     for k, (seed, fold) in enumerate(runs):
         if state is not None and k < state.run_index:

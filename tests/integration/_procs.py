@@ -121,6 +121,16 @@ def tune_checkpoint_epochs(experiment: Path) -> list[int]:
         return []
 
 
+def tune_checkpoint_paths(experiment: Path) -> list[Path]:
+    """The latest checkpoint folder of each unfinished trial as Tune's experiment snapshot at
+    ``experiment`` names it (whether or not it still exists)."""
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(experiment)).trials
+    return [Path(t.checkpoint.path) for t in trials
+            if t.checkpoint is not None and t.status not in ("TERMINATED", "ERROR")]
+
+
 def tiny_sweep(name: str, tmp_path: Path, cache: str, search: dict, *, epochs: int = 1,
                max_steps_per_epoch: int | None = None, fixed: dict | None = None,
                failures: dict | None = None, workers: int = 1) -> Path:

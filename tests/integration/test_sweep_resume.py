@@ -4,15 +4,19 @@ One Optuna sweep of 4 trials (2 at a time, 2 epochs each) is launched as a real 
 SIGKILLed twice: while its first trials are mid-way (an epoch done, none finished), and once at
 least one trial has finished. After each kill every process of its private Ray has gone too. Then
 ``pldistill-sweep resume`` (and, once, ``launch`` of the same file, which detects the earlier run)
-carries on until the end. The results must then hold exactly ``num_samples`` trials, each once,
-each finished, each epoch once; and Optuna's study (the searcher Tune restored) must hold the same
-4 trials with the values in the results table, sampled by TPE rather than a random fallback.
+carries on until the end. Before the first resume the test leaves what a kill in Tune's snapshot
+race leaves (the checkpoint the snapshot names deleted, the next one there), which the resume must
+repair. The results must then hold exactly ``num_samples`` trials, each once, each finished, each
+epoch once; and Optuna's study (the searcher Tune restored) must hold the same 4 trials with the
+values in the results table, sampled by TPE rather than a random fallback.
 """
 
 from __future__ import annotations
 
 import glob
+import os
 import pickle
+import re
 import shutil
 import tempfile
 
@@ -24,6 +28,7 @@ from _procs import (
     stop,
     tiny_sweep,
     tune_checkpoint_epochs,
+    tune_checkpoint_paths,
     wait_for,
 )
 
@@ -56,6 +61,22 @@ def _epochs(results):
         return []
 
 
+def _lose_snapshot_checkpoints(experiment):
+    """Leave what a kill in Tune's race leaves: the checkpoint each unfinished trial's snapshot names
+    is gone and a newer one is there (Tune had registered the next epoch's checkpoint and deleted the
+    old one, num_to_keep=1, before its next snapshot). The newer one is the named one renamed to the
+    next index, replacing any the trial wrote before the kill: so the trial still has an epoch to run
+    after the resume, as this test expects of a trial killed mid-way."""
+    named = tune_checkpoint_paths(experiment)
+    assert named, "the snapshot names no checkpoint of an unfinished trial"
+    for path in named:
+        if not path.is_dir():  # the race itself happened
+            continue
+        newer = path.with_name(f"checkpoint_{int(path.name.split('_')[1]) + 1:06d}")
+        shutil.rmtree(newer, ignore_errors=True)
+        os.rename(path, newer)
+
+
 def test_killed_launcher_resumes_to_exactly_num_samples_trials(tmp_path, tiny_cache):
     from pldistill.sweep import load_sweep
     from pldistill.sweep.launch import prepare_shared
@@ -77,6 +98,7 @@ def test_killed_launcher_resumes_to_exactly_num_samples_trials(tmp_path, tiny_ca
         assert not [r for r in _rows(results) if r["status"] == "completed"]
         sigkill_and_wait(proc, ray_tmp)
         assert read_sweep_metas(results)[0]["status"] == "running"  # nobody could say otherwise
+        _lose_snapshot_checkpoints(results / "resumable" / "ray-tune" / "resumable")
 
         # 2. resumed with `launch` of the same file, killed once a trial has finished
         proc = start_cli(["launch", str(path), *base], ray_tmp, log)
@@ -93,6 +115,8 @@ def test_killed_launcher_resumes_to_exactly_num_samples_trials(tmp_path, tiny_ca
         shutil.rmtree(ray_tmp, ignore_errors=True)
     text = log.read_text()
     assert text.count("resuming sweep resumable") == 2, text[-3000:]
+    # (the console wraps long lines)
+    assert re.search(r"checkpoint_\d{6}\s+was\s+gone;\s+moved\s+checkpoint_\d{6}\s+there", text), text[-3000:]
     assert not ray_processes(ray_tmp)
 
     rows = _rows(results)

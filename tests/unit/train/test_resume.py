@@ -7,6 +7,7 @@ warm-up makes the optimizer step count and the learning-rate schedule matter.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -80,7 +81,7 @@ def test_resuming_after_the_last_epoch_reports_the_end_again_without_training(tm
     reports = []
     again = run_trial(cfg, resume=ckpts / "f1e1", report=lambda m, row, ckpt: reports.append((m, row, ckpt)))
     assert len(reports) == 1 and reports[0][2] is None
-    assert "trial_result" in reports[0][0]
+    assert json.loads(reports[0][0]["trial_result"])["restarts"] == again.restarts == 1  # it did resume
     assert again.metrics == full.metrics
     assert again.folds[0].epochs == full.folds[0].epochs  # nothing retrained
 
