@@ -1,11 +1,11 @@
 """Shared fixtures. Ray tests get a private instance with its own temp dir, always shut down.
 
-The suite runs on pytest-xdist workers (``-n 2 --dist loadgroup`` in pyproject's addopts), so:
+The suite runs on pytest-xdist workers (``-n 2`` in ``.ci/run``), so:
 
-* every test carries an ``xdist_group``: the Ray tests (``tests/integration``, any test using
-  ``ray_private``) share one group, so at most one of the suite's Ray instances runs at a time (as in a
-  serial run; their waits and timeouts were sized for that), while the other worker runs the CPU-bound
-  unit tests; every other test is grouped by module, so a module-scoped fixture is built once;
+* the Ray tests (everything under ``tests/integration``: keep tests that start Ray there) are one
+  work unit, so at most one of the suite's Ray instances runs at a time (as in a serial run; their
+  waits and timeouts were sized for that) while the other worker runs the CPU-bound unit tests;
+  every other module is a unit of its own, so a module-scoped fixture is built once;
 * ``tiny_cache`` is one folder shared by the workers: every build into it (synthetic corpus, teachers,
   student prior, teacher outputs) is under a file lock or renamed into place, so the second worker
   reuses what the first built;
@@ -51,7 +51,8 @@ def private_ray(**init_kwargs) -> Iterator[str]:
 
 @pytest.fixture
 def ray_private() -> Iterator[str]:
-    """:func:`private_ray` as a fixture."""
+    """:func:`private_ray` as a fixture (for tests under ``tests/integration``, which the xdist
+    scheduler keeps on one worker)."""
     with private_ray() as tmp:
         yield tmp
 
@@ -92,12 +93,29 @@ def pytest_configure(config: pytest.Config) -> None:
     capped(share)
 
 
-RAY_GROUP = "ray"
+RAY_FOLDER = "tests/integration/"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The xdist groups (see the module docstring): ``ray`` for Ray tests, else the test's module."""
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        ray = path.startswith("tests/integration/") or "ray_private" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group(RAY_GROUP if ray else path))
+def _scope(nodeid: str) -> str:
+    """The xdist work unit of a test: ``ray`` for the Ray tests, else the test's module."""
+    path = nodeid.split("::", 1)[0]
+    return "ray" if path.startswith(RAY_FOLDER) else path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With ``-n N`` (``--dist load``, the default): xdist's scope scheduler with the work units of
+    :func:`_scope`, the Ray tests' unit first (it is the longest; collection order puts it first).
+
+    A custom scheduler rather than ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8
+    groups by rewriting ``item._nodeid``, which pytest 9.2 no longer reads, so the marks are ignored."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RayApart(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    config.option.loadscopereorder = False
+    return RayApart(config, log)
