@@ -93,29 +93,21 @@ def pytest_configure(config: pytest.Config) -> None:
     capped(share)
 
 
-RAY_FOLDER = "tests/integration/"
-
-
-def _scope(nodeid: str) -> str:
-    """The xdist work unit of a test: ``ray`` for the Ray tests, else the test's module."""
-    path = nodeid.split("::", 1)[0]
-    return "ray" if path.startswith(RAY_FOLDER) else path
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """With ``-n N`` (``--dist load``, the default): xdist's scope scheduler with the work units of
-    :func:`_scope`, the Ray tests' unit first (it is the longest; collection order puts it first).
+    :func:`_xdist.work_unit`, the Ray tests' unit first (it is the longest; collection order puts it first).
 
     A custom scheduler rather than ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8
     groups by rewriting ``item._nodeid``, which pytest 9.2 no longer reads, so the marks are ignored."""
     if config.getvalue("dist") != "load":
         return None
+    from _xdist import work_unit
     from xdist.scheduler import LoadScopeScheduling
 
     class RayApart(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return _scope(nodeid)
+            return work_unit(nodeid)
 
     config.option.loadscopereorder = False
     return RayApart(config, log)
