@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pldistill._fs import atomic_dir
+from pldistill._fs import atomic_dir, file_lock
 from pldistill.config import SynthConfig, config_hash
 from pldistill.data._speech import PROFILES, SAMPLE_RATE, make_speaker
 from pldistill.data.emobox import TEACHER_POOL_FILE
@@ -184,8 +184,9 @@ def synthesize_corpus(out_dir: str | Path, config: SynthConfig | None = None, *,
     at a time; it does not change the output. An existing corpus generated with the same
     parameters is reused; one generated with other parameters is an error. The corpus is written
     into a temp folder beside the target and renamed into place, so readers never see a
-    half-written corpus. Progress (clips written) is a bar in a terminal, else a line every 10 %
-    to ``log`` (default: stdout).
+    half-written corpus; it is written under a file lock (``out_dir/.synthetic.lock``), so
+    concurrent callers speak it once. Progress (clips written) is a bar in a terminal, else a line
+    every 10 % to ``log`` (default: stdout).
     """
     params = _params(synth_config(config, **overrides))
     out_dir = Path(out_dir)
@@ -193,11 +194,17 @@ def synthesize_corpus(out_dir: str | Path, config: SynthConfig | None = None, *,
     if target.exists():
         _check_existing(target, params)
         return out_dir
-    try:
-        with atomic_dir(target, replace=False) as tmp:
-            _write_corpus(tmp, params, processes, log)
-    except FileExistsError:
-        _check_existing(target, params)  # another process won the race: theirs must match
+    # Under a lock, so a process asking for the corpus while another speaks it waits and reuses it
+    # instead of speaking it a second time (sweep workers, test workers sharing one cache).
+    with file_lock(out_dir / f".{_DATASET}.lock"):
+        if target.exists():
+            _check_existing(target, params)
+            return out_dir
+        try:
+            with atomic_dir(target, replace=False) as tmp:
+                _write_corpus(tmp, params, processes, log)
+        except FileExistsError:
+            _check_existing(target, params)  # written by a process not taking the lock: must match
     return out_dir
 
 

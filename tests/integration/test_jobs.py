@@ -146,8 +146,10 @@ def _terminate(proc: subprocess.Popen, marker: str) -> None:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        if left:
-            time.sleep(3)
+        deadline = time.monotonic() + 3  # up to 3 s for them to go, polled: most go at once
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = _our_processes(marker)
 
 
 def _sweep(path: Path, name: str, results: Path, cache: str, epochs: int) -> Path:

@@ -224,16 +224,17 @@ def _spawn_trial(cfg, out: Path, keep: Path, resume: Path | None = None) -> dict
 
 
 @pytest.fixture(scope="module")
-def fsdp_trial(tmp_path_factory):
+def fsdp_trial(tmp_path_factory, tiny_cache):
     """A 2-rank fsdp trial of 2 epochs (test scored once, after the best weights are put back), run
-    through once, with every epoch's checkpoint kept."""
+    through once, with every epoch's checkpoint kept. The session's cache: its corpus and student
+    prior are reused (the random teacher has a key of its own)."""
     from pldistill.train.dataset import prepare_fold
     from pldistill.train.student_prior import ensure_student_llm
     from pldistill.train.teacher import ensure_teacher
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("fsdp")
-    cfg = _trial_cfg(tmp, str(tmp / "cache"), "fsdp")
+    cfg = _trial_cfg(tmp, tiny_cache, "fsdp")
     data = prepare_fold(cfg, 1)  # shared artefacts built once, here, as the sweep's prepare step does
     teacher, _ = ensure_teacher(cfg, data, log=lambda m: None)
     prior = ensure_student_llm(cfg, teacher.tokenizer, log=lambda m: None)
