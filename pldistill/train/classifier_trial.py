@@ -36,7 +36,7 @@ from pldistill.losses.emodistill import EmbeddingMap
 from pldistill.models.classifier import ClassifierStudent, build_classifier_student, save_classifier_student
 from pldistill.models.inputs import Example
 from pldistill.train.checkpoint import ResumeState, restore_training, save_state
-from pldistill.train.dataset import FoldData, manifests_dir, prepare_fold
+from pldistill.train.dataset import FoldData, fold_clips_egemaps, prepare_fold
 from pldistill.train.emodistill_teachers import (
     FoldClips,
     LinguisticSettings,
@@ -231,8 +231,6 @@ def _teachers(cfg: TrialConfig, data: FoldData) -> tuple[dict[str, int], Teacher
     """The fold's two teachers' outputs (trained once per fold, cached under ``cache_dir/emodistill``),
     the row of each clip in them, and the fold's clips by key. The linguistic teacher first: a corpus
     without transcripts fails before any eGeMAPS is computed."""
-    from pldistill.data import compute_egemaps, load_fold
-
     # The teachers train on the labelled clips; they give outputs for every clip. An unlabelled clip's
     # label is in no index set; it is 0 here all the same, so no teacher could read the gold one.
     examples = data.train + data.unlabelled + data.val + data.test
@@ -248,14 +246,7 @@ def _teachers(cfg: TrialConfig, data: FoldData) -> tuple[dict[str, int], Teacher
     linguistic = ensure_linguistic_teacher(None if all(x is None for x in texts) else texts, fold_clips,
                                            cfg.cache_dir, seed=cfg.model.init_seed,
                                            settings=LinguisticSettings(model=t.linguistic, **epochs), log=_log)
-    manifests, audio_root = manifests_dir(cfg)
-    split = load_fold(manifests, cfg.data.dataset, data.fold, audio_root=audio_root,
-                      val_fraction=cfg.data.val_fraction, val_seed=cfg.data.val_seed,
-                      labelled_fraction=cfg.data.labelled_fraction, labelled_seed=cfg.data.labelled_seed,
-                      transcripts=cfg.data.transcripts)
-    clips = {c.key: c for c in split.train + split.unlabelled + split.val + split.test}
-    # "fail": these clips' audio was read for the log-mels already; a skip here would misalign the rows
-    feats = compute_egemaps([clips[ex.key] for ex in examples], cfg.cache_dir / "features", on_bad_audio="fail")
+    clips, feats = fold_clips_egemaps(cfg, data)  # rows in the order of ``examples``
     prosodic = ensure_prosodic_teacher(feats.values, fold_clips, cfg.cache_dir, seed=cfg.model.init_seed,
                                        settings=ProsodicSettings(arch=t.prosodic_arch, **epochs), log=_log)
     return {ex.key: i for i, ex in enumerate(examples)}, prosodic, linguistic, clips

@@ -10,7 +10,7 @@ from typing import Any
 from pldistill.config import TrialConfig
 from pldistill.models.inputs import Example
 
-__all__ = ["FoldData", "prepare_fold", "manifests_dir", "teacher_pool_examples"]
+__all__ = ["FoldData", "prepare_fold", "manifests_dir", "teacher_pool_examples", "fold_clips_egemaps"]
 
 
 @dataclass
@@ -107,3 +107,20 @@ def _examples(part, feats, labels) -> list[Example]:
                            label=index[clip.label], num_audio_tokens=audio_token_count(valid),
                            transcript=clip.transcript, lexical=clip.lexical))
     return out
+
+
+def fold_clips_egemaps(cfg: TrialConfig, data: FoldData) -> tuple[dict[str, Any], Any]:
+    """The fold's clips by key (train, unlabelled, validation, test) and their eGeMAPSv02 functionals,
+    rows in that order (``pldistill.data.compute_egemaps``, cached on disk). EmoDistill's prosodic
+    teacher and CAAD's metadata pseudo targets both read them: one clip set, one call, one cache file."""
+    from pldistill.data import compute_egemaps, load_fold
+
+    manifests, audio_root = manifests_dir(cfg)
+    split = load_fold(manifests, cfg.data.dataset, data.fold, audio_root=audio_root,
+                      val_fraction=cfg.data.val_fraction, val_seed=cfg.data.val_seed,
+                      labelled_fraction=cfg.data.labelled_fraction, labelled_seed=cfg.data.labelled_seed,
+                      transcripts=cfg.data.transcripts)
+    clips = {c.key: c for c in split.train + split.unlabelled + split.val + split.test}
+    keys = [ex.key for ex in (*data.train, *data.unlabelled, *data.val, *data.test)]
+    # "fail": these clips' audio was read for the log-mels already; a skip here would misalign the rows
+    return clips, compute_egemaps([clips[k] for k in keys], cfg.cache_dir / "features", on_bad_audio="fail")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pldistill.config import TrialConfig
-from pldistill.train.dataset import FoldData, manifests_dir
+from pldistill.train.dataset import FoldData, fold_clips_egemaps
 
 __all__ = ["fold_pseudo_targets"]
 
@@ -36,21 +36,12 @@ def fold_pseudo_targets(cfg: TrialConfig, data: FoldData) -> dict[str, str] | No
 
 
 def _metadata_targets(cfg: TrialConfig, data: FoldData) -> dict[str, str]:
-    from pldistill.data import compute_egemaps, load_fold
     from pldistill.data.pseudo_target import compose_pseudo_targets, fit_prosody_bins
     from pldistill.train.teacher import answered
 
-    manifests, audio_root = manifests_dir(cfg)
-    split = load_fold(manifests, cfg.data.dataset, data.fold, audio_root=audio_root,
-                      val_fraction=cfg.data.val_fraction, val_seed=cfg.data.val_seed,
-                      labelled_fraction=cfg.data.labelled_fraction, labelled_seed=cfg.data.labelled_seed,
-                      transcripts=cfg.data.transcripts)
-    clips = {c.key: c for c in split.train + split.unlabelled + split.val + split.test}
     # An unlabelled clip's target starts with the teacher's answer, as its response does (data.labelled_fraction).
     examples = data.train + answered(cfg, data) + data.val + data.test
-    # The same clip set and call as EmoDistill's prosodic teacher (classifier_trial._teachers): one cache
-    # file. "fail": these clips' audio was read for the log-mels already.
-    feats = compute_egemaps([clips[ex.key] for ex in examples], cfg.cache_dir / "features", on_bad_audio="fail")
+    _, feats = fold_clips_egemaps(cfg, data)  # what EmoDistill's prosodic teacher reads: one cache file
     # the terciles of every training clip's audio (no label is read: unlabelled clips count too)
     bins = fit_prosody_bins(feats, [ex.key for ex in examples[:len(data.train) + len(data.unlabelled)]])
     return compose_pseudo_targets({ex.key: data.labels[ex.label] for ex in examples}, feats, bins)
