@@ -11,6 +11,7 @@ import torch
 from _clips import LABELS
 from _objectives import objective as build
 from _pseudo import pseudo_targets
+from _steps import TOL, assert_same_step, step_and_grads
 from test_microbatch import assert_batch_equals_accumulation
 
 from pldistill.config import TrialConfig
@@ -20,7 +21,6 @@ from pldistill.models.inputs import collate, pseudo_target_inputs
 from pldistill.train.step import DistillModels, distill_step
 from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache, teacher_cache_key
 
-TOL = dict(rtol=1e-5, atol=1e-5)
 CLIPS = (4, 0, 7, 2)
 HPARAMS = dict(alpha=0.7, beta=0.8, gamma=1.1, temperature=2.0, caad_contrast=0.5)
 
@@ -50,21 +50,8 @@ def _models(setup, mode: str, objective: str, fused: bool = True, weighting: str
     return DistillModels(audio_tower=teacher.audio_tower, teacher=AudioLMHead(teacher.model), **common)
 
 
-def _run(models: DistillModels, head: AudioLMHead, batch, pseudo=None):
-    head.zero_grad(set_to_none=True)
-    out = distill_step(models, batch, pseudo)
-    out.total.backward()
-    return out, {n: p.grad.clone() for n, p in head.named_parameters() if p.grad is not None}
 
 
-def _assert_same(a, ga, b, gb) -> None:
-    assert list(a.terms) == list(b.terms)
-    for k in a.terms:
-        torch.testing.assert_close(a.terms[k], b.terms[k], **TOL, msg=k)
-    torch.testing.assert_close(a.total, b.total, **TOL)
-    assert ga.keys() == gb.keys() and len(ga) > 0
-    for k in ga:
-        torch.testing.assert_close(ga[k], gb[k], **TOL, msg=k)
 
 
 def test_pseudo_inputs_keep_the_layout_and_change_only_the_response(tiny_distill):
@@ -94,7 +81,7 @@ def test_a_pseudo_target_equal_to_the_label_gives_label_mode(tiny_distill, mode,
     batch = collate(examples, teacher.tokenizer, LABELS)
     same = pseudo_target_inputs(examples, teacher.tokenizer, LABELS, {ex.key: LABELS[ex.label] for ex in examples})
     models = _models(tiny_distill, mode, "caad", fused)
-    _assert_same(*_run(models, head, batch), *_run(models, head, batch, same))
+    assert_same_step(*step_and_grads(models, head, batch), *step_and_grads(models, head, batch, same))
 
 
 @pytest.mark.parametrize("objective", ["caad", "pl_distill"])
@@ -107,12 +94,12 @@ def test_ce_reads_the_gold_rows_and_every_other_term_the_pseudo_rows(tiny_distil
     batch = collate(examples, teacher.tokenizer, LABELS)
     pseudo = pseudo_target_inputs(examples, teacher.tokenizer, LABELS, pseudo_targets(examples, LABELS))
     models = _models(tiny_distill, "online", objective, fused)
-    got, g_got = _run(models, head, batch, pseudo)
-    gold, g_gold = _run(_models(tiny_distill, "online", "sft", fused), head, batch)
+    got, g_got = step_and_grads(models, head, batch, pseudo)
+    gold, g_gold = step_and_grads(_models(tiny_distill, "online", "sft", fused), head, batch)
     rest_weights = {t: w for t, w in models.objective.weights.items() if t != "ce"}
     rest_models = _models(tiny_distill, "online", objective, fused)
     rest_models.objective = objectives.WeightedSumObjective(objective, rest_weights, models.objective.options)
-    rest, g_rest = _run(rest_models, head, pseudo)
+    rest, g_rest = step_and_grads(rest_models, head, pseudo)
     assert list(got.terms) == list(OBJECTIVES[objective].weights)
     torch.testing.assert_close(got.terms["ce"], gold.terms["ce"], **TOL)
     for k in rest_weights:
@@ -121,7 +108,7 @@ def test_ce_reads_the_gold_rows_and_every_other_term_the_pseudo_rows(tiny_distil
     for k in g_got:
         torch.testing.assert_close(g_got[k], g_gold[k] + g_rest[k], **TOL, msg=k)
     # and it is not label mode: the response KL differs
-    label, _ = _run(models, head, batch)
+    label, _ = step_and_grads(models, head, batch)
     kl = "kl_response_cd" if objective == "caad" else "kl_response"
     assert abs(float(label.terms[kl]) - float(got.terms[kl])) > 1e-4
 
@@ -135,10 +122,10 @@ def test_fused_split_step_equals_the_materialised_one(meta, mode, monkeypatch):
     examples = [data.train[i] for i in CLIPS]
     batch = collate(examples, teacher.tokenizer, LABELS)
     pseudo = pseudo_target_inputs(examples, teacher.tokenizer, LABELS, targets)
-    fused = _run(_models(meta, mode, "caad", True), head, batch, pseudo)
+    fused = step_and_grads(_models(meta, mode, "caad", True), head, batch, pseudo)
     assert calls, "the fused path must be taken"
     calls.clear()
-    _assert_same(*fused, *_run(_models(meta, mode, "caad", False), head, batch, pseudo))
+    assert_same_step(*fused, *step_and_grads(_models(meta, mode, "caad", False), head, batch, pseudo))
     assert not calls
 
 

@@ -5,17 +5,16 @@ online, chunked or not; it is taken exactly when the objective allows it."""
 from __future__ import annotations
 
 import pytest
-import torch
 from _objectives import audiolm_objectives
 from _objectives import objective as build
+from _steps import assert_same_step, step_and_grads
 
 from pldistill.losses import objectives
 from pldistill.models.audiolm import AudioLMHead
 from pldistill.models.inputs import collate
-from pldistill.train.step import DistillModels, distill_step
+from pldistill.train.step import DistillModels
 
 LABELS = ("Neutral", "Happy", "Angry", "Sad")
-TOL = dict(rtol=1e-5, atol=1e-5)
 CLIPS = (4, 0, 7, 2)
 HPARAMS = dict(alpha=0.7, beta=0.8, gamma=1.1, temperature=2.0, llava_kd_relation=0.5, caad_contrast=0.5)
 
@@ -38,21 +37,8 @@ def _models(tiny_distill, mode: str, fused: bool, obj) -> DistillModels:
     return DistillModels(audio_tower=teacher.audio_tower, teacher=AudioLMHead(teacher.model), **common)
 
 
-def _step(models: DistillModels, head: AudioLMHead, batch):
-    head.zero_grad(set_to_none=True)
-    out = distill_step(models, batch)
-    out.total.backward()
-    return out, {n: p.grad.clone() for n, p in head.named_parameters() if p.grad is not None}
 
 
-def _assert_same(a, ga, b, gb) -> None:
-    assert list(a.terms) == list(b.terms)
-    for k in a.terms:
-        torch.testing.assert_close(a.terms[k], b.terms[k], **TOL, msg=k)
-    torch.testing.assert_close(a.total, b.total, **TOL)
-    assert ga.keys() == gb.keys() and len(ga) > 0
-    for k in ga:
-        torch.testing.assert_close(ga[k], gb[k], **TOL, msg=k)
 
 
 @pytest.mark.parametrize("mode", ["cached", "online"])
@@ -62,11 +48,11 @@ def test_fused_step_equals_todays_step(tiny_distill, fused_calls, mode, name, ch
     teacher, head, data, _ = tiny_distill
     obj = build(name, kl_chunk_size=chunk, **HPARAMS)
     batch = collate([data.train[i] for i in CLIPS], teacher.tokenizer, LABELS)
-    today, g_today = _step(_models(tiny_distill, mode, False, obj), head, batch)
+    today, g_today = step_and_grads(_models(tiny_distill, mode, False, obj), head, batch)
     assert not fused_calls
-    fused, g_fused = _step(_models(tiny_distill, mode, True, obj), head, batch)
+    fused, g_fused = step_and_grads(_models(tiny_distill, mode, True, obj), head, batch)
     assert len(fused_calls) == (1 if obj.fusable else 0) and obj.fusable == (name != "llava_kd")
-    _assert_same(fused, g_fused, today, g_today)
+    assert_same_step(fused, g_fused, today, g_today)
 
 
 def test_a_trainable_lm_head_gets_todays_gradient(tiny_distill, fused_calls):
@@ -78,11 +64,11 @@ def test_a_trainable_lm_head_gets_todays_gradient(tiny_distill, fused_calls):
     batch = collate([data.train[i] for i in CLIPS], teacher.tokenizer, LABELS)
     weight.requires_grad_(True)
     try:
-        today, g_today = _step(_models(tiny_distill, "cached", False, obj), head, batch)
-        fused, g_fused = _step(_models(tiny_distill, "cached", True, obj), head, batch)
+        today, g_today = step_and_grads(_models(tiny_distill, "cached", False, obj), head, batch)
+        fused, g_fused = step_and_grads(_models(tiny_distill, "cached", True, obj), head, batch)
     finally:
         weight.requires_grad_(False)
         weight.grad = None
     head_name = next(n for n, p in head.named_parameters() if p is weight)  # maybe the tied embedding's name
     assert fused_calls and head_name in g_fused
-    _assert_same(fused, g_fused, today, g_today)
+    assert_same_step(fused, g_fused, today, g_today)
