@@ -61,9 +61,8 @@ def test_distillation_trains_on_every_clip_forced_on_the_teachers_answers(folds)
     unlabelled = f.train[len(f.data.train):]
     assert all(not ex.labelled and ex.label == saved[ex.key] for ex in unlabelled)
     assert all(ex.labelled for ex in f.train[:len(f.data.train)])
-    # the teacher is not always right, so the answers are not the gold labels smuggled in
-    gold = {ex.key: ex.label for ex in f.data.unlabelled}
-    assert saved != gold or saved == gold and len(gold) < 3  # (a perfect teacher on a handful is possible)
+    # the teacher is not always right (so the check above tells its answers from the gold labels)
+    assert saved != {ex.key: ex.label for ex in f.data.unlabelled}
 
 
 def test_sft_trains_on_the_labelled_clips_for_as_many_steps(folds):
@@ -100,8 +99,8 @@ def test_metadata_pseudo_targets_of_unlabelled_clips_start_with_the_teachers_ans
     meta = cfg.model_copy(update={"hparams": cfg.hparams.model_copy(update={"pseudo_target": "metadata"})})
     targets = fold_pseudo_targets(meta, f.data)
     assert targets is not None
-    for ex in f.train[len(f.data.train):]:
+    answered = f.train[len(f.data.train):]
+    for ex in answered:
         assert targets[ex.key].split(",")[0] == f.data.labels[ex.label]  # the answer, as the response
-    wrong = [ex for ex in f.data.unlabelled if targets[ex.key].split(",")[0] != f.data.labels[ex.label]]
-    answers = {ex.key: ex.label for ex in f.train[len(f.data.train):]}
-    assert all(answers[ex.key] != ex.label for ex in wrong)  # where it differs from gold, the teacher erred
+    gold = {ex.key: ex.label for ex in f.data.unlabelled}
+    assert any(ex.label != gold[ex.key] for ex in answered), "the teacher erred somewhere: the check can fail"
