@@ -19,12 +19,13 @@ def step_and_grads(models: DistillModels, head: AudioLMHead, batch, pseudo=None)
     return out, {n: p.grad.clone() for n, p in head.named_parameters() if p.grad is not None}
 
 
-def assert_same_step(a, ga, b, gb) -> None:
-    """Two steps give the same terms (in order), total and student gradients, within :data:`TOL`."""
+def assert_same_step(a, ga, b, gb, tol: dict | None = None) -> None:
+    """Two steps give the same terms (in order), total and student gradients, within ``tol`` (:data:`TOL`)."""
+    tol = TOL if tol is None else tol
     assert list(a.terms) == list(b.terms)
     for k in a.terms:
-        torch.testing.assert_close(a.terms[k], b.terms[k], **TOL, msg=k)
-    torch.testing.assert_close(a.total, b.total, **TOL)
+        torch.testing.assert_close(a.terms[k], b.terms[k], **tol, msg=k)
+    torch.testing.assert_close(a.total, b.total, **tol)
     assert ga.keys() == gb.keys() and len(ga) > 0
     for k in ga:
-        torch.testing.assert_close(ga[k], gb[k], **TOL, msg=k)
+        torch.testing.assert_close(ga[k], gb[k], **tol, msg=k)

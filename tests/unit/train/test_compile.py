@@ -13,6 +13,7 @@ import warnings
 import pytest
 import torch
 from _objectives import objective as build
+from _steps import assert_same_step
 
 from pldistill.models.inputs import collate
 from pldistill.train.step import DistillModels, compile_student, distill_step
@@ -51,12 +52,7 @@ def test_compiled_step_gives_the_eager_figures(tiny_distill):
         warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would pass for the wrong reason
         compiled = _steps(_models(tiny_distill, compile_student(head, "default"), fused), head, batches)
     for (e, ge), (c, gc) in zip(eager, compiled):
-        for k in e.terms:
-            torch.testing.assert_close(c.terms[k], e.terms[k], **TOL, msg=k)
-        torch.testing.assert_close(c.total, e.total, **TOL)
-        assert ge.keys() == gc.keys() and len(ge) > 0
-        for k in ge:
-            torch.testing.assert_close(gc[k], ge[k], **TOL, msg=k)
+        assert_same_step(c, gc, e, ge, TOL)
 
 
 def test_a_student_that_fails_to_compile_runs_eagerly(tiny_distill, monkeypatch):

@@ -15,6 +15,7 @@ import torch
 from _clips import LABELS, WINDOW, random_examples
 from _objectives import objective as build
 from _pseudo import pseudo_targets
+from _steps import assert_same_step, step_and_grads
 
 from pldistill.config import TrialConfig
 from pldistill.losses import OBJECTIVES, WEIGHTING_VARIANTS
@@ -71,12 +72,6 @@ def metadata_setup(setup, tmp_path_factory):
     return teacher, head, data, cfg, cache, targets
 
 
-def _loss_and_grads(models: DistillModels, head: AudioLMHead, batch, pseudo=None):
-    head.zero_grad(set_to_none=True)
-    out = distill_step(models, batch, pseudo)
-    out.total.backward()
-    grads = {n: p.grad.clone() for n, p in head.named_parameters() if p.requires_grad and p.grad is not None}
-    return out, grads
 
 
 CASES = [(o, w, 1.0) for o in OBJECTIVES if OBJECTIVES[o].family == "audiolm" for w in WEIGHTING_VARIANTS
@@ -96,15 +91,10 @@ def test_cached_step_equals_online_step(setup, objective, weighting, contrast, c
     online = DistillModels(audio_tower=teacher.audio_tower, teacher=AudioLMHead(teacher.model), **common)
     cached = DistillModels(audio_tower=None, teacher=None, cache=cache, **common)
     batch = collate([data.train[i] for i in (4, 0, 7, 2, 9)], teacher.tokenizer, LABELS)
-    out_on, g_on = _loss_and_grads(online, head, batch)
-    out_ca, g_ca = _loss_and_grads(cached, head, batch)
+    out_on, g_on = step_and_grads(online, head, batch)
+    out_ca, g_ca = step_and_grads(cached, head, batch)
     assert set(out_on.terms) == set(out_ca.terms) == set(OBJECTIVES[objective].weights)
-    for name in out_on.terms:
-        torch.testing.assert_close(out_ca.terms[name], out_on.terms[name], rtol=1e-5, atol=1e-5, msg=name)
-    torch.testing.assert_close(out_ca.total, out_on.total, rtol=1e-5, atol=1e-5)
-    assert g_on.keys() == g_ca.keys() and len(g_on) > 0
-    for name in g_on:
-        torch.testing.assert_close(g_ca[name], g_on[name], rtol=1e-5, atol=1e-5, msg=name)
+    assert_same_step(out_ca, g_ca, out_on, g_on)
 
 
 @pytest.mark.parametrize(("objective", "contrast"), [("caad", 0.0), ("caad", 0.5), ("caad", 2.0), ("pl_distill", 1.0)])
@@ -123,15 +113,10 @@ def test_cached_step_equals_online_step_on_a_metadata_pseudo_target(metadata_set
     batch = collate(examples, teacher.tokenizer, LABELS)
     pseudo = pseudo_target_inputs(examples, teacher.tokenizer, LABELS, targets)
     assert int(pseudo.response_mask.sum()) > int(batch.response_mask.sum())
-    out_on, g_on = _loss_and_grads(online, head, batch, pseudo)
-    out_ca, g_ca = _loss_and_grads(cached, head, batch, pseudo)
+    out_on, g_on = step_and_grads(online, head, batch, pseudo)
+    out_ca, g_ca = step_and_grads(cached, head, batch, pseudo)
     assert list(out_on.terms) == list(out_ca.terms) == list(OBJECTIVES[objective].weights)
-    for name in out_on.terms:
-        torch.testing.assert_close(out_ca.terms[name], out_on.terms[name], rtol=1e-5, atol=1e-5, msg=name)
-    torch.testing.assert_close(out_ca.total, out_on.total, rtol=1e-5, atol=1e-5)
-    assert g_on.keys() == g_ca.keys() and len(g_on) > 0
-    for name in g_on:
-        torch.testing.assert_close(g_ca[name], g_on[name], rtol=1e-5, atol=1e-5, msg=name)
+    assert_same_step(out_ca, g_ca, out_on, g_on)
     # the rows are the pseudo target's: the gold batch does not fit them
     with pytest.raises(ValueError, match="do not match"):
         distill_step(cached, batch)
