@@ -2,9 +2,10 @@
 
 The suite runs on pytest-xdist workers (``-n 2`` in ``.ci/run``), so:
 
-* the Ray tests (everything under ``tests/integration``: keep tests that start Ray there) are one
-  work unit, so at most one of the suite's Ray instances runs at a time (as in a serial run; two at
-  once hung a Ray Job's driver once, ``tests/_xdist.py``) while the other worker runs the unit tests;
+* the Ray tests (everything under ``tests/integration``: keep tests that start Ray there) are two
+  work units of about equal length (``tests/_xdist.py``), so at most two of the suite's private Ray
+  instances run at a time, one per worker (their ports are picked free; run as one unit they alone
+  took 11 of the suite's 13 minutes); the workers fill the rest of their time with unit tests;
   every other module is a unit of its own, so a module-scoped fixture is built once;
 * ``tiny_cache`` is one folder shared by the workers: every build into it (synthetic corpus, teachers,
   student prior, teacher outputs) is under a file lock or renamed into place, so the second worker
@@ -52,7 +53,7 @@ def private_ray(**init_kwargs) -> Iterator[str]:
 @pytest.fixture
 def ray_private() -> Iterator[str]:
     """:func:`private_ray` as a fixture (for tests under ``tests/integration``, which the xdist
-    scheduler keeps on one worker)."""
+    scheduler keeps apart)."""
     with private_ray() as tmp:
         yield tmp
 
@@ -96,7 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """With ``-n N`` (``--dist load``, the default): xdist's scope scheduler with the work units of
-    :func:`_xdist.work_unit`, the Ray tests' unit first (it is the longest; collection order puts it first).
+    :func:`_xdist.work_unit`, the two Ray units first (they are the longest; collection order puts them first).
 
     A custom scheduler rather than ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8
     groups by rewriting ``item._nodeid``, which pytest 9.2 no longer reads, so the marks are ignored."""
