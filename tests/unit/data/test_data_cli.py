@@ -15,8 +15,9 @@ runner = CliRunner()
 
 
 def test_synth_writes_a_corpus_then_reuses_it(tmp_path: Path) -> None:
+    # no teacher pool: it would be 24 more speakers, each in a fresh process (test_synth.py covers it)
     args = ["data", "synth", str(tmp_path), "--speakers", "2", "--per-class", "1", "--folds", "2", "--seed", "4",
-            "--conflict", "0.5"]
+            "--conflict", "0.5", "--teacher-speakers", "0"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "8 clips" in result.output and "wrote" in result.output and "conflict 50%" in result.output
