@@ -1,13 +1,13 @@
-"""The classifier family's trial loop (EmoDistill, arXiv 2309.04849), with the per-epoch contract of
-the audio-LLM trial's runs (:mod:`pldistill.train.trial`), which hands a run here when
-``cfg.student_family`` is ``classifier``.
+"""The classifier family's trial runs (EmoDistill, arXiv 2309.04849): the trial
+(:mod:`pldistill.train.trial`) hands a run here when ``cfg.student_family`` is ``classifier``.
 
-Reads top to bottom like the audio-LLM loop: :func:`_setup` builds a run (the fold's clips and
+Reads top to bottom like the audio-LLM trial: :func:`_setup` builds a run (the fold's clips and
 features, its two teachers, trained once per fold and cached, the student with the learned maps of
 its heads to the teachers' widths, the objective, optimizer, schedule and random state; with a
-checkpoint, the state after its epoch); the loop of :func:`classifier_fold_epochs` trains an epoch,
-evaluates (the arg-max of the class logits; the scores are log-probabilities, so ``loss`` is the
-gold class's CE), keeps the best epoch and yields a resumable checkpoint.
+checkpoint, the state after its epoch); :func:`classifier_fold_epochs` hands it, with this student's
+steps, to the epoch loop both families share (:func:`pldistill.train.loop.run_epochs`), which trains
+an epoch, evaluates (here the arg-max of the class logits; the scores are log-probabilities, so
+``loss`` is the gold class's CE), keeps the best epoch and yields a resumable checkpoint.
 
 The teachers run on the fold's training clips once and their logits and embeddings are read per
 batch; they never run in a step. Several workers: the student is replicated (DDP) whatever
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,15 +46,14 @@ from pldistill.train.emodistill_teachers import (
 )
 from pldistill.train.loop import (
     Epoch,
+    EpochSteps,
     FoldResult,
     Schedule,
     Scored,
-    agreed,
-    all_ranks_finite,
-    better,
+    is_new_best,
     log,
-    prefixed,
     rank_world,
+    run_epochs,
     write_predictions,
 )
 from pldistill.train.metrics import closed_set_metrics
@@ -132,43 +130,13 @@ def classifier_fold_epochs(cfg: TrialConfig, seed: int, fold: int, res: FoldResu
                            resume: ResumeState | None = None, attempt: int = 0) -> Iterator[Epoch]:
     """Train one run of a classifier-family trial, yielding after each epoch with ``res`` (best
     epoch, figures, the teachers' own scores) up to date, as the audio-LLM trial's runs do."""
-    tc = cfg.train
     r = _setup(cfg, seed, fold, res, resume)
-    world = rank_world()[1]
-    for epoch in range(r.first_epoch, tc.epochs):
-        # train
-        t0 = time.perf_counter()
-        losses = _train_epoch(r, tc)
-        train_s = time.perf_counter() - t0
-        seen = world * min(r.schedule.per_rank, r.schedule.micro_per_epoch * tc.batch_size)
-        clock["train_s"] += train_s
-        clock["seen"] += seen
-        if not all_ranks_finite(losses):
-            raise FloatingPointError(f"non-finite loss in seed {seed} fold {fold} epoch {epoch + 1}: {losses}")
-        # evaluate
-        val, _ = _evaluate(r, r.data.val, tc.eval_batch_size)
-        row: dict[str, Any] = {"seed": seed, "fold": fold, "epoch": epoch + 1,
-                               **{f"train_loss_{k}": v for k, v in losses.items()}, **prefixed("val", val),
-                               "samples_per_s": seen / train_s, "lr": r.optimizer.param_groups[0]["lr"],
-                               "wall_s": train_s, "attempt": attempt}
-        predictions = None
-        if tc.eval_test_each_epoch:
-            test, predictions = _evaluate(r, r.data.test, tc.eval_batch_size)
-            row.update(prefixed("test", test))
-        res.epochs.append(row)
-        # keep the best epoch
-        _keep_if_best(r, cfg, res, row, losses, predictions)
-        last = epoch + 1 == tc.epochs
-        if last and not tc.eval_test_each_epoch:  # test once, with the best epoch's student
-            r.trainee.load_trainable(r.best_weights)
-            test, predictions = _evaluate(r, r.data.test, tc.eval_batch_size)
-            res.best.update(prefixed("test", test))
-            if rank_world()[0] == 0:
-                write_predictions(r.out_dir / "best", predictions, r.data.labels)
-        log(f"seed {seed} fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} "
-             f"val UA {row['val_ua']:.3f}" + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
-        yield Epoch(row=row, last=last, step=r.step, numpy_rng=r.rng.bit_generator.state,
-                     save=functools.partial(_save_checkpoint, r))
+    steps = EpochSteps(train_epoch=functools.partial(_train_epoch, r, cfg.train),
+                       evaluate=functools.partial(_evaluate, r, batch_size=cfg.train.eval_batch_size),
+                       keep_if_best=functools.partial(_keep_if_best, r, cfg, res),
+                       restore_best=lambda: r.trainee.load_trainable(r.best_weights),
+                       checkpoint=lambda _: functools.partial(_save_checkpoint, r))
+    yield from run_epochs(r, steps, cfg, seed, fold, res, clock, attempt)
 
 
 # --- setup ----------------------------------------------------------------------------------------------
@@ -345,11 +313,8 @@ def _keep_if_best(r: _Run, cfg: TrialConfig, res: FoldResult, row: dict[str, Any
                   predictions: list[Scored] | None) -> None:
     """Make this epoch the run's best when it is (rank 0 decides for all): its figures, the trainable
     weights, and the saved student with its test predictions."""
-    if not agreed(res.best_epoch < 0 or better(row, res.best, cfg.train.select_metric)):
+    if not is_new_best(res, row, losses, cfg.train.select_metric):
         return
-    res.best_epoch = row["epoch"]
-    res.best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
-    res.best.update({f"loss_{k}": v for k, v in losses.items()})
     r.best_weights = r.trainee.trainable()
     if rank_world()[0] == 0:
         _save_student(r, cfg, res.seed, res.best_epoch)

@@ -6,8 +6,10 @@ student is wrapped in DDP, the train split is sharded by rank and evaluation is 
 and gathered.
 
 Reads top to bottom: :func:`run_trial` goes over the folds; :func:`_setup_fold` builds a fold (data,
-teacher and its cache, student, objective, wrappers, optimizer, schedule, random state); the loop of
-:func:`_fold_epochs` trains an epoch, evaluates, keeps the best and hands back a checkpoint.
+teacher and its cache, student, objective, wrappers, optimizer, schedule, random state);
+:func:`_fold_epochs` hands it, with this student's steps, to the epoch loop both student families
+share (:func:`pldistill.train.loop.run_epochs`), which trains an epoch, evaluates, keeps the best and
+hands back a checkpoint.
 """
 
 from __future__ import annotations
@@ -38,17 +40,17 @@ from pldistill.train.checkpoint import FullState, ResumeState, load_state, resto
 from pldistill.train.dataset import FoldData, prepare_fold
 from pldistill.train.loop import (
     PREDICTIONS_FILE,
+    CheckpointWriter,
     Epoch,
+    EpochSteps,
     FoldResult,
     Schedule,
     Scored,
-    agreed,
-    all_ranks_finite,
-    better,
+    is_new_best,
     log,
     lr_factor,
-    prefixed,
     rank_world,
+    run_epochs,
     write_predictions,
 )
 from pldistill.train.metrics import closed_set_metrics
@@ -272,48 +274,13 @@ def _fold_epochs(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, clock:
 
         yield from classifier_fold_epochs(cfg, seed, fold, res, clock, resume, attempt)
         return
-    tc = cfg.train
     f = _setup_fold(cfg, seed, fold, res, resume)
-    world = rank_world()[1]
-    for epoch in range(f.first_epoch, tc.epochs):
-        # train
-        t0 = time.perf_counter()
-        losses = _train_epoch(f, tc)
-        train_s = time.perf_counter() - t0
-        seen = world * min(f.schedule.per_rank, f.schedule.micro_per_epoch * tc.batch_size)
-        clock["train_s"] += train_s
-        clock["seen"] += seen
-        if not all_ranks_finite(losses):  # every rank stops together, or the others hang in a collective
-            raise FloatingPointError(f"non-finite loss in seed {seed} fold {fold} epoch {epoch + 1}: {losses}")
-        # evaluate
-        val, _ = _evaluate(f, f.data.val, tc.eval_batch_size)
-        row: dict[str, Any] = {"seed": seed, "fold": fold, "epoch": epoch + 1,
-                               **{f"train_loss_{k}": v for k, v in losses.items()}, **prefixed("val", val),
-                               "samples_per_s": seen / train_s, "lr": f.optimizer.param_groups[0]["lr"],
-                               "wall_s": train_s, "attempt": attempt}
-        predictions = None
-        if tc.eval_test_each_epoch:
-            test, predictions = _evaluate(f, f.data.test, tc.eval_batch_size)
-            row.update(prefixed("test", test))
-        res.epochs.append(row)
-        # keep the best epoch
-        gathered = _keep_if_best(f, cfg, res, row, losses, predictions)
-        last = epoch + 1 == tc.epochs
-        if last and not tc.eval_test_each_epoch:  # test once, with the best epoch's student
-            restore_trainable(f.head, f.best_weights)
-            test, predictions = _evaluate(f, f.data.test, tc.eval_batch_size)
-            res.best.update(prefixed("test", test))
-            if rank_world()[0] == 0:
-                write_predictions(f.out_dir / "best", predictions, f.data.labels)
-        log(f"seed {seed} fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} val UA {row['val_ua']:.3f}"
-             + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
-        # the resumable checkpoint; sharded, rank 0 writes it from gathered copies (gathering is a collective)
-        full = None
-        if f.sharded:
-            optim = full_optimizer_state(f.head, f.optimizer)
-            full = FullState(gathered, optim) if gathered is not None else None
-        yield Epoch(row=row, last=last, step=f.step, numpy_rng=f.rng.bit_generator.state,
-                     save=functools.partial(_save_checkpoint, f, full=full))
+    steps = EpochSteps(train_epoch=functools.partial(_train_epoch, f, cfg.train),
+                       evaluate=functools.partial(_evaluate, f, batch_size=cfg.train.eval_batch_size),
+                       keep_if_best=functools.partial(_keep_if_best, f, cfg, res),
+                       restore_best=lambda: restore_trainable(f.head, f.best_weights),
+                       checkpoint=functools.partial(_checkpoint_writer, f))
+    yield from run_epochs(f, steps, cfg, seed, fold, res, clock, attempt)
 
 
 def _train_epoch(f: _Fold, tc: TrainConfig) -> dict[str, float]:
@@ -370,10 +337,7 @@ def _keep_if_best(f: _Fold, cfg: TrialConfig, res: FoldResult, row: dict[str, An
     this epoch's full trainable state (rank 0; None elsewhere), gathered for the save and the checkpoint."""
     # Sharded: gathering the full trainable state is a collective, so every rank does it (rank 0 gets it).
     gathered = full_trainable_state(f.head) if f.sharded else None
-    if agreed(res.best_epoch < 0 or better(row, res.best, cfg.train.select_metric)):
-        res.best_epoch = row["epoch"]
-        res.best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
-        res.best.update({f"loss_{k}": v for k, v in losses.items()})
+    if is_new_best(res, row, losses, cfg.train.select_metric):
         f.best_weights = snapshot_trainable(f.head)  # this rank's shards; restored for the final test
         if gathered is not None:
             f.best_full = gathered
@@ -439,6 +403,17 @@ def _save_student(student, cfg: TrialConfig, path: Path, seed: int, fold: int, e
         student.save_pretrained(tmp, safe_serialization=True, state_dict=peft_state)
         meta = {"seed": seed, "fold": fold, "epoch": epoch, "config": json.loads(cfg.to_json())}
         (tmp / "pldistill_config.json").write_text(json.dumps(meta, indent=2))
+
+
+def _checkpoint_writer(f: _Fold, gathered: dict[str, torch.Tensor] | None) -> CheckpointWriter:
+    """This epoch's checkpoint writer. Sharded, rank 0 writes the checkpoint from gathered copies: the
+    weights :func:`_keep_if_best` gathered, and the optimizer state, gathered here (a collective, so
+    every rank calls this)."""
+    full = None
+    if f.sharded:
+        optim = full_optimizer_state(f.head, f.optimizer)
+        full = FullState(gathered, optim) if gathered is not None else None
+    return functools.partial(_save_checkpoint, f, full=full)
 
 
 def _save_checkpoint(f: _Fold, path: Path, state: ResumeState, *, full: FullState | None) -> None:
