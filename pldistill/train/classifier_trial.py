@@ -1,13 +1,13 @@
-"""The classifier family's trial loop (EmoDistill, arXiv 2309.04849), with the per-epoch contract of
-:func:`pldistill.train.trial._fold_epochs`, which hands a run here when ``cfg.student_family`` is
-``classifier``.
+"""The classifier family's trial runs (EmoDistill, arXiv 2309.04849): the trial
+(:mod:`pldistill.train.trial`) hands a run here when ``cfg.student_family`` is ``classifier``.
 
-Reads top to bottom like the audio-LLM loop: :func:`_setup` builds a run (the fold's clips and
+Reads top to bottom like the audio-LLM trial: :func:`_setup` builds a run (the fold's clips and
 features, its two teachers, trained once per fold and cached, the student with the learned maps of
 its heads to the teachers' widths, the objective, optimizer, schedule and random state; with a
-checkpoint, the state after its epoch); the loop of :func:`classifier_fold_epochs` trains an epoch,
-evaluates (the arg-max of the class logits; the scores are log-probabilities, so ``loss`` is the
-gold class's CE), keeps the best epoch and yields a resumable checkpoint.
+checkpoint, the state after its epoch); :func:`classifier_fold_epochs` hands it, with this student's
+steps, to the epoch loop both families share (:func:`pldistill.train.loop.run_epochs`), which trains
+an epoch, evaluates (here the arg-max of the class logits; the scores are log-probabilities, so
+``loss`` is the gold class's CE), keeps the best epoch and yields a resumable checkpoint.
 
 The teachers run on the fold's training clips once and their logits and embeddings are read per
 batch; they never run in a step. Several workers: the student is replicated (DDP) whatever
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,27 +44,26 @@ from pldistill.train.emodistill_teachers import (
     ensure_linguistic_teacher,
     ensure_prosodic_teacher,
 )
+from pldistill.train.loop import (
+    Epoch,
+    EpochSteps,
+    FoldResult,
+    Schedule,
+    Scored,
+    is_new_best,
+    log,
+    rank_world,
+    run_epochs,
+    write_predictions,
+)
 from pldistill.train.metrics import closed_set_metrics
 from pldistill.train.parallel import clip_grad_norm, compute_device, gradient_sync
-from pldistill.train.trial import (
-    FoldResult,
-    _agreed,
-    _all_ranks_finite,
-    _better,
-    _Epoch,
-    _log,
-    _prefixed,
-    _rank_world,
-    _Schedule,
-    _write_predictions,
-)
 
 __all__ = ["classifier_fold_epochs", "TRAINABLE_FILE", "SAMPLE_RATE"]
 
 #: The trainable weights (heads, classifier, maps; the encoder too when fine-tuned) in a checkpoint.
 TRAINABLE_FILE = "classifier_trainable.safetensors"
 SAMPLE_RATE = 16000  # what HuBERT reads
-_Scored = tuple[str, int, list[float], "str | None"]
 
 
 class _Trainee(nn.Module):
@@ -119,7 +117,7 @@ class _Run:
     wrapped: nn.Module  # the trainee as steps call it (DDP wrapper, or the trainee)
     objective: WeightedSumObjective
     optimizer: torch.optim.Optimizer
-    schedule: _Schedule
+    schedule: Schedule
     rng: np.random.Generator  # the data order
     out_dir: Path
     device: torch.device
@@ -129,46 +127,16 @@ class _Run:
 
 
 def classifier_fold_epochs(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, clock: dict[str, float],
-                           resume: ResumeState | None = None, attempt: int = 0) -> Iterator[_Epoch]:
+                           resume: ResumeState | None = None, attempt: int = 0) -> Iterator[Epoch]:
     """Train one run of a classifier-family trial, yielding after each epoch with ``res`` (best
-    epoch, figures, the teachers' own scores) up to date; as ``trial._fold_epochs`` does."""
-    tc = cfg.train
+    epoch, figures, the teachers' own scores) up to date, as the audio-LLM trial's runs do."""
     r = _setup(cfg, seed, fold, res, resume)
-    world = _rank_world()[1]
-    for epoch in range(r.first_epoch, tc.epochs):
-        # train
-        t0 = time.perf_counter()
-        losses = _train_epoch(r, tc)
-        train_s = time.perf_counter() - t0
-        seen = world * min(r.schedule.per_rank, r.schedule.micro_per_epoch * tc.batch_size)
-        clock["train_s"] += train_s
-        clock["seen"] += seen
-        if not _all_ranks_finite(losses):
-            raise FloatingPointError(f"non-finite loss in seed {seed} fold {fold} epoch {epoch + 1}: {losses}")
-        # evaluate
-        val, _ = _evaluate(r, r.data.val, tc.eval_batch_size)
-        row: dict[str, Any] = {"seed": seed, "fold": fold, "epoch": epoch + 1,
-                               **{f"train_loss_{k}": v for k, v in losses.items()}, **_prefixed("val", val),
-                               "samples_per_s": seen / train_s, "lr": r.optimizer.param_groups[0]["lr"],
-                               "wall_s": train_s, "attempt": attempt}
-        predictions = None
-        if tc.eval_test_each_epoch:
-            test, predictions = _evaluate(r, r.data.test, tc.eval_batch_size)
-            row.update(_prefixed("test", test))
-        res.epochs.append(row)
-        # keep the best epoch
-        _keep_if_best(r, cfg, res, row, losses, predictions)
-        last = epoch + 1 == tc.epochs
-        if last and not tc.eval_test_each_epoch:  # test once, with the best epoch's student
-            r.trainee.load_trainable(r.best_weights)
-            test, predictions = _evaluate(r, r.data.test, tc.eval_batch_size)
-            res.best.update(_prefixed("test", test))
-            if _rank_world()[0] == 0:
-                _write_predictions(r.out_dir / "best", predictions, r.data.labels)
-        _log(f"seed {seed} fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} "
-             f"val UA {row['val_ua']:.3f}" + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
-        yield _Epoch(row=row, last=last, step=r.step, numpy_rng=r.rng.bit_generator.state,
-                     save=functools.partial(_save_checkpoint, r))
+    steps = EpochSteps(train_epoch=functools.partial(_train_epoch, r, cfg.train),
+                       evaluate=functools.partial(_evaluate, r, batch_size=cfg.train.eval_batch_size),
+                       keep_if_best=functools.partial(_keep_if_best, r, cfg, res),
+                       restore_best=lambda: r.trainee.load_trainable(r.best_weights),
+                       checkpoint=lambda _: functools.partial(_save_checkpoint, r))
+    yield from run_epochs(r, steps, cfg, seed, fold, res, clock, attempt)
 
 
 # --- setup ----------------------------------------------------------------------------------------------
@@ -178,7 +146,7 @@ def _setup(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: Resu
     """Data, teachers, student, objective, optimizer, schedule and random state of one run; with
     ``resume`` (a checkpoint of this run) the state after its epoch."""
     hp, tc, mc = cfg.hparams, cfg.train, cfg.model.classifier
-    _, world = _rank_world()
+    _, world = rank_world()
     torch.manual_seed(seed)
     data = prepare_fold(cfg, fold)
     device = compute_device()
@@ -189,7 +157,7 @@ def _setup(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: Resu
     if mc.encoder == "whisper":  # the shared encoder: the audio teacher's (fine-tuned once when tiny)
         from pldistill.train.teacher import ensure_teacher
 
-        teacher, _ = ensure_teacher(cfg, data, log=_log, encoder_only=True, device=device)
+        teacher, _ = ensure_teacher(cfg, data, log=log, encoder_only=True, device=device)
         tower = teacher.audio_tower
     student = build_classifier_student(len(data.labels), encoder=mc.encoder, audio_tower=tower, hubert=mc.hubert,
                                        train_encoder=mc.finetune_encoder, ling_dim=mc.ling_dim,
@@ -211,7 +179,7 @@ def _setup(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: Resu
     if tc.max_steps_per_epoch:
         micro = min(micro, tc.max_steps_per_epoch * tc.grad_accum)
     total = tc.epochs * max(1, micro // tc.grad_accum)
-    schedule = _Schedule(per_rank, micro, total, int(hp.warmup_ratio * total), (hp.lr,))
+    schedule = Schedule(per_rank, micro, total, int(hp.warmup_ratio * total), (hp.lr,))
     out_dir = cfg.output_dir / f"seed_{seed}" / f"fold_{fold}"
     res.student_dir = str(out_dir / "best")
     torch.manual_seed(seed + fold)  # dropout, after the caches drew whatever they draw (as trial.py)
@@ -245,10 +213,10 @@ def _teachers(cfg: TrialConfig, data: FoldData) -> tuple[dict[str, int], Teacher
     texts = [ex.transcript for ex in examples]
     linguistic = ensure_linguistic_teacher(None if all(x is None for x in texts) else texts, fold_clips,
                                            cfg.cache_dir, seed=cfg.model.init_seed,
-                                           settings=LinguisticSettings(model=t.linguistic, **epochs), log=_log)
+                                           settings=LinguisticSettings(model=t.linguistic, **epochs), log=log)
     clips, feats = fold_clips_egemaps(cfg, data)  # rows in the order of ``examples``
     prosodic = ensure_prosodic_teacher(feats.values, fold_clips, cfg.cache_dir, seed=cfg.model.init_seed,
-                                       settings=ProsodicSettings(arch=t.prosodic_arch, **epochs), log=_log)
+                                       settings=ProsodicSettings(arch=t.prosodic_arch, **epochs), log=log)
     return {ex.key: i for i, ex in enumerate(examples)}, prosodic, linguistic, clips
 
 
@@ -301,7 +269,7 @@ def _batch(r: _Run, examples: list[Example]) -> ClassifierBatch:
 
 def _train_epoch(r: _Run, tc: TrainConfig) -> dict[str, float]:
     """One epoch of gradient steps; returns the mean of each loss term over its micro-batches."""
-    rank, world = _rank_world()
+    rank, world = rank_world()
     s = r.schedule
     train = r.data.train + r.data.unlabelled
     order = r.rng.permutation(len(train))[:s.per_rank * world][rank::world]
@@ -326,7 +294,7 @@ def _train_epoch(r: _Run, tc: TrainConfig) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _evaluate(r: _Run, examples: list[Example], batch_size: int) -> tuple[dict[str, float], list[_Scored]]:
+def _evaluate(r: _Run, examples: list[Example], batch_size: int) -> tuple[dict[str, float], list[Scored]]:
     """UA/WA/F1, the gold class's CE and the conflict clips' UA from the class log-probabilities
     (:func:`closed_set_metrics`), and every clip's ``(key, label, scores, lexical)``."""
     r.trainee.train(False)
@@ -342,19 +310,16 @@ def _evaluate(r: _Run, examples: list[Example], batch_size: int) -> tuple[dict[s
 
 
 def _keep_if_best(r: _Run, cfg: TrialConfig, res: FoldResult, row: dict[str, Any], losses: dict[str, float],
-                  predictions: list[_Scored] | None) -> None:
+                  predictions: list[Scored] | None) -> None:
     """Make this epoch the run's best when it is (rank 0 decides for all): its figures, the trainable
     weights, and the saved student with its test predictions."""
-    if not _agreed(res.best_epoch < 0 or _better(row, res.best, cfg.train.select_metric)):
+    if not is_new_best(res, row, losses, cfg.train.select_metric):
         return
-    res.best_epoch = row["epoch"]
-    res.best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
-    res.best.update({f"loss_{k}": v for k, v in losses.items()})
     r.best_weights = r.trainee.trainable()
-    if _rank_world()[0] == 0:
+    if rank_world()[0] == 0:
         _save_student(r, cfg, res.seed, res.best_epoch)
         if predictions is not None:
-            _write_predictions(r.out_dir / "best", predictions, r.data.labels)
+            write_predictions(r.out_dir / "best", predictions, r.data.labels)
 
 
 def _save_student(r: _Run, cfg: TrialConfig, seed: int, epoch: int) -> None:

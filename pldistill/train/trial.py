@@ -6,15 +6,16 @@ student is wrapped in DDP, the train split is sharded by rank and evaluation is 
 and gathered.
 
 Reads top to bottom: :func:`run_trial` goes over the folds; :func:`_setup_fold` builds a fold (data,
-teacher and its cache, student, objective, wrappers, optimizer, schedule, random state); the loop of
-:func:`_fold_epochs` trains an epoch, evaluates, keeps the best and hands back a checkpoint.
+teacher and its cache, student, objective, wrappers, optimizer, schedule, random state);
+:func:`_fold_epochs` hands it, with this student's steps, to the epoch loop both student families
+share (:func:`pldistill.train.loop.run_epochs`), which trains an epoch, evaluates, keeps the best and
+hands back a checkpoint.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -28,8 +29,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pldistill._fs import atomic_dir, atomic_write, private_dirs
-from pldistill.config import TrainConfig, TrialConfig, metric_mode
+from pldistill._fs import atomic_dir, private_dirs
+from pldistill.config import TrainConfig, TrialConfig
 from pldistill.losses import build_objective
 from pldistill.models.audiolm import AudioLMHead
 from pldistill.models.inputs import Example, collate, pseudo_target_inputs
@@ -37,10 +38,24 @@ from pldistill.models.loading import Teacher, build_student, load_student_llm
 from pldistill.train.batching import rank_bucket_batches
 from pldistill.train.checkpoint import FullState, ResumeState, load_state, restore_training, save_state
 from pldistill.train.dataset import FoldData, prepare_fold
+from pldistill.train.loop import (
+    PREDICTIONS_FILE,
+    CheckpointWriter,
+    Epoch,
+    EpochSteps,
+    FoldResult,
+    Schedule,
+    Scored,
+    is_new_best,
+    log,
+    lr_factor,
+    rank_world,
+    run_epochs,
+    write_predictions,
+)
 from pldistill.train.metrics import closed_set_metrics
 from pldistill.train.parallel import (
     clip_grad_norm,
-    collective_device,
     compute_device,
     full_optimizer_state,
     full_trainable_state,
@@ -59,6 +74,8 @@ from pldistill.train.student_prior import ensure_student_llm
 from pldistill.train.teacher import answered, ensure_teacher
 from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache, teacher_cache_complete
 
+# FoldResult, lr_factor and PREDICTIONS_FILE live in pldistill.train.loop (both student families use
+# them); a trial's callers have always found them here, so they stay part of this module's surface.
 __all__ = ["run_trial", "trial_runs", "TrialResult", "FoldResult", "Reporter", "lr_factor", "PREDICTIONS_FILE"]
 
 #: ``report(metrics, epoch_row, checkpoint_dir_or_None)``: called once per epoch on every rank.
@@ -70,23 +87,6 @@ Reporter = Callable[[dict[str, Any], dict[str, Any], "Path | None"], None]
 #: Epoch checkpoints are written under the trial's own folder (not the system temp dir), so what a
 #: worker killed mid-write leaves behind is found and cleared when the trial starts again.
 _CHECKPOINTS = ".checkpoints"
-#: The best epoch's test predictions of a run, beside its saved student (``<run>/best/``).
-PREDICTIONS_FILE = "test_predictions.parquet"
-#: One scored clip: key, label index, every label's score, lexical condition (None: not marked).
-_Scored = tuple[str, int, list[float], "str | None"]
-
-
-@dataclass
-class FoldResult:
-    """One run of a trial: one fold trained with one seed."""
-
-    fold: int
-    best_epoch: int
-    best: dict[str, float]  # val_/test_ ua, wa, f1 and loss_<term> at the best epoch
-    teacher: dict[str, float]
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    student_dir: str | None = None
-    seed: int = 0
 
 
 @dataclass
@@ -97,26 +97,6 @@ class TrialResult:
     samples_per_s: float
     world_size: int
     restarts: int = 0  # times this trial resumed from a checkpoint (worker, node or sweep restarts)
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0.1 (nanoGPT's ``get_lr`` shape)."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _log(msg: str) -> None:
-    rank, _ = _rank_world()
-    if rank == 0:
-        print(f"[pldistill] {msg}", flush=True)
 
 
 def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | None = None) -> TrialResult:
@@ -133,11 +113,11 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
     clock = dict(state.clock) if state else {"seen": 0, "train_s": 0.0}
     attempt = state.attempt + 1 if state else 0
     ckpt_root = cfg.output_dir / _CHECKPOINTS
-    if _rank_world()[0] == 0:  # what a worker killed while writing a checkpoint left behind
+    if rank_world()[0] == 0:  # what a worker killed while writing a checkpoint left behind
         shutil.rmtree(ckpt_root, ignore_errors=True)
     runs = trial_runs(cfg)
     if state is not None:
-        _log(f"resuming after seed {runs[state.run_index][0]} fold {runs[state.run_index][1]} epoch {state.epoch} "
+        log(f"resuming after seed {runs[state.run_index][0]} fold {runs[state.run_index][1]} epoch {state.epoch} "
              f"(attempt {attempt})")
         if state.run_index == len(runs) - 1 and state.epoch >= cfg.train.epochs:
             # Every epoch was done; the run stopped before its end was recorded: report it again.
@@ -168,7 +148,7 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
             if epoch.last and k == len(runs) - 1:
                 metrics["trial_result"] = json.dumps(asdict(so_far), default=str)
             ckpt = None
-            if _rank_world()[0] == 0:
+            if rank_world()[0] == 0:
                 private_dirs(ckpt_root)
                 ckpt = Path(tempfile.mkdtemp(prefix="epoch-", dir=ckpt_root))
                 epoch.save(ckpt, ResumeState(
@@ -195,35 +175,7 @@ def _summarise(folds: list[FoldResult], started: float, clock: dict[str, float],
     mean = {k: float(np.mean([f.best[k] for f in with_best if k in f.best])) for k in keys}
     return TrialResult(folds=folds, metrics=mean, wall_s=time.perf_counter() - started,
                        samples_per_s=clock["seen"] / clock["train_s"] if clock["train_s"] else 0.0,
-                       world_size=_rank_world()[1], restarts=restarts)
-
-
-@dataclass
-class _Epoch:
-    """What one finished epoch hands to :func:`run_trial`: its row, where training stands (optimizer
-    step, numpy RNG), and a function that writes the resumable checkpoint into a folder."""
-
-    row: dict[str, Any]
-    last: bool
-    step: int
-    numpy_rng: dict[str, Any]
-    save: Callable[[Path, ResumeState], None]
-
-
-@dataclass(frozen=True)
-class _Schedule:
-    """Steps of a fold. Every rank takes the same number of steps (DDP needs it), so the remainder
-    of the train split that does not divide by the world size is dropped."""
-
-    per_rank: int  # training clips per rank per epoch
-    micro_per_epoch: int  # micro-batches per epoch
-    total_steps: int  # optimizer steps over all epochs
-    warmup: int
-    base_lrs: tuple[float, ...]
-
-    def set_lr(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        for g, base in zip(optimizer.param_groups, self.base_lrs):
-            g["lr"] = base * lr_factor(step, self.total_steps, self.warmup)
+                       world_size=rank_world()[1], restarts=restarts)
 
 
 @dataclass
@@ -241,7 +193,7 @@ class _Fold:
     wrapped: nn.Module  # the head as the step calls it (DDP wrapper, or the head)
     models: DistillModels
     optimizer: torch.optim.Optimizer
-    schedule: _Schedule
+    schedule: Schedule
     rng: np.random.Generator  # the data order
     out_dir: Path
     device: torch.device
@@ -259,17 +211,17 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
     state of one run (``seed``, ``fold``); with ``resume`` (a checkpoint of this run) the state after
     its epoch. The teacher, its cache and the features are the fold's: every seed shares them."""
     hp, tc = cfg.hparams, cfg.train
-    _, world = _rank_world()
+    _, world = rank_world()
     torch.manual_seed(seed)
     data = prepare_fold(cfg, fold)
     # Reading a built cache, a trial needs the teacher's config, tokenizer and encoder, not its LLM.
     light = cfg.model.teacher_mode == "cached" and teacher_cache_complete(cfg, data)
     device = compute_device()
-    teacher, res.teacher = ensure_teacher(cfg, data, log=_log, encoder_only=light, device=device)
+    teacher, res.teacher = ensure_teacher(cfg, data, log=log, encoder_only=light, device=device)
     pseudo = fold_pseudo_targets(cfg, data)  # None under pseudo_target: label
     cache = _teacher_cache(cfg, data, teacher, pseudo)
     tok = teacher.tokenizer
-    llm = load_student_llm(ensure_student_llm(cfg, tok, log=_log), tok, seed=cfg.model.init_seed)
+    llm = load_student_llm(ensure_student_llm(cfg, tok, log=log), tok, seed=cfg.model.init_seed)
     student = build_student(teacher, llm, lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha,
                             lora_dropout=hp.lora_dropout, seed=seed)
     head = AudioLMHead(student.base_model.model).train()
@@ -293,7 +245,7 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
     if tc.max_steps_per_epoch:
         micro = min(micro, tc.max_steps_per_epoch * tc.grad_accum)
     total = tc.epochs * max(1, micro // tc.grad_accum)
-    schedule = _Schedule(per_rank, micro, total, int(hp.warmup_ratio * total),
+    schedule = Schedule(per_rank, micro, total, int(hp.warmup_ratio * total),
                          tuple(g["lr"] for g in optimizer.param_groups))
     out_dir = cfg.output_dir / f"seed_{seed}" / f"fold_{fold}"
     res.student_dir = str(out_dir / "best")
@@ -314,7 +266,7 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
 
 
 def _fold_epochs(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, clock: dict[str, float],
-                 resume: ResumeState | None = None, attempt: int = 0) -> Iterator[_Epoch]:
+                 resume: ResumeState | None = None, attempt: int = 0) -> Iterator[Epoch]:
     """Train one run, yielding after each epoch with ``res`` (best epoch, figures) brought up to date.
     With ``resume`` (a checkpoint of this run), start after its epoch with its weights and state."""
     if cfg.student_family == "classifier":  # EmoDistill's student: its own loop, the same contract
@@ -322,53 +274,18 @@ def _fold_epochs(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, clock:
 
         yield from classifier_fold_epochs(cfg, seed, fold, res, clock, resume, attempt)
         return
-    tc = cfg.train
     f = _setup_fold(cfg, seed, fold, res, resume)
-    world = _rank_world()[1]
-    for epoch in range(f.first_epoch, tc.epochs):
-        # train
-        t0 = time.perf_counter()
-        losses = _train_epoch(f, tc)
-        train_s = time.perf_counter() - t0
-        seen = world * min(f.schedule.per_rank, f.schedule.micro_per_epoch * tc.batch_size)
-        clock["train_s"] += train_s
-        clock["seen"] += seen
-        if not _all_ranks_finite(losses):  # every rank stops together, or the others hang in a collective
-            raise FloatingPointError(f"non-finite loss in seed {seed} fold {fold} epoch {epoch + 1}: {losses}")
-        # evaluate
-        val, _ = _evaluate(f, f.data.val, tc.eval_batch_size)
-        row: dict[str, Any] = {"seed": seed, "fold": fold, "epoch": epoch + 1,
-                               **{f"train_loss_{k}": v for k, v in losses.items()}, **_prefixed("val", val),
-                               "samples_per_s": seen / train_s, "lr": f.optimizer.param_groups[0]["lr"],
-                               "wall_s": train_s, "attempt": attempt}
-        predictions = None
-        if tc.eval_test_each_epoch:
-            test, predictions = _evaluate(f, f.data.test, tc.eval_batch_size)
-            row.update(_prefixed("test", test))
-        res.epochs.append(row)
-        # keep the best epoch
-        gathered = _keep_if_best(f, cfg, res, row, losses, predictions)
-        last = epoch + 1 == tc.epochs
-        if last and not tc.eval_test_each_epoch:  # test once, with the best epoch's student
-            restore_trainable(f.head, f.best_weights)
-            test, predictions = _evaluate(f, f.data.test, tc.eval_batch_size)
-            res.best.update(_prefixed("test", test))
-            if _rank_world()[0] == 0:
-                _write_predictions(f.out_dir / "best", predictions, f.data.labels)
-        _log(f"seed {seed} fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} val UA {row['val_ua']:.3f}"
-             + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
-        # the resumable checkpoint; sharded, rank 0 writes it from gathered copies (gathering is a collective)
-        full = None
-        if f.sharded:
-            optim = full_optimizer_state(f.head, f.optimizer)
-            full = FullState(gathered, optim) if gathered is not None else None
-        yield _Epoch(row=row, last=last, step=f.step, numpy_rng=f.rng.bit_generator.state,
-                     save=functools.partial(_save_checkpoint, f, full=full))
+    steps = EpochSteps(train_epoch=functools.partial(_train_epoch, f, cfg.train),
+                       evaluate=functools.partial(_evaluate, f, batch_size=cfg.train.eval_batch_size),
+                       keep_if_best=functools.partial(_keep_if_best, f, cfg, res),
+                       restore_best=lambda: restore_trainable(f.head, f.best_weights),
+                       checkpoint=functools.partial(_checkpoint_writer, f))
+    yield from run_epochs(f, steps, cfg, seed, fold, res, clock, attempt)
 
 
 def _train_epoch(f: _Fold, tc: TrainConfig) -> dict[str, float]:
     """One epoch of gradient steps; returns the mean of each loss term over its micro-batches."""
-    rank, world = _rank_world()
+    rank, world = rank_world()
     s = f.schedule
     batches = _epoch_batches(f, tc, rank, world)
     sums: dict[str, float] = {}
@@ -414,46 +331,21 @@ def _epoch_batches(f: _Fold, tc: TrainConfig, rank: int, world: int) -> list[np.
 
 
 def _keep_if_best(f: _Fold, cfg: TrialConfig, res: FoldResult, row: dict[str, Any], losses: dict[str, float],
-                  predictions: list[_Scored] | None) -> dict[str, torch.Tensor] | None:
+                  predictions: list[Scored] | None) -> dict[str, torch.Tensor] | None:
     """Make this epoch the fold's best when it is (rank 0 decides for all): its figures, this rank's
     copy of the trainable weights, and the saved student with its test predictions. Sharded: returns
     this epoch's full trainable state (rank 0; None elsewhere), gathered for the save and the checkpoint."""
     # Sharded: gathering the full trainable state is a collective, so every rank does it (rank 0 gets it).
     gathered = full_trainable_state(f.head) if f.sharded else None
-    if _agreed(res.best_epoch < 0 or _better(row, res.best, cfg.train.select_metric)):
-        res.best_epoch = row["epoch"]
-        res.best = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
-        res.best.update({f"loss_{k}": v for k, v in losses.items()})
+    if is_new_best(res, row, losses, cfg.train.select_metric):
         f.best_weights = snapshot_trainable(f.head)  # this rank's shards; restored for the final test
         if gathered is not None:
             f.best_full = gathered
-        if _rank_world()[0] == 0:
+        if rank_world()[0] == 0:
             _save_student(f.student, cfg, f.out_dir / "best", res.seed, f.data.fold, res.best_epoch, gathered)
             if predictions is not None:
-                _write_predictions(f.out_dir / "best", predictions, f.data.labels)
+                write_predictions(f.out_dir / "best", predictions, f.data.labels)
     return gathered
-
-
-def _all_ranks_finite(losses: dict[str, float]) -> bool:
-    finite = all(math.isfinite(v) for v in losses.values())
-    if _rank_world()[1] > 1:
-        flag = torch.tensor([0.0 if finite else 1.0], device=collective_device())
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        finite = flag.item() == 0.0
-    return finite
-
-
-def _agreed(flag: bool) -> bool:
-    """Rank 0's decision for all (the ranks' train losses differ, so ``val_loss`` selection could split)."""
-    if _rank_world()[1] == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=collective_device())
-    dist.broadcast(t, 0)
-    return bool(t.item())
-
-
-def _better(row: dict[str, Any], best: dict[str, float], metric: str) -> bool:
-    return row[metric] < best[metric] if metric_mode(metric) == "min" else row[metric] > best[metric]
 
 
 def _optimizer(head: AudioLMHead, cfg: TrialConfig) -> torch.optim.Optimizer:
@@ -471,11 +363,11 @@ def _teacher_cache(cfg: TrialConfig, data: FoldData, teacher, pseudo: dict[str, 
     forced on the fold's ``pseudo`` targets under ``pseudo_target: metadata``."""
     if cfg.model.teacher_mode != "cached":
         return None
-    return TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=_log, batch_size=cfg.train.eval_batch_size,
+    return TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=log, batch_size=cfg.train.eval_batch_size,
                                              pseudo_targets=pseudo))
 
 
-def _evaluate(f: _Fold, examples: list[Example], batch_size: int) -> tuple[dict[str, float], list[_Scored]]:
+def _evaluate(f: _Fold, examples: list[Example], batch_size: int) -> tuple[dict[str, float], list[Scored]]:
     """Closed-set UA/WA/F1, the CE of the gold answers and the conflict clips' UA
     (:func:`closed_set_metrics`), and every clip's ``(key, label, scores, lexical)``; split across
     ranks and gathered when distributed.
@@ -483,7 +375,7 @@ def _evaluate(f: _Fold, examples: list[Example], batch_size: int) -> tuple[dict[
     Every rank scores the same number of clips (the short shares padded with the first clip, whose
     scores are dropped): under FSDP each forward is a collective, so the ranks' forwards must pair up.
     """
-    rank, world = _rank_world()
+    rank, world = rank_world()
     f.head.train(False)  # eval mode
     part = examples[rank::world]
     padded = part + examples[:1] * (-(-len(examples) // world) - len(part))
@@ -501,24 +393,6 @@ def _evaluate(f: _Fold, examples: list[Example], batch_size: int) -> tuple[dict[
     return metrics, scored
 
 
-def _write_predictions(folder: Path, scored: list[_Scored], labels: tuple[str, ...]) -> None:
-    """The best epoch's test predictions beside its student (``test_predictions.parquet``: key, label,
-    pred, scores, lexical condition): what clip-level comparisons (paired bootstrap) and the exported
-    model's check read."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({"key": [c[0] for c in scored], "label": [c[1] for c in scored],
-                      "pred": [int(np.argmax(c[2])) for c in scored], "scores": [c[2] for c in scored],
-                      "lexical": pa.array([c[3] for c in scored], pa.string())})
-    table = table.replace_schema_metadata({"labels": json.dumps(list(labels))})
-    atomic_write(folder / PREDICTIONS_FILE, lambda fh: pq.write_table(table, fh))
-
-
-def _prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:
-    return {f"{split}_{k}": v for k, v in metrics.items()}
-
-
 def _save_student(student, cfg: TrialConfig, path: Path, seed: int, fold: int, epoch: int,
                   state: dict[str, torch.Tensor] | None = None) -> None:
     """LoRA adapter + projector (``save_pretrained``) and the resolved config, atomically.
@@ -529,6 +403,17 @@ def _save_student(student, cfg: TrialConfig, path: Path, seed: int, fold: int, e
         student.save_pretrained(tmp, safe_serialization=True, state_dict=peft_state)
         meta = {"seed": seed, "fold": fold, "epoch": epoch, "config": json.loads(cfg.to_json())}
         (tmp / "pldistill_config.json").write_text(json.dumps(meta, indent=2))
+
+
+def _checkpoint_writer(f: _Fold, gathered: dict[str, torch.Tensor] | None) -> CheckpointWriter:
+    """This epoch's checkpoint writer. Sharded, rank 0 writes the checkpoint from gathered copies: the
+    weights :func:`_keep_if_best` gathered, and the optimizer state, gathered here (a collective, so
+    every rank calls this)."""
+    full = None
+    if f.sharded:
+        optim = full_optimizer_state(f.head, f.optimizer)
+        full = FullState(gathered, optim) if gathered is not None else None
+    return functools.partial(_save_checkpoint, f, full=full)
 
 
 def _save_checkpoint(f: _Fold, path: Path, state: ResumeState, *, full: FullState | None) -> None:

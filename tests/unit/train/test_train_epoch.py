@@ -15,7 +15,7 @@ import torch
 
 from pldistill.config import TrainConfig
 from pldistill.losses import ObjectiveOutput
-from pldistill.train import trial
+from pldistill.train import loop, trial
 from pldistill.train.batching import padded_fraction
 
 N_CLIPS = 203
@@ -32,7 +32,7 @@ def _fold(clips, tc: TrainConfig, seed: int, world: int) -> SimpleNamespace:
     micro = -(-per_rank // tc.batch_size)
     param = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.SGD([param], lr=0.1)
-    schedule = trial._Schedule(per_rank, micro, micro, 0, (0.1,))
+    schedule = loop.Schedule(per_rank, micro, micro, 0, (0.1,))
     head = torch.nn.Module()
     head.p = param
     return SimpleNamespace(schedule=schedule, rng=np.random.default_rng(seed), train=clips, data=SimpleNamespace(
@@ -62,7 +62,7 @@ def recorded(monkeypatch):
 def _epochs(recorded, seed: int, tc: TrainConfig, n_epochs: int = 2, world: int = 1, rank: int = 0,
             monkeypatch=None) -> list[list[list[str]]]:
     if monkeypatch is not None:
-        monkeypatch.setattr(trial, "_rank_world", lambda: (rank, world))
+        monkeypatch.setattr(trial, "rank_world", lambda: (rank, world))
     clips = _clips()
     f = _fold(clips, tc, seed, world)
     out = []
@@ -118,6 +118,6 @@ def test_ranks_take_the_same_number_of_steps_on_disjoint_clips(recorded, monkeyp
 def test_max_steps_per_epoch_cuts_the_epoch(recorded):
     tc = TrainConfig(batch_size=4, grad_accum=2, max_steps_per_epoch=3)
     f = _fold(_clips(), tc, 0, 1)
-    f.schedule = trial._Schedule(f.schedule.per_rank, 6, 3, 0, (0.1,))  # as _setup_fold caps it
+    f.schedule = loop.Schedule(f.schedule.per_rank, 6, 3, 0, (0.1,))  # as _setup_fold caps it
     trial._train_epoch(f, tc)
     assert len(recorded) == 6 and f.step == 3
