@@ -84,7 +84,7 @@ class SynthConfig(_Strict):
 
     The default, 12 speakers x 4 emotions x 16 clips in 3 folds, has 768 clips of 1.5-4 s and tests
     each fold on 256 clips of 4 speakers (the old tone corpus: 192 clips, 48 per test fold), plus
-    the teacher pool's 24 speakers (1,536 clips). Writing it costs about 75 CPU-seconds. Sizing
+    the teacher pool's 24 speakers (1,536 clips). Writing it costs about 72 CPU-seconds (45 s on 2 cores). Sizing
     (issue "The embedded corpus speaks"): with no pool the fine-tuned tiny teacher scored 72.5 test
     UA against SFT's 67.0, too little to distil; with the pool it scores 88.7 on the hardest fold
     (69.5 without). Measurements in bench/RESULTS.md.
