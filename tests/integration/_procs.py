@@ -57,18 +57,32 @@ def wait_for(what: str, cond: Callable[[], bool], timeout: float, proc: subproce
     raise AssertionError(f"timed out waiting for {what}:\n{_tail(log)}")
 
 
-def sigkill_and_wait(proc: subprocess.Popen, ray_tmp: str, timeout: float = 60) -> None:
+def sigkill_and_wait(proc: subprocess.Popen, ray_tmp: str, timeout: float = 120) -> None:
     """SIGKILL the launcher alone (as a preempted machine would lose it), then wait until every
-    process of its Ray instance has gone too (Ray's processes share the driver's fate)."""
+    process of its Ray instance has gone too (Ray's processes share the driver's fate).
+
+    Up to two minutes: most go within seconds, but with two Ray instances on 2 busy cores two of a
+    killed instance's processes were once still there after 60 s. If any outlive the wait, the
+    failure names them (what they are, their parent, their age), so a leak can be told from a slow exit."""
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     deadline = time.monotonic() + timeout
     while ray_processes(ray_tmp) and time.monotonic() < deadline:
         time.sleep(0.5)
     left = ray_processes(ray_tmp)
+    described = [_describe(p) for p in left]
     for p in left:  # do not leak into the next test, whatever happened
-        p.kill()
-    assert not left, f"Ray processes outlived their killed driver: {[p.pid for p in left]}"
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    assert not left, f"Ray processes outlived their killed driver by {timeout:.0f} s: {described}"
+
+
+def _describe(p: psutil.Process) -> str:
+    try:
+        return (f"pid {p.pid} ppid {p.ppid()} age {time.time() - p.create_time():.0f}s "
+                f"{' '.join(p.cmdline())[:120]!r}")
+    except psutil.Error:
+        return f"pid {p.pid} (gone)"
 
 
 def stop(proc: subprocess.Popen, ray_tmp: str) -> None:
