@@ -28,23 +28,22 @@ from pathlib import Path
 import numpy as np
 
 
-def _ua(y: np.ndarray, p: np.ndarray) -> float:
-    return float(np.mean([np.mean(p[y == c] == c) for c in np.unique(y)]))
-
-
 def _clip_var(path: Path, rng: np.random.Generator) -> float | None:
     """Variance of one run's test UA over bootstrap resamples of its test clips."""
     import pyarrow.parquet as pq
     from scipy.stats import bootstrap
+
+    from pldistill.results.stats import CLIP_METRICS
 
     if not path.is_file():
         return None
     t = pq.read_table(path, columns=["label", "pred"]).to_pydict()
     y, p = np.asarray(t["label"]), np.asarray(t["pred"])
 
-    def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
-        idx = np.atleast_2d(idx)
-        return np.array([_ua(y[i], p[i]) for i in idx])
+    ua, classes = CLIP_METRICS["ua"], np.unique(y)  # UA as the reports' clip bootstrap computes it
+
+    def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:  # idx: (resamples, clips)
+        return ua(y[idx], p[idx], classes)
 
     res = bootstrap((np.arange(len(y)),), stat, n_resamples=400, vectorized=True, method="percentile", rng=rng)
     return float(np.var(res.bootstrap_distribution, ddof=1))
