@@ -117,7 +117,8 @@ def test_print_best_for_other_commands(results_root) -> None:
     console = Console(record=True, width=250)
     pldistill.cli.results.print_best(results_root, sweep="ablation", metric="test_ua", top=2, console=console)
     text = console.export_text()
-    assert "test_ua 95% CI" in text and "(n=1, no CI)" in text
+    # the fixture's fold 2 records no test_ua: no estimate rather than fold 1's alone, with the reason
+    assert "test_ua 95% CI" in text and "– (no estimate: fold 2 has no finite run)" in text
 
 
 def test_run_intervals_column_is_the_t_interval_over_runs() -> None:
