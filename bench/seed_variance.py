@@ -33,7 +33,7 @@ def _clip_var(path: Path, rng: np.random.Generator) -> float | None:
     import pyarrow.parquet as pq
     from scipy.stats import bootstrap
 
-    from pldistill.results.stats import CLIP_METRICS
+    from pldistill.results.clips import CLIP_METRICS
 
     if not path.is_file():
         return None

@@ -72,8 +72,10 @@ def _cell(value: object) -> str:
 
 
 def _emit(table: pa.Table, fmt: OutputFormat, *, title: str | None = None,
-          columns: tuple[str, ...] | list[str] | None = None, console: Console | None = None) -> None:
-    """Print ``table``: rich (only ``columns`` when given), or every column as CSV/JSON on stdout."""
+          columns: tuple[str, ...] | list[str] | None = None, console: Console | None = None,
+          caption: str | None = None) -> None:
+    """Print ``table``: rich (only ``columns`` when given, ``caption`` under it), or every column as
+    CSV/JSON on stdout."""
     rows = table.to_pylist()
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps([_plain(r) for r in rows], indent=2, allow_nan=False, ensure_ascii=False) + "\n")
@@ -91,7 +93,7 @@ def _emit(table: pa.Table, fmt: OutputFormat, *, title: str | None = None,
     from rich.table import Table
 
     shown = [c for c in (columns or table.column_names) if c in table.column_names]
-    out = Table(title=title, title_justify="left", header_style="bold")
+    out = Table(title=title, title_justify="left", header_style="bold", caption=caption, caption_justify="left")
     for name in shown:
         numeric = _is_number(table.schema.field(name).type)
         out.add_column(name, justify="right" if numeric else "left", overflow="fold")
@@ -156,23 +158,28 @@ def print_best(results: Path, *, metric: str = "val_ua", mode: str | None = None
     shown = list(dict.fromkeys(["rank", *([group] if group else []), "sweep", "trial_id", metric_col,
                                 *([ci] if ci in table.column_names else []), *_BEST_COLUMNS]))
     title = f"best by {metric_col} ({meta[b'pldistill.mode'].decode()})" + (f" per {group}" if group else "")
-    _emit(table, fmt, title=title, columns=shown, console=console)
+    legend = ((table.schema.metadata or {}).get(b"pldistill.intervals") or b"").decode() or None
+    _emit(table, fmt, title=title, columns=shown, console=console, caption=legend)
 
 
 def with_run_intervals(table, metric: str):
     """``table`` with a column ``<metric> 95% CI``: the mean ± half-width of the t interval over each
-    trial's (seed, fold) runs, with n (when the runs record ``metric``)."""
+    trial's (seed, fold) runs, with n and the interval's marker (when the runs record ``metric``); the
+    markers' legend is the schema metadata ``pldistill.intervals``."""
     import pyarrow as pa
 
-    from pldistill.results.stats import format_estimate, runs_estimate
+    from pldistill.results.stats import format_estimate, interval_legend, runs_estimate
 
     if "fold_metrics" not in table.column_names:
         return table
     runs = table.column("fold_metrics").to_pylist()
     if not any(metric in (r or {}) for rows in runs for r in rows or []):
         return table
-    text = [format_estimate(runs_estimate(rows or [], metric)) for rows in runs]
-    return table.append_column(f"{metric} 95% CI", pa.array(text, pa.string()))
+    ests = [runs_estimate(rows or [], metric) for rows in runs]
+    out = table.append_column(f"{metric} 95% CI", pa.array([format_estimate(e, marker=True) for e in ests], pa.string()))
+    legend = interval_legend(e.kind for e in ests if e.has_interval)
+    return out.replace_schema_metadata({**(out.schema.metadata or {}), b"pldistill.intervals": "\n".join(legend)}) \
+        if legend else out
 
 
 @app.command()

@@ -2,15 +2,17 @@
 
 What the report's Table 1/2 cells and ``report --reference NAME`` rest on. The input is one row per
 run: a group (``method``, an ablation row, ...), the run's key columns (``seed``, ``fold``) and the
-metric. Each group gets :func:`~pldistill.results.stats.mean_ci` of its runs; every other group gets
-:func:`~pldistill.results.stats.paired_difference` to the reference over the runs both have. Where
-fewer than ``min_pairs`` runs match and the caller passes the runs' clip predictions, the difference
-is :func:`~pldistill.results.stats.paired_bootstrap` over those clips instead (runs kept as strata).
+metric. Each group gets :func:`~pldistill.results.stats.mean_ci` of its runs (stratified by fold); every
+other group gets :func:`~pldistill.results.stats.paired_difference` to the reference, computed the same
+way. Where fewer than ``min_pairs`` runs match and the caller passes the runs' clip predictions, the
+difference is :func:`~pldistill.results.clips.paired_bootstrap` over those clips instead (runs kept as
+strata). :func:`adjust_holm` adjusts a table's comparisons for their number.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,18 +20,19 @@ from typing import Any
 import numpy as np
 
 from pldistill.errors import InputError
+from pldistill.results.clips import paired_bootstrap
 from pldistill.results.stats import (
     Difference,
     Estimate,
     difference_verdict,
     format_difference,
     format_estimate,
+    holm,
     mean_ci,
-    paired_bootstrap,
     paired_difference,
 )
 
-__all__ = ["GroupSummary", "Comparison", "ClipPredictions", "compare_groups", "comparison_lines"]
+__all__ = ["GroupSummary", "Comparison", "ClipPredictions", "compare_groups", "comparison_lines", "adjust_holm"]
 
 #: ``(y_true, y_pred)`` of one run, per clip, in one clip order shared by every group of that run.
 ClipPredictions = tuple[Sequence[Any] | np.ndarray, Sequence[Any] | np.ndarray]
@@ -93,17 +96,19 @@ def _ordered(names: Sequence[str], order: Sequence[str] | None) -> list[str]:
 def _bootstrap(group: str, reference: str, diff: Difference, clips: Mapping[tuple[str, Hashable], ClipPredictions],
                clip_metric: str, **kw: Any) -> Difference:
     """The clip-level paired bootstrap over ``diff``'s matched runs, or ``diff`` with the reason when
-    a run's clip predictions are missing."""
+    a run's clip predictions are missing or the two were not scored on the same clips (that
+    comparison is skipped; the rest of the report stands)."""
     missing = [k for k in diff.matched for g in (group, reference) if (g, k) not in clips]
-    if not diff.matched or missing:
-        why = "no matched runs" if not diff.matched else f"no clip predictions for run {missing[0]}"
+    mismatch = next((k for k in diff.matched if not missing and not np.array_equal(
+        np.asarray(clips[(group, k)][0]), np.asarray(clips[(reference, k)][0]))), None)
+    if not diff.matched or missing or mismatch is not None:
+        why = ("no matched runs" if not diff.matched else f"no clip predictions for run {missing[0]}" if missing
+               else f"run {mismatch}: {group!r} and {reference!r} were not scored on the same clips in the same "
+                    "order (their labels differ), so this comparison is skipped")
         return dataclasses.replace(diff, method=f"{diff.method}; no bootstrap: {why}")
     y_true, pred_a, pred_b, runs = [], [], [], []
     for k in diff.matched:
-        (ya, pa), (yb, pb) = clips[(group, k)], clips[(reference, k)]
-        if not np.array_equal(np.asarray(ya), np.asarray(yb)):
-            raise ValueError(f"run {k}: {group!r} and {reference!r} were not scored on the same clips in the "
-                             "same order (their y_true differ)")
+        (ya, pa), (_, pb) = clips[(group, k)], clips[(reference, k)]
         y_true.append(np.asarray(ya))
         pred_a.append(np.asarray(pa))
         pred_b.append(np.asarray(pb))
@@ -136,20 +141,20 @@ def compare_groups(rows: Any, metric: str, *, group: str = "method", keys: Seque
         raise InputError(None, "reference", f"no {group} named {reference!r} among the runs; "
                                             f"present: {', '.join(names) or 'none'}")
     ref = by_group.get(reference) if reference is not None else None
+    # Runs keyed by fold are replicates inside fixed folds: stratify (see stratified_mean_ci).
+    by_fold = "fold" in keys and all(k[keys.index("fold")] is not None for g in by_group.values() for k in g)
+    fold_of = (lambda k: k[keys.index("fold")]) if by_fold else None
     out = []
     for name in names:
         runs = by_group[name]
         diff = None
         if ref is not None and name != reference:
             diff = paired_difference(list(runs.values()), list(ref.values()), list(runs), list(ref), confidence,
-                                     min_pairs=min_pairs)
+                                     min_pairs=min_pairs, fold_of=fold_of)
             if diff.fallback and clips is not None:
                 diff = _bootstrap(name, str(reference), diff, clips, clip_metric or metric, confidence=confidence,
                                   n_resamples=n_resamples, seed=seed)
-        # Runs keyed by fold are replicates inside fixed folds: stratify (see stratified_mean_ci).
-        strata = [k[keys.index("fold")] for k in runs] if "fold" in keys else None
-        if strata is not None and None in strata:
-            strata = None
+        strata = [fold_of(k) for k in runs] if fold_of is not None else None
         out.append(GroupSummary(name, mean_ci(list(runs.values()), confidence, strata=strata), diff))
     return Comparison(metric, reference, tuple(out))
 
@@ -167,3 +172,19 @@ def comparison_lines(comparison: Comparison, digits: int = 3,
             out.append((g.group, est, format_difference(g.difference, digits, scale),
                         difference_verdict(g.difference, str(comparison.reference))))
     return out
+
+
+def adjust_holm(comparisons: Mapping[str, Comparison]) -> dict[str, Comparison]:
+    """``comparisons`` (e.g. a table's, one per dataset) with every difference's Holm-adjusted
+    p-value over all of them (:func:`~pldistill.results.stats.holm`): one family per table, so
+    the chance of any false "above/below" in it stays at the level. Differences without a p-value
+    are left out of the family and keep ``family == 0``."""
+    diffs = [(d, i) for d, c in comparisons.items() for i, g in enumerate(c.groups) if g.difference is not None
+             and math.isfinite(g.difference.p_value)]
+    adjusted = holm([comparisons[d].groups[i].difference.p_value for d, i in diffs])  # type: ignore[union-attr]
+    out = {d: list(c.groups) for d, c in comparisons.items()}
+    for (d, i), p in zip(diffs, adjusted):
+        g = out[d][i]
+        out[d][i] = dataclasses.replace(g, difference=dataclasses.replace(g.difference, p_adjusted=p,
+                                                                          family=len(diffs)))
+    return {d: dataclasses.replace(c, groups=tuple(out[d])) for d, c in comparisons.items()}

@@ -19,7 +19,13 @@ from pldistill.errors import InputError
 from pldistill.results.compare import ClipPredictions, Comparison
 from pldistill.results.query import best_trials, sweep_status
 from pldistill.results.space import ParamSpec, _finite, searched_params
-from pldistill.results.stats import difference_verdict, format_difference, format_estimate
+from pldistill.results.stats import (
+    difference_verdict,
+    format_difference,
+    format_estimate,
+    format_p,
+    interval_legend,
+)
 from pldistill.results.store import list_sweeps, read_sweep_metas, read_trials
 from pldistill.results.tables import (
     ScoreTable,
@@ -134,22 +140,31 @@ def _md_table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 
 def _md_scores(t: ScoreTable, short: dict[str, str]) -> list[str]:
     head = ["Method"] + [f"{d} {short[m]}" for d in t.datasets for m in t.metrics]
-    body = [[label] + [format_estimate(cells[d].estimate(m), digits=2, scale=100) if d in cells else "–"
+    body = [[label] + [format_estimate(cells[d].estimate(m), digits=2, scale=100, marker=True) if d in cells else "–"
                        for d in t.datasets for m in t.metrics]
             for label, cells in t.rows.items()]
-    lines = _md_table(head, body)
+    kinds = {c.estimate(m).kind for cells in t.rows.values() for c in cells.values() for m in t.metrics}
+    lines = _md_table(head, body) + _legend(kinds)
     for label, cells in t.rows.items():
         lines += [f"- {label}, {d}: trial `{c.trial_id}`" + (f" (best of {c.n_trials})" if label != "Teacher" else "")
                   for d, c in cells.items()]
     return lines + [""]
 
 
+def _legend(kinds: set[str]) -> list[str]:
+    """The interval markers used in a table, one line each."""
+    lines = interval_legend(kinds)
+    return ["Intervals: " + "; ".join(lines) + ".", ""] if lines else []
+
+
 def _md_differences(diffs: dict[str, Comparison] | None, reference: str) -> list[str]:
-    """Each row's paired difference to ``reference`` per dataset (test UA, points), with its CI."""
+    """Each row's paired difference to ``reference`` per dataset (test UA, points), with its CI, its
+    p-values (raw and Holm-adjusted within the table) and the verdict from the adjusted one."""
     if not diffs:
         return [f"No paired differences: no `{reference}` row to compare with.", ""]
     datasets = list(diffs)
     labels = list(dict.fromkeys(g.group for c in diffs.values() for g in c.groups if g.group != reference))
+    found = [g.difference for c in diffs.values() for g in c.groups if g.difference is not None]
     body = []
     for label in labels:
         cells = []
@@ -158,12 +173,17 @@ def _md_differences(diffs: dict[str, Comparison] | None, reference: str) -> list
             if g is None or g.difference is None:
                 cells.append("–")
                 continue
-            cells.append(f"{format_difference(g.difference, digits=2, scale=100)}: "
-                         f"{difference_verdict(g.difference, reference)}")
+            p = format_p(g.difference)
+            cells.append(f"{format_difference(g.difference, digits=2, scale=100, marker=True)}"
+                         f"{f' {p}' if p else ''}: {difference_verdict(g.difference, reference)}")
         body.append([label, *cells])
-    methods = sorted({g.difference.method for c in diffs.values() for g in c.groups if g.difference is not None})
+    family = max((x.family for x in found), default=0)
+    holm = (f"Verdicts use Holm-adjusted p-values over the {family} comparison{'s' if family != 1 else ''} of this "
+            f"table with a p-value (every row x dataset against {reference}); both p-values are shown."
+            if family else "No comparison in this table has a p-value, so there is no multiple-comparison adjustment.")
+    methods = sorted({x.method for x in found})
     return (_md_table(["Method", *(f"{d}: test UA − {reference} (points)" for d in datasets)], body)
-            + [f"How: {m}." for m in methods] + [""])
+            + _legend({x.kind for x in found if x.has_interval}) + [holm, ""] + [f"How: {m}." for m in methods] + [""])
 
 
 def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
@@ -180,7 +200,8 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
            f"failed, {s['running']} running, {s['pruned']} pruned). Selection metric: `{r.metric}` ({r.mode}).", "",
            f"Each cell shows the test scores (%) of the completed trial of that cell that is best by `{r.metric}` "
            f"({r.mode}; ties go to the lower trial id) as mean ± half-width of the 95% t interval over the trial's "
-           f"(seed, fold) runs, with n. Trials whose `{r.metric}` is missing or NaN are left out. The teacher row "
+           f"(seed, fold) runs (the mean of its fold means), with n and a marker naming the interval (legend under "
+           f"each table). Trials whose `{r.metric}` is missing or NaN are left out. The teacher row "
            "shows the teacher's own test scores (one run per fold: it is the same for every seed) as recorded by "
            f"the dataset's best trial. Students are scored closed-set (the most likely label's answer); the "
            f"teacher row by {teacher_scoring(r.rows)}.", "", "## Table 1: methods x datasets", ""]

@@ -1,18 +1,19 @@
-"""Uncertainty of sweep results: mean ± t interval, paired differences, a clip-level paired bootstrap.
+"""Uncertainty of sweep results: mean ± t interval over (seed, fold) runs, paired differences, Holm.
 
-Pure functions over numbers and label arrays (NumPy and SciPy, nothing read from disk), plus the
-strings the report, ``best`` and the launch summary print:
+Pure functions over numbers (NumPy and SciPy, nothing read from disk), plus the strings the report,
+``best`` and the launch summary print:
 
-* :func:`mean_ci` -- the mean of a configuration's (seed, fold) runs with a Student-t interval;
-  :func:`stratified_mean_ci` (and :func:`runs_estimate`, what the reports use) when the folds are
-  fixed strata and the seeds the replicates inside them;
-* :func:`paired_difference` -- a row minus the reference row over runs matched by key (seed, fold),
-  with a t interval and ``scipy.stats.ttest_rel``'s p-value; below ``min_pairs`` matched runs it
-  gives no interval and says to use the bootstrap instead;
-* :func:`paired_bootstrap` -- the difference in UA, WA or macro-F1 between two systems scored on the
-  same clips, by ``scipy.stats.bootstrap`` over clips (stratified by run when several runs are pooled);
+* :func:`stratified_mean_ci` (and :func:`runs_estimate`, what the reports use) -- a configuration's
+  mean over fixed folds of its seed replicates, with a Student-t interval; :func:`mean_ci` without
+  strata, every value an independent draw;
+* :func:`paired_difference` -- a row minus the reference row, computed the same way (mean over folds
+  of the within-fold difference), paired by key (seed, fold) where every run has its partner; below
+  ``min_pairs`` runs it gives no interval and says to use the clip bootstrap
+  (:func:`pldistill.results.clips.paired_bootstrap`) instead;
+* :func:`holm` -- Holm's step-down adjustment of a table's p-values;
 * :func:`importance_support` -- why Optuna's importances are withheld, if they are;
-* :func:`format_estimate`, :func:`format_difference`, :func:`difference_verdict` -- the wording.
+* :func:`format_estimate`, :func:`format_difference`, :func:`difference_verdict`,
+  :func:`interval_legend` -- the wording, and the marker that says which interval a cell carries.
 
 Intervals are two-sided at ``confidence`` (default 0.95). A missing interval is NaN, never 0.
 """
@@ -20,26 +21,28 @@ Intervals are two-sided at ``confidence`` (default 0.95). A missing interval is 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import special
 from scipy import stats as st
 
-__all__ = ["Estimate", "Difference", "CLIP_METRICS", "mean_ci", "stratified_mean_ci", "runs_estimate",
-           "paired_difference", "paired_bootstrap", "importance_support", "format_estimate", "format_difference", "difference_verdict"]
+__all__ = ["Estimate", "Difference", "MIN_ZERO_SPREAD_RUNS", "mean_ci", "stratified_mean_ci", "runs_estimate", "paired_difference",
+           "holm", "importance_support", "format_estimate", "format_difference", "format_p", "difference_verdict",
+           "interval_legend"]
 
-#: A clip-level metric: ``metric(y_true, y_pred)`` over the last axis, leading axes kept (vectorized).
-ClipMetric = Callable[[np.ndarray, np.ndarray], np.ndarray]
-#: Elements per bootstrap batch (~32 MB of int64 indices): bounds memory for many runs x clips.
-_BATCH_ELEMENTS = 4_000_000
+#: Fewer runs than this whose differences are all equal give no verdict: zero spread in 3 or 4 runs
+#: is luck as often as it is certainty, and a zero-width interval would claim certainty.
+MIN_ZERO_SPREAD_RUNS = 5
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean with its interval. ``low``/``high`` are NaN when there is none (n < 2)."""
+    """A mean with its interval. ``low``/``high`` are NaN when there is none (n < 2); ``mean`` is
+    NaN when there is no estimate (``method`` says why). ``kind`` is a key of :data:`MARKERS`
+    ("" without an interval)."""
 
     mean: float
     low: float
@@ -47,6 +50,7 @@ class Estimate:
     n: int
     confidence: float = 0.95
     method: str = ""
+    kind: str = ""
 
     @property
     def half_width(self) -> float:
@@ -62,8 +66,10 @@ class Estimate:
 class Difference:
     """``a - b`` with its interval; ``n`` counts matched runs (``unit="runs"``) or clips (``"clips"``).
 
-    ``dropped_a``/``dropped_b`` are the keys of each side that were left out: no partner on the
-    other side, or a missing/non-finite value on either side.
+    ``dropped_a``/``dropped_b`` are the keys of each side without a partner on the other side or
+    with a missing/non-finite value. ``p_adjusted`` is the Holm-adjusted p-value within a family of
+    ``family`` comparisons (0: not adjusted); ``withheld`` says why there is no verdict although
+    there are runs (e.g. zero spread in too few runs).
     """
 
     mean: float
@@ -79,6 +85,10 @@ class Difference:
     dropped_b: tuple[Hashable, ...] = ()
     #: True when there were too few matched runs for a t interval (the caller should bootstrap clips).
     fallback: bool = False
+    kind: str = ""
+    p_adjusted: float = math.nan
+    family: int = 0
+    withheld: str = ""
 
     @property
     def has_interval(self) -> bool:
@@ -86,8 +96,11 @@ class Difference:
 
     @property
     def distinguishable(self) -> bool:
-        """The interval excludes 0 (False without an interval)."""
-        return self.has_interval and (self.low > 0.0 or self.high < 0.0)
+        """The interval excludes 0 and, within a Holm family, the adjusted p-value is below
+        1 - confidence (False without an interval)."""
+        if not self.has_interval or not (self.low > 0.0 or self.high < 0.0):
+            return False
+        return not self.family or self.p_adjusted < 1.0 - self.confidence
 
 
 def _check_confidence(confidence: float) -> None:
@@ -124,51 +137,110 @@ def mean_ci(values: Sequence[float | None] | np.ndarray, confidence: float = 0.9
         return Estimate(mean, math.nan, math.nan, 1, confidence, "one run: no interval")
     # st.t.interval(scale=sem) returns NaN for sem == 0; identical runs deserve a zero-width interval.
     half = float(st.t.ppf(0.5 + confidence / 2.0, n - 1) * st.sem(x))
-    return Estimate(mean, mean - half, mean + half, n, confidence, f"Student t, {n - 1} df")
+    return Estimate(mean, mean - half, mean + half, n, confidence, f"Student t, {n - 1} df", "plain")
+
+
+def _groups(values: Sequence[float | None] | np.ndarray, strata: Sequence[Hashable]) -> dict[Hashable, list[float]]:
+    """stratum -> its finite values, strata in first-seen order; a stratum without one maps to []."""
+    if len(strata) != len(values):
+        raise ValueError(f"{len(values)} values but {len(strata)} strata")
+    groups: dict[Hashable, list[float]] = {}
+    for v, h in zip(values, strata):
+        group = groups.setdefault(h, [])
+        if v is not None and math.isfinite(v):
+            group.append(float(v))
+    return groups
+
+
+#: One independent variance estimate in a sum: (coefficient, s², degrees of freedom).
+_Part = tuple[float, float, float]
+
+
+def _stratified_parts(groups: Mapping[Hashable, list[float]]) -> list[_Part]:
+    """The variance of the mean of stratum means, ``Σ_h s_h² / n_h / H²``, as parts over the strata
+    with at least two values. A stratum with one value has no s² of its own: it takes the pooled
+    within-stratum variance ``s_p² = Σ (n_j-1) s_j² / Σ (n_j-1)`` of the others, which spreads its
+    ``s_p² / H²`` over their parts in proportion to ``n_j - 1`` (so Satterthwaite's degrees of
+    freedom still see independent estimates). [] when no stratum has two values."""
+    h = len(groups)
+    multi = [g for g in groups.values() if len(g) >= 2]
+    singles = sum(len(g) == 1 for g in groups.values())
+    pooled_df = sum(len(g) - 1 for g in multi)
+    return [((1.0 / len(g) + singles * (len(g) - 1) / pooled_df) / h**2, float(np.var(g, ddof=1)), len(g) - 1.0)
+            for g in multi]
+
+
+def _t_interval(mean: float, parts: Sequence[_Part], confidence: float) -> tuple[float, float, float, float]:
+    """(low, high, df, two-sided p of mean = 0) for ``mean`` with variance ``Σ c·s²`` and
+    Welch-Satterthwaite's degrees of freedom ``(Σ c s²)² / Σ (c s²)² / ν``. Zero variance gives a
+    zero-width interval, df NaN, and p 1 (mean 0) or 0."""
+    terms = np.array([c * s2 for c, s2, _ in parts])
+    var = float(np.sum(terms))
+    if var == 0.0:
+        return mean, mean, math.nan, 1.0 if mean == 0.0 else 0.0
+    df = var**2 / float(np.sum(terms**2 / np.array([nu for _, _, nu in parts])))
+    se = math.sqrt(var)
+    # scipy.special's t functions are what st.t.ppf/st.t.sf call, without the distribution layer's
+    # per-call checks (4x faster here: the adaptive replication's stopping rule calls this after every seed).
+    half = float(special.stdtrit(df, 0.5 + confidence / 2.0)) * se
+    return mean - half, mean + half, df, float(2.0 * special.stdtr(df, -abs(mean) / se))
+
+
+def _empty_stratum(groups: Mapping[Hashable, list[float]]) -> str | None:
+    """Why there is no estimate when some stratum has no finite value (averaging over the others
+    would quietly be a mean over fewer folds), else None."""
+    empty = [h for h, g in groups.items() if not g]
+    return f"no estimate: fold {empty[0]!r} has no finite run" if empty else None
 
 
 def stratified_mean_ci(values: Sequence[float | None] | np.ndarray, strata: Sequence[Hashable],
                        confidence: float = 0.95) -> Estimate:
     """Mean over fixed strata (the benchmark's folds) of replicate runs (seeds), with its t interval.
 
-    The estimate is the mean of the strata's means (equal to the plain mean when every stratum has
-    as many runs), its variance ``Σ_h s_h² / n_h / H²`` (the stratified-sampling variance: only
-    the spread *within* a stratum is uncertainty), and the t quantile's degrees of freedom are
-    Welch-Satterthwaite's, between the smallest ``n_h - 1`` and ``Σ (n_h - 1)``.
+    The estimate is always the mean of the strata's means (equal to the plain mean when every
+    stratum has as many runs), its variance ``Σ_h s_h² / n_h / H²`` (the stratified-sampling
+    variance: only the spread *within* a stratum is uncertainty), and the t quantile's degrees of
+    freedom are Welch-Satterthwaite's, between the smallest ``n_h - 1`` and ``Σ (n_h - 1)``.
 
     Why: a fold is not a random draw but a fixed part of the benchmark that every method is scored
     on, and the folds of the embedded corpus differ by more than 10 points (their speakers differ).
     Treating (seed, fold) runs as one sample (``mean_ci`` without strata) widens every interval by
     that spread, which is a property of the benchmark, not an uncertainty about the method's score
-    on it. The seeds inside a fold are what replicates measure. When a stratum has fewer than two
-    finite runs its variance cannot be estimated: then the plain interval over all runs is
-    returned, which is wider, and its method says why.
+    on it. The seeds inside a fold are what replicates measure.
+
+    A stratum with one finite run keeps its value in the mean; its variance is the pooled
+    within-stratum variance of the others (``kind="stratified-pooled"``, see
+    :func:`_stratified_parts`). When no stratum has two runs there is no within-stratum variance at
+    all: the plain t interval over the strata's values is given (``kind="plain"``, wider; its method
+    says so). A stratum whose runs are all missing or non-finite gives no estimate (NaN mean, the
+    reason in ``method``): a mean over fewer folds is another quantity.
     """
     _check_confidence(confidence)
-    if len(strata) != len(values):
-        raise ValueError(f"{len(values)} values but {len(strata)} strata")
-    groups: dict[Hashable, list[float]] = {}
-    for v, h in zip(values, strata):
-        x = _finite_floats([v])
-        if x.size:
-            groups.setdefault(h, []).append(float(x[0]))
+    groups = _groups(values, strata)
     n = sum(len(g) for g in groups.values())
-    if len(groups) < 2 or any(len(g) < 2 for g in groups.values()):
-        plain = mean_ci([v for g in groups.values() for v in g], confidence)
-        why = "one stratum" if len(groups) < 2 else "a stratum with one run"
-        return Estimate(plain.mean, plain.low, plain.high, plain.n, confidence,
-                        f"{plain.method} ({why}: not stratified)" if n else plain.method)
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0, confidence, "no finite values")
+    refused = _empty_stratum(groups)
+    if refused:
+        return Estimate(math.nan, math.nan, math.nan, n, confidence, refused)
     h = len(groups)
-    means = np.array([np.mean(g) for g in groups.values()])
-    parts = np.array([np.var(g, ddof=1) / len(g) for g in groups.values()]) / h**2
-    dfs = np.array([len(g) - 1 for g in groups.values()], dtype=np.float64)
-    mean, var = float(np.mean(means)), float(np.sum(parts))
-    if var == 0.0:
-        return Estimate(mean, mean, mean, n, confidence, f"stratified over {h} folds, no spread within them")
-    df = var**2 / float(np.sum(parts**2 / dfs))
-    half = float(st.t.ppf(0.5 + confidence / 2.0, df) * math.sqrt(var))
-    return Estimate(mean, mean - half, mean + half, n, confidence,
-                    f"stratified by fold ({h} folds), Student t, {df:.1f} df")
+    mean = float(np.mean([np.mean(g) for g in groups.values()]))
+    parts = _stratified_parts(groups)
+    if not parts:
+        plain = mean_ci([g[0] for g in groups.values()], confidence)
+        if h == 1:
+            return plain
+        return Estimate(mean, plain.low, plain.high, n, confidence,
+                        f"{plain.method} over {h} folds of one run each (not stratified: the spread between "
+                        "folds counts as noise)", "plain")
+    low, high, df, _ = _t_interval(mean, parts, confidence)
+    singles = sum(len(g) == 1 for g in groups.values())
+    kind = "stratified-pooled" if singles else "stratified"
+    how = f"stratified by fold ({h} fold{'s' if h != 1 else ''}), " + (
+        f"Student t, {df:.1f} df" if math.isfinite(df) else "no spread within them")
+    if singles:
+        how += f"; {singles} fold{'s' if singles != 1 else ''} with one run given the pooled within-fold variance"
+    return Estimate(mean, low, high, n, confidence, how, kind)
 
 
 def runs_estimate(runs: Sequence[Mapping[str, Any]], name: str, confidence: float = 0.95) -> Estimate:
@@ -190,210 +262,125 @@ def _by_key(values: Sequence[float | None], keys: Sequence[Hashable], side: str)
     return out
 
 
-def paired_difference(a: Sequence[float | None], b: Sequence[float | None], keys_a: Sequence[Hashable],
-                      keys_b: Sequence[Hashable], confidence: float = 0.95, *, min_pairs: int = 3) -> Difference:
-    """Mean of ``a - b`` over the runs present, with finite values, on both sides (matched by key,
-    e.g. ``(seed, fold)``), its t interval and the two-sided p-value of ``scipy.stats.ttest_rel``.
+def _df_text(df: float) -> str:
+    return f"{df:.0f} df" if abs(df - round(df)) < 1e-9 else f"{df:.1f} df"
 
-    The interval is :func:`mean_ci` of the differences (the same as ``ttest_rel(...).confidence_interval``).
-    With fewer than ``min_pairs`` matched runs there is no interval or p-value and ``fallback`` is set:
-    a t interval on 2 runs (t = 12.7) says nothing, so the caller should use :func:`paired_bootstrap`.
-    A key given twice on one side raises ValueError.
+
+def _fold_problem(da: Mapping[Hashable, float], db: Mapping[Hashable, float], fold: Any) -> str | None:
+    """Why the two sides cannot be compared fold by fold (a fold on one side only, or a fold
+    without a finite run: either side's table estimate is then refused too), else None."""
+    folds_a, folds_b = ({fold(k) for k in d} for d in (da, db))
+    only = [f for f in dict.fromkeys([*map(fold, da), *map(fold, db)]) if (f in folds_a) != (f in folds_b)]
+    if only:
+        return f"no comparison: fold {only[0]!r} has runs on one side only"
+    for side, d in (("a", da), ("b", db)):
+        refused = _empty_stratum(_groups(list(d.values()), [fold(k) for k in d]))
+        if refused:
+            return f"{refused} in {side}"
+    return None
+
+
+def _difference_parts(da: Mapping[Hashable, float], db: Mapping[Hashable, float], keys_a: Sequence[Hashable],
+                      keys_b: Sequence[Hashable], fold: Any, paired: bool) -> tuple[float, list[_Part], str]:
+    """(mean over folds of the within-fold difference, its variance parts, kind). Paired: the
+    stratified variance of the per-run differences; unpaired: both sides' stratified variances
+    summed. Without within-fold variance: the plain t over the folds' differences ([] for one fold)."""
+    if paired:
+        ga = _groups([da[k] - db[k] for k in keys_a], [fold(k) for k in keys_a])
+        per_fold = [float(np.mean(g)) for g in ga.values()]
+        parts, sizes = _stratified_parts(ga), [len(g) for g in ga.values()]
+    else:
+        ga = _groups([da[k] for k in keys_a], [fold(k) for k in keys_a])
+        gb = _groups([db[k] for k in keys_b], [fold(k) for k in keys_b])
+        per_fold = [float(np.mean(ga[h]) - np.mean(gb[h])) for h in ga]
+        pa, pb = _stratified_parts(ga), _stratified_parts(gb)
+        parts = pa + pb if pa and pb else []
+        sizes = [len(g) for g in (*ga.values(), *gb.values())]
+    mean, h = float(np.mean(per_fold)), len(per_fold)
+    if parts:
+        return mean, parts, "stratified-pooled" if 1 in sizes else "stratified"
+    if h < 2:
+        return mean, [], ""
+    return mean, [(1.0 / h, float(np.var(per_fold, ddof=1)), h - 1.0)], "plain"
+
+
+def paired_difference(a: Sequence[float | None], b: Sequence[float | None], keys_a: Sequence[Hashable],
+                      keys_b: Sequence[Hashable], confidence: float = 0.95, *, min_pairs: int = 3,
+                      fold_of: Any = None) -> Difference:
+    """``a - b`` computed as the table computes each side: the mean over folds of the within-fold
+    difference, so its sign always agrees with the two sides' :func:`stratified_mean_ci` means.
+
+    Runs are keyed (e.g. ``(seed, fold)``); ``fold_of(key)`` gives a run's fold (None: one stratum).
+    Where every finite run of each side has its partner on the other, the difference is paired by
+    key: the stratified interval of the per-run differences (with one stratum, ``scipy.stats.
+    ttest_rel``'s interval and p-value). Otherwise it is unpaired within fold, over every finite run
+    of both sides (with one stratum, Welch's ``ttest_ind(equal_var=False)``): matching only the
+    runs both have could put the difference's sign against the table's means. A fold on one side
+    only, or a fold without a finite run, gives no difference (the reason in ``method``).
+
+    Below ``min_pairs`` matched runs (unpaired: runs on the smaller side) there is no interval or
+    p-value and ``fallback`` is set: a t interval on 2 runs (t = 12.7) says nothing, so the caller
+    should use the clip bootstrap. All-equal differences over fewer than
+    :data:`MIN_ZERO_SPREAD_RUNS` runs get no interval and no verdict (``withheld``). A key given
+    twice on one side raises ValueError.
     """
     _check_confidence(confidence)
     da, db = _by_key(a, keys_a, "a"), _by_key(b, keys_b, "b")
-    matched = tuple(k for k in da if k in db and math.isfinite(da[k]) and math.isfinite(db[k]))
-    kept = set(matched)
-    dropped_a = tuple(k for k in da if k not in kept)
-    dropped_b = tuple(k for k in db if k not in kept)
-    xa = np.array([da[k] for k in matched], dtype=np.float64)
-    xb = np.array([db[k] for k in matched], dtype=np.float64)
-    n = len(matched)
-    if n < max(min_pairs, 2):
-        mean = float(np.mean(xa - xb)) if n else math.nan
-        why = f"{n} matched run{'s' if n != 1 else ''}, fewer than {max(min_pairs, 2)}: no paired t interval"
-        return Difference(mean, math.nan, math.nan, n, confidence, why, matched=matched, dropped_a=dropped_a,
-                          dropped_b=dropped_b, fallback=True)
-    est = mean_ci(xa - xb, confidence)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: handled below
-        p = float(st.ttest_rel(xa, xb).pvalue)
-    if not math.isfinite(p):  # every difference equal: ttest_rel divides 0 by 0 when they are all 0
-        p = 1.0 if est.mean == 0.0 else 0.0
-    return Difference(est.mean, est.low, est.high, n, confidence, f"paired t over {n} matched runs, {n - 1} df",
-                      p_value=p, matched=matched, dropped_a=dropped_a, dropped_b=dropped_b)
-
-
-# ---------------------------------------------------------------- clip-level bootstrap
-
-
-def _wa(t: np.ndarray, p: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    return np.mean(t == p, axis=-1)
-
-
-def _ua(t: np.ndarray, p: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Balanced accuracy: mean recall over the classes present in ``t`` (per resample)."""
-    total = np.zeros(t.shape[:-1])
-    present = np.zeros(t.shape[:-1])
-    for c in classes:
-        is_c = t == c
-        count = is_c.sum(axis=-1)
-        total += np.where(count > 0, (is_c & (p == c)).sum(axis=-1) / np.maximum(count, 1), 0.0)
-        present += count > 0
-    return total / present
-
-
-def _f1(t: np.ndarray, p: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Macro-F1 over the classes in ``t`` or ``p`` (per resample); F1 = 2·tp / (#pred + #true)."""
-    total = np.zeros(t.shape[:-1])
-    seen = np.zeros(t.shape[:-1])
-    for c in classes:
-        tc, pc = t == c, p == c
-        denom = tc.sum(axis=-1) + pc.sum(axis=-1)
-        total += np.where(denom > 0, 2.0 * (tc & pc).sum(axis=-1) / np.maximum(denom, 1), 0.0)
-        seen += denom > 0
-    return total / seen
-
-
-#: The metrics :func:`paired_bootstrap` knows by name, defined as ``pldistill.train.metrics`` defines them.
-CLIP_METRICS = {"ua": _ua, "wa": _wa, "f1": _f1}
-
-
-def _clip_metric(metric: str | ClipMetric, classes: np.ndarray) -> ClipMetric:
-    if callable(metric):
-        return metric
-    name = metric.lower().rsplit("_", 1)[-1]  # "test_ua" -> "ua"
-    if name not in CLIP_METRICS:
-        raise ValueError(f"unknown clip metric {metric!r}; known: {', '.join(CLIP_METRICS)} or a callable")
-    fn = CLIP_METRICS[name]
-    return lambda t, p: fn(t, p, classes)
-
-
-def _bootstrap_interval(index: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray], observed: float,
-                        confidence: float, n_resamples: int, seed: int, method: str) -> tuple[float, float, str]:
-    """(low, high, how) from ``scipy.stats.bootstrap`` over ``index`` (one index array per run)."""
-    batch = max(1, _BATCH_ELEMENTS // sum(i.size for i in index))
-    kw = dict(vectorized=True, paired=False, confidence_level=confidence, batch=batch)
-    with warnings.catch_warnings():
-        # BCa is undefined when every resample gives the same value; that case is handled below.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", st.DegenerateDataWarning)
-        res = st.bootstrap(index, statistic, n_resamples=n_resamples, method=method,
-                           rng=np.random.default_rng(seed), **kw)
-        dist = res.bootstrap_distribution
-        if np.ptp(dist) == 0.0:  # e.g. one system always right, the other always wrong
-            return observed, observed, "every resample gave the same value"
-        low, high = res.confidence_interval
-        if not (math.isfinite(low) and math.isfinite(high)) and method.lower() == "bca":
-            res = st.bootstrap(index, statistic, n_resamples=0, bootstrap_result=res, method="percentile", **kw)
-            low, high = res.confidence_interval
-            return float(low), float(high), "BCa undefined here: percentile interval"
-    return float(low), float(high), f"{method} interval"
-
-
-def paired_bootstrap(y_true: Sequence[Any] | np.ndarray, pred_a: Sequence[Any] | np.ndarray,
-                     pred_b: Sequence[Any] | np.ndarray, *, metric: str | ClipMetric = "ua",
-                     runs: Sequence[Hashable] | np.ndarray | None = None, confidence: float = 0.95,
-                     n_resamples: int = 10_000, seed: int = 0, method: str = "BCa") -> Difference:
-    """``metric(a) - metric(b)`` for two systems scored on the same clips, with a paired bootstrap interval.
-
-    ``y_true``, ``pred_a``, ``pred_b`` are per-clip labels in the same clip order; ``metric`` is
-    ``"ua"`` (balanced accuracy), ``"wa"``, ``"f1"`` (macro), a column name ending in one of them
-    (``"test_ua"``), or a vectorized callable ``(y_true, y_pred) -> value`` over the last axis.
-
-    Pooling runs: ``runs`` labels each clip with its (seed, fold) run. The statistic is then the mean
-    over runs of each run's difference -- the same weighting as the report's mean over runs -- and
-    each run's clips are resampled within that run (a stratified bootstrap: every resample keeps
-    every run and its size). Without ``runs`` all clips are one run.
-
-    How: ``scipy.stats.bootstrap`` with ``paired=True`` resamples one array of clip indices and
-    would mix runs; here its same device is applied per run (one index array per run, which
-    SciPy resamples independently), so with a single run this *is* ``paired=True``. The interval
-    is BCa (SciPy's default) because UA near its ceiling gives a skewed, biased bootstrap
-    distribution that the percentile interval does not correct; where BCa is undefined the
-    percentile interval of the same resamples is given, and when every resample gives the same
-    value the interval is that value. ``seed`` fixes the resamples (deterministic).
-    """
-    _check_confidence(confidence)
-    t, a, b = (np.asarray(x) for x in (y_true, pred_a, pred_b))
-    if t.ndim != 1 or t.shape != a.shape or t.shape != b.shape or t.size == 0:
-        raise ValueError(f"y_true, pred_a, pred_b must be 1-D, non-empty and of one length; got shapes "
-                         f"{t.shape}, {a.shape}, {b.shape}")
-    labels = [0] * t.size if runs is None else list(runs)  # a list: (seed, fold) tuples stay labels
-    if len(labels) != t.size:
-        raise ValueError(f"runs must label every clip: {len(labels)} labels for {t.size} clips")
-    names = list(dict.fromkeys(labels))
-    code = {r: i for i, r in enumerate(names)}
-    codes = np.array([code[r] for r in labels], dtype=np.int64)
-    index = tuple(np.flatnonzero(codes == i) for i in range(len(names)))
-    score = _clip_metric(metric, np.unique(np.concatenate([t, a, b])))
-
-    def statistic(*idx: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.mean([score(t[i], a[i]) - score(t[i], b[i]) for i in idx], axis=0)
-
-    observed = float(statistic(*index))
-    small = [r for r, i in zip(names, index) if i.size < 2]
-    if small:  # one clip resampled is always itself: a zero-width interval there would claim certainty
-        low, high, how = math.nan, math.nan, f"no interval: run {small[0]!r} has fewer than 2 clips"
+    fin_a = [k for k, v in da.items() if math.isfinite(v)]
+    fin_b = [k for k, v in db.items() if math.isfinite(v)]
+    matched = tuple(k for k in fin_a if k in set(fin_b))
+    base: dict[str, Any] = dict(matched=matched, dropped_a=tuple(k for k in da if k not in set(matched)),
+                                dropped_b=tuple(k for k in db if k not in set(matched)))
+    fold = fold_of or (lambda k: None)
+    paired = set(fin_a) == set(fin_b)
+    size = len(matched) if paired else min(len(fin_a), len(fin_b))
+    problem = _fold_problem(da, db, fold) if size else None
+    if problem:
+        return Difference(math.nan, math.nan, math.nan, size, confidence, problem, **base)
+    if size < max(min_pairs, 2):
+        mean = _difference_parts(da, db, fin_a, fin_b, fold, paired)[0] if size else math.nan
+        what = f"{size} matched run{'s' if size != 1 else ''}" if paired else f"{size} runs on the smaller side"
+        why = f"{what}, fewer than {max(min_pairs, 2)}: no {'paired ' if paired else ''}t interval"
+        return Difference(mean, math.nan, math.nan, size, confidence, why, fallback=True, **base)
+    mean, parts, kind = _difference_parts(da, db, matched if paired else fin_a, fin_b, fold, paired)
+    how = (f"paired t over {size} matched runs" if paired else
+           f"unpaired t within fold ({len(fin_a)} and {len(fin_b)} runs, not matched one to one)")
+    if fold_of is None:
+        kind = "plain" if kind else ""
     else:
-        low, high, how = _bootstrap_interval(index, statistic, observed, confidence, n_resamples, seed, method)
-    name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
-    pooled = f"{len(index)} runs, each resampled within itself" if len(index) > 1 else "1 run"
-    desc = (f"clip-level paired bootstrap of {name}, {n_resamples} resamples (seed {seed}), {pooled}, "
-            f"{t.size} clips: {how}")
-    return Difference(observed, low, high, int(t.size), confidence, desc, unit="clips",
-                      matched=tuple(names) if runs is not None else ())
+        how += {"plain": ", plain over the folds' differences (one run per fold)"}.get(kind, ", stratified by fold")
+    if not parts:
+        return Difference(mean, math.nan, math.nan, size, confidence, f"{how}: one fold, no spread", **base)
+    low, high, df, p = _t_interval(mean, parts, confidence)
+    if not math.isfinite(df) and size < MIN_ZERO_SPREAD_RUNS:
+        why = f"all {size} differences equal (zero spread), fewer than {MIN_ZERO_SPREAD_RUNS} runs"
+        return Difference(mean, math.nan, math.nan, size, confidence, f"{how}: {why}", kind=kind, withheld=why, **base)
+    how += f", {_df_text(df)}" if math.isfinite(df) else ", no spread"
+    return Difference(mean, low, high, size, confidence, how, p_value=p, kind=kind, **base)
 
 
-# ---------------------------------------------------------------- wording
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order: sorted ascending,
+    ``p̃_(i) = max_{j ≤ i} min(1, (m - j + 1) · p_(j))``. NaN (a comparison without a p-value) stays
+    NaN and is not counted in ``m``. Holm (1979) controls the chance of any false "above/below"
+    in the family at the level, whatever the dependence between the comparisons."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    m = len(order)
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for j, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - j) * p))
+        out[i] = running
+    return out
 
 
-def importance_support(n_trials: int, minimum: int = 10) -> str | None:
-    """Why hyperparameter importances are withheld (fewer than ``minimum`` trials), or None to show them."""
-    if minimum < 1 or n_trials < 0:
-        raise ValueError(f"expected n_trials >= 0 and minimum >= 1, got {n_trials} and {minimum}")
-    if n_trials >= minimum:
-        return None
-    return (f"withheld: they would rest on {n_trials} completed trial{'s' if n_trials != 1 else ''}, "
-            f"fewer than {minimum}")
-
-
-def _num(value: float, digits: int, sign: bool = False) -> str:
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
-def _n_text(n: int, unit: str) -> str:
-    return f"n={n}" + (" clips" if unit == "clips" else "")
-
-
-def format_estimate(est: Estimate, digits: int = 3, scale: float = 1.0) -> str:
-    """``"0.812 ± 0.021 (n=9)"``; ``"0.812 (n=1, no CI)"`` without an interval; ``"– (n=0)"`` without
-    a value. ``scale=100, digits=2`` prints percentages (``"81.20 ± 2.10 (n=9)"``)."""
-    if not math.isfinite(est.mean):
-        return f"– (n={est.n})"
-    if not est.has_interval:
-        return f"{_num(est.mean * scale, digits)} (n={est.n}, no CI)"
-    return f"{_num(est.mean * scale, digits)} ± {_num(est.half_width * scale, digits)} (n={est.n})"
-
-
-def format_difference(diff: Difference, digits: int = 3, scale: float = 1.0) -> str:
-    """``"+0.034 [0.010, 0.058] (n=9)"`` (interval bounds at the difference's confidence);
-    ``"+0.034 (n=2, no CI)"`` without an interval; ``"(n=1000 clips)"`` for a bootstrap."""
-    n = _n_text(diff.n, diff.unit)
-    if not math.isfinite(diff.mean):
-        return f"– ({n})"
-    if not diff.has_interval:
-        return f"{_num(diff.mean * scale, digits, sign=True)} ({n}, no CI)"
-    return (f"{_num(diff.mean * scale, digits, sign=True)} [{_num(diff.low * scale, digits)}, "
-            f"{_num(diff.high * scale, digits)}] ({n})")
-
-
-def difference_verdict(diff: Difference, reference: str = "sft") -> str:
-    """One phrase for a row compared with ``reference``: above/below it (the interval excludes 0),
-    not distinguishable from it, or not comparable (no interval)."""
-    if not diff.has_interval:
-        return f"cannot be compared with {reference}: {diff.method or 'no interval'}"
-    if not diff.distinguishable:
-        return f"not distinguishable from {reference}"
-    pct = f"{100 * diff.confidence:g}%"
-    return f"{'above' if diff.mean > 0 else 'below'} {reference} ({pct} CI excludes 0)"
+# The wording lives in its own module (it only reads these dataclasses); its names are part of this
+# module's surface, as before.
+from pldistill.results.wording import (  # noqa: E402
+    difference_verdict,
+    format_difference,
+    format_estimate,
+    format_p,
+    importance_support,
+    interval_legend,
+)

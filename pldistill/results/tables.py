@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pldistill.results.compare import ClipPredictions, Comparison, compare_groups
+from pldistill.results.compare import ClipPredictions, Comparison, adjust_holm, compare_groups
 from pldistill.results.query import default_mode
 from pldistill.results.space import ParamSpec, _finite
 from pldistill.results.stats import Estimate, importance_support, mean_ci, runs_estimate
@@ -254,7 +254,8 @@ def differences(table: ScoreTable, reference: str, score: str,
     """Per dataset, each row's paired difference of ``score`` to the row ``reference``, over the
     (seed, fold) runs both cells' trials have (:func:`~pldistill.results.compare.compare_groups`);
     where fewer than 3 runs match, a clip-level paired bootstrap over the runs' test predictions
-    (``clips(trial_id, run)`` gives a run's ``(y_true, y_pred)`` in key order, or None)."""
+    (``clips(trial_id, run)`` gives a run's ``(y_true, y_pred)`` in key order, or None). The
+    p-values are Holm-adjusted over every comparison of the table (all datasets): one family."""
     out: dict[str, Comparison] = {}
     for d in table.datasets:
         cells = {label: row[d] for label, row in table.rows.items() if d in row and label != "Teacher"}
@@ -271,4 +272,4 @@ def differences(table: ScoreTable, reference: str, score: str,
                     if got is not None:
                         preds[(label, (r.get("seed"), r.get("fold")))] = got
         out[d] = compare_groups(runs, score, group="row", reference=reference, order=list(table.rows), clips=preds)
-    return out
+    return adjust_holm(out)

@@ -134,6 +134,6 @@ def run_intervals(row: dict[str, Any], confidence: float = 0.95) -> dict[str, tu
     out: dict[str, tuple[float, float, float, int]] = {}
     for name in FIGURES:
         est = runs_estimate(runs, name, confidence)
-        if est.n >= 2:
+        if est.has_interval:  # not where a fold has no finite run (no estimate) or a single run
             out[name] = (est.mean, est.low, est.high, est.n)
     return out

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pldistill.errors import InputError
-from pldistill.results.compare import compare_groups, comparison_lines
+from pldistill.results.compare import adjust_holm, compare_groups, comparison_lines
 
 # sft has runs (seed, fold) (0,1) (0,2) (1,1); pl_distill also has (1,2); ldist one run.
 RUNS = [
@@ -21,28 +21,32 @@ ROWS = [{"method": m, "seed": s, "fold": f, "test_ua": v} for m, s, f, v in RUNS
 
 
 def test_estimates_and_differences_by_hand() -> None:
-    # sft: mean 0.60, deviations 0, .02, -.02 -> s^2 = 0.0008/2, s = 0.02, sem = 0.02/sqrt 3 = 0.011547,
-    #   half width 4.302653 * 0.011547 = 0.049683.
-    #   (sft's fold 2 has one run, so its interval is the plain one over all runs.)
-    # pl_distill, stratified by fold (two seeds in each): fold 1 (.65, .68) mean .665, s^2 .00045;
+    # sft, stratified by fold: fold 1 (.60, .58) mean .59, s^2 .0002; fold 2 (.62) one run, given the pooled
+    #   within-fold variance .0002 (fold 1's, 1 df) -> mean (.59 + .62)/2 = .605; var = (.0002/2 + .0002/1)/2^2
+    #   = .000075 (one part, 1 df) -> half width t(.975, 1) * sqrt(.000075) = 12.706205 * .0086603 = 0.110039.
+    # pl_distill (two seeds in each fold): fold 1 (.65, .68) mean .665, s^2 .00045;
     #   fold 2 (.72, .70) mean .71, s^2 .0002 -> mean .6875; var = (.00045/2 + .0002/2) / 2^2 = .00008125,
     #   parts .00005625 and .000025 -> Satterthwaite df = .00008125^2 / (.00005625^2 + .000025^2) = 1.742268,
     #   half width t(.975, 1.742268) * sqrt(.00008125) = 0.044835 (the plain interval would be 0.047516).
-    # pl_distill - sft over (0,1) (0,2) (1,1): 0.05, 0.10, 0.10 -> 0.083333 [0.011622, 0.155044] (as in test_stats).
+    # pl_distill - sft: pl_distill's (1, 2) has no partner, so unpaired within fold: .6875 - .605 = .0825 (the
+    #   tables' means subtracted); var = .00005625 + .000025 + .000075 = .00015625 (se .0125),
+    #   df = .00015625^2 / (.00005625^2 + .000025^2 + .000075^2) = 2.593361 -> half width 0.043553.
     c = compare_groups(ROWS, "test_ua", reference="sft")
     assert [g.group for g in c.groups] == ["sft", "pl_distill", "ldist"]
     sft, pl, ld = c["sft"], c["pl_distill"], c["ldist"]
-    assert sft.difference is None and sft.estimate.n == 3
-    assert sft.estimate.mean == pytest.approx(0.60) and sft.estimate.half_width == pytest.approx(0.049683, abs=1e-6)
+    assert sft.difference is None and sft.estimate.n == 3 and sft.estimate.kind == "stratified-pooled"
+    assert sft.estimate.mean == pytest.approx(0.605) and sft.estimate.half_width == pytest.approx(0.110039, abs=1e-6)
     assert pl.estimate.n == 4 and pl.estimate.mean == pytest.approx(0.6875)
     assert pl.estimate.half_width == pytest.approx(0.044835, abs=1e-6)
     d = pl.difference
-    assert d is not None and d.n == 3 and d.mean == pytest.approx(0.083333, abs=1e-6)
-    assert (d.low, d.high) == pytest.approx((0.011622, 0.155044), abs=1e-6) and d.distinguishable
+    assert d is not None and d.n == 3 and d.mean == pytest.approx(0.0825)
+    assert d.mean == pytest.approx(pl.estimate.mean - sft.estimate.mean)
+    assert (d.high - d.low) / 2 == pytest.approx(0.043553, abs=1e-6) and d.distinguishable
+    assert "unpaired" in d.method and "2.6 df" in d.method
     assert d.dropped_a == ((1, 2),) and d.dropped_b == ()
-    # ldist shares one run with sft: no interval, and no clips to bootstrap.
-    assert ld.difference is not None and ld.difference.fallback and not ld.difference.has_interval
-    assert ld.estimate.n == 1 and ld.difference.mean == pytest.approx(0.01)
+    # ldist ran fold 1 only: no comparison with sft's two folds (a mean over fewer folds is another quantity).
+    assert ld.difference is not None and not ld.difference.fallback and math.isnan(ld.difference.mean)
+    assert ld.estimate.n == 1 and ld.difference.method == "no comparison: fold 2 has runs on one side only"
 
 
 def test_a_pyarrow_table_gives_the_same_answer() -> None:
@@ -101,7 +105,7 @@ def test_fewer_than_three_runs_falls_back_to_the_clip_bootstrap() -> None:
     assert "bootstrap of test_ua" in d.method and "2 runs" in d.method
     line = comparison_lines(compare_groups(rows, "test_ua", reference="sft", clips=clips, n_resamples=300))[0]
     assert line == ("a", "1.000 ± 0.000 (n=2)", "+1.000 [1.000, 1.000] (n=80 clips)",
-                    "above sft (95% CI excludes 0)")
+                    "above sft on these test clips only (95% clip-bootstrap CI excludes 0; seeds not replicated)")
 
 
 def test_bootstrap_fallback_needs_every_matched_runs_clips() -> None:
@@ -114,20 +118,54 @@ def test_bootstrap_fallback_needs_every_matched_runs_clips() -> None:
     assert d.method.endswith("no bootstrap: no clip predictions for run (1, 1)")
 
 
-def test_bootstrap_fallback_refuses_runs_scored_on_different_clips() -> None:
+def test_runs_scored_on_different_clips_skip_that_comparison_with_the_reason() -> None:
     rng = np.random.default_rng(2)
     y = _clips(rng)
-    rows = [{"method": g, "seed": 0, "fold": 1, "test_ua": 0.5} for g in ("a", "sft")]
-    clips = {("a", (0, 1)): (y, y), ("sft", (0, 1)): ((y + 1) % 4, y)}
-    with pytest.raises(ValueError, match=r"run \(0, 1\): 'a' and 'sft' were not scored on the same clips"):
-        compare_groups(rows, "test_ua", reference="sft", clips=clips)
+    rows = [{"method": g, "seed": 0, "fold": 1, "test_ua": 0.5} for g in ("a", "b", "sft")]
+    clips = {("a", (0, 1)): (y, y), ("sft", (0, 1)): ((y + 1) % 4, y), ("b", (0, 1)): ((y + 1) % 4, y)}
+    c = compare_groups(rows, "test_ua", reference="sft", clips=clips, n_resamples=200)
+    a = c["a"].difference
+    assert a is not None and not a.has_interval and a.unit == "runs"
+    assert a.method.endswith("no bootstrap: run (0, 1): 'a' and 'sft' were not scored on the same clips in the same "
+                             "order (their labels differ), so this comparison is skipped")
+    b = c["b"].difference  # the other comparison still runs
+    assert b is not None and b.unit == "clips" and b.has_interval
+
+
+def test_holm_adjusts_across_every_dataset_of_a_table() -> None:
+    # Two datasets x two rows against sft, three seeds in one fold each (paired t, 2 df).
+    # Raw p: x/a 0.0377 (differences .05, .10, .10: p = 1 - 5/sqrt 27, see test_stats), the others
+    # from ttest_rel; Holm over the 4: the smallest times 4, the next times 3, ... running maximum.
+    def rows(dataset: str, a: list[float], b: list[float]) -> list[dict[str, object]]:
+        ref = [0.60, 0.50, 0.70]
+        return [{"method": m, "seed": s, "fold": 1, "test_ua": v} for m, vals in (("sft", ref), ("a", a), ("b", b))
+                for s, v in enumerate(vals)]
+
+    data = {"x": rows("x", [0.65, 0.60, 0.80], [0.61, 0.52, 0.69]),
+            "y": rows("y", [0.70, 0.61, 0.80], [0.50, 0.45, 0.61])}
+    raw = {d: compare_groups(r, "test_ua", reference="sft") for d, r in data.items()}
+    adjusted = adjust_holm(raw)
+    p = {(d, g): raw[d][g].difference.p_value for d in data for g in ("a", "b")}
+    assert p[("x", "a")] == pytest.approx(1 - 5 / math.sqrt(27))
+    order = sorted(p, key=p.get)
+    want, running = {}, 0.0
+    for j, k in enumerate(order):  # Holm's definition, written out
+        running = max(running, min(1.0, (4 - j) * p[k]))
+        want[k] = running
+    for (d, g), w in want.items():
+        diff = adjusted[d][g].difference
+        assert diff.p_adjusted == pytest.approx(w) and diff.family == 4 and diff.p_value == p[(d, g)]
+    # x/a: its CI excludes 0 (p 0.038) but not after the adjustment for 4 comparisons
+    xa = adjusted["x"]["a"].difference
+    assert raw["x"]["a"].difference.distinguishable and xa.p_adjusted > 0.05 and not xa.distinguishable
+    assert adjusted["x"]["sft"].difference is None
 
 
 def test_comparison_lines() -> None:
     lines = comparison_lines(compare_groups(ROWS, "test_ua", reference="sft"), digits=2, scale=100)
-    assert lines[0] == ("sft", "60.00 ± 4.97 (n=3)", "", "reference")
-    assert lines[1] == ("pl_distill", "68.75 ± 4.48 (n=4)", "+8.33 [1.16, 15.50] (n=3)", "above sft (95% CI excludes 0)")
-    assert lines[2][1:3] == ("61.00 (n=1, no CI)", "+1.00 (n=1, no CI)")
-    assert lines[2][3].startswith("cannot be compared with sft: 1 matched run, fewer than 3")
+    assert lines[0] == ("sft", "60.50 ± 11.00 (n=3)", "", "reference")
+    assert lines[1] == ("pl_distill", "68.75 ± 4.48 (n=4)", "+8.25 [3.89, 12.61] (n=3)", "above sft (95% CI excludes 0)")
+    assert lines[2][1:3] == ("61.00 (n=1, no CI)", "– (n=1)")
+    assert lines[2][3] == "cannot be compared with sft: no comparison: fold 2 has runs on one side only"
     assert comparison_lines(compare_groups(ROWS, "test_ua"))[0][2:] == ("", "")
     assert not math.isnan(compare_groups(ROWS, "test_ua")["ldist"].estimate.mean)

@@ -13,9 +13,10 @@ import pytest
 
 from pldistill.cli import run_app
 from pldistill.errors import InputError
-from pldistill.results import ResultsStore, run_query
+from pldistill.results import FoldMetrics, ResultsStore, run_query
 from pldistill.results import report as rep
 from pldistill.results.space import ParamSpec
+from pldistill.results.wording import MARKERS
 
 T0 = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -29,8 +30,11 @@ def _t(make_trial: Callable[..., object], tid: str, objective: str, dataset: str
        minute: int = 0) -> object:
     hp = {"objective": objective, "alpha": alpha, "beta": beta, "gamma": 1.0, "weighting": weighting,
           "lora_rank": rank, "cka_estimator": "biased"}
+    # one run, on the trial's one fold: its cells show the run's test UA, n = 1 (a fold without a finite
+    # run would refuse the estimate)
+    runs = [FoldMetrics(fold=1, best_epoch=2, test_ua=test_ua)] if status == "completed" else []
     return make_trial(tid, status=status, test_ua=test_ua, objective=objective, dataset=dataset, hparams=hp,
-                      val_ua=val_ua if status == "completed" else None,
+                      val_ua=val_ua if status == "completed" else None, folds=[1], fold_metrics=runs,
                       test_wa=test_ua - 0.01, test_f1=test_ua - 0.02, teacher_test_ua=0.4 + int(tid[1]) / 100,
                       teacher_test_wa=0.40, teacher_test_f1=0.39, ended_at=T0 + dt.timedelta(minutes=minute))
 
@@ -289,14 +293,22 @@ def test_cells_carry_ci_over_runs_and_rows_their_paired_difference(tmp_path: Pat
     write("s1", "sft", sft)
     write("p1", "pl_distill", pld)
     r = rep.build_report(root, "reps")
-    # sft: mean 0.55, sd 0.05, t(0.975, 2) = 4.302653 -> half width 4.302653 * 0.05 / sqrt(3) = 0.124207
-    assert _md_row(rep.render_markdown(r, {}), "SFT")[0] == "55.00 ± 12.42 (n=3)"
-    # differences 0.06, 0.02, 0.09: mean 0.056667, sd 0.035119, half width 4.302653 * 0.035119 / sqrt(3) = 0.087240
-    diff = r.diffs1["synthetic"]["PL-Distill"].difference
-    assert diff.n == 3 and diff.mean == pytest.approx(0.0566667, abs=1e-6)
-    assert (diff.low, diff.high) == pytest.approx((0.0566667 - 0.0872403, 0.0566667 + 0.0872403), abs=1e-6)
+    # sft, stratified by fold: fold 1 (.50, .55) mean .525, s^2 .00125; fold 2 (.60) one run, given fold 1's
+    # variance -> mean .5625, var (.00125/2 + .00125/1) / 4 = .00046875, 1 df -> half width
+    # 12.706205 * .0216506 = .275102.
     md = rep.render_markdown(r, {})
-    assert "not distinguishable from SFT" in md.split("### Paired differences to SFT", 1)[1]
+    assert _md_row(md, "SFT")[0] == "56.25 ± 27.51 (n=3, S1)"
+    assert f"Intervals: S1: {MARKERS['stratified-pooled'][1]}." in md
+    # paired (the same three runs): differences .06, .02 (fold 2), .09; fold 1 mean .075, s^2 .00045 ->
+    # mean (.075 + .02)/2 = .0475 (= .61 - .5625, the cells' means), var (.00045/2 + .00045/1)/4 = .00016875,
+    # 1 df -> half width 12.706205 * .0129904 = .165059
+    diff = r.diffs1["synthetic"]["PL-Distill"].difference
+    assert diff.n == 3 and diff.mean == pytest.approx(0.0475)
+    assert (diff.high - diff.low) / 2 == pytest.approx(0.165059, abs=1e-6)
+    below = md.split("### Paired differences to SFT", 1)[1]
+    assert "+4.75 [-11.76, 21.26] (n=3, S1) p=" in below and "Holm p=" in below
+    assert "not distinguishable from SFT" in below
+    assert "Verdicts use Holm-adjusted p-values over the 1 comparison of this table" in below
 
     # one run each: no t interval; the clip-level bootstrap over the saved predictions decides
     single = ResultsStore(root, "single")

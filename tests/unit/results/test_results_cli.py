@@ -117,7 +117,8 @@ def test_print_best_for_other_commands(results_root) -> None:
     console = Console(record=True, width=250)
     pldistill.cli.results.print_best(results_root, sweep="ablation", metric="test_ua", top=2, console=console)
     text = console.export_text()
-    assert "test_ua 95% CI" in text and "(n=1, no CI)" in text
+    # the fixture's fold 2 records no test_ua: no estimate rather than fold 1's alone, with the reason
+    assert "test_ua 95% CI" in text and "– (no estimate: fold 2 has no finite run)" in text
 
 
 def test_run_intervals_column_is_the_t_interval_over_runs() -> None:
@@ -128,4 +129,24 @@ def test_run_intervals_column_is_the_t_interval_over_runs() -> None:
     runs = [[{"fold": 1, "val_ua": 0.5}, {"fold": 2, "val_ua": 0.6}, {"fold": 3, "val_ua": 0.55}]]
     table = with_run_intervals(pa.table({"trial_id": ["t"], "fold_metrics": runs}), "val_ua")
     # mean 0.55, sd 0.05, t(0.975, 2) = 4.302653: half width 0.124
-    assert table.column("val_ua 95% CI").to_pylist() == ["0.550 ± 0.124 (n=3)"]
+    assert table.column("val_ua 95% CI").to_pylist() == ["0.550 ± 0.124 (n=3, P)"]
+    # one run per fold: the plain interval over folds, and the legend says what P means
+    assert table.schema.metadata[b"pldistill.intervals"].decode().startswith("P: plain t over the runs")
+
+
+def test_print_best_says_which_interval_its_ci_column_carries(tmp_path, trial) -> None:
+    from rich.console import Console
+
+    from pldistill.results import FoldMetrics, ResultsStore
+
+    store = ResultsStore(tmp_path, "seeds")
+    store.write_sweep_meta({"metric": "val_ua", "mode": "max"})
+    runs = [FoldMetrics(seed=s, fold=f, val_ua=0.5 + 0.1 * f + 0.01 * s) for f in (1, 2) for s in (0, 1)]
+    store.write_trial(trial("t0", fold_metrics=runs, seeds=[0, 1]))
+    console = Console(record=True, width=250)
+    pldistill.cli.results.print_best(tmp_path, sweep="seeds", console=console)
+    text = console.export_text()
+    # folds (0.6, 0.61) and (0.7, 0.71): mean 0.655; s^2 0.00005 each -> var (0.00005/2 + 0.00005/2)/4
+    # = 0.0000125, Satterthwaite df 2 -> half width 4.302653 * 0.0035355 = 0.0152
+    assert "0.655 ± 0.015 (n=4, S)" in text
+    assert "S: stratified t: the folds are fixed strata, the seeds the replicates inside them" in text
