@@ -186,3 +186,32 @@ def test_a_sampled_dimension_makes_a_pick_that_says_so() -> None:
                      "picked over `c2` (val_ua 0.6500; caad_contrast 2), `c05` (val_ua 0.6000; caad_contrast 0.5)"]
     assert reference_row(t, "CAAD") == "CAAD (gold target; best of 3 by val UA)"
     assert reference_row(t, "SFT") == "SFT"
+
+
+@pytest.mark.parametrize("objective", ["pl_distill", "emodistill"])
+def test_the_model_card_carries_its_trials_protocol(objective: str) -> None:
+    """Both card families: the student's own protocol and its differences from the paper."""
+    from pldistill.serve import TrialStudent
+    from pldistill.serve.card import model_card
+
+    cfg = _paper(data={"labelled_fraction": 0.1}, hparams={"objective": objective})
+    src = TrialStudent(sweep="s", trial_id="t", seed=0, fold=1, epoch=1, best_dir=Path("x"), config=cfg,
+                       row={"status": "completed"}, intervals={})
+    meta = {"labels": ["A", "B"], "prompt": "p", "window_s": 4.0, "vocab": 10, "encoder": "whisper",
+            "family": "classifier" if objective == "emodistill" else "audiolm"}
+    card = model_card(src, meta, adapter=False)
+    protocol = card.split("## Protocol\n", 1)[1].split("## Results", 1)[0]
+    assert f"- labels: {describe(cfg)['labels']}\n" in protocol
+    assert ("EmoDistill's teachers" in protocol) == (objective == "emodistill")
+    assert "- labelled fraction: paper 1 (every training clip labelled); here 0.1\n" in protocol
+
+
+def test_the_launch_summary_reads_the_protocol_back_from_the_results(tmp_path: Path,
+                                                                      trial: Callable[..., object]) -> None:
+    from pldistill.sweep.launch import protocol_of
+
+    store = ResultsStore(tmp_path, "semi")
+    cfg = _paper(data={"labelled_fraction": 0.1})
+    store.write_trial(trial("a", config_json=cfg.to_json()))
+    assert protocol_of(tmp_path, "semi") == protocol_lines(SweepProtocol({"a": cfg}))
+    assert protocol_of(tmp_path, "none") == ["Protocol: not recorded (no trial holds a resolved config)."]

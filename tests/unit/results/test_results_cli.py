@@ -129,3 +129,19 @@ def test_run_intervals_column_is_the_t_interval_over_runs() -> None:
     table = with_run_intervals(pa.table({"trial_id": ["t"], "fold_metrics": runs}), "val_ua")
     # mean 0.55, sd 0.05, t(0.975, 2) = 4.302653: half width 0.124
     assert table.column("val_ua 95% CI").to_pylist() == ["0.550 ± 0.124 (n=3)"]
+
+
+def test_best_prints_the_protocol_of_the_trials_it_shows(tmp_path, trial, capsys) -> None:
+    """Read from the shown trials' resolved configs; not in csv/json, which scripts parse."""
+    from pldistill.config import TrialConfig
+    from pldistill.results import ResultsStore
+
+    store = ResultsStore(tmp_path, "semi")
+    cfg = TrialConfig.model_validate({"data": {"labelled_fraction": 0.25}})
+    store.write_trial(trial("a", config_json=cfg.to_json()))
+    rc, out, _ = _run(capsys, "best", "--results", str(tmp_path))
+    assert rc == 0 and "sweep semi, the trials above. Protocol (from the trials' resolved configs):" in out
+    assert "- labels: 25% of each fold's training clips labelled" in out
+    assert "- labelled fraction: paper 1 (every training clip labelled); here 0.25" in out
+    rc, out, _ = _run(capsys, "best", "--results", str(tmp_path), "--format", "json")
+    assert rc == 0 and json.loads(out)[0]["trial_id"] == "a"
