@@ -121,6 +121,8 @@ def test_table1_cells_match_query(root: Path) -> None:
             assert shown[3 * i:3 * i + 3] == [_pct(exp[m]) for m in ("test_ua", "test_wa", "test_f1")]
     assert t.rows[PLD]["iemocap"].trial_id == "a2"  # by val_ua, not by test_ua (a3, a6)
     assert t.rows["SFT (best of 2 by val UA)"]["ravdess"].trial_id == "c1"          # the tie
+    # the reference row is SFT's pick, so the differences find it (SFT ran on ravdess only)
+    assert r.reference == "SFT (best of 2 by val UA)" and list(r.diffs1) == ["ravdess"]
 
 
 def test_teacher_row_matches_query(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
