@@ -169,6 +169,7 @@ def _training(c: TrialConfig) -> str:
 
 
 _EMODISTILL_TEACHERS = "EmoDistill's teachers (EmoDistill rows)"
+_TEACHERS = ("audio-LM teacher", _EMODISTILL_TEACHERS)
 #: The block's items, in order (:func:`describe`'s keys).
 _ITEMS = ("corpus and folds", "validation", "labels", "CE", "audio-LM teacher", _EMODISTILL_TEACHERS, "training",
           "seeds")
@@ -266,16 +267,20 @@ def protocol_lines(protocol: SweepProtocol, *, per_row_note: bool = True) -> lis
     return lines
 
 
-def caption_lines(protocol: SweepProtocol, rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def caption_lines(protocol: SweepProtocol, rows: Mapping[str, Mapping[str, Any]], *,
+                  teachers: bool = False) -> list[str]:
     """A table's caption: the protocol it was run under (the block at the top, by reference, with the
-    settings that differ from the paper named), and each row's own protocol where rows differ in it.
-    ``rows``: row label -> dataset -> cell (anything with a ``trial_id``)."""
+    settings that differ from the paper named), with ``teachers`` what each teacher saw, and each row's
+    own protocol where rows differ in it. ``rows``: row label -> dataset -> cell (with a ``trial_id``)."""
     if not protocol.configs:
         return ["Protocol: not recorded."]
     off = [s.name for s in PAPER_SETTINGS
            if any(v is not None and not s.same(v) for v in (s.read(c) for c in protocol.configs.values()))]
     lines = ["Protocol: as at the top of this report" + (f"; differs from the paper's section 3.1 in {', '.join(off)}"
                                                        if off else "; the paper's section 3.1 settings") + "."]
+    if teachers:
+        seen = {k: vs[0] for k, vs in protocol.items().items() if k in _TEACHERS and len(vs) == 1}
+        lines += [f"What each teacher saw: {k}: {v}." for k, v in seen.items()]
     if not protocol.varying():
         return lines
     lines.append("Rows differ in protocol; each row's own:")

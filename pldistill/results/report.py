@@ -192,7 +192,7 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
            f"teacher row by {teacher_scoring(r.rows)}.", "", *protocol_lines(r.protocol), "",
            "## Table 1: methods x datasets", ""]
     if r.table1.rows:
-        out += [*caption_lines(r.protocol, r.table1.rows), ""]
+        out += [*caption_lines(r.protocol, r.table1.rows, teachers=True), ""]
         out += _md_scores(r.table1, short)
         if r.picks1:
             out += [f"Rows picked among several trials by `{r.metric}`; the trials each passed over:", *r.picks1, ""]

@@ -127,6 +127,8 @@ def test_report_carries_the_block_on_top_and_in_each_caption(tmp_path: Path,
     assert "differs from the paper's section 3.1 in validation carve-out, labelled fraction." in caption
     assert "- PL-Distill: labels: 20% of each fold's training clips labelled" in caption
     assert "- SFT: labels: 10% of each fold's" in caption
+    assert f"What each teacher saw: audio-LM teacher: {describe(cfgs['s'])['audio-LM teacher']}." in caption
+    assert "What each teacher saw" not in md.split("## Table 2", 1)[1]
     assert "Protocol: as at the top" in md.split("## Table 2", 1)[1]
 
 
