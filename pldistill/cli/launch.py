@@ -50,9 +50,11 @@ def launch_cmd(
     c = summary.counts
     console.print(f"sweep [bold]{summary.name}[/bold]: {c.get('completed', 0)} completed, "
                   f"{c.get('failed', 0)} failed in {summary.wall_s:.0f} s; results in {summary.results / summary.name}")
+    console.print("\n".join(summary.protocol), markup=False, highlight=False, soft_wrap=True)
     from pldistill.cli.results import print_best  # duckdb and pyarrow are core dependencies
 
-    print_best(summary.results, sweep=summary.name, metric=summary.metric, mode=summary.mode, top=5, console=console)
+    print_best(summary.results, sweep=summary.name, metric=summary.metric, mode=summary.mode, top=5, console=console,
+               protocol=False)
 
 
 def submit_as_job(sweep_file: Path, address: str, working_dir: Path, *, follow: bool, progress: bool,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from rich.console import Console
 
-__all__ = ["query", "best", "status", "print_best"]
+__all__ = ["query", "best", "status", "print_best", "print_protocol"]
 
 
 class OutputFormat(str, enum.Enum):
@@ -146,8 +146,9 @@ def best(
 
 def print_best(results: Path, *, metric: str = "val_ua", mode: str | None = None, by: str | None = None,
                sweep: str | None = None, top: int = 1, fmt: OutputFormat = OutputFormat.table,
-               console: Console | None = None) -> None:
-    """What ``best`` prints, for other commands (``launch`` shows the best trials of its sweep)."""
+               console: Console | None = None, protocol: bool = True) -> None:
+    """What ``best`` prints, for other commands (``launch`` shows the best trials of its sweep, and its
+    protocol itself): the table, then (as a table) the protocol block of each sweep's trials shown."""
     from pldistill.results.query import best_trials
 
     table = best_trials(results, metric=metric, mode=mode, by=by, sweep=sweep, top=top)
@@ -160,6 +161,21 @@ def print_best(results: Path, *, metric: str = "val_ua", mode: str | None = None
     title = f"best by {metric_col} ({meta[b'pldistill.mode'].decode()})" + (f" per {group}" if group else "")
     legend = ((table.schema.metadata or {}).get(b"pldistill.intervals") or b"").decode() or None
     _emit(table, fmt, title=title, columns=shown, console=console, caption=legend)
+    if protocol and fmt is OutputFormat.table:
+        print_protocol(table.to_pylist(), console=console)
+
+
+def print_protocol(rows: list[dict], *, console: Console | None = None) -> None:
+    """The protocol block (:mod:`pldistill.results.protocol`) of ``rows``' trials, one per sweep."""
+    from rich.console import Console
+
+    from pldistill.results.protocol import protocol_lines, sweep_protocol
+
+    console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
+    for name in dict.fromkeys(str(r.get("sweep")) for r in rows):
+        lines = protocol_lines(sweep_protocol(r for r in rows if str(r.get("sweep")) == name), per_row_note=False)
+        console.print(f"\nsweep {name}, the trials above. " + "\n".join(lines), markup=False, highlight=False,
+                      soft_wrap=True)
 
 
 def with_run_intervals(table, metric: str):

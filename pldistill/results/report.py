@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pldistill._fs import atomic_dir
 from pldistill.errors import InputError
 from pldistill.results.compare import ClipPredictions, Comparison
+from pldistill.results.protocol import SweepProtocol, caption_lines, protocol_lines, sweep_protocol
 from pldistill.results.query import best_trials, sweep_status
 from pldistill.results.space import ParamSpec, _finite, searched_params
 from pldistill.results.stats import (
@@ -33,11 +34,11 @@ from pldistill.results.tables import (
     differences,
     history,
     method_labels,
-    method_table,
     param_importances,
     selection,
     teacher_scoring,
 )
+from pldistill.results.variants import named_method_table, reference_row
 
 #: Table 2's rows are compared with LDist, the logit-only base PL-Distill adds its term to.
 ABLATION_REFERENCE = "LDist"
@@ -78,6 +79,9 @@ class SweepReport:
     diffs1: dict[str, Comparison] | None = None
     diffs2: dict[str, Comparison] | None = None
     test_selected: bool = False
+    #: What was run (from the trials' resolved configs), and Table 1's best-of-n picks with the others.
+    protocol: SweepProtocol = field(default_factory=SweepProtocol)
+    picks1: list[str] = field(default_factory=list)
 
 
 def _clip_loader(root: Path, name: str):
@@ -113,14 +117,16 @@ def build_report(root: str | Path, name: str, *, top: int = 5, reference: str = 
     labels = method_labels()
     if reference not in labels:
         raise InputError(None, "--reference", f"unknown objective {reference!r}; valid: {', '.join(labels)}")
-    table1, table2 = method_table(rows, metric, mode), ablation_table(rows, metric, mode)
+    (table1, picks1), table2 = named_method_table(rows, metric, mode, meta), ablation_table(rows, metric, mode)
+    ref = reference_row(table1, labels[reference])
     clips = _clip_loader(Path(root), name)
     search = ((meta or {}).get("config") or {}).get("search") or {}
     return SweepReport(name, metric, mode, status, table1, table2, best, params, source, history(rows, metric, mode),
-                       imp, note, rows, reference=labels[reference],
-                       diffs1=differences(table1, labels[reference], DIFFERENCE_SCORE, clips),
+                       imp, note, rows, reference=ref,
+                       diffs1=differences(table1, ref, DIFFERENCE_SCORE, clips),
                        diffs2=differences(table2, ABLATION_REFERENCE, DIFFERENCE_SCORE, clips),
-                       test_selected=bool(search.get("allow_test_selection")) or str(metric).startswith("test_"))
+                       test_selected=bool(search.get("allow_test_selection")) or str(metric).startswith("test_"),
+                       protocol=sweep_protocol(rows), picks1=picks1)
 
 
 def _pct(value: object) -> str:
@@ -204,14 +210,19 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
            f"each table). Trials whose `{r.metric}` is missing or NaN are left out. The teacher row "
            "shows the teacher's own test scores (one run per fold: it is the same for every seed) as recorded by "
            f"the dataset's best trial. Students are scored closed-set (the most likely label's answer); the "
-           f"teacher row by {teacher_scoring(r.rows)}.", "", "## Table 1: methods x datasets", ""]
+           f"teacher row by {teacher_scoring(r.rows)}.", "", *protocol_lines(r.protocol), "",
+           "## Table 1: methods x datasets", ""]
     if r.table1.rows:
+        out += [*caption_lines(r.protocol, r.table1.rows, teachers=True), ""]
         out += _md_scores(r.table1, short)
+        if r.picks1:
+            out += [f"Rows picked among several trials by `{r.metric}`; the trials each passed over:", *r.picks1, ""]
         out += [f"### Paired differences to {r.reference}", ""] + _md_differences(r.diffs1, r.reference)
     else:
         out += [f"Omitted: no completed trial with a finite `{r.metric}`.", ""]
     out += ["## Table 2: ablation", ""]
     if len(r.table2.rows) >= 2:
+        out += [*caption_lines(r.protocol, r.table2.rows), ""]
         out += _md_scores(r.table2, short)
         out += [f"### Paired differences to {ABLATION_REFERENCE}", ""] + _md_differences(r.diffs2, ABLATION_REFERENCE)
     else:

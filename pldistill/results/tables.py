@@ -41,15 +41,30 @@ def method_label(row: Mapping[str, Any]) -> str | None:
     from pldistill.losses import OBJECTIVES
 
     spec = OBJECTIVES.get(str(row.get("objective") or row.get("hp_objective")))
-    return None if spec is None else spec.method_label({h: _hp(row, h) for h in spec.ablations})
+    if spec is None:
+        return None
+    label = spec.method_label({h: _hp(row, h) for h in spec.ablations})
+    target = _hp(row, "pseudo_target")
+    # Whether CAAD's Stage 1 ran (its teacher forced on a pseudo ground truth from the clip's audio) is
+    # part of the method, so it is in the name; another objective names a metadata target only if set.
+    if spec.name == "caad" or target != "label":
+        label += f" ({_TARGET_WORDS.get(str(target), f'{target} target')})"
+    return label
+
+
+#: ``pseudo_target`` -> the words a Table 1 row carries: CAAD's Stage 1 (a pseudo ground truth composed
+#: from the clip's audio) runs under ``metadata``; ``label`` forces the teacher on the gold answer.
+_TARGET_WORDS = {"label": "gold target", "metadata": "metadata target"}
 
 
 def _method_order() -> list[str]:
-    """Table 1's row order: registration order, each objective followed by its ablation rows."""
+    """Table 1's row order: registration order, each objective followed by its ablation rows, each of
+    those by its pseudo-target rows."""
     from pldistill.losses import OBJECTIVES
 
-    return [label for o in OBJECTIVES.values()
-            for label in (o.label, *(f"{o.label} {words}" for words in o.ablations.values()))]
+    return [label + target for o in OBJECTIVES.values()
+            for label in (o.label, *(f"{o.label} {words}" for words in o.ablations.values()))
+            for target in ("", *(f" ({words})" for words in _TARGET_WORDS.values()))]
 
 
 def _weighted_terms(objective: str) -> list[tuple[str, str]]:
@@ -160,14 +175,18 @@ def _table(rows: Sequence[Mapping[str, Any]], label_of: Any, order: Sequence[str
     return table
 
 
-def method_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> ScoreTable:
+def method_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str,
+                 label_of: Callable[[Mapping[str, Any]], str | None] | None = None,
+                 order: Sequence[str] | None = None) -> ScoreTable:
     """Table 1: objective x dataset, test UA/WA/F1, plus the row ``Teacher`` (the teacher's test
-    scores as recorded by each dataset's best trial overall)."""
+    scores as recorded by each dataset's best trial overall). ``label_of``/``order``: a trial's row and
+    the rows' order (default :func:`method_label`, the paper's order; :mod:`.variants` names each
+    configuration a sweep ran)."""
     # Where the corpus marks conflict clips (words of another emotion than the voice), their UA
     # stands beside the overall scores: how much a model follows the words instead of the voice.
     scores = ("test_ua", "test_wa", "test_f1") + (
         ("test_conflict_ua",) if any(_finite(r.get("test_conflict_ua")) for r in rows) else ())
-    table = _table(rows, method_label, _method_order(), metric, mode, scores)
+    table = _table(rows, label_of or method_label, order or _method_order(), metric, mode, scores)
     teacher: dict[str, Cell] = {}
     for d in table.datasets:
         # among trials that recorded the audio teacher (a classifier-family trial has EmoDistill's own)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pldistill.results.protocol import describe, paper_differences
 from pldistill.serve.source import FIGURES, TrialStudent
 
 __all__ = ["model_card"]
@@ -51,6 +52,14 @@ def _figures(src: TrialStudent) -> list[str]:
     return lines
 
 
+def _protocol(src: TrialStudent) -> list[str]:
+    """What the student was trained under (its trial's resolved config, as every report shows it), and
+    where that differs from the PL-Distill paper's section 3.1."""
+    diffs = paper_differences([src.config]) or ["none"]
+    return ["## Protocol", "", *(f"- {k}: {v}" for k, v in describe(src.config).items()), "",
+            "Differences from the PL-Distill paper's setup (section 3.1):", "", *(f"- {d}" for d in diffs)]
+
+
 def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str:
     """Markdown with a Hugging Face metadata header; ``meta`` is what export wrote to its labels file."""
     if meta.get("family") == "classifier":
@@ -92,6 +101,7 @@ def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str
         f"- Epochs {cfg.train.epochs}, batch {cfg.train.batch_size} x accumulation {cfg.train.grad_accum}, "
         f"seeds {cfg.train.seeds} (this folder: seed {src.seed}); teacher mode {cfg.model.teacher_mode}.",
         "- Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())), "",
+        *_protocol(src), "",
         "## Results (closed-set; UA = balanced accuracy, WA = accuracy, F1 = macro-F1)", "",
         *_figures(src), "",
         f"pldistill {src.row.get('pldistill_version') or 'unknown'}, commit {src.row.get('git_commit') or 'unknown'}.",
@@ -130,6 +140,7 @@ def _classifier_card(src: TrialStudent, meta: dict[str, Any]) -> str:
         f"or `pldistill-sweep predict OUT_DIR clip.wav`. Labels: {', '.join(meta['labels'])}. Audio: 16 kHz mono, "
         f"**cropped to its first {meta['window_s']:g} s**, as training cropped it.", "",
         "## Training", "", "- Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())), "",
+        *_protocol(src), "",
         "## Results (UA = balanced accuracy, WA = accuracy, F1 = macro-F1)", "", *_figures(src), "",
         f"pldistill {src.row.get('pldistill_version') or 'unknown'}, commit {src.row.get('git_commit') or 'unknown'}.",
         "",

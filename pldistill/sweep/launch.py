@@ -17,7 +17,8 @@ from typing import Any
 
 from pldistill.errors import InputError, PldistillError
 
-__all__ = ["LaunchOptions", "LaunchSummary", "launch", "resume", "run_sweep", "prepare_shared", "sweep_meta"]
+__all__ = ["LaunchOptions", "LaunchSummary", "launch", "resume", "run_sweep", "prepare_shared", "sweep_meta",
+           "protocol_of"]
 
 
 @dataclass
@@ -39,6 +40,8 @@ class LaunchSummary:
     #: The sweep's own selection metric and mode: the summary ranks by them, never by a test figure.
     metric: str = "val_ua"
     mode: str = "max"
+    #: What was run: the protocol block of the sweep's recorded trials (pldistill.results.protocol).
+    protocol: list[str] = field(default_factory=list)
 
 
 def prepare_shared(sweep: Any, log=print, address: str | None = None,
@@ -169,7 +172,8 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
         say(f"sweep {sweep.name} already finished; results in {store.sweep_dir} "
             "(give the sweep a new name to run it again)")
         return LaunchSummary(name=sweep.name, results=results, counts=dict(meta.get("counts") or {}),
-                             metric=sweep.search.metric, mode=sweep.search.effective_mode)
+                             metric=sweep.search.metric, mode=sweep.search.effective_mode,
+                             protocol=protocol_of(results, sweep.name))
     earlier = meta is not None and can_resume(results, sweep.name)
     if must_resume and not earlier:
         raise PldistillError(f"sweep {sweep.name} in {store.sweep_dir} has no Tune state to resume; "
@@ -236,8 +240,16 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
     finally:
         ray_once.stop()
     return LaunchSummary(name=sweep.name, results=results, counts=counts, metric=sweep.search.metric,
-                         mode=sweep.search.effective_mode,
-                         wall_s=time.perf_counter() - started, dashboard_url=url)
+                         mode=sweep.search.effective_mode, wall_s=time.perf_counter() - started, dashboard_url=url,
+                         protocol=protocol_of(results, sweep.name))
+
+
+def protocol_of(results: Path, name: str) -> list[str]:
+    """The protocol block of sweep ``name``'s recorded trials (their resolved configs), as lines."""
+    from pldistill.results import read_trials
+    from pldistill.results.protocol import protocol_lines, sweep_protocol
+
+    return protocol_lines(sweep_protocol(read_trials(results, name).to_pylist()))
 
 
 def sweep_meta(sweep: Any, sweep_path: Path, earlier: dict[str, Any] | None = None) -> dict[str, Any]:

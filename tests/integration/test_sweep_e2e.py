@@ -65,6 +65,10 @@ def test_launch_then_query(tmp_path, tiny_cache, capsys, monkeypatch):
         rows = read_trials(tmp_path / "results").to_pylist()
         pytest.fail(f"{summary.counts}: " + " | ".join(f"{r['status']}: {r['error']}" for r in rows))
     capsys.readouterr()
+    # what was run travels with the summary: read back from the trials' resolved configs
+    assert summary.protocol[0] == "Protocol (from the trials' resolved configs):"
+    assert "- labels: every training clip labelled" in summary.protocol
+    assert "- training: 2 epochs, batch 8 x accumulation 1, lr 0.001, best epoch by val_ua" in summary.protocol
 
     results = str(tmp_path / "results")
     sql = ("select trial_id, status, hp_alpha, hp_lora_rank, hp_weighting, val_ua, test_ua, test_f1, "
@@ -119,12 +123,13 @@ def _check_report(tmp_path: Path, results: str, rows: list[dict], capsys) -> Non
         return json.loads(capsys.readouterr().out)[0]
 
     exp = best("objective = 'pl_distill'")
-    cell = report.table1.rows["PL-Distill"]["synthetic"]
+    pick = "PL-Distill (best of 2 by val UA)"  # a row picked among the sampled trials says so
+    cell = report.table1.rows[pick]["synthetic"]
     assert cell.trial_id == exp["trial_id"] and cell.n_trials == 2
     assert {m: cell.scores[m] for m in ("test_ua", "test_wa", "test_f1")} == \
         {m: exp[m] for m in ("test_ua", "test_wa", "test_f1")}
     # one seed, one fold: each cell is the run's figure, n = 1, no interval
-    assert "| PL-Distill | " + " | ".join(f"{100 * exp[m]:.2f} (n=1, no CI)" for m in ("test_ua", "test_wa", "test_f1")) \
+    assert f"| {pick} | " + " | ".join(f"{100 * exp[m]:.2f} (n=1, no CI)" for m in ("test_ua", "test_wa", "test_f1")) \
         in md
     teacher = report.table1.rows["Teacher"]["synthetic"].scores
     assert {m: teacher[m] for m in ("test_ua", "test_wa", "test_f1")} == \

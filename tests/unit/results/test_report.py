@@ -88,7 +88,11 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f} (n=1, no CI)"
 
 
-TABLE1 = {"PL-Distill": "objective = 'pl_distill'", "LDist": "objective = 'ldist'", "SFT": "objective = 'sft'",
+#: A row per configuration the sweep fixed (beta is not in mix's search space), and a row picked among
+#: trials by val_ua says so (pldistill.results.variants).
+PLD = "PL-Distill (beta = 0.8; best of 4 on iemocap, 1 on ravdess by val UA)"
+TABLE1 = {PLD: "objective = 'pl_distill' and hp_beta <> 0", "PL-Distill (beta = 0)": "objective = 'pl_distill' "
+          "and hp_beta = 0", "LDist": "objective = 'ldist'", "SFT (best of 2 by val UA)": "objective = 'sft'",
           "Forward KL": "objective = 'forward_kl'"}
 TABLE2 = {
     "LDist": "objective = 'ldist'",
@@ -104,7 +108,8 @@ def test_table1_cells_match_query(root: Path) -> None:
     t = r.table1
     assert (r.metric, r.mode) == ("val_ua", "max")
     assert t.datasets == ["iemocap", "ravdess"]
-    assert list(t.rows) == ["Teacher", "SFT", "Forward KL", "LDist", "PL-Distill"]  # the paper's order
+    assert list(t.rows) == ["Teacher", "SFT (best of 2 by val UA)", "Forward KL", "LDist", "PL-Distill (beta = 0)",
+                            PLD]  # the paper's order, then the values
     md = rep.render_markdown(r, {})
     for label, where in TABLE1.items():
         shown = _md_row(md, label)
@@ -118,8 +123,10 @@ def test_table1_cells_match_query(root: Path) -> None:
             assert cell.trial_id == exp["trial_id"]
             assert cell.scores == {m: exp[m] for m in ("test_ua", "test_wa", "test_f1")}
             assert shown[3 * i:3 * i + 3] == [_pct(exp[m]) for m in ("test_ua", "test_wa", "test_f1")]
-    assert t.rows["PL-Distill"]["iemocap"].trial_id == "a2"  # by val_ua, not by test_ua (a3, a6)
-    assert t.rows["SFT"]["ravdess"].trial_id == "c1"          # the tie
+    assert t.rows[PLD]["iemocap"].trial_id == "a2"  # by val_ua, not by test_ua (a3, a6)
+    assert t.rows["SFT (best of 2 by val UA)"]["ravdess"].trial_id == "c1"          # the tie
+    # the reference row is SFT's pick, so the differences find it (SFT ran on ravdess only)
+    assert r.reference == "SFT (best of 2 by val UA)" and list(r.diffs1) == ["ravdess"]
 
 
 def test_teacher_row_matches_query(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -337,8 +344,9 @@ def test_caad_has_its_table1_row_after_the_paper_methods() -> None:
             for t, o, v in (("c1", "caad", 0.7), ("c2", "caad", 0.6), ("p1", "pl_distill", 0.65),
                             ("f1", "forward_kl", 0.5))]
     t = method_table(rows, "val_ua", "max")
-    assert list(t.rows) == ["Forward KL", "PL-Distill", "CAAD"]
-    assert t.rows["CAAD"]["synthetic"].trial_id == "c1" and t.rows["CAAD"]["synthetic"].n_trials == 2
+    assert list(t.rows) == ["Forward KL", "PL-Distill", "CAAD (gold target)"]  # pseudo_target: label by default
+    assert t.rows["CAAD (gold target)"]["synthetic"].trial_id == "c1"
+    assert t.rows["CAAD (gold target)"]["synthetic"].n_trials == 2
 
 
 def test_emodistill_and_its_single_teacher_ablations_are_table1_rows() -> None:
@@ -354,7 +362,7 @@ def test_emodistill_and_its_single_teacher_ablations_are_table1_rows() -> None:
             row("l0", "emodistill", 0.8, w_p=1.0, w_l=0.0), row("e2", "emodistill", 0.5),  # defaults: w = 1
             row("s1", "sft", 0.55), row("c1", "caad", 0.7)]
     t = method_table(rows, "val_ua", "max")
-    assert list(t.rows) == ["SFT", "CAAD", "EmoDistill", "EmoDistill w/o prosodic teacher",
+    assert list(t.rows) == ["SFT", "CAAD (gold target)", "EmoDistill", "EmoDistill w/o prosodic teacher",
                             "EmoDistill w/o linguistic teacher"]
     assert t.rows["EmoDistill"]["synthetic"].trial_id == "e1" and t.rows["EmoDistill"]["synthetic"].n_trials == 2
     assert t.rows["EmoDistill w/o prosodic teacher"]["synthetic"].trial_id == "p0"

@@ -150,3 +150,19 @@ def test_print_best_says_which_interval_its_ci_column_carries(tmp_path, trial) -
     # = 0.0000125, Satterthwaite df 2 -> half width 4.302653 * 0.0035355 = 0.0152
     assert "0.655 ± 0.015 (n=4, S)" in text
     assert "S: stratified t: the folds are fixed strata, the seeds the replicates inside them" in text
+
+
+def test_best_prints_the_protocol_of_the_trials_it_shows(tmp_path, trial, capsys) -> None:
+    """Read from the shown trials' resolved configs; not in csv/json, which scripts parse."""
+    from pldistill.config import TrialConfig
+    from pldistill.results import ResultsStore
+
+    store = ResultsStore(tmp_path, "semi")
+    cfg = TrialConfig.model_validate({"data": {"labelled_fraction": 0.25}})
+    store.write_trial(trial("a", config_json=cfg.to_json()))
+    rc, out, _ = _run(capsys, "best", "--results", str(tmp_path))
+    assert rc == 0 and "sweep semi, the trials above. Protocol (from the trials' resolved configs):" in out
+    assert "- labels: 25% of each fold's training clips labelled" in out
+    assert "- labelled fraction: paper 1 (every training clip labelled); here 0.25" in out
+    rc, out, _ = _run(capsys, "best", "--results", str(tmp_path), "--format", "json")
+    assert rc == 0 and json.loads(out)[0]["trial_id"] == "a"
