@@ -31,6 +31,12 @@ def _figure(size: tuple[float, float]) -> Any:
     return fig
 
 
+def _save(fig: Any, path: Path) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    return True
+
+
 def _param_axis(ax: Any, spec: ParamSpec, points: list[tuple[Any, float]], metric: str) -> None:
     """One panel: the metric of every completed trial against ``spec``'s value."""
     if spec.kind == "categorical":
@@ -65,9 +71,7 @@ def _params_figure(report: SweepReport, path: Path) -> bool:
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.suptitle(f"{report.name}: {report.metric} against each searched hyperparameter")
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
-    return True
+    return _save(fig, path)
 
 
 def _history_figure(report: SweepReport, path: Path) -> bool:
@@ -83,9 +87,7 @@ def _history_figure(report: SweepReport, path: Path) -> bool:
     ax.set_title(f"{report.name}: optimisation history")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
-    return True
+    return _save(fig, path)
 
 
 def _importances_figure(report: SweepReport, path: Path) -> bool:
@@ -98,16 +100,38 @@ def _importances_figure(report: SweepReport, path: Path) -> bool:
     ax.set_xlabel("importance (Optuna)")
     ax.set_title(f"{report.name}: hyperparameter importances for {report.metric}")
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
-    return True
+    return _save(fig, path)
+
+
+def _tuning_figure(report: SweepReport, path: Path) -> bool:
+    """Each method's tuning curve over k = 1..n with its band, on integer ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    t = report.tuning
+    if t is None or not t.curves:
+        return False
+    fig = _figure((6.4, 4.2))
+    ax = fig.subplots()
+    for i, c in enumerate(t.curves):
+        color = f"C{i}"
+        ks = range(1, c.n + 1)
+        ax.fill_between(ks, c.lower, c.upper, color=color, alpha=0.18, linewidth=0)
+        ax.plot(ks, c.point, color=color, marker="o", markersize=3, label=f"{c.method} (n={c.n})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(1, max(c.n for c in t.curves))
+    ax.set_xlabel("k (random-search trials)")
+    ax.set_ylabel(f"median best {t.metric} of k trials")
+    ax.set_title(f"{report.name}: tuning curves, {round(100 * t.confidence)}% simultaneous bands")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
 
 
 def write_plots(report: SweepReport, folder: Path) -> dict[str, str | None]:
     """Write the PNGs into ``folder``; returns plot key -> file name, None where there is nothing to plot."""
     out: dict[str, str | None] = {}
     for key, draw in (("metric_vs_params", _params_figure), ("history", _history_figure),
-                      ("importances", _importances_figure)):
+                      ("importances", _importances_figure), ("tuning_curves", _tuning_figure)):
         name = f"{key}.png"
         out[key] = name if draw(report, folder / name) else None
     return out

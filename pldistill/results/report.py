@@ -32,6 +32,7 @@ from pldistill.results.tables import (
     selection,
     teacher_scoring,
 )
+from pldistill.results.tuning import TuningCurves, tuning_curves, tuning_markdown
 
 #: Table 2's rows are compared with LDist, the logit-only base PL-Distill adds its term to.
 ABLATION_REFERENCE = "LDist"
@@ -72,6 +73,7 @@ class SweepReport:
     diffs1: dict[str, Comparison] | None = None
     diffs2: dict[str, Comparison] | None = None
     test_selected: bool = False
+    tuning: TuningCurves | None = None
 
 
 def _clip_loader(root: Path, name: str):
@@ -114,7 +116,8 @@ def build_report(root: str | Path, name: str, *, top: int = 5, reference: str = 
                        imp, note, rows, reference=labels[reference],
                        diffs1=differences(table1, labels[reference], DIFFERENCE_SCORE, clips),
                        diffs2=differences(table2, ABLATION_REFERENCE, DIFFERENCE_SCORE, clips),
-                       test_selected=bool(search.get("allow_test_selection")) or str(metric).startswith("test_"))
+                       test_selected=bool(search.get("allow_test_selection")) or str(metric).startswith("test_"),
+                       tuning=tuning_curves(rows, meta, metric, mode))
 
 
 def _pct(value: object) -> str:
@@ -222,6 +225,8 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
         out += _md_table(["hyperparameter", "importance"], [[f"`{k}`", f"{v:.3f}"] for k, v in r.importances.items()])
         if plots.get("importances"):
             out += [f"![importances]({plots['importances']})", ""]
+    if r.tuning is not None:
+        out += tuning_markdown(r.tuning, plots.get("tuning_curves"))
     return "\n".join(out)
 
 
