@@ -22,6 +22,7 @@ from pldistill.results.space import ParamSpec, _finite, searched_params
 from pldistill.results.stats import difference_verdict, format_difference, format_estimate
 from pldistill.results.store import list_sweeps, read_sweep_metas, read_trials
 from pldistill.results.tables import (
+    HistoryPoint,
     ScoreTable,
     ablation_table,
     differences,
@@ -65,7 +66,7 @@ class SweepReport:
     best: list[dict[str, Any]]
     params: list[ParamSpec]
     params_source: str
-    history: list[tuple[str, float, float]]
+    history: list[HistoryPoint]
     importances: dict[str, float] | None
     importances_note: str
     rows: list[dict[str, Any]]
@@ -216,7 +217,11 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
             else "No plot: no searched hyperparameter or no completed trial.", "",
             "## Optimisation history", ""]
     out += [f"![{r.metric} per trial in completion order, best so far]({plots['history']})" if plots.get("history")
-            else "No plot: no completed trial.", "", "## Hyperparameter importances (Optuna)", ""]
+            else "No plot: no completed trial.", ""]
+    if any(h.pruned for h in r.history):
+        out += ["Hollow points in both plots are pruned trials (the scheduler stopped them): their score is their "
+                "last epoch's, and they never set the best so far.", ""]
+    out += ["## Hyperparameter importances (Optuna)", ""]
     if r.importances is None:
         out += [f"Not computed: {r.importances_note}.", ""]
     else:
