@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pldistill.results.space import _finite
-from pldistill.results.tables import method_label
+from pldistill.results.tables import _method_order, method_label
 
 __all__ = ["TUNING_CONFIDENCE", "TUNING_KS", "TuningCurve", "TuningCurves", "tuning_curve", "tuning_curves",
            "tuning_markdown"]
@@ -134,7 +134,9 @@ def tuning_curves(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | N
         out.why = f"no completed trial with a finite `{metric}` yet"
         return out
     support = metric_support(metric)
-    out.curves = [tuning_curve(label, groups[label], mode=mode, support=support) for label in sorted(groups)]
+    order = _method_order()
+    labels = sorted(groups, key=lambda s: (order.index(s) if s in order else len(order), s))  # Table 1's order
+    out.curves = [tuning_curve(label, groups[label], mode=mode, support=support) for label in labels]
     out.ties = any(len(set(c.scores)) < c.n for c in out.curves)
     return out
 
@@ -144,10 +146,11 @@ def _support_text(metric: str) -> str:
     return f"scores in [{low:g}, {high:g}]" if math.isfinite(low) else "unbounded scores"
 
 
-def _cell(curve: TuningCurve, k: int) -> str:
+def _cell(curve: TuningCurve, k: int, percent: bool) -> str:
     if k > curve.n:
         return "–"
-    point, lower, upper = (f"{100 * v:.1f}" if math.isfinite(v) else "–" for v in curve.at(k))
+    point, lower, upper = ((f"{100 * v:.1f}" if percent else f"{v:.4g}") if math.isfinite(v) else "–"
+                           for v in curve.at(k))
     return f"{point} [{lower}, {upper}]"
 
 
@@ -157,18 +160,21 @@ def tuning_markdown(t: TuningCurves, plot: str | None) -> list[str]:
     if t.why is not None:
         return out + [f"No tuning curve: {t.why}.", ""]
     pct = int(round(100 * t.confidence))
+    percent = math.isfinite(metric_support(t.metric)[0])
     best = "best" if t.mode == "max" else "lowest"
     out += [f"Each method's median tuning curve: the {best} `{t.metric}` that the best of k of its random-search "
             f"trials reaches with probability 1/2, from the empirical distribution of its trials' scores, with a "
             f"{pct}% simultaneous confidence band (opda, Learned-Miller-DeStefano equal-tailed band on the CDF, "
             f"{_support_text(t.metric)}; Lourie et al. 2023). Methods with more hyperparameters pay for "
-            "them here: compare the curves at equal k. Values in points (%) as median [band]."
-            + (f" {t.left_out} trials left out (not completed, or no finite score)." if t.left_out else "")
+            "them here: compare the curves at equal k. Values as median [band]"
+            + (" in points (%)." if percent else ".")
+            + (f" {t.left_out} trials left out (pruned, failed, running, or no finite score)." if t.left_out else "")
             + (" Some scores tie: the bands assume continuous scores, so their coverage is approximate."
                if t.ties else ""), ""]
     if plot:
         out += [f"![tuning curves]({plot})", ""]
     head = ["Method", "n", *(f"k = {k}" for k in TUNING_KS), "k = n"]
-    body = [[c.method, str(c.n), *(_cell(c, k) for k in TUNING_KS), _cell(c, c.n)] for c in t.curves]
+    body = [[c.method, str(c.n), *(_cell(c, k, percent) for k in TUNING_KS), _cell(c, c.n, percent)]
+            for c in t.curves]
     out += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     return out + ["| " + " | ".join(row) + " |" for row in body] + [""]

@@ -91,7 +91,7 @@ def test_one_curve_per_method_over_its_finished_trials(trial: Callable[..., obje
     t = tuning_curves(rows, _RANDOM, "val_ua", "max")
     assert t.why is None and t.left_out == 2
     got = {c.method: c for c in t.curves}
-    assert set(got) == {"SFT", "PL-Distill"}
+    assert list(got) == ["SFT", "PL-Distill"]  # Table 1's order
     assert sorted(got["SFT"].scores) == pytest.approx(sorted(scores["sft"]))
     assert got["PL-Distill"].at(9)[0] == pytest.approx(_median_max(np.array(scores["pl_distill"]), 9))
     md = "\n".join(tuning_markdown(t, "tuning_curves.png"))
@@ -101,6 +101,20 @@ def test_one_curve_per_method_over_its_finished_trials(trial: Callable[..., obje
     assert cells[:2] == ["SFT", "7"] and len(cells) == 2 + len(TUNING_KS) + 1
     point, lower, upper = got["SFT"].at(5)
     assert cells[3] == f"{100 * point:.1f} [{100 * lower:.1f}, {100 * upper:.1f}]"
+
+
+def test_a_loss_metric_is_minimised_and_not_shown_as_percent(trial: Callable[..., object]) -> None:
+    losses = [1.9, 1.2, 1.5, 0.8, 1.1, 1.4, 2.3]
+    rows = [trial(f"s{i}", objective="sft", hparams={"objective": "sft"}, val_loss=v).to_row()  # type: ignore[attr-defined]
+            for i, v in enumerate(losses)]
+    t = tuning_curves(rows, _RANDOM, "val_loss", "min")
+    (c,) = t.curves
+    assert c.at(7)[0] == min(losses) and c.at(1)[0] == pytest.approx(float(np.median(losses)))
+    assert all(lo <= p <= hi for lo, p, hi in zip(c.lower, c.point, c.upper))
+    assert all(a >= b for a, b in zip(c.point, c.point[1:]))  # more trials, a lower loss to expect
+    assert c.lower[-1] == -math.inf  # a loss has no floor the band could lean on
+    row = next(ln for ln in tuning_markdown(t, None) if ln.startswith("| SFT |"))
+    assert row.split("|")[5].strip().startswith(f"{min(losses):.4g} [")
 
 
 @pytest.mark.parametrize(("algorithm", "words"), [("optuna", "TPE"), ("grid", "grid"), (None, "not recorded")])
