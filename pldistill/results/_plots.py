@@ -82,7 +82,8 @@ def _param_axis(ax: Any, spec: ParamSpec, points: list[tuple[Any, float, bool]],
         cats = list(dict.fromkeys([*spec.choices, *(v for v, _, _ in points)]))
         index = {repr(c): i for i, c in enumerate(cats)}
         xs = [float(index[repr(v)]) for v, _, _ in points]
-        ax.set_xticks(range(len(cats)), [str(c) for c in cats], rotation=20, fontsize=8)
+        names = [str(c) for c in cats]
+        ax.set_xticks(range(len(cats)), names, rotation=20 if max(map(len, names)) > 6 else 0, fontsize=8)
         ax.set_xlim(-0.5, len(cats) - 0.5)
     else:
         xs = [float(v) for v, _, _ in points]
@@ -161,7 +162,10 @@ def _tuning_figure(report: SweepReport) -> Any | None:
     for i, c in enumerate(t.curves):
         color = f"C{i}"
         ks = range(1, c.n + 1)
-        ax.fill_between(ks, c.lower, c.upper, color=color, alpha=0.18, linewidth=0)
+        # light fill and dashed edges: where bands overlap, each one's edges stay readable
+        ax.fill_between(ks, c.lower, c.upper, color=color, alpha=0.1, linewidth=0)
+        for edge in (c.lower, c.upper):
+            ax.plot(ks, edge, color=color, linewidth=0.8, linestyle="--", alpha=0.7)
         ax.plot(ks, c.point, color=color, marker="o", markersize=3, label=f"{c.method} (n={c.n})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(1, max(c.n for c in t.curves))
