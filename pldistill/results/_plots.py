@@ -168,7 +168,7 @@ def _tuning_figure(report: SweepReport) -> Any | None:
             ax.plot(ks, edge, color=color, linewidth=0.8, linestyle="--", alpha=0.7)
         ax.plot(ks, c.point, color=color, marker="o", markersize=3, label=f"{c.method} (n={c.n})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlim(1, max(c.n for c in t.curves))
+    ax.set_xlim(0.5, max(c.n for c in t.curves) + 0.5)  # k = 1 and k = n whole, not cut by the frame
     ax.set_xlabel("k (random-search trials)")
     ax.set_ylabel(f"median best {t.metric} of k trials")
     ax.set_title(f"{report.name}: tuning curves, {round(100 * t.confidence)}% simultaneous bands")
