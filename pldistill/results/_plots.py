@@ -76,12 +76,23 @@ def _scatter(ax: Any, xs: list[float], ys: list[float], pruned: list[bool], labe
                    label="pruned (score at its last epoch)")
 
 
+def _spread(slots: list[int]) -> list[float]:
+    """x positions for points on category ``slots``: the points of one category side by side (a
+    grid's trials that ignore a hyperparameter tie on it, and stacked dots read as one trial)."""
+    seen: dict[int, int] = {}
+    rank = []
+    for s in slots:
+        rank.append(seen.get(s, 0))
+        seen[s] = rank[-1] + 1
+    return [s + (0.0 if seen[s] == 1 else 0.25 * (r / (seen[s] - 1) - 0.5)) for s, r in zip(slots, rank)]
+
+
 def _param_axis(ax: Any, spec: ParamSpec, points: list[tuple[Any, float, bool]], metric: str) -> None:
     """One panel: the metric of every completed or pruned trial against ``spec``'s value."""
     if spec.kind == "categorical":
         cats = list(dict.fromkeys([*spec.choices, *(v for v, _, _ in points)]))
         index = {repr(c): i for i, c in enumerate(cats)}
-        xs = [float(index[repr(v)]) for v, _, _ in points]
+        xs = _spread([index[repr(v)] for v, _, _ in points])
         names = [str(c) for c in cats]
         ax.set_xticks(range(len(cats)), names, rotation=20 if max(map(len, names)) > 6 else 0, fontsize=8)
         ax.set_xlim(-0.5, len(cats) - 0.5)

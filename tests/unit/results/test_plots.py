@@ -81,3 +81,14 @@ def test_params_figure_shows_every_trial_on_readable_axes(asha: rep.SweepReport)
         assert len(labels) >= 3 and all(labels)
     lo, hi = by_name["lora_rank"].get_xlim()
     assert [t for t in by_name["lora_rank"].get_xticks() if lo <= t <= hi] == [2, 4, 8, 16]
+
+
+def test_tied_grid_points_stand_side_by_side() -> None:
+    """A grid's trials that ignore a hyperparameter tie on it: each keeps a dot of its own, inside its
+    category's slot."""
+    from pldistill.results._plots import _spread
+
+    xs = _spread([0, 1, 0, 0, 2])
+    assert xs[1] == 1.0 and xs[4] == 2.0  # alone in its category: on the tick
+    ties = [xs[0], xs[2], xs[3]]
+    assert len(set(ties)) == 3 and all(abs(x) <= 0.125 for x in ties)
