@@ -165,8 +165,9 @@ def tuning_markdown(t: TuningCurves, plot: str | None) -> list[str]:
     out += [f"Each method's median tuning curve: the {best} `{t.metric}` that the best of k of its random-search "
             f"trials reaches with probability 1/2, from the empirical distribution of its trials' scores, with a "
             f"{pct}% simultaneous confidence band (opda, Learned-Miller-DeStefano equal-tailed band on the CDF, "
-            f"{_support_text(t.metric)}; Lourie et al. 2023). Methods with more hyperparameters pay for "
-            "them here: compare the curves at equal k. Values as median [band]"
+            f"{_support_text(t.metric)}; Lourie et al. 2023). Each curve spends its own method's trials, so at "
+            "equal k a method with more hyperparameters has had no more tuning than the others. Values as "
+            "median [band]"
             + (" in points (%)." if percent else ".")
             + (f" {t.left_out} trials left out (pruned, failed, running, or no finite score)." if t.left_out else "")
             + (" Some scores tie: the bands assume continuous scores, so their coverage is approximate."
