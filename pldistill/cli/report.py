@@ -25,11 +25,13 @@ def report(
     results: ResultsDir = Path("results"),
 ) -> None:
     """Write report.md (the paper's Tables 1 and 2, best trials, Optuna's hyperparameter importances,
-    teacher beside students) and PNG plots (metric per hyperparameter, optimisation history)."""
+    teacher beside students, a random search's tuning curves) and PNG plots (metric per hyperparameter,
+    optimisation history, tuning curves)."""
     from pldistill.errors import PldistillError
 
     try:
         import matplotlib  # noqa: F401
+        import opda  # noqa: F401
         import optuna  # noqa: F401
     except ImportError as exc:
         raise PldistillError(f"report needs {exc.name}: pip install 'pldistill[report]'") from None

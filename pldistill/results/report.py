@@ -29,6 +29,7 @@ from pldistill.results.stats import (
 )
 from pldistill.results.store import list_sweeps, read_sweep_metas, read_trials
 from pldistill.results.tables import (
+    HistoryPoint,
     ScoreTable,
     ablation_table,
     differences,
@@ -38,6 +39,7 @@ from pldistill.results.tables import (
     selection,
     teacher_scoring,
 )
+from pldistill.results.tuning import TuningCurves, tuning_curves, tuning_markdown
 from pldistill.results.variants import named_method_table, reference_row
 
 #: Table 2's rows are compared with LDist, the logit-only base PL-Distill adds its term to.
@@ -71,7 +73,7 @@ class SweepReport:
     best: list[dict[str, Any]]
     params: list[ParamSpec]
     params_source: str
-    history: list[tuple[str, float, float]]
+    history: list[HistoryPoint]
     importances: dict[str, float] | None
     importances_note: str
     rows: list[dict[str, Any]]
@@ -82,6 +84,7 @@ class SweepReport:
     #: What was run (from the trials' resolved configs), and Table 1's best-of-n picks with the others.
     protocol: SweepProtocol = field(default_factory=SweepProtocol)
     picks1: list[str] = field(default_factory=list)
+    tuning: TuningCurves | None = None
 
 
 def _clip_loader(root: Path, name: str):
@@ -126,7 +129,8 @@ def build_report(root: str | Path, name: str, *, top: int = 5, reference: str = 
                        diffs1=differences(table1, ref, DIFFERENCE_SCORE, clips),
                        diffs2=differences(table2, ABLATION_REFERENCE, DIFFERENCE_SCORE, clips),
                        test_selected=bool(search.get("allow_test_selection")) or str(metric).startswith("test_"),
-                       protocol=sweep_protocol(rows), picks1=picks1)
+                       protocol=sweep_protocol(rows), picks1=picks1,
+                       tuning=tuning_curves(rows, meta, metric, mode))
 
 
 def _pct(value: object) -> str:
@@ -245,7 +249,11 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
             else "No plot: no searched hyperparameter or no completed trial.", "",
             "## Optimisation history", ""]
     out += [f"![{r.metric} per trial in completion order, best so far]({plots['history']})" if plots.get("history")
-            else "No plot: no completed trial.", "", "## Hyperparameter importances (Optuna)", ""]
+            else "No plot: no completed trial.", ""]
+    if any(h.pruned for h in r.history):
+        out += ["Hollow points in both plots are pruned trials (the scheduler stopped them): their score is their "
+                "last epoch's, and they never set the best so far.", ""]
+    out += ["## Hyperparameter importances (Optuna)", ""]
     if r.importances is None:
         out += [f"Not computed: {r.importances_note}.", ""]
     else:
@@ -254,6 +262,8 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
         out += _md_table(["hyperparameter", "importance"], [[f"`{k}`", f"{v:.3f}"] for k, v in r.importances.items()])
         if plots.get("importances"):
             out += [f"![importances]({plots['importances']})", ""]
+    if r.tuning is not None:
+        out += tuning_markdown(r.tuning, plots.get("tuning_curves"))
     return "\n".join(out)
 
 

@@ -9,17 +9,18 @@ scores, which are already means over the trial's folds. :mod:`pldistill.results.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pldistill.results.compare import ClipPredictions, Comparison, adjust_holm, compare_groups
 from pldistill.results.query import default_mode
 from pldistill.results.space import ParamSpec, _finite
 from pldistill.results.stats import Estimate, importance_support, mean_ci, runs_estimate
 
-__all__ = ["method_label", "method_labels", "differences", "Cell", "ScoreTable", "ablation_label", "ablation_table", "best_cell", "history",
+__all__ = ["method_label", "method_labels", "differences", "Cell", "ScoreTable", "ablation_label", "ablation_table", "best_cell", "HistoryPoint", "history",
            "method_table", "param_importances", "selection"]
 
 _DEFAULT_METRIC = "val_ua"
@@ -226,15 +227,28 @@ def ablation_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) ->
     return _table(rows, ablation_label, order, metric, mode, ("test_ua", "test_wa"))
 
 
-def history(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> list[tuple[str, float, float]]:
-    """(trial_id, value, best so far) of completed trials in completion order (``ended_at``, then id)."""
-    done = [r for r in rows if r.get("status") == "completed" and _finite(r.get(metric))]
-    done.sort(key=lambda r: (r.get("ended_at") is None, r.get("ended_at") or 0, str(r["trial_id"])))
-    out, best = [], None
-    for r in done:
-        v = float(r[metric])
-        best = v if best is None else (max(best, v) if mode == "max" else min(best, v))
-        out.append((str(r["trial_id"]), v, best))
+class HistoryPoint(NamedTuple):
+    """One trial of the optimisation history: its score, the best completed score so far (NaN before
+    the first completed trial) and whether the scheduler stopped it early."""
+
+    trial_id: str
+    value: float
+    best: float
+    pruned: bool
+
+
+def history(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> list[HistoryPoint]:
+    """Completed and pruned trials with a finite ``metric``, in completion order (``ended_at``, then id).
+    A pruned trial (ASHA stopped it) shows its score at its last epoch but never sets the best so far:
+    the tables choose among completed trials only."""
+    kept = [r for r in rows if r.get("status") in ("completed", "pruned") and _finite(r.get(metric))]
+    kept.sort(key=lambda r: (r.get("ended_at") is None, r.get("ended_at") or 0, str(r["trial_id"])))
+    out, best = [], math.nan
+    for r in kept:
+        v, pruned = float(r[metric]), r.get("status") == "pruned"
+        if not pruned:
+            best = v if math.isnan(best) else (max(best, v) if mode == "max" else min(best, v))
+        out.append(HistoryPoint(str(r["trial_id"]), v, best, pruned))
     return out
 
 

@@ -174,7 +174,7 @@ def test_best_trials_and_importances(root: Path) -> None:
     assert r.importances_note == "11 completed trials"  # not the NaN, running and failed ones
     ids = [h[0] for h in r.history]
     assert ids == ["a1", "a2", "a3", "a4", "a5", "b1", "b2", "c1", "c2", "d1", "e1"]  # by ended_at
-    assert [h[2] for h in r.history] == [max(v for _, v, _ in r.history[:i + 1]) for i in range(len(ids))]
+    assert [h.best for h in r.history] == [max(h.value for h in r.history[:i + 1]) for i in range(len(ids))]
 
 
 def test_report_reads_the_space_the_launch_recorded(root: Path, trial: Callable[..., object]) -> None:

@@ -331,3 +331,18 @@ def test_hparams_of_is_flat_and_complete(tmp_path: Path) -> None:
 
 def test_no_ray_cluster_was_started() -> None:
     assert not ray.is_initialized()
+
+
+def test_tuning_budget_draws_every_method_over_its_own_space(tmp_path: Path) -> None:
+    """``tuning_budget.yaml``: random draws of (method, hyperparameters), each method about a third of
+    the trials, and every draw a valid trial of that method with the fixed AwCKA weighting."""
+    sweep = load_sweep(REPO / "sweeps/tuning_budget.yaml")
+    assert sweep.search.algorithm == "random" and sweep.search.scheduler is None  # whole trials: draws
+    configs = _random_configs(sweep, tmp_path)
+    counts = {o: sum(c["objective"] == o for c in configs) for o in ("sft", "forward_kl", "pl_distill")}
+    assert sum(counts.values()) == len(configs) == 120 and min(counts.values()) >= 30, counts
+    for i, cfg in enumerate(configs[:12]):
+        trial = resolve_trial_config(sweep, cfg, trial_id=f"t{i}")
+        assert trial.hparams.objective == cfg["objective"] and trial.hparams.weighting == "attention_last"
+        assert 2 <= trial.hparams.lora_rank <= 32 and 2e-4 <= trial.hparams.lr <= 5e-3
+    assert len({c["lr"] for c in configs}) == len(configs)  # independent draws, not a grid
