@@ -181,3 +181,43 @@ def test_tracker_that_cannot_reach_its_server_says_so_once_and_stays_off(tmp_pat
     guarded.on_experiment_end(trials=[])
     assert len(said) == 1 and said[0].startswith("MLflow (http://127.0.0.1:9): off for the rest of this sweep ("), said
     assert "\n" not in said[0]
+
+
+class _Trial:
+    """What Ray Tune's loggers read of a trial (a resumed launcher has a new object for the same id)."""
+
+    def __init__(self, trial_id: str, config: dict) -> None:
+        self.trial_id, self.config, self.last_result = trial_id, config, {}
+
+    def __str__(self) -> str:
+        return f"trial_driver_{self.trial_id}"
+
+
+def test_mlflow_run_per_trial_goes_on_after_a_resume(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from pldistill.sweep._trackers import MLflowTrialCallback
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = load_sweep(_sweep(tmp_path, f"tracking: {{mlflow: {{tracking_uri: '{uri}'}}}}\n"), cwd=tmp_path)
+    for step, value in ((1, 0.3), (2, 0.4)):  # one epoch, the launcher killed, the next epoch after a resume
+        callback = MLflowTrialCallback(sweep, uri, "tracked")
+        callback.setup()
+        trial = _Trial("ab12_00000", {"alpha": 0.5, "weighting": "uniform"})
+        callback.log_trial_start(trial)
+        callback.log_trial_result(step, trial, {"training_iteration": step, "epoch_val_ua": value, "nodes": "[]"})
+    trial.last_result = {"training_iteration": 2, "trial_result": _payload({0: 0.4, 1: 0.5})}
+    callback.log_trial_end(trial)
+
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
+    assert run.info.run_name == "ab12_00000" and run.info.status == "FINISHED"
+    assert run.data.tags["sweep"] == "tracked" and run.data.tags["trial_id"] == "ab12_00000"
+    assert run.data.params["alpha"] == "0.5" and run.data.params["objective"] == "pl_distill"
+    history = client.get_metric_history(run.info.run_id, "epoch_val_ua")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.3), (2, 0.4)]
+    low, high = stats.t.interval(0.95, 1, loc=0.45, scale=stats.sem([0.4, 0.5]))
+    assert run.data.metrics["final_val_ua"] == pytest.approx(0.45)
+    assert [run.data.metrics["final_val_ua_ci_low"], run.data.metrics["final_val_ua_ci_high"]] == \
+        pytest.approx([low, high])
