@@ -218,10 +218,10 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
         problems = check_resources(sweep, ray.cluster_resources())
         if problems:
             raise InputError(sweep_path, "resources", "; ".join(problems))
-        store.write_sweep_meta(sweep_meta(sweep, sweep_path, earlier))
-        storage = prepare_study(sweep, resuming=earlier is not None)
+        storage = prepare_study(sweep, resuming=earlier is not None)  # refused before anything is written
         if storage is not None:
             say(f"Optuna study {sweep.name}: optuna-dashboard {storage_label(sweep)}")
+        store.write_sweep_meta(sweep_meta(sweep, sweep_path, earlier))
         search = build_tune_search(sweep, storage)
         tuner, recorder, progress = _tuner(sweep, search, results, opts, console, resume=earlier is not None)
         if earlier is not None:
