@@ -10,6 +10,7 @@ A sweep file is plain YAML with these sections, each validated with unknown keys
   ``variants`` (grid); a name is either fixed or varied, never both.
 * ``resources`` -- Ray Train workers per trial and what each holds.
 * ``failures`` -- how much failure a trial absorbs.
+* ``tracking`` -- where else trials are written: the Optuna study's storage, MLflow, TensorBoard.
 
 This module holds the models only; :func:`pldistill.sweep.load.load_sweep` reads a file into them
 and runs the cross-checks, :mod:`pldistill.sweep.resources` checks them against a cluster.
@@ -49,6 +50,8 @@ __all__ = [
     "SweepConfig",
     "SweepModelConfig",
     "SweepTrainConfig",
+    "MLflowConfig",
+    "TrackingConfig",
     "UniformDomain",
     "VariantConfig",
 ]
@@ -283,10 +286,33 @@ class FailuresConfig(_Strict):
     trial_retries: int = Field(0, ge=0)
 
 
+class MLflowConfig(_Strict):
+    """``tracking.mlflow``: one MLflow run per trial."""
+
+    #: Default: MLflow's own (``MLFLOW_TRACKING_URI``, else its local default).
+    tracking_uri: str | None = None
+    #: Default: the sweep's name.
+    experiment: str | None = None
+
+
+class TrackingConfig(_Strict):
+    """Where else a sweep's trials are written, beside its Parquet results. An optuna sweep's study is
+    always kept in a storage; MLflow and TensorBoard are opt-in (the ``tracking`` extra)."""
+
+    _NULLABLE: ClassVar[frozenset[str]] = frozenset({"mlflow"})
+    #: An Optuna RDB URL (``sqlite:///...``, ``postgresql://...``) for the study; default: a journal file
+    #: under the sweep's results folder (:data:`pldistill.sweep.study.JOURNAL_FILE`).
+    optuna_storage: str | None = None
+    mlflow: MLflowConfig | None = None
+    #: One event stream per trial under ``<results>/<name>/tensorboard/<trial id>``.
+    tensorboard: bool = False
+
+
 class SweepConfig(_Strict):
     """One sweep file. Results go to ``<results>/<name>/``; trial ``t`` writes ``runs/<t>/`` there."""
 
-    _NULLABLE: ClassVar[frozenset[str]] = frozenset({"base", "fixed", "resources", "failures", "description"})
+    _NULLABLE: ClassVar[frozenset[str]] = frozenset({"base", "fixed", "resources", "failures", "description",
+                                                     "tracking"})
     name: str = Field(pattern=_NAME_PATTERN)
     description: str = ""
     #: Results root; relative paths are resolved against the CWD by ``load_sweep``.
@@ -297,6 +323,7 @@ class SweepConfig(_Strict):
     search: SearchConfig
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     _source: Path | None = PrivateAttr(None)
 
     @property

@@ -211,6 +211,7 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
 
     from pldistill.sweep.resources import check_resources
     from pldistill.sweep.space import build_tune_search
+    from pldistill.sweep.study import prepare_study, storage_label
 
     say = console.print if console is not None else print
     results = store.root
@@ -221,8 +222,11 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
         problems = check_resources(sweep, ray.cluster_resources())
         if problems:
             raise InputError(sweep_path, "resources", "; ".join(problems))
+        storage = prepare_study(sweep, resuming=earlier is not None)  # refused before anything is written
+        if storage is not None:
+            say(f"Optuna study {sweep.name}: optuna-dashboard {storage_label(sweep)}")
         store.write_sweep_meta(sweep_meta(sweep, sweep_path, earlier))
-        search = build_tune_search(sweep)
+        search = build_tune_search(sweep, storage)
         tuner, recorder, progress = _tuner(sweep, search, results, opts, console, resume=earlier is not None)
         if earlier is not None:
             _reconcile(store, recorder, say, "resuming", search.num_samples_total)
@@ -276,6 +280,7 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
     from pldistill.sweep.reaper import PlacementGroupReaper
     from pldistill.sweep.recorder import TrialRecorder
     from pldistill.sweep.resume import experiment_dir, repair_lost_checkpoints, tune_trials
+    from pldistill.sweep.tracking import tracking_callbacks
 
     # Snapshots follow trial checkpoints (_checkpoint_config); the epochs of a small sweep come
     # seconds apart, which Tune would warn about at every snapshot. Read when the Tuner runs.
@@ -283,10 +288,11 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
     recorder = TrialRecorder(sweep, results)
     progress = SweepProgress(search.num_samples_total, search.metric, search.mode, console=console,
                              enabled=opts.progress)
-    callbacks = [recorder, PlacementGroupReaper(), progress]
+    say = console.print if console is not None else print
+    # MLflow and TensorBoard, where the sweep file asks for them; each says so if it fails, and stops
+    callbacks = [recorder, PlacementGroupReaper(), progress, *tracking_callbacks(sweep, say)]
     trainable = tune.with_resources(tune.with_parameters(trial_driver, sweep=sweep), trial_resources(sweep.resources))
     if resume:
-        say = console.print if console is not None else print
         for repair in repair_lost_checkpoints(tune_trials(results, sweep.name)):  # before Tune reads them
             say(f"sweep {sweep.name}: {repair.describe()}")
         # Searcher (Optuna's study) and scheduler come back from Tune's snapshot; finished trials stay

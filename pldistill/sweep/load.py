@@ -35,6 +35,7 @@ from pldistill.sweep.config import (
     SearchConfig,
     SweepBase,
     SweepConfig,
+    TrackingConfig,
 )
 
 __all__ = ["SweepFileError", "load_sweep", "sweep_families"]
@@ -291,7 +292,7 @@ def load_sweep(path: str | Path, *, check_paths: bool = False, cwd: Path | None 
                 problems += _loose_search_problems(raw, parts["fixed_names"])
         else:
             problems += _semantic_problems(sweep.base, sweep.fixed, sweep.search, sweep.resources,
-                                           set(sweep.fixed.model_fields_set))
+                                           set(sweep.fixed.model_fields_set), sweep.tracking)
     if sweep is not None and not problems:
         _absolutize(sweep, cwd or Path.cwd())
         if check_paths:
@@ -316,7 +317,7 @@ def _partial_sections(raw: dict[str, Any]) -> dict[str, Any]:
     fixed = raw.get("fixed")
     return {"base": attempt(SweepBase, "base"), "fixed": attempt(Hyperparameters, "fixed"),
             "search": attempt(SearchConfig, "search") if "search" in raw else None,
-            "resources": attempt(ResourcesConfig, "resources"),
+            "resources": attempt(ResourcesConfig, "resources"), "tracking": attempt(TrackingConfig, "tracking"),
             "fixed_names": {str(k) for k in fixed} if isinstance(fixed, dict) else set()}
 
 
@@ -338,9 +339,13 @@ def _loose_search_problems(raw: dict[str, Any], fixed_names: set[str]) -> list[P
 
 def _semantic_problems(
     base: SweepBase | None, fixed: Hyperparameters | None, search: SearchConfig | None,
-    resources: ResourcesConfig | None, fixed_names: set[str],
+    resources: ResourcesConfig | None, fixed_names: set[str], tracking: TrackingConfig | None = None,
 ) -> list[Problem]:
+    from pldistill.sweep.tracking import tracking_problems
+
     problems: list[Problem] = []
+    if tracking is not None:
+        problems += tracking_problems(tracking, search.algorithm if search is not None else None)
     if search is not None:
         problems += _search_problems(search)
         problems += _fixed_conflicts(fixed_names, search)

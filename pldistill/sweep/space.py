@@ -77,9 +77,10 @@ class TuneSearch:
                 "scheduler": self.scheduler, "num_samples": self.num_samples}
 
 
-def build_tune_search(sweep: SweepConfig) -> TuneSearch:
+def build_tune_search(sweep: SweepConfig, storage: Any | None = None) -> TuneSearch:
+    """``storage``: where an optuna sweep's study is kept (:func:`pldistill.sweep.study.prepare_study`); in memory if None."""
     s = sweep.search
-    return TuneSearch(param_space=build_param_space(sweep), search_alg=build_search_alg(sweep),
+    return TuneSearch(param_space=build_param_space(sweep), search_alg=build_search_alg(sweep, storage),
                       scheduler=build_scheduler(sweep), num_samples=s.repeats,
                       num_samples_total=sweep.trial_count(), metric=s.metric,
                       mode=s.effective_mode, max_concurrent_trials=s.max_concurrent_trials)
@@ -147,15 +148,18 @@ def _tune_domain(spec: Any) -> Any:
     return tune.loguniform(spec.low, spec.high) if spec.log else tune.uniform(spec.low, spec.high)
 
 
-def build_search_alg(sweep: SweepConfig) -> Any:
-    """Optuna TPE (seeded) behind a ConcurrencyLimiter, or Tune's seeded BasicVariantGenerator."""
+def build_search_alg(sweep: SweepConfig, storage: Any | None = None) -> Any:
+    """Optuna TPE (seeded) behind a ConcurrencyLimiter, its study named after the sweep and kept in
+    ``storage`` (an Optuna storage; in memory if None), or Tune's seeded BasicVariantGenerator."""
     s = sweep.search
     if s.algorithm == "optuna":
         import optuna
         from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
 
-        searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed))
+        from pldistill.sweep.study import StudySearch
+
+        searcher = StudySearch(sampler=optuna.samplers.TPESampler(seed=s.seed), storage=storage,
+                               study_name=sweep.name)
         return ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent_trials)
     from ray.tune.search import BasicVariantGenerator
 

@@ -143,7 +143,10 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
             so_far = _summarise([*done, current], started, clock, attempt)
             metrics: dict[str, Any] = {**so_far.metrics, "seed": seed, "fold": fold, "epoch": epoch.row["epoch"],
                                        "best_epoch": current.best_epoch,
-                                       **{f"epoch_{k2}": v for k2, v in epoch.row.items() if k2.startswith("val_")},
+                                       # the epoch's own figures and loss terms: each report is a step in
+                                       # the trackers (MLflow, TensorBoard), which see only what Tune sees
+                                       **{f"epoch_{k2}": v for k2, v in epoch.row.items()
+                                          if k2.startswith(("val_", "test_", "train_loss_"))},
                                        **{f"teacher_{k2}": v for k2, v in current.teacher.items()}}
             if epoch.last and k == len(runs) - 1:
                 metrics["trial_result"] = json.dumps(asdict(so_far), default=str)

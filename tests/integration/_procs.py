@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -161,3 +163,18 @@ def tiny_sweep(name: str, tmp_path: Path, cache: str, search: dict, *, epochs: i
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(sweep))
     return path
+
+
+def launch_locally(path: Path, monkeypatch):
+    """``launch`` on a private 2-CPU Ray with its own temp dir, always shut down."""
+    import ray
+
+    from pldistill.sweep.launch import LaunchOptions, launch
+
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    try:
+        return launch(path, LaunchOptions(num_cpus=2, dashboard=False, progress=False, ray_tmpdir=ray_tmp))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -7,14 +7,10 @@ its error text, and Optuna-free grid bookkeeping intact.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-
 import pytest
-from _procs import tiny_sweep
+from _procs import launch_locally, tiny_sweep
 
 from pldistill.results import read_trials
-from pldistill.sweep.launch import LaunchOptions, launch
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +19,7 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_cache, m
     path = tiny_sweep("failures", tmp_path, tiny_cache, search={
         "algorithm": "grid", "max_concurrent_trials": 1,
         "variants": [{"name": "ok", "objective": "sft", "lr": 1e-3}, {"name": "diverges", "objective": "sft", "lr": 1e30}]})
-    summary = _launch_locally(path, monkeypatch)
+    summary = launch_locally(path, monkeypatch)
     assert summary.counts == {"completed": 1, "failed": 1, "total": 2}
     rows = {r["hp_lr"]: r for r in read_trials(tmp_path / "results").to_pylist()}
     assert rows[1e-3]["status"] == "completed" and rows[1e-3]["error"] is None
@@ -44,7 +40,7 @@ def test_diverged_trials_reach_optuna_as_failures_not_values(tmp_path, tiny_cach
                               "max_concurrent_trials": 2,
                               "space": {"lr": {"type": "loguniform", "low": 1e29, "high": 1e30}}},
                       failures={"worker_restarts": 2, "trial_retries": 1})
-    summary = _launch_locally(path, monkeypatch)
+    summary = launch_locally(path, monkeypatch)
     assert summary.counts == {"completed": 0, "failed": 2, "total": 2}
     rows = read_trials(tmp_path / "results").to_pylist()
     assert [r["status"] for r in rows] == ["failed", "failed"]
@@ -54,15 +50,3 @@ def test_diverged_trials_reach_optuna_as_failures_not_values(tmp_path, tiny_cach
         study = pickle.load(fh)["_ot_study"]  # this test's own Tune state: trusted
     assert [(t.state.name, t.value) for t in study.trials] == [("FAIL", None), ("FAIL", None)]
 
-
-def _launch_locally(path, monkeypatch):
-    """``launch`` on a private 2-CPU Ray with its own temp dir, always shut down."""
-    import ray
-
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
-    try:
-        return launch(path, LaunchOptions(num_cpus=2, dashboard=False, progress=False, ray_tmpdir=ray_tmp))
-    finally:
-        ray.shutdown()
-        shutil.rmtree(ray_tmp, ignore_errors=True)

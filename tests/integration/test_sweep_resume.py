@@ -7,8 +7,10 @@ least one trial has finished. After each kill every process of its private Ray h
 carries on until the end. Before the first resume the test leaves what a kill in Tune's snapshot
 race leaves (the checkpoint the snapshot names deleted, the next one there), which the resume must
 repair. The results must then hold exactly ``num_samples`` trials, each once, each finished, each
-epoch once; and Optuna's study (the searcher Tune restored) must hold the same 4 trials with the
-values in the results table, sampled by TPE rather than a random fallback.
+epoch once; and Optuna's study (the searcher Tune restored, and the same study read from its journal
+file) must hold the same 4 trials with the values in the results table, sampled by TPE rather than a
+random fallback. The sweep asks for an MLflow server that is down: each launch says so in one line
+and goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import re
 import shutil
 import tempfile
 
+import optuna
 import pytest
+import yaml
 from _procs import (
     ray_processes,
     sigkill_and_wait,
@@ -37,14 +41,19 @@ from pldistill.results import read_epochs, read_sweep_metas, read_trials
 pytestmark = pytest.mark.slow
 
 NUM_SAMPLES = 4
+DEAD_MLFLOW = "http://127.0.0.1:9"
 
 
 def _sweep(tmp_path, cache: str):
-    return tiny_sweep("resumable", tmp_path, cache, epochs=2, max_steps_per_epoch=12, fixed={"objective": "pl_distill"},
+    path = tiny_sweep("resumable", tmp_path, cache, epochs=2, max_steps_per_epoch=12, fixed={"objective": "pl_distill"},
                       search={"algorithm": "optuna", "metric": "val_ua", "mode": "max", "num_samples": NUM_SAMPLES,
                               "max_concurrent_trials": 2, "seed": 3,
                               "space": {"alpha": {"type": "uniform", "low": 0.0, "high": 2.0},
                                         "temperature": {"type": "loguniform", "low": 0.5, "high": 8.0}}})
+    # a tracking server that is down (nothing listens on port 9): each launch says so once and goes on
+    doc = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**doc, "tracking": {"mlflow": {"tracking_uri": DEAD_MLFLOW}}}))
+    return path
 
 
 def _rows(results):
@@ -118,6 +127,8 @@ def test_killed_launcher_resumes_to_exactly_num_samples_trials(tmp_path, tiny_ca
     # (the console wraps long lines)
     assert re.search(r"checkpoint_\d{6}\s+was\s+gone;\s+moved\s+checkpoint_\d{6}\s+there", text), text[-3000:]
     assert not ray_processes(ray_tmp)
+    assert len(re.findall(r"MLflow\s+\(http://127\.0\.0\.1:9\):\s+off\s+for\s+the\s+rest\s+of\s+this\s+sweep", text)) == 3, \
+        text[-3000:]
 
     rows = _rows(results)
     ids = [r["trial_id"] for r in rows]
@@ -143,3 +154,14 @@ def test_killed_launcher_resumes_to_exactly_num_samples_trials(tmp_path, tiny_ca
     by_trial = {tid: ot.number for tid, ot in optuna_search["_ot_trials"].items()}
     values = {t.number: t.value for t in study.trials}
     assert {by_trial[r["trial_id"]]: pytest.approx(r["val_ua"]) for r in rows} == values
+
+    # the same study in its storage, where optuna-dashboard reads it: the sweep's trials, each once
+    journal = optuna.storages.journal.JournalFileBackend(str(results / "resumable" / "optuna-journal.log"))
+    stored = optuna.load_study(study_name="resumable", storage=optuna.storages.JournalStorage(journal)).trials
+    assert [(t.number, t.state.name) for t in stored] == [(n, "COMPLETE") for n in range(NUM_SAMPLES)]
+    by_alpha = {round(r["hp_alpha"], 12): r for r in rows}
+    assert sorted(by_alpha) == sorted(round(t.params["alpha"], 12) for t in stored)
+    for t in stored:
+        row = by_alpha[round(t.params["alpha"], 12)]
+        assert t.value == pytest.approx(row["val_ua"]) and t.user_attrs["seeds"] == row["seeds"] == [0]
+        assert t.params["temperature"] == pytest.approx(row["hp_temperature"])

@@ -213,7 +213,7 @@ BAD_CASES = {
                                "search.variants[0].lora_rank: also a grid axis (search.grid.lora_rank)"),
     "grid_value_out_of_range": (VARIANTS + "  grid: {lora_rank: [4, 0]}\n", "search.grid.lora_rank[1]: expected >= 1, got 0"),
     "not_a_mapping": ("- a\n- b\n", "expected a mapping with keys name"),
-    "empty_file": ("", "expected a mapping with keys name, description, results, base, fixed, search, resources, failures, got an empty file"),
+    "empty_file": ("", "expected a mapping with keys name, description, results, base, fixed, search, resources, failures, tracking, got an empty file"),
 }
 
 
@@ -251,7 +251,7 @@ def test_yaml_shape_limits(text: str, problem: str | None) -> None:
 def test_problem_carries_line_number(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD + "colour: red\n")
     assert problems_of(path) == [f"{path}: colour: unknown key; valid keys: name, description, results, base, "
-                                 "fixed, search, resources, failures (line 13)"]
+                                 "fixed, search, resources, failures, tracking (line 13)"]
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:
