@@ -104,3 +104,15 @@ def test_metadata_pseudo_targets_of_unlabelled_clips_start_with_the_teachers_ans
         assert targets[ex.key].split(",")[0] == f.data.labels[ex.label]  # the answer, as the response
     gold = {ex.key: ex.label for ex in f.data.unlabelled}
     assert any(ex.label != gold[ex.key] for ex in answered), "the teacher erred somewhere: the check can fail"
+
+
+def test_prepare_fold_draws_the_labelled_part_with_labelled_seed(tmp_path, tiny_cache):
+    from pldistill.data import load_fold, split_labelled
+    from pldistill.train.dataset import manifests_dir
+
+    cfg = _cfg(tmp_path, tiny_cache, "sft")  # labelled_seed 1, val_seed 0
+    manifests, audio = manifests_dir(cfg)
+    whole = load_fold(manifests, "synthetic", 1, audio_root=audio, val_fraction=cfg.data.val_fraction, val_seed=0)
+    drawn = {seed: [c.key for c in split_labelled(whole.train, 0.5, seed)[0]] for seed in (0, 1)}
+    assert drawn[0] != drawn[1]  # so a part drawn with val_seed (0) instead would be told apart
+    assert [ex.key for ex in prepare_fold(cfg, 1).train] == drawn[1]
