@@ -275,6 +275,7 @@ class Hyperparameters(_Strict):
 
     objective: str = "pl_distill"
     alpha: float = Field(1.0, ge=0.0, description="weight of 1 - AwCKA (eq. 8)")
+    #: An objective may register another default (``caad``: 0), applied when beta is left unset.
     beta: float = Field(0.8, ge=0.0, description="weight of KL on audio positions (eq. 8)")
     gamma: float = Field(1.0, ge=0.0, description="weight of KL on response positions (eq. 8)")
     temperature: float = Field(2.0, gt=0.0, description="distillation temperature t (eq. 5)")
@@ -288,6 +289,12 @@ class Hyperparameters(_Strict):
     #: Eq. 7 sums the CE over a sample's response tokens, then averages over samples (``sum``);
     #: ``mean`` averages within each sample instead (a scale independent of the answer's length).
     ce_reduction: Literal["sum", "mean"] = "sum"
+    #: Under a labelled fraction (``data.labelled_fraction``), what the CE's sum over a batch's labelled
+    #: clips is divided by. ``expected_labelled``: the expected number of labelled clips in the batch,
+    #: ``B * rho`` (rho: the labelled share of the clips the batches draw from), so CE keeps its weight
+    #: against the other terms of eq. 8; ``batch``: all ``B`` clips, so CE weighs about rho (what runs
+    #: before issue 25 did). Either way a batch of B clips equals B accumulated clips; rho = 1: the same.
+    ce_divisor: Literal["expected_labelled", "batch"] = "expected_labelled"
     llava_kd_relation: float = Field(1.0, ge=0.0, description="weight of LLaVA-KD's relation term")
     #: No default in the CAAD summary; 1.0 is contrastive decoding's usual strength (VCD's alpha = 1).
     #: ``allow_inf_nan=False``: ``ge`` alone refuses NaN but lets inf through.
@@ -325,6 +332,18 @@ class Hyperparameters(_Strict):
     @classmethod
     def _known_weighting(cls, v: str) -> str:
         return _registered("weighting", v)
+
+    @model_validator(mode="after")
+    def _objective_defaults(self) -> Hyperparameters:
+        """The objective's own defaults (``register_objective(defaults=...)``) for the names left unset.
+        Written past ``validate_assignment``, so they stay out of ``model_fields_set``: a sweep's
+        ``fixed`` section still tells what it set from what it left to the objective."""
+        from pldistill.losses import OBJECTIVES
+
+        own = OBJECTIVES[self.objective].defaults
+        for name in {n for o in OBJECTIVES.values() for n in o.defaults} - self.model_fields_set:
+            self.__dict__[name] = own.get(name, type(self).model_fields[name].default)
+        return self
 
 
 class TrainConfig(_Strict):

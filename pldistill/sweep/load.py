@@ -262,6 +262,37 @@ def _family_problems(base: SweepBase, fixed: Hyperparameters, search: SearchConf
     return problems
 
 
+def _pseudo_target_problems(fixed: Hyperparameters, search: SearchConfig, fixed_names: set[str]) -> list[Problem]:
+    """``pseudo_target: metadata`` where a trial's objective reads no pseudo target (only those
+    registered with ``pseudo_target=True`` do, CAAD's Stage 1): it would be ignored or half-used."""
+    from pldistill.losses import OBJECTIVES
+
+    s: Loc = ("search",)
+
+    def setting(overrides: dict[str, Any]) -> tuple[Loc, list[Any]] | None:
+        if "pseudo_target" in overrides:
+            return None, [overrides["pseudo_target"]]
+        if "pseudo_target" in search.grid:
+            return (*s, "grid", "pseudo_target"), list(search.grid["pseudo_target"])
+        if "pseudo_target" in search.space:
+            return (*s, "space", "pseudo_target"), list(getattr(search.space["pseudo_target"], "values", []))
+        return (("fixed", "pseudo_target"), [fixed.pseudo_target]) if "pseudo_target" in fixed_names else None
+
+    points = _objective_points(fixed, search)
+    wrong: dict[Loc, list[str]] = {}
+    for i, (_, objective) in enumerate(points):
+        overrides = search.variants[i].overrides() if search.variants else {}
+        found = setting(overrides)
+        spec = OBJECTIVES.get(objective)
+        if found is None or spec is None or spec.pseudo_target or "metadata" not in found[1]:
+            continue
+        loc = found[0] or (*s, "variants", i, "pseudo_target")
+        wrong.setdefault(loc, []).append(objective)
+    readers = ", ".join(n for n, o in OBJECTIVES.items() if o.pseudo_target)
+    return [(loc, f"metadata is read only by objectives that read a pseudo target ({readers}); "
+                  f"{', '.join(dict.fromkeys(objs))} would ignore it") for loc, objs in wrong.items()]
+
+
 # --- loading --------------------------------------------------------------------------------------------
 
 
@@ -348,6 +379,8 @@ def _semantic_problems(
         problems += _base_problems(base, fixed or Hyperparameters())
         if search is not None:
             problems += _family_problems(base, fixed or Hyperparameters(), search, fixed_names)
+    if search is not None and fixed is not None:
+        problems += _pseudo_target_problems(fixed, search, fixed_names)
         if search is not None and search.scheduler is not None:
             max_t = search.scheduler.max_t or base.train.epochs
             if search.scheduler.grace_period > max_t:

@@ -35,7 +35,7 @@ from pldistill.losses.emodistill import EmbeddingMap
 from pldistill.models.classifier import ClassifierStudent, build_classifier_student, save_classifier_student
 from pldistill.models.inputs import Example
 from pldistill.train.checkpoint import ResumeState, restore_training, save_state
-from pldistill.train.dataset import FoldData, fold_clips_egemaps, prepare_fold
+from pldistill.train.dataset import FoldData, fold_clips_egemaps, labelled_share, prepare_fold
 from pldistill.train.emodistill_teachers import (
     FoldClips,
     LinguisticSettings,
@@ -186,7 +186,7 @@ def _setup(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: Resu
     inputs = _whisper_inputs if mc.encoder == "whisper" else functools.partial(_waveform_inputs, clips, {},
                                                                                 data.window_s)
     r = _Run(data=data, rows=rows, prosodic=prosodic, linguistic=linguistic, inputs=inputs, trainee=trainee,
-             wrapped=wrapped, objective=build_objective(hp.objective, hp.model_dump()), optimizer=optimizer,
+             wrapped=wrapped, objective=build_objective(hp.objective, hp.model_dump(), labelled_share=labelled_share(data)), optimizer=optimizer,
              schedule=schedule, rng=np.random.default_rng(seed + fold), out_dir=out_dir, device=device)
     if resume is not None:
         r.best_weights = restore_training(resume, trainee, optimizer)

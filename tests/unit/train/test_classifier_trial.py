@@ -180,11 +180,12 @@ def test_labelled_fraction_trains_the_teachers_on_labelled_clips_and_the_student
     cfg = _cfg(tmp_path / "run", tiny_cache, data=data_cfg, epochs=1, max_steps_per_epoch=None)
     data = prepare_fold(cfg, 1)
     assert data.unlabelled
-    trained, real_batch = [], classifier_trial._batch
+    trained, shares, real_batch = [], set(), classifier_trial._batch
 
     def batch_spy(r, examples):
         if r.trainee.training:
             trained.extend(examples)
+            shares.add(r.objective.options.ce_share)
         return real_batch(r, examples)
 
     monkeypatch.setattr(classifier_trial, "_batch", batch_spy)
@@ -199,3 +200,5 @@ def test_labelled_fraction_trains_the_teachers_on_labelled_clips_and_the_student
     assert sorted(ex.key for ex in trained) == sorted(ex.key for ex in data.train + data.unlabelled)
     assert {ex.key for ex in trained if not ex.labelled} == {ex.key for ex in data.unlabelled}
     assert math.isfinite(fold.best["loss_class_ce"])
+    # the CE sums the labelled clips over their expected number (ce_divisor: expected_labelled)
+    assert len(shares) == 1 and shares.pop() == pytest.approx(len(data.train) / (len(data.train) + len(data.unlabelled)))

@@ -77,6 +77,16 @@ def test_sft_trains_on_the_labelled_clips_for_as_many_steps(folds):
     assert used == set(range(len(f.train)))
 
 
+def test_ce_is_divided_by_the_expected_number_of_labelled_clips(folds):
+    """Distillation batches mix labelled and unlabelled clips: the CE's share rho is the labelled share
+    of the clips (ce_divisor: expected_labelled); sft's batches are all labelled (rho 1)."""
+    _, kd = folds["forward_kl"]
+    _, sft = folds["sft"]
+    rho = len(kd.data.train) / (len(kd.data.train) + len(kd.data.unlabelled))
+    assert 0.0 < rho < 1.0 and kd.models.objective.options.ce_share == pytest.approx(rho)
+    assert sft.models.objective.options.ce_share == 1.0
+
+
 def test_cache_rows_of_unlabelled_clips_follow_the_answers(folds):
     cfg, f = folds["forward_kl"]
     cache = TeacherCache(teacher_cache_dir(cfg, f.data))
