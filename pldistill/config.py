@@ -232,6 +232,11 @@ class EmoDistillTeachersConfig(_Strict):
     #: The prosodic network on eGeMAPSv02 functionals: a plain or a residual MLP (the paper: a ResNet).
     prosodic_arch: Literal["mlp", "resnet"] = "mlp"
     epochs: int | None = Field(None, ge=1, description="both teachers' epochs (None: their own defaults)")
+    #: Whether both teachers also train on the corpus's teacher pool (``teacher_pool.jsonl``: clips in no
+    #: fold), as the audio-LM teacher's fine-tune does. None: when that teacher is fine-tuned here
+    #: (``ModelConfig.finetunes_teacher``), so every teacher of a comparison trains on the same clips;
+    #: false: the fold's labelled training clips alone.
+    pool: bool | None = None
 
 
 class ModelConfig(_Strict):
@@ -267,6 +272,12 @@ class ModelConfig(_Strict):
         """Whether the teacher is fine-tuned on each fold's training clips before distillation."""
         enabled = self.teacher_finetune.enabled
         return self.teacher == "tiny" if enabled is None else enabled
+
+    @property
+    def emodistill_pool(self) -> bool:
+        """Whether EmoDistill's teachers train on the teacher pool too (``emodistill_teachers.pool``)."""
+        pool = self.emodistill_teachers.pool
+        return self.finetunes_teacher if pool is None else pool
 
 
 class Hyperparameters(_Strict):
@@ -304,8 +315,9 @@ class Hyperparameters(_Strict):
     #: CE target, so one student forward serves CE and KL. ``metadata``: the gold word followed by the
     #: clip's pitch, loudness and rate (low/medium/high by the training clips' eGeMAPS terciles,
     #: pldistill/data/pseudo_target.py); the student is forced on it too for every term but CE, which
-    #: stays on the gold answer (a second sequence in the student's forward). Read by the objectives
-    #: that read the teacher.
+    #: stays on the gold answer (a second sequence in the student's forward). Read only by the objectives
+    #: registered with ``pseudo_target=True`` (``caad``; sweep validation refuses ``metadata`` for others).
+    #: ``label`` is the default: CAAD then differs from forward KL by its contrast alone (README, CAAD).
     pseudo_target: Literal["label", "metadata"] = "label"
     #: EmoDistill (classifier student): CE + w_p KL_P + w_l KL_L + w_cos (cos_P + cos_L); w_p = 0 or
     #: w_l = 0 drops that teacher whole (its cosine term too). The paper gives no weights: 1 each.

@@ -267,27 +267,16 @@ def _pseudo_target_problems(fixed: Hyperparameters, search: SearchConfig, fixed_
     registered with ``pseudo_target=True`` do, CAAD's Stage 1): it would be ignored or half-used."""
     from pldistill.losses import OBJECTIVES
 
-    s: Loc = ("search",)
-
-    def setting(overrides: dict[str, Any]) -> tuple[Loc, list[Any]] | None:
-        if "pseudo_target" in overrides:
-            return None, [overrides["pseudo_target"]]
-        if "pseudo_target" in search.grid:
-            return (*s, "grid", "pseudo_target"), list(search.grid["pseudo_target"])
-        if "pseudo_target" in search.space:
-            return (*s, "space", "pseudo_target"), list(getattr(search.space["pseudo_target"], "values", []))
-        return (("fixed", "pseudo_target"), [fixed.pseudo_target]) if "pseudo_target" in fixed_names else None
-
-    points = _objective_points(fixed, search)
+    axis = next(((("search", k, "pseudo_target"), getattr(search, k)["pseudo_target"]) for k in ("grid", "space")
+                 if "pseudo_target" in getattr(search, k)), None)
     wrong: dict[Loc, list[str]] = {}
-    for i, (_, objective) in enumerate(points):
-        overrides = search.variants[i].overrides() if search.variants else {}
-        found = setting(overrides)
-        spec = OBJECTIVES.get(objective)
-        if found is None or spec is None or spec.pseudo_target or "metadata" not in found[1]:
-            continue
-        loc = found[0] or (*s, "variants", i, "pseudo_target")
-        wrong.setdefault(loc, []).append(objective)
+    for i, (_, objective) in enumerate(_objective_points(fixed, search)):
+        own = search.variants[i].overrides() if search.variants else {}
+        loc, values = (("search", "variants", i, "pseudo_target"), [own["pseudo_target"]]) if "pseudo_target" in own \
+            else (axis[0], list(getattr(axis[1], "values", axis[1]))) if axis \
+            else (("fixed", "pseudo_target"), [fixed.pseudo_target] if "pseudo_target" in fixed_names else [])
+        if "metadata" in values and objective in OBJECTIVES and not OBJECTIVES[objective].pseudo_target:
+            wrong.setdefault(loc, []).append(objective)
     readers = ", ".join(n for n, o in OBJECTIVES.items() if o.pseudo_target)
     return [(loc, f"metadata is read only by objectives that read a pseudo target ({readers}); "
                   f"{', '.join(dict.fromkeys(objs))} would ignore it") for loc, objs in wrong.items()]
