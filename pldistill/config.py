@@ -232,6 +232,11 @@ class EmoDistillTeachersConfig(_Strict):
     #: The prosodic network on eGeMAPSv02 functionals: a plain or a residual MLP (the paper: a ResNet).
     prosodic_arch: Literal["mlp", "resnet"] = "mlp"
     epochs: int | None = Field(None, ge=1, description="both teachers' epochs (None: their own defaults)")
+    #: Whether both teachers also train on the corpus's teacher pool (``teacher_pool.jsonl``: clips in no
+    #: fold), as the audio-LM teacher's fine-tune does. None: when that teacher is fine-tuned here
+    #: (``ModelConfig.finetunes_teacher``), so every teacher of a comparison trains on the same clips;
+    #: false: the fold's labelled training clips alone.
+    pool: bool | None = None
 
 
 class ModelConfig(_Strict):
@@ -268,6 +273,12 @@ class ModelConfig(_Strict):
         enabled = self.teacher_finetune.enabled
         return self.teacher == "tiny" if enabled is None else enabled
 
+    @property
+    def emodistill_pool(self) -> bool:
+        """Whether EmoDistill's teachers train on the teacher pool too (``emodistill_teachers.pool``)."""
+        pool = self.emodistill_teachers.pool
+        return self.finetunes_teacher if pool is None else pool
+
 
 class Hyperparameters(_Strict):
     """Everything a sweep may fix or search, by flat name (these names appear in sweep files
@@ -275,6 +286,7 @@ class Hyperparameters(_Strict):
 
     objective: str = "pl_distill"
     alpha: float = Field(1.0, ge=0.0, description="weight of 1 - AwCKA (eq. 8)")
+    #: An objective may register another default (``caad``: 0), applied when beta is left unset.
     beta: float = Field(0.8, ge=0.0, description="weight of KL on audio positions (eq. 8)")
     gamma: float = Field(1.0, ge=0.0, description="weight of KL on response positions (eq. 8)")
     temperature: float = Field(2.0, gt=0.0, description="distillation temperature t (eq. 5)")
@@ -288,6 +300,12 @@ class Hyperparameters(_Strict):
     #: Eq. 7 sums the CE over a sample's response tokens, then averages over samples (``sum``);
     #: ``mean`` averages within each sample instead (a scale independent of the answer's length).
     ce_reduction: Literal["sum", "mean"] = "sum"
+    #: Under a labelled fraction (``data.labelled_fraction``), what the CE's sum over a batch's labelled
+    #: clips is divided by. ``expected_labelled``: the expected number of labelled clips in the batch,
+    #: ``B * rho`` (rho: the labelled share of the clips the batches draw from), so CE keeps its weight
+    #: against the other terms of eq. 8; ``batch``: all ``B`` clips, so CE weighs about rho (what runs
+    #: before issue 25 did). Either way a batch of B clips equals B accumulated clips; rho = 1: the same.
+    ce_divisor: Literal["expected_labelled", "batch"] = "expected_labelled"
     llava_kd_relation: float = Field(1.0, ge=0.0, description="weight of LLaVA-KD's relation term")
     #: No default in the CAAD summary; 1.0 is contrastive decoding's usual strength (VCD's alpha = 1).
     #: ``allow_inf_nan=False``: ``ge`` alone refuses NaN but lets inf through.
@@ -297,8 +315,9 @@ class Hyperparameters(_Strict):
     #: CE target, so one student forward serves CE and KL. ``metadata``: the gold word followed by the
     #: clip's pitch, loudness and rate (low/medium/high by the training clips' eGeMAPS terciles,
     #: pldistill/data/pseudo_target.py); the student is forced on it too for every term but CE, which
-    #: stays on the gold answer (a second sequence in the student's forward). Read by the objectives
-    #: that read the teacher.
+    #: stays on the gold answer (a second sequence in the student's forward). Read only by the objectives
+    #: registered with ``pseudo_target=True`` (``caad``; sweep validation refuses ``metadata`` for others).
+    #: ``label`` is the default: CAAD then differs from forward KL by its contrast alone (README, CAAD).
     pseudo_target: Literal["label", "metadata"] = "label"
     #: EmoDistill (classifier student): CE + w_p KL_P + w_l KL_L + w_cos (cos_P + cos_L); w_p = 0 or
     #: w_l = 0 drops that teacher whole (its cosine term too). The paper gives no weights: 1 each.
@@ -325,6 +344,18 @@ class Hyperparameters(_Strict):
     @classmethod
     def _known_weighting(cls, v: str) -> str:
         return _registered("weighting", v)
+
+    @model_validator(mode="after")
+    def _objective_defaults(self) -> Hyperparameters:
+        """The objective's own defaults (``register_objective(defaults=...)``) for the names left unset.
+        Written past ``validate_assignment``, so they stay out of ``model_fields_set``: a sweep's
+        ``fixed`` section still tells what it set from what it left to the objective."""
+        from pldistill.losses import OBJECTIVES
+
+        own = OBJECTIVES[self.objective].defaults
+        for name in {n for o in OBJECTIVES.values() for n in o.defaults} - self.model_fields_set:
+            self.__dict__[name] = own.get(name, type(self).model_fields[name].default)
+        return self
 
 
 class TrainConfig(_Strict):

@@ -10,11 +10,12 @@ from pldistill.losses import WeightedSumObjective, build_objective
 
 
 def objective(name: str, *, kl_chunk_size: int | None = None, term_weights: Mapping[str, float] | None = None,
-              **hparams: object) -> WeightedSumObjective:
+              labelled_share: float = 1.0, **hparams: object) -> WeightedSumObjective:
     """The objective ``name`` with ``hparams`` over the defaults of :class:`Hyperparameters`. Values
     the config would refuse go straight to ``build_objective`` (to test its own checks)."""
     base = Hyperparameters(objective=name if name in _valid() else "sft").model_dump()
-    return build_objective(name, {**base, **hparams}, kl_chunk_size=kl_chunk_size, term_weights=term_weights)
+    return build_objective(name, {**base, **hparams}, kl_chunk_size=kl_chunk_size, term_weights=term_weights,
+                           labelled_share=labelled_share)
 
 
 def _valid() -> tuple[str, ...]:

@@ -68,7 +68,11 @@ def _by_speaker(clips: list[Clip], fraction: float, rng: np.random.Generator) ->
     return {i for s in best[1] for i in per_speaker[s]}
 
 
-def _stratified(clips: list[Clip], fraction: float, rng: np.random.Generator) -> set[int]:
+def _stratified(clips: list[Clip], fraction: float, rng: np.random.Generator, *, lone: bool = False) -> set[int]:
+    """Indices drawn per label, ``round(fraction x n)`` of a label's ``n`` clips (at least one, at
+    most ``n - 1``). A label with a single clip: drawn when ``lone`` (the labelled split: every
+    emotion keeps a labelled clip), else not (validation: the clip stays in train). A lone clip
+    draws nothing from ``rng``, so the other labels' draws are the same either way."""
     by_label: dict[str, list[int]] = {}
     for i, c in enumerate(clips):
         by_label.setdefault(c.label, []).append(i)
@@ -77,7 +81,8 @@ def _stratified(clips: list[Clip], fraction: float, rng: np.random.Generator) ->
     for label in sorted(by_label):
         n = counts[label]
         if n < 2:
-            continue  # a lone clip stays in train
+            held.update(by_label[label] if lone else ())
+            continue
         k = min(n - 1, max(1, round(fraction * n)))
         held.update(int(i) for i in rng.permutation(by_label[label])[:k])
     return held
@@ -89,7 +94,7 @@ def split_labelled(clips: Sequence[Clip], fraction: float, seed: int) -> tuple[l
     Semi-supervised distillation (``data.labelled_fraction``): the student reads the gold labels of
     ``fraction`` of its training clips and the teacher's signal on all of them. The labelled part is
     a seeded random draw *within each emotion* (``round(fraction x n)`` clips of an emotion with
-    ``n``, at least one), so every class keeps labelled examples however small the fraction, and
+    ``n``, at least one, at most ``n - 1``; the one clip of an emotion that has one), so every class keeps labelled examples however small the fraction, and
     the class balance of the labelled part is the fold's. ``fraction == 1``: everything is labelled.
     """
     if not 0.0 < fraction <= 1.0:
@@ -97,6 +102,6 @@ def split_labelled(clips: Sequence[Clip], fraction: float, seed: int) -> tuple[l
     clips = list(clips)
     if fraction == 1.0:
         return clips, []
-    labelled = _stratified(clips, fraction, np.random.default_rng(seed))
+    labelled = _stratified(clips, fraction, np.random.default_rng(seed), lone=True)
     return ([c for i, c in enumerate(clips) if i in labelled],
             [c for i, c in enumerate(clips) if i not in labelled])

@@ -17,7 +17,8 @@ from .reduction import check_reduction, position_weights
 __all__ = ["cross_entropy"]
 
 
-def cross_entropy(student_logits: Tensor, labels: Tensor, mask: Tensor, *, reduction: str = "batch_mean") -> Tensor:
+def cross_entropy(student_logits: Tensor, labels: Tensor, mask: Tensor, *, reduction: str = "batch_mean",
+                  share: float = 1.0) -> Tensor:
     """Eq. 7 over the positions where ``mask`` is true, in fp32 (fp64 for fp64 logits).
 
     Only the masked rows are read (gathered first), so other positions may hold anything.
@@ -29,11 +30,18 @@ def cross_entropy(student_logits: Tensor, labels: Tensor, mask: Tensor, *, reduc
             but counted by the per-sample reductions).
         mask: ``(B, L)`` bool, the response positions.
         reduction: one of :data:`.REDUCTIONS`.
+        share: ``rho`` in (0, 1]: the per-sample reductions divide by ``B * rho`` instead of ``B``, the
+            expected number of labelled samples when ``mask`` leaves out the unlabelled ones (their
+            rows hold the teacher's answer), so the CE of a batch with a labelled share ``rho`` weighs
+            what a fully labelled batch's does. Still a mean of per-sample values (each divided by
+            ``rho``), so a batch of B equals B accumulated batches of one. ``batch_mean`` needs 1.
 
     Returns:
         A scalar; 0 (connected to ``student_logits``, zero gradient) with no masked position.
     """
     check_reduction(reduction)
+    if not 0.0 < share <= 1.0 or (share != 1.0 and reduction == "batch_mean"):
+        raise ValueError(f"share must be in (0, 1] (1 with batch_mean), got {share} with {reduction}")
     if student_logits.dim() != 3 or mask.dtype != torch.bool or mask.shape != student_logits.shape[:2] \
             or labels.shape != mask.shape:
         raise ValueError(f"expected (B, L, V) logits with (B, L) bool mask and labels, got "
@@ -46,4 +54,4 @@ def cross_entropy(student_logits: Tensor, labels: Tensor, mask: Tensor, *, reduc
     if reduction == "batch_mean":  # the objective's original arithmetic, so its numbers do not move
         return F.cross_entropy(logits.to(dtype), labels[rows])
     per_row = F.cross_entropy(logits.to(dtype), labels[rows], reduction="none")
-    return (per_row * position_weights(mask, reduction, dtype)[rows]).sum()
+    return (per_row * position_weights(mask, reduction, dtype)[rows]).sum() / share

@@ -22,10 +22,13 @@ def _ce(batch: DistillBatch, opts: TermOptions) -> Tensor:
     """Eq. 7: cross-entropy of the student's response logits against the labels, summed over each
     sample's response tokens (``ce_reduction: mean``: averaged), then averaged over the samples, so
     that a batch of B clips equals B accumulated batches of one. In fp32 on the response rows only.
-    Unlabelled clips (``ce_mask``) add 0 and still count in B, so the exactness holds for them too."""
+    Unlabelled clips (``ce_mask``) add 0 and still count in B, so the exactness holds for them too; the
+    mean over B is divided by ``opts.ce_share`` (rho), so the labelled clips' sum is over B * rho,
+    their expected number, and CE keeps its weight in eq. 8 under a labelled fraction."""
     mask = batch.response_mask if batch.ce_mask is None else batch.ce_mask
     return cross_entropy(batch.student_logits, batch.labels, mask,
-                         reduction="sample_sum" if opts.ce_reduction == "sum" else "sample_mean")
+                         reduction="sample_sum" if opts.ce_reduction == "sum" else "sample_mean",
+                         share=opts.ce_share)
 
 
 @register_term("cka", label="PDist", inputs=("teacher_audio", "student_audio", "audio_weights"), logits=False)
@@ -146,5 +149,7 @@ register_objective("pl_distill", label="PL-Distill", ce=None, cka="alpha", kl_au
 # Ablation: LLaVA-KD with its relation term moved onto the projector outputs.
 register_objective("llava_kd_projector", label="LLaVA-KD (projector relation)", ce=None, kl_response="gamma",
                    kl_audio="beta", relation_projector="llava_kd_relation")
-# CAAD: the response KL against the contrastive teacher; the audio KL as in LDist (beta = 0 drops it).
-register_objective("caad", label="CAAD", ce=None, kl_response_cd="gamma", kl_audio="beta")
+# CAAD: CE + gamma KL(z_cd) on the response, both teacher paths forced on one pseudo target (Stage 1).
+# The audio-logit KL is PL-Distill's L_DA, not CAAD's: an explicit option, off unless beta is set.
+register_objective("caad", label="CAAD", ce=None, kl_response_cd="gamma", kl_audio="beta",
+                   defaults={"beta": 0.0}, pseudo_target=True)

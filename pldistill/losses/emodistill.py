@@ -208,12 +208,13 @@ def emodistill_total(terms: Mapping[str, Tensor], weights: Mapping[str, float]) 
 def _class_ce(batch: ClassifierBatch, opts: TermOptions) -> Tensor:
     """Cross-entropy of the class logits ``(B, C)`` against the labels ``(B,)``, mean over clips. An
     unlabelled clip (``batch.labelled`` False) adds 0 and still counts in ``B``, as its single-clip
-    loss would in an accumulated batch."""
+    loss would in an accumulated batch; the mean is divided by ``opts.ce_share`` (rho), so the
+    labelled clips' sum is over ``B * rho``, their expected number (as the audio LLM's CE)."""
     logits = batch.student_logits.to(_float_dtype(batch.student_logits))
     if batch.labelled is None:
-        return F.cross_entropy(logits, batch.labels)
+        return F.cross_entropy(logits, batch.labels) / opts.ce_share
     per_clip = F.cross_entropy(logits, batch.labels.clamp_min(0), reduction="none")
-    return torch.where(batch.labelled, per_clip, torch.zeros_like(per_clip)).sum() / per_clip.shape[0]
+    return torch.where(batch.labelled, per_clip, torch.zeros_like(per_clip)).sum() / (per_clip.shape[0] * opts.ce_share)
 
 
 @register_term("kl_prosodic", label="KL(prosodic)", kl=True, inputs=("teacher_p_logits",), hparams=("tau_p",),

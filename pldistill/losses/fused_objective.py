@@ -50,7 +50,7 @@ def fused_logit_terms(batch: DistillBatch, names: Sequence[str], opts: TermOptio
     ``student_hidden`` ``(B, L, Hs)`` and ``student_lm_head`` ``(V, Hs)`` stand for its logits.
 
     ``reductions``: term -> reduction (see :mod:`.reduction`). The KL terms use ``opts.temperature``,
-    CE ``t = 1``; chunks of ``opts.kl_chunk_size`` positions (:data:`FUSED_CHUNK` when None).
+    CE ``t = 1`` and divided by ``opts.ce_share``; chunks of ``opts.kl_chunk_size`` positions (:data:`FUSED_CHUNK` when None).
     """
     assert batch.student_hidden is not None and batch.student_lm_head is not None
     groups: dict[str, list[str]] = {}
@@ -64,7 +64,8 @@ def fused_logit_terms(batch: DistillBatch, names: Sequence[str], opts: TermOptio
             batch.student_hidden, batch.student_lm_head, batch.labels, batch.response_mask, batch.audio_mask,
             terms=fused, temperature=opts.temperature, chunk_size=opts.kl_chunk_size or FUSED_CHUNK,
             reduction={f: reductions[t] for f, t in zip(fused, terms)}, ce_mask=batch.ce_mask, **teacher)
-        out.update({t: values[f] for f, t in zip(fused, terms)})
+        # CE over B * rho clips (TermOptions.ce_share), as the unfused term divides it
+        out.update({t: values[f] / opts.ce_share if t == "ce" else values[f] for f, t in zip(fused, terms)})
     return {name: out[name] for name in names}
 
 

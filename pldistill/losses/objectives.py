@@ -117,6 +117,9 @@ class TermOptions:
     cka_estimator: str  #: see pldistill.losses.awcka
     #: CE per sample: ``sum`` over its response tokens (eq. 7) or their ``mean``; then the mean over samples.
     ce_reduction: str
+    #: ``rho``: the CE's per-sample mean is divided by it, so the CE sums a batch's labelled clips over
+    #: ``B * rho``, their expected number (``ce_divisor: expected_labelled``); 1: over ``B``.
+    ce_share: float = 1.0
     kl_chunk_size: int | None = None  #: see pldistill.losses.kl_divergence (a resource setting)
     #: ``a`` of CAAD's contrastive teacher (kl_response_cd); None when no term of the objective reads it.
     caad_contrast: float | None = None
@@ -158,7 +161,11 @@ class Objective:
     term to a hyperparameter whose 0 switches the term off too (EmoDistill: a teacher's cosine term
     goes with its KL weight). ``ablations`` maps a weight hyperparameter to the words its 0 adds to
     the label (``EmoDistill w/o prosodic teacher``): variants that are rows of their own in Table 1.
-    ``family``: the student whose batch the terms read."""
+    ``family``: the student whose batch the terms read. ``defaults``: hyperparameters whose default
+    differs for this objective from :class:`pldistill.config.Hyperparameters`' (CAAD's ``beta`` is 0:
+    its paper has no audio-logit term), applied where a config leaves them unset.
+    ``pseudo_target``: whether the objective reads a pseudo target (``hparams.pseudo_target``; CAAD's
+    Stage 1): the others' teacher terms read the gold answer, and a sweep may not set ``metadata``."""
 
     name: str
     label: str
@@ -166,6 +173,8 @@ class Objective:
     gates: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     ablations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     family: str = "audiolm"
+    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    pseudo_target: bool = False
 
     def method_label(self, hparams: Mapping[str, Any]) -> str:
         """The Table 1 row of a trial with ``hparams``: the label, plus each ablation whose weight is 0."""
@@ -204,16 +213,18 @@ def register_term(name: str, *, label: str, inputs: tuple[str, ...] = (), kl: bo
 
 
 def register_objective(name: str, *, label: str, gates: Mapping[str, str] | None = None,
-                       ablations: Mapping[str, str] | None = None, **weights: str | None) -> Objective:
+                       ablations: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None,
+                       pseudo_target: bool = False, **weights: str | None) -> Objective:
     """Register the objective ``name``: ``term=hyperparameter`` (or None for weight 1) per term;
-    ``gates`` and ``ablations`` as :class:`Objective` describes them."""
+    ``gates``, ``ablations``, ``defaults`` and ``pseudo_target`` as :class:`Objective` describes them."""
     unknown = sorted((set(weights) | set(gates or {})) - set(_TERMS))
     families = {_TERMS[t].family for t in weights if t in _TERMS}
     if name in _OBJECTIVES or unknown or len(families) != 1:
         raise ValueError(f"objective {name!r}: registered twice, unknown terms {unknown}, or terms of several "
                          f"student families {sorted(families)}")
     _OBJECTIVES[name] = Objective(name, label, MappingProxyType(dict(weights)), MappingProxyType(dict(gates or {})),
-                                  MappingProxyType(dict(ablations or {})), families.pop())
+                                  MappingProxyType(dict(ablations or {})), families.pop(),
+                                  MappingProxyType(dict(defaults or {})), pseudo_target)
     return _OBJECTIVES[name]
 
 
@@ -309,6 +320,7 @@ def build_objective(
     *,
     kl_chunk_size: int | None = None,
     term_weights: Mapping[str, float] | None = None,
+    labelled_share: float = 1.0,
 ) -> WeightedSumObjective:
     """The objective ``name`` of :data:`OBJECTIVES` with its weights and options read from ``hparams``.
 
@@ -320,6 +332,9 @@ def build_objective(
     hyperparameter; naming a term that the objective lacks adds it. ``kl_t2_scaling`` multiplies the
     weight of every KL term by ``t**2`` (Hinton et al.; off in the paper); the logged term stays the
     unscaled KL, so ``total`` is still the weighted sum of ``terms`` with the weights in ``.weights``.
+    ``labelled_share``: ``rho``, the share of labelled clips among those the batches draw from (the
+    rest have no gold label, ``data.labelled_fraction``); below 1 the hyperparameter ``ce_divisor``
+    says whether the CE is divided by ``B * rho`` (``TermOptions.ce_share``) or by ``B``.
     """
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; valid: {', '.join(OBJECTIVES)}")
@@ -331,7 +346,8 @@ def build_objective(
     term_options = {h for t in (*spec.weights, *overrides) for h in TERMS[t].hparams}
     wanted = {h for h in (*spec.weights.values(), *spec.gates.values()) if h is not None} | {
         "temperature", "cka_estimator", "kl_t2_scaling", "ce_reduction"} | {
-        TERMS[t].temperature for t in (*spec.weights, *overrides) if TERMS[t].kl}
+        TERMS[t].temperature for t in (*spec.weights, *overrides) if TERMS[t].kl} | (
+        {"ce_divisor"} if labelled_share != 1.0 else set())
     absent = sorted((wanted | term_options) - set(hparams))
     if absent:
         raise ValueError(f"objective {name!r} needs hyperparameters {absent}")
@@ -340,6 +356,9 @@ def build_objective(
         raise ValueError(f"unknown cka_estimator {cka_estimator!r}; valid: {', '.join(CKA_ESTIMATORS)}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 < labelled_share <= 1.0:
+        raise ValueError(f"labelled_share must be in (0, 1], got {labelled_share}")
+    ce_share = labelled_share if labelled_share != 1.0 and hparams["ce_divisor"] == "expected_labelled" else 1.0
     extra = {h: hparams[h] for h in sorted(term_options)}
     if "caad_contrast" in extra:
         extra["caad_contrast"] = check_contrast(extra["caad_contrast"])
@@ -349,5 +368,5 @@ def build_objective(
     if hparams["kl_t2_scaling"]:  # each KL term by its own temperature (EmoDistill's tau_p, tau_l)
         weights = {t: w * float(hparams[TERMS[t].temperature])**2 if TERMS[t].kl else w for t, w in weights.items()}
     options = TermOptions(temperature=temperature, cka_estimator=cka_estimator, kl_chunk_size=kl_chunk_size,
-                          ce_reduction=hparams["ce_reduction"], **extra)
+                          ce_reduction=hparams["ce_reduction"], ce_share=ce_share, **extra)
     return WeightedSumObjective(name, weights, options)

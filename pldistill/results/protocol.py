@@ -129,18 +129,9 @@ def _audio_teacher(c: TrialConfig) -> str:
             f"audio encoder {_teacher_encoder(c)}")
 
 
-def _pool_flag(section: Any) -> bool | None:
-    """The EmoDistill teachers' pool switch, whatever its name (a bool field naming a pool); None: no such
-    field, the teachers train on the fold's clips alone."""
-    for name, value in section.model_dump().items():
-        if "pool" in name and isinstance(value, bool):
-            return value
-    return None
-
-
 def _emodistill_teachers(c: TrialConfig) -> str:
     t = c.model.emodistill_teachers
-    pool = _pool(c) if _pool_flag(t) else None
+    pool = _pool(c) if c.model.emodistill_pool else None  # unset: as the audio-LM teacher's fine-tune
     saw = _labelled_clips(c) + (f" and {pool}" if pool else "")
     return (f"prosodic ({t.prosodic_arch} on eGeMAPSv02) and linguistic ({_checkpoint_name(t.linguistic)} BERT on "
             f"transcripts), trained on {saw}")

@@ -263,6 +263,26 @@ def _family_problems(base: SweepBase, fixed: Hyperparameters, search: SearchConf
     return problems
 
 
+def _pseudo_target_problems(fixed: Hyperparameters, search: SearchConfig, fixed_names: set[str]) -> list[Problem]:
+    """``pseudo_target: metadata`` where a trial's objective reads no pseudo target (only those
+    registered with ``pseudo_target=True`` do, CAAD's Stage 1): it would be ignored or half-used."""
+    from pldistill.losses import OBJECTIVES
+
+    axis = next(((("search", k, "pseudo_target"), getattr(search, k)["pseudo_target"]) for k in ("grid", "space")
+                 if "pseudo_target" in getattr(search, k)), None)
+    wrong: dict[Loc, list[str]] = {}
+    for i, (_, objective) in enumerate(_objective_points(fixed, search)):
+        own = search.variants[i].overrides() if search.variants else {}
+        loc, values = (("search", "variants", i, "pseudo_target"), [own["pseudo_target"]]) if "pseudo_target" in own \
+            else (axis[0], list(getattr(axis[1], "values", axis[1]))) if axis \
+            else (("fixed", "pseudo_target"), [fixed.pseudo_target] if "pseudo_target" in fixed_names else [])
+        if "metadata" in values and objective in OBJECTIVES and not OBJECTIVES[objective].pseudo_target:
+            wrong.setdefault(loc, []).append(objective)
+    readers = ", ".join(n for n, o in OBJECTIVES.items() if o.pseudo_target)
+    return [(loc, f"metadata is read only by objectives that read a pseudo target ({readers}); "
+                  f"{', '.join(dict.fromkeys(objs))} would ignore it") for loc, objs in wrong.items()]
+
+
 # --- loading --------------------------------------------------------------------------------------------
 
 
@@ -353,6 +373,8 @@ def _semantic_problems(
         problems += _base_problems(base, fixed or Hyperparameters())
         if search is not None:
             problems += _family_problems(base, fixed or Hyperparameters(), search, fixed_names)
+    if search is not None and fixed is not None:
+        problems += _pseudo_target_problems(fixed, search, fixed_names)
         if search is not None and search.scheduler is not None:
             max_t = search.scheduler.max_t or base.train.epochs
             if search.scheduler.grace_period > max_t:

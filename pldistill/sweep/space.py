@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pldistill.config import ModelConfig, TrainConfig, TrialConfig
+from pldistill.config import Hyperparameters, ModelConfig, TrainConfig, TrialConfig
 from pldistill.errors import InputError
 from pldistill.sweep.config import (
     HPARAM_NAMES,
@@ -96,9 +96,13 @@ def param_specs(sweep: SweepConfig) -> list[Any]:
     s = sweep.search
     specs = [_spec(name, domain) for name, domain in s.space.items()]
     specs += [ParamSpec(name, "categorical", choices=list(values)) for name, values in s.grid.items()]
-    everywhere = sweep.fixed.model_dump()  # what a variant that leaves a name out runs with
-    for name in dict.fromkeys(k for v in s.variants for k in v.overrides()):
-        values = [v.overrides().get(name, everywhere[name]) for v in s.variants]
+    # what each variant runs with: fixed, its overrides, and its objective's defaults for the rest
+    runs = [Hyperparameters.model_validate({**sweep.fixed_values(), **v.overrides()}).model_dump()
+            for v in s.variants]
+    overridden = [k for v in s.variants for k in v.overrides()]
+    for name in dict.fromkeys(k for k in (*overridden, *(Hyperparameters.model_fields if runs else ()))
+                              if k not in s.grid and k not in s.space):
+        values = [run[name] for run in runs]
         choices = list({repr(x): x for x in values}.values())
         if len(choices) > 1:
             specs.append(ParamSpec(name, "categorical", choices=choices))
@@ -190,7 +194,8 @@ def resolve_trial_config(sweep: SweepConfig, sampled: dict[str, Any], *, trial_i
     unknown = sorted(set(values) - set(HPARAM_NAMES))
     if unknown:
         raise ValueError(f"not hyperparameters: {', '.join(unknown)}; valid: {', '.join(HPARAM_NAMES)}")
-    merged = {**sweep.fixed.model_dump(), **values, **overrides}
+    # the names fixed explicitly: one left unset takes the trial's objective's default (caad's beta)
+    merged = {**sweep.fixed.model_dump(exclude_unset=True), **values, **overrides}
     base = sweep.base
     try:
         # Plain ModelConfig/TrainConfig from the sweep's typed sections (their dumps are copies); the

@@ -35,7 +35,7 @@ from pldistill.losses.emodistill import EmbeddingMap
 from pldistill.models.classifier import ClassifierStudent, build_classifier_student, save_classifier_student
 from pldistill.models.inputs import Example
 from pldistill.train.checkpoint import ResumeState, restore_training, save_state
-from pldistill.train.dataset import FoldData, fold_clips_egemaps, prepare_fold
+from pldistill.train.dataset import FoldData, fold_clips_egemaps, labelled_share, prepare_fold
 from pldistill.train.emodistill_teachers import (
     FoldClips,
     LinguisticSettings,
@@ -186,7 +186,7 @@ def _setup(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: Resu
     inputs = _whisper_inputs if mc.encoder == "whisper" else functools.partial(_waveform_inputs, clips, {},
                                                                                 data.window_s)
     r = _Run(data=data, rows=rows, prosodic=prosodic, linguistic=linguistic, inputs=inputs, trainee=trainee,
-             wrapped=wrapped, objective=build_objective(hp.objective, hp.model_dump()), optimizer=optimizer,
+             wrapped=wrapped, objective=build_objective(hp.objective, hp.model_dump(), labelled_share=labelled_share(data)), optimizer=optimizer,
              schedule=schedule, rng=np.random.default_rng(seed + fold), out_dir=out_dir, device=device)
     if resume is not None:
         r.best_weights = restore_training(resume, trainee, optimizer)
@@ -198,26 +198,47 @@ def _setup(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: Resu
 def _teachers(cfg: TrialConfig, data: FoldData) -> tuple[dict[str, int], TeacherOutputs, TeacherOutputs, dict]:
     """The fold's two teachers' outputs (trained once per fold, cached under ``cache_dir/emodistill``),
     the row of each clip in them, and the fold's clips by key. The linguistic teacher first: a corpus
-    without transcripts fails before any eGeMAPS is computed."""
-    # The teachers train on the labelled clips; they give outputs for every clip. An unlabelled clip's
-    # label is in no index set; it is 0 here all the same, so no teacher could read the gold one.
+    without transcripts fails before the fold's eGeMAPS are computed."""
+    # The teachers train on the labelled clips (and the teacher pool, as the audio-LM teacher does);
+    # they give outputs for every clip. An unlabelled clip's label is in no index set; it is 0 here all
+    # the same, so no teacher could read the gold one. Pool rows come last: without a pool the rows,
+    # and so the cache keys of teachers trained before the pool was read, are what they were.
     examples = data.train + data.unlabelled + data.val + data.test
-    n_train, n_unl, n_val = len(data.train), len(data.unlabelled), len(data.val)
+    pool, pool_feats = _pool(cfg, data)
+    n_train, n_unl, n_val, n = len(data.train), len(data.unlabelled), len(data.val), len(examples)
+    index = {label: i for i, label in enumerate(data.labels)}
     fold_clips = FoldClips(dataset=data.dataset, fold=data.fold,
-                           labels=np.array([ex.label if ex.labelled else 0 for ex in examples]),
-                           num_classes=len(data.labels), train=np.arange(n_train),
+                           labels=np.array([ex.label if ex.labelled else 0 for ex in examples]
+                                           + [index[c.label] for c in pool], dtype=np.int64),
+                           num_classes=len(data.labels),
+                           train=np.concatenate([np.arange(n_train), np.arange(n, n + len(pool))]),
                            val=np.arange(n_train + n_unl, n_train + n_unl + n_val),
-                           test=np.arange(n_train + n_unl + n_val, len(examples)))
+                           test=np.arange(n_train + n_unl + n_val, n))
     t = cfg.model.emodistill_teachers
     epochs = {} if t.epochs is None else {"epochs": t.epochs}
-    texts = [ex.transcript for ex in examples]
+    texts = [ex.transcript for ex in examples] + [c.transcript for c in pool]
     linguistic = ensure_linguistic_teacher(None if all(x is None for x in texts) else texts, fold_clips,
                                            cfg.cache_dir, seed=cfg.model.init_seed,
                                            settings=LinguisticSettings(model=t.linguistic, **epochs), log=log)
     clips, feats = fold_clips_egemaps(cfg, data)  # rows in the order of ``examples``
-    prosodic = ensure_prosodic_teacher(feats.values, fold_clips, cfg.cache_dir, seed=cfg.model.init_seed,
+    values = feats.values if pool_feats is None else np.concatenate([feats.values, pool_feats])
+    prosodic = ensure_prosodic_teacher(values, fold_clips, cfg.cache_dir, seed=cfg.model.init_seed,
                                        settings=ProsodicSettings(arch=t.prosodic_arch, **epochs), log=log)
     return {ex.key: i for i, ex in enumerate(examples)}, prosodic, linguistic, clips
+
+
+def _pool(cfg: TrialConfig, data: FoldData) -> tuple[list[Any], np.ndarray | None]:
+    """The teacher-pool clips EmoDistill's teachers train on too (``ModelConfig.emodistill_pool``), those
+    whose audio reads under ``data.on_bad_audio`` (as the audio-LM teacher's fine-tune skips the
+    rest), and their eGeMAPSv02 rows; none without a pool."""
+    if not (data.teacher_pool and cfg.model.emodistill_pool):
+        return [], None
+    from pldistill.data import compute_egemaps
+
+    feats = compute_egemaps(data.teacher_pool, cfg.cache_dir / "features", on_bad_audio=cfg.data.on_bad_audio)
+    pool = [c for c in data.teacher_pool if c.key not in set(feats.skipped)]
+    log(f"EmoDistill teachers fold {data.fold}: {len(data.train)} train clips + {len(pool)} teacher-pool clips")
+    return pool, feats.rows([c.key for c in pool])
 
 
 def _whisper_inputs(examples: list[Example]) -> tuple[Tensor, Tensor]:

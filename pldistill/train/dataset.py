@@ -10,7 +10,8 @@ from typing import Any
 from pldistill.config import TrialConfig
 from pldistill.models.inputs import Example
 
-__all__ = ["FoldData", "prepare_fold", "manifests_dir", "teacher_pool_examples", "fold_clips_egemaps"]
+__all__ = ["FoldData", "prepare_fold", "manifests_dir", "labelled_share", "teacher_pool_examples",
+           "fold_clips_egemaps"]
 
 
 @dataclass
@@ -78,6 +79,13 @@ def _prepare_fold(cfg: TrialConfig, fold: int) -> FoldData:
                     features_key=feats.content_key, train=examples(split.train), val=examples(split.val),
                     test=examples(split.test), teacher_pool=pool,
                     unlabelled=[replace(ex, labelled=False) for ex in examples(split.unlabelled)])
+
+
+def labelled_share(data: FoldData) -> float:
+    """``rho``: the share of labelled clips among the fold's training clips (labelled and unlabelled), the
+    labelled fraction as drawn (per emotion, rounded): what a batch of them holds on average."""
+    n = len(data.train) + len(data.unlabelled)
+    return len(data.train) / n if n else 1.0
 
 
 def teacher_pool_examples(cfg: TrialConfig, data: FoldData) -> list[Example]:

@@ -37,7 +37,7 @@ from pldistill.models.inputs import Example, collate, pseudo_target_inputs
 from pldistill.models.loading import Teacher, build_student, load_student_llm
 from pldistill.train.batching import rank_bucket_batches
 from pldistill.train.checkpoint import FullState, ResumeState, load_state, restore_training, save_state
-from pldistill.train.dataset import FoldData, prepare_fold
+from pldistill.train.dataset import FoldData, labelled_share, prepare_fold
 from pldistill.train.loop import (
     PREDICTIONS_FILE,
     CheckpointWriter,
@@ -229,6 +229,9 @@ def _setup_fold(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume:
                             lora_dropout=hp.lora_dropout, seed=seed)
     head = AudioLMHead(student.base_model.model).train()
     objective = build_objective(hp.objective, hp.model_dump(), kl_chunk_size=tc.kl_chunk_size)
+    if objective.needs_teacher and data.unlabelled:  # its batches mix labelled and unlabelled clips
+        objective = build_objective(hp.objective, hp.model_dump(), kl_chunk_size=tc.kl_chunk_size,
+                                    labelled_share=labelled_share(data))
     online_teacher = AudioLMHead(teacher.model) if cache is None else None  # cached: the teacher LLM never runs
     # ddp: student in DDP; fsdp: teacher and student sharded in place (before the optimizer sees them).
     online_teacher, wrapped = wrap_models(online_teacher, head, tc.parallelism, audio_tower=teacher.audio_tower,

@@ -69,3 +69,29 @@ def test_load_fold_splits_train_after_validation(small_corpus: Path) -> None:
     assert sorted(c.key for c in part.train + part.unlabelled) == sorted(c.key for c in whole.train)
     assert 0 < len(part.train) < len(whole.train)
     assert set(c.label for c in part.train) == set(c.label for c in whole.train)
+
+
+def test_an_emotion_with_a_single_clip_is_labelled_and_the_others_draw_the_same() -> None:
+    clips = _clips({"Neutral": 10, "Happy": 1, "Angry": 6})
+    labelled, unlabelled = split_labelled(clips, 0.3, seed=2)
+    assert "Happy-0" in {c.key for c in labelled}
+    assert "Happy" not in {c.label for c in unlabelled}
+    # the lone clip draws nothing: the other emotions' labelled clips are those drawn without it
+    without = split_labelled([c for c in clips if c.label != "Happy"], 0.3, seed=2)[0]
+    assert [c.key for c in labelled if c.label != "Happy"] == [c.key for c in without]
+
+
+@pytest.mark.parametrize(("n", "fraction", "expected"), [(12, 0.3, 4), (12, 0.2, 2), (9, 0.5, 4), (7, 0.35, 2)])
+def test_count_is_rounded_to_nearest(n: int, fraction: float, expected: int) -> None:
+    # 3.6 -> 4 (not 3, rounding down), 2.4 -> 2 (not 3, rounding up), 4.5 -> 4 and 2.45 -> 2 (Python's round)
+    labelled, _ = split_labelled(_clips({"Neutral": n}), fraction, seed=0)
+    assert len(labelled) == expected
+
+
+def test_load_fold_draws_the_labelled_part_with_labelled_seed(small_corpus: Path) -> None:
+    whole = load_fold(small_corpus, "synthetic", 1, val_fraction=0.25, val_seed=0)
+    drawn = {seed: [c.key for c in split_labelled(whole.train, 0.5, seed)[0]] for seed in (0, 5)}
+    assert drawn[0] != drawn[5]  # so a fold drawn with val_seed (0) instead would be told apart
+    part = load_fold(small_corpus, "synthetic", 1, val_fraction=0.25, val_seed=0, labelled_fraction=0.5,
+                     labelled_seed=5)
+    assert [c.key for c in part.train] == drawn[5]

@@ -148,7 +148,8 @@ def test_contrast_moves_the_teacher_away_from_the_text_path(make_batch: MakeBatc
 def test_caad_reads_the_text_path_and_names_it_when_missing(make_batch: MakeBatch) -> None:
     caad = build("caad")
     assert caad.needs_text_teacher and caad.needs_teacher and not caad.needs_audio
-    assert caad.weights == {"ce": 1.0, "kl_response_cd": 1.0, "kl_audio": 0.8}
+    # beta is 0 for caad unless set (issue 25: the audio-logit KL is PL-Distill's, not CAAD's)
+    assert caad.weights == {"ce": 1.0, "kl_response_cd": 1.0, "kl_audio": 0.0}
     assert caad.options.caad_contrast == 1.0  # the Hyperparameters default
     assert not build("forward_kl").needs_text_teacher and build("forward_kl").options.caad_contrast is None
     # adding the term to another objective brings its option with it

@@ -31,6 +31,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "pl_distill[t1,chunked]": ("pl_distill", {"temperature": 1.0, "kl_chunk_size": 2}),
     "reverse_kl[gamma=0.5]": ("reverse_kl", {"gamma": 0.5}),
     "caad[a=0]": ("caad", {"caad_contrast": 0.0}),
+    # the audio-logit KL, off by default for caad (issue 25), as an explicit option
+    "caad[beta=0.8]": ("caad", {"beta": 0.8}),
     "caad[a=2.5,t1,chunked]": ("caad", {"caad_contrast": 2.5, "temperature": 1.0, "kl_chunk_size": 2}),
 }
 

@@ -105,7 +105,8 @@ def test_rows_that_differ_in_protocol_say_so_each() -> None:
 
 
 def test_ce_options_are_read_from_the_config() -> None:
-    assert describe(_paper(hparams={"ce_reduction": "mean"}))["CE"] == "ce_reduction mean"
+    assert describe(_paper(hparams={"ce_reduction": "mean"}))["CE"] == "ce_divisor expected_labelled, ce_reduction mean"
+    assert describe(_paper(hparams={"ce_divisor": "batch"}))["CE"] == "ce_divisor batch, ce_reduction sum"
 
 
 def test_report_carries_the_block_on_top_and_in_each_caption(tmp_path: Path,

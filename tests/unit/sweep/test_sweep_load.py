@@ -412,3 +412,39 @@ def test_check_paths_wants_transcripts_for_emodistill(tmp_path: Path) -> None:
         load_sweep(write(tmp_path, given), check_paths=True, cwd=tmp_path)
     (tmp_path / "t.jsonl").write_text('{"key": "a", "transcript": "hello"}\n')
     assert load_sweep(write(tmp_path, given), check_paths=True, cwd=tmp_path).base.data.transcripts is not None
+
+
+
+_PSEUDO = """\
+name: t
+base:
+  data: {source: synthetic, dataset: synthetic, folds: [1]}
+fixed:
+  %s
+search:
+  algorithm: grid
+  %s
+"""
+
+
+@pytest.mark.parametrize(("fixed", "search", "where"), [
+    ("pseudo_target: metadata", "variants:\n    - {name: a, objective: caad}\n    - {name: b, objective: ldist}",
+     "fixed.pseudo_target"),
+    ("gamma: 1.0", "variants:\n    - {name: a, objective: caad, pseudo_target: metadata}\n"
+     "    - {name: b, objective: forward_kl, pseudo_target: metadata}", "search.variants[1].pseudo_target"),
+    ("objective: sft", "grid:\n    pseudo_target: [label, metadata]", "search.grid.pseudo_target"),
+])
+def test_metadata_pseudo_target_for_an_objective_that_reads_none_is_one_line(tmp_path: Path, fixed: str,
+                                                                           search: str, where: str) -> None:
+    """Only objectives registered with pseudo_target=True (caad) read one; metadata elsewhere is refused
+    at the key that sets it, naming the objectives that would ignore it (not caad)."""
+    problems = problems_of(write(tmp_path, _PSEUDO % (fixed, search)))
+    assert len(problems) == 1, problems
+    assert f": {where}: metadata is read only by objectives that read a pseudo target (caad); " in problems[0]
+    assert "caad" not in problems[0].split("(caad);")[1]
+
+
+def test_caad_reads_a_metadata_pseudo_target(tmp_path: Path) -> None:
+    sweep = load_sweep(write(tmp_path, _PSEUDO % ("pseudo_target: metadata", "variants:\n    - {name: a, "
+                                                  "objective: caad, caad_contrast: 0.5}\n    - {name: b, objective: caad}")))
+    assert sweep.fixed.pseudo_target == "metadata"

@@ -346,3 +346,38 @@ def test_tuning_budget_draws_every_method_over_its_own_space(tmp_path: Path) -> 
         assert trial.hparams.objective == cfg["objective"] and trial.hparams.weighting == "attention_last"
         assert 2 <= trial.hparams.lora_rank <= 32 and 2e-4 <= trial.hparams.lr <= 5e-3
     assert len({c["lr"] for c in configs}) == len(configs)  # independent draws, not a grid
+
+
+CAAD_BETA = """\
+name: cb
+fixed: {%s}
+search:
+  algorithm: grid
+  variants:
+    - {name: pl, objective: pl_distill}
+    - {name: caad, objective: caad}
+    - {name: caad_audio, objective: caad, beta: 0.5}
+"""
+
+
+def test_caad_leaves_out_the_audio_logit_term_unless_beta_is_set(tmp_path: Path) -> None:
+    """beta's default is the objective's: 0 for caad (CAAD has no audio-logit KL), 0.8 (eq. 8) else; a
+    beta set in the file, fixed or per variant, wins."""
+    from pldistill.config import Hyperparameters
+    from pldistill.losses import build_objective
+    from pldistill.results.space import ParamSpec
+
+    assert Hyperparameters(objective="caad").beta == 0.0 and Hyperparameters().beta == 0.8
+    assert Hyperparameters(objective="caad", beta=0.3).beta == 0.3
+    hp = Hyperparameters(objective="caad")
+    hp.objective = "ldist"
+    assert hp.beta == 0.8  # an unset beta follows the objective
+    assert build_objective("caad", Hyperparameters(objective="caad").model_dump()).weights["kl_audio"] == 0.0
+    sweep = sweep_from(tmp_path, CAAD_BETA % "alpha: 1.0")
+    betas = [resolve_trial_config(sweep, {"variant": v.name}, trial_id=v.name).hparams.beta
+             for v in sweep.search.variants]
+    assert betas == [0.8, 0.0, 0.5]
+    assert ParamSpec("beta", "categorical", choices=[0.8, 0.0, 0.5]) in param_specs(sweep)
+    fixed = sweep_from(tmp_path, (CAAD_BETA % "beta: 0.2").split("    - {name: caad_audio")[0])
+    assert [resolve_trial_config(fixed, {"variant": v.name}, trial_id=v.name).hparams.beta
+            for v in fixed.search.variants] == [0.2, 0.2]

@@ -180,11 +180,12 @@ def test_labelled_fraction_trains_the_teachers_on_labelled_clips_and_the_student
     cfg = _cfg(tmp_path / "run", tiny_cache, data=data_cfg, epochs=1, max_steps_per_epoch=None)
     data = prepare_fold(cfg, 1)
     assert data.unlabelled
-    trained, real_batch = [], classifier_trial._batch
+    trained, shares, real_batch = [], set(), classifier_trial._batch
 
     def batch_spy(r, examples):
         if r.trainee.training:
             trained.extend(examples)
+            shares.add(r.objective.options.ce_share)
         return real_batch(r, examples)
 
     monkeypatch.setattr(classifier_trial, "_batch", batch_spy)
@@ -199,3 +200,50 @@ def test_labelled_fraction_trains_the_teachers_on_labelled_clips_and_the_student
     assert sorted(ex.key for ex in trained) == sorted(ex.key for ex in data.train + data.unlabelled)
     assert {ex.key for ex in trained if not ex.labelled} == {ex.key for ex in data.unlabelled}
     assert math.isfinite(fold.best["loss_class_ce"])
+    # the CE sums the labelled clips over their expected number (ce_divisor: expected_labelled)
+    assert len(shares) == 1 and shares.pop() == pytest.approx(len(data.train) / (len(data.train) + len(data.unlabelled)))
+
+
+@pytest.mark.parametrize("pool", [None, False])
+def test_teachers_train_on_the_teacher_pool_as_the_audio_teacher_does(tmp_path, tiny_cache, monkeypatch, pool):
+    """EmoDistill's teachers train on the fold's labelled clips and the teacher pool (pool: None follows
+    the audio-LM teacher, fine-tuned on both), pool rows after the fold's; pool: false gives the rows,
+    and so the cache keys, of before the pool was read."""
+    import numpy as np
+
+    from pldistill.train import classifier_trial
+    from pldistill.train.dataset import prepare_fold
+    from pldistill.train.emodistill_teachers import FoldClips
+    from pldistill.train.emodistill_teachers.prosodic import ProsodicSettings, prosodic_key
+
+    seen = {}
+    monkeypatch.setattr(classifier_trial, "ensure_linguistic_teacher",
+                        lambda texts, clips, *a, **k: seen.update(texts=texts, clips=clips))
+    monkeypatch.setattr(classifier_trial, "ensure_prosodic_teacher",
+                        lambda feats, clips, *a, **k: seen.update(feats=feats, prosodic_clips=clips))
+    data_cfg = {"source": "synthetic", "dataset": "synthetic", "folds": [1],
+                "synth": {"speakers": 4, "teacher_speakers": 1, "per_class": 2, "folds": 2}}
+    cfg = _cfg(tmp_path / "run", tiny_cache, data=data_cfg, model={"emodistill_teachers": {"epochs": 1, "pool": pool}})
+    data = prepare_fold(cfg, 1)
+    fold = data.train + data.unlabelled + data.val + data.test
+    n, n_train = len(fold), len(data.train)
+    assert data.teacher_pool and cfg.model.finetunes_teacher
+    classifier_trial._teachers(cfg, data)
+    clips = seen["clips"]
+    assert seen["prosodic_clips"] is clips and len(seen["texts"]) == clips.size == len(seen["feats"])
+    labels = {lab: i for i, lab in enumerate(data.labels)}
+    if pool is None:
+        m = len(data.teacher_pool)
+        assert clips.size == n + m and clips.train.tolist() == [*range(n_train), *range(n, n + m)]
+        assert clips.labels[n:].tolist() == [labels[c.label] for c in data.teacher_pool]
+        assert seen["texts"][n:] == [c.transcript for c in data.teacher_pool]
+        from pldistill.data import compute_egemaps
+
+        pool_rows = compute_egemaps(data.teacher_pool, cfg.cache_dir / "features").values
+        np.testing.assert_array_equal(seen["feats"][n:], pool_rows)
+        return
+    before = FoldClips(dataset=data.dataset, fold=1, labels=np.array([ex.label if ex.labelled else 0 for ex in fold]),
+                       num_classes=len(data.labels), train=np.arange(n_train),
+                       val=np.arange(n_train, n_train + len(data.val)), test=np.arange(n_train + len(data.val), n))
+    assert clips.size == n and prosodic_key(seen["feats"], clips, 0, ProsodicSettings()) == \
+        prosodic_key(seen["feats"], before, 0, ProsodicSettings())

@@ -77,6 +77,16 @@ def test_sft_trains_on_the_labelled_clips_for_as_many_steps(folds):
     assert used == set(range(len(f.train)))
 
 
+def test_ce_is_divided_by_the_expected_number_of_labelled_clips(folds):
+    """Distillation batches mix labelled and unlabelled clips: the CE's share rho is the labelled share
+    of the clips (ce_divisor: expected_labelled); sft's batches are all labelled (rho 1)."""
+    _, kd = folds["forward_kl"]
+    _, sft = folds["sft"]
+    rho = len(kd.data.train) / (len(kd.data.train) + len(kd.data.unlabelled))
+    assert 0.0 < rho < 1.0 and kd.models.objective.options.ce_share == pytest.approx(rho)
+    assert sft.models.objective.options.ce_share == 1.0
+
+
 def test_cache_rows_of_unlabelled_clips_follow_the_answers(folds):
     cfg, f = folds["forward_kl"]
     cache = TeacherCache(teacher_cache_dir(cfg, f.data))
@@ -104,3 +114,15 @@ def test_metadata_pseudo_targets_of_unlabelled_clips_start_with_the_teachers_ans
         assert targets[ex.key].split(",")[0] == f.data.labels[ex.label]  # the answer, as the response
     gold = {ex.key: ex.label for ex in f.data.unlabelled}
     assert any(ex.label != gold[ex.key] for ex in answered), "the teacher erred somewhere: the check can fail"
+
+
+def test_prepare_fold_draws_the_labelled_part_with_labelled_seed(tmp_path, tiny_cache):
+    from pldistill.data import load_fold, split_labelled
+    from pldistill.train.dataset import manifests_dir
+
+    cfg = _cfg(tmp_path, tiny_cache, "sft")  # labelled_seed 1, val_seed 0
+    manifests, audio = manifests_dir(cfg)
+    whole = load_fold(manifests, "synthetic", 1, audio_root=audio, val_fraction=cfg.data.val_fraction, val_seed=0)
+    drawn = {seed: [c.key for c in split_labelled(whole.train, 0.5, seed)[0]] for seed in (0, 1)}
+    assert drawn[0] != drawn[1]  # so a part drawn with val_seed (0) instead would be told apart
+    assert [ex.key for ex in prepare_fold(cfg, 1).train] == drawn[1]
