@@ -110,16 +110,12 @@ def print_predictions(run: PredictionRun, fmt: OutputFormat) -> None:
         if summary:  # stdout stays one CSV table; the figures go beside it
             print(summary, file=sys.stderr)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from pldistill.cli._table import new_table, print_table, table_console
 
-    table = Table(title=f"closed-set scores (log-likelihood); audio cropped to {run.window_s:g} s",
-                  title_justify="left", header_style="bold")
-    for name in head:
-        table.add_column(name, justify="right" if name in run.labels else "left", overflow="fold")
+    table = new_table(f"closed-set scores (log-likelihood); audio cropped to {run.window_s:g} s", head,
+                      right=run.labels)
     for row in rows:
         table.add_row(*row)
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
-    console.print(table)
+    print_table(table)
     if summary:
-        console.print(summary)
+        table_console().print(summary)

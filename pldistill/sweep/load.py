@@ -26,6 +26,7 @@ from pldistill.sweep._problems import (
     _show,
     _translate,
     _unwrap,
+    unknown,
 )
 from pldistill.sweep._yaml import shape_problems
 from pldistill.sweep.config import (
@@ -102,7 +103,7 @@ def _value_problems(name: str, value: Any, loc: Loc) -> list[Problem]:
 def _domain_problems(name: str, domain: Any) -> list[Problem]:
     loc: Loc = ("search", "space", name)
     if name not in HPARAM_NAMES:
-        return [(loc, f"unknown hyperparameter; valid: {', '.join(HPARAM_NAMES)}")]
+        return [(loc, unknown("hyperparameter", name, HPARAM_NAMES))]
     kind, numeric = _kind(name), {"float": ("uniform", "loguniform"), "int": ("int",)}
     if domain.type != "choice" and domain.type not in numeric.get(kind, ()):
         fits = ", ".join(numeric.get(kind, ())) + (" or choice" if kind in numeric else "choice")
@@ -143,7 +144,7 @@ def _search_problems(search: SearchConfig) -> list[Problem]:
     for name, values in search.grid.items():
         loc: Loc = (*s, "grid", name)
         if name not in HPARAM_NAMES:
-            problems.append((loc, f"unknown hyperparameter; valid: {', '.join(HPARAM_NAMES)}"))
+            problems.append((loc, unknown("hyperparameter", name, HPARAM_NAMES)))
             continue
         if len({repr(v) for v in values}) != len(values) or not values:
             problems.append((loc, "expected a non-empty list of distinct values"))
