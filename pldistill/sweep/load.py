@@ -386,6 +386,10 @@ def _path_problems(sweep: SweepConfig) -> list[Problem]:
         audio = data.audio_root or data.manifests
         if not audio.is_dir():
             problems.append((("base", "data", "audio_root"), f"no such folder: {audio}"))
+        else:
+            from pldistill.sweep._paths import audio_problems
+
+            problems += audio_problems(data)
     if "classifier" in sweep_families(sweep):
         problems += _transcript_problems(sweep)
     for key in ("teacher", "student_llm"):

@@ -393,11 +393,14 @@ def test_check_paths_wants_transcripts_for_emodistill(tmp_path: Path) -> None:
     manifests = tmp_path / "emobox"
     fold = manifests / "iemocap" / "fold_1"
     fold.mkdir(parents=True)
-    (manifests / "iemocap" / "label_map.json").write_text('{"neu": "Neutral", "ang": "Angry"}')
-    line = '{"key": "a", "wav": "a.wav", "emo": "neu", "length": 1.0}\n'
+    (manifests / "iemocap" / "label_map.json").write_text(
+        '{"neu": "Neutral", "hap": "Happy", "ang": "Angry", "sad": "Sad"}')
     for split in ("train", "test"):
+        line = (f'{{"key": "{split}", "dataset": "iemocap", "wav": "{split}.wav", "type": "raw", "emo": "neu", '
+                '"sample_rate": 16000, "num_frame": 16000, "task": "category", "length": 1.0, "channel": 1}\n')
         (fold / f"iemocap_{split}_fold_1.jsonl").write_text(line)
-    (tmp_path / "audio").mkdir()
+        (tmp_path / "audio").mkdir(exist_ok=True)
+        (tmp_path / "audio" / f"{split}.wav").write_bytes(b"")  # --check-paths stats the audio
     text = EMO.replace("{source: synthetic, dataset: synthetic, folds: [1]}",
                        f"{{source: emobox, dataset: iemocap, folds: [1], manifests: {manifests}, "
                        f"audio_root: {tmp_path / 'audio'}}}")
@@ -409,5 +412,5 @@ def test_check_paths_wants_transcripts_for_emodistill(tmp_path: Path) -> None:
     given = text.replace("folds: [1], manifests", f"folds: [1], transcripts: {tmp_path / 't.jsonl'}, manifests")
     with pytest.raises(SweepFileError, match="no such transcripts file"):
         load_sweep(write(tmp_path, given), check_paths=True, cwd=tmp_path)
-    (tmp_path / "t.jsonl").write_text('{"key": "a", "transcript": "hello"}\n')
+    (tmp_path / "t.jsonl").write_text('{"key": "train", "transcript": "hello"}\n')
     assert load_sweep(write(tmp_path, given), check_paths=True, cwd=tmp_path).base.data.transcripts is not None
