@@ -287,6 +287,10 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
     # Snapshots follow trial checkpoints (_checkpoint_config); the epochs of a small sweep come
     # seconds apart, which Tune would warn about at every snapshot. Read when the Tuner runs.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's newer console output prints its start block even at verbose=0: the experiment table, the
+    # staging path and a TensorBoard hint into Ray's temp folder. The progress and summary here say what
+    # matters (results folder included); the older engine at verbose=0 prints nothing.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     recorder = TrialRecorder(sweep, results)
     progress = SweepProgress(search.num_samples_total, search.metric, search.mode, console=console,
                              enabled=opts.progress)

@@ -155,6 +155,7 @@ def build_search_alg(sweep: SweepConfig) -> Any:
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" at each launch
         searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed))
         return ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent_trials)
     from ray.tune.search import BasicVariantGenerator
