@@ -7,9 +7,11 @@ Anything that is the user's fault (bad YAML, a missing manifest, an unknown labe
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["PldistillError", "InputError"]
+__all__ = ["PldistillError", "InputError", "did_you_mean"]
 
 
 class PldistillError(Exception):
@@ -32,3 +34,12 @@ class InputError(PldistillError):
 
     def __reduce__(self):  # cross-process (Ray) errors are pickled: keep all three parts
         return (type(self), (self.file, self.field, self.problem))
+
+
+def did_you_mean(name: str, valid: Iterable[str], n: int = 3) -> str:
+    """The closest of ``valid`` to a mistyped ``name``, quoted (``'alpha' or 'alpha_cka'``); "" when none is close.
+
+    >>> did_you_mean("alpah", ["alpha", "beta", "lora_rank"])
+    "'alpha'"
+    """
+    return " or ".join(repr(c) for c in difflib.get_close_matches(name, list(dict.fromkeys(valid)), n=n, cutoff=0.6))

@@ -20,9 +20,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Click's plain help: Typer's rich panels label every flag (--help too) with a stray "<bool>"
+    rich_markup_mode=None,
 )
 data_app = typer.Typer(help="Corpora: synthesise the embedded default, inspect EmoBox manifests.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 

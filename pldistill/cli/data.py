@@ -67,15 +67,14 @@ def info(
 ) -> None:
     """Folds, class counts, speakers, clip lengths, transcripts and lexical conditions of an EmoBox
     dataset (manifests only); with --egemaps, per-emotion means of a few eGeMAPS features."""
-    from rich.console import Console
-
+    from pldistill.cli._table import table_console
     from pldistill.data.emobox import load_fold, resolve_dataset
 
     spec, label_map = resolve_dataset(manifests_dir, dataset)
     splits = [load_fold(manifests_dir, spec.name, k, val_fraction=0.0, audio_root=audio_root,
                         transcripts=transcripts) for k in range(1, spec.num_folds + 1)]
     clips = list({c.key: c for split in splits for c in split.train + split.test}.values())
-    console = Console()
+    console = table_console()
     for table in _fold_tables(spec, splits):
         console.print(table)
     console.print(_lengths_line(label_map, clips))

@@ -40,12 +40,14 @@ def export(
     """Write a trial's student as a standalone Hugging Face folder (weights, processor, labels, model card)
     that Qwen2AudioForConditionalGeneration.from_pretrained and AutoProcessor.from_pretrained load."""
     from pldistill.errors import InputError
+    from pldistill.serve._quiet import quiet_hf
     from pldistill.serve.export import export_student
 
     if best and trial is not None:
         raise InputError(None, "--trial", "give --trial ID or --best, not both")
-    src, folder = export_student(results, sweep, out_dir, trial=trial, fold=fold, seed=seed, adapter=adapter,
-                                 force=force)
+    with quiet_hf():
+        src, folder = export_student(results, sweep, out_dir, trial=trial, fold=fold, seed=seed, adapter=adapter,
+                                     force=force)
     typer.echo(f"exported {src.sweep}/{src.trial_id} seed {src.seed} fold {src.fold} (epoch {src.epoch}, "
                f"{'adapter' if adapter else 'LoRA merged'}) to {folder}")
 
@@ -68,16 +70,18 @@ def predict(
     which) is cropped to the window's first seconds, as training cropped it; no sliding windows.
     A file that cannot be read is reported on one line and the others are still predicted (exit 2)."""
     from pldistill.errors import InputError
+    from pldistill.serve._quiet import quiet_hf
     from pldistill.serve.predict import load_exported, predict_files, predict_manifest
 
     if not audio and manifest is None:
         raise InputError(None, "AUDIO", "give audio files or --manifest")
-    model = load_exported(model_dir)
     runs = []
-    if audio:
-        runs.append(predict_files(model, audio))
-    if manifest is not None:
-        runs.append(predict_manifest(model, manifest, audio_root=audio_root))
+    with quiet_hf():
+        model = load_exported(model_dir)
+        if audio:
+            runs.append(predict_files(model, audio))
+        if manifest is not None:
+            runs.append(predict_manifest(model, manifest, audio_root=audio_root))
     failed = False
     for run in runs:
         for line in run.errors:
@@ -110,16 +114,12 @@ def print_predictions(run: PredictionRun, fmt: OutputFormat) -> None:
         if summary:  # stdout stays one CSV table; the figures go beside it
             print(summary, file=sys.stderr)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from pldistill.cli._table import new_table, print_table, table_console
 
-    table = Table(title=f"closed-set scores (log-likelihood); audio cropped to {run.window_s:g} s",
-                  title_justify="left", header_style="bold")
-    for name in head:
-        table.add_column(name, justify="right" if name in run.labels else "left", overflow="fold")
+    table = new_table(f"closed-set scores (log-likelihood); audio cropped to {run.window_s:g} s", head,
+                      right=run.labels)
     for row in rows:
         table.add_row(*row)
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
-    console.print(table)
+    print_table(table)
     if summary:
-        console.print(summary)
+        table_console().print(summary)

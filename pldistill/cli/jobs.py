@@ -60,16 +60,18 @@ def jobs_cmd(
     if fmt is JobsFormat.json:
         sys.stdout.write(json.dumps([_json_row(r) for r in rows], indent=2) + "\n")
         return
-    from rich.console import Console
-    from rich.table import Table
+    from pldistill.cli._table import new_table, print_table, table_console
 
-    table = Table(title=f"Ray jobs at {url}")
-    for col in ("job id", "status", "sweep", "start", "duration"):
-        table.add_column(col)
+    if not rows:
+        table_console().print(f"no jobs at {url}")
+        return
+    # the full job id: `logs` and `stop` take it
+    table = new_table(f"Ray jobs at {url}", ("job id", "status", "sweep", "start", "duration"),
+                      whole=("job id", "start"))
     for r in rows:
         start = r.start.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.start else ""
         table.add_row(r.job_id, r.status, r.sweep, start, _duration(r.duration_s))
-    Console().print(table if rows else f"no jobs at {url}")
+    print_table(table)
 
 
 def print_followed(row: JobRow) -> int:

@@ -9,7 +9,7 @@ import typer
 
 from pldistill.cli._app import app
 
-__all__ = ["launch_cmd", "submit_as_job"]
+__all__ = ["launch_cmd", "submit_as_job", "print_summary"]
 
 
 @app.command("launch")
@@ -47,12 +47,24 @@ def launch_cmd(
                       highlight=False, soft_wrap=True)
     summary = launch(sweep_file, LaunchOptions(address=address, num_cpus=num_cpus, dashboard=dashboard,
                                                progress=progress), console=console)
-    c = summary.counts
-    console.print(f"sweep [bold]{summary.name}[/bold]: {c.get('completed', 0)} completed, "
-                  f"{c.get('failed', 0)} failed in {summary.wall_s:.0f} s; results in {summary.results / summary.name}")
-    console.print("\n".join(summary.protocol), markup=False, highlight=False, soft_wrap=True)
-    from pldistill.cli.results import print_best  # duckdb and pyarrow are core dependencies
+    print_summary(summary, console)
 
+
+def print_summary(summary, console) -> None:
+    """The end of ``launch`` and ``resume``: how the sweep's trials stand (the words and counts of
+    ``status``), how to continue it when it was interrupted, and its best trials."""
+    from pldistill.cli.results import print_best  # duckdb and pyarrow are core dependencies
+    from pldistill.results.status import describe_counts
+
+    where = summary.results / summary.name
+    took = f" in {summary.wall_s:.0f} s" if summary.wall_s else ""
+    console.print(f"sweep [bold]{summary.name}[/bold] {summary.status}: {describe_counts(summary.counts)}{took}; "
+                  f"results in {where}", highlight=False, soft_wrap=True)
+    console.print("\n".join(summary.protocol), markup=False, highlight=False, soft_wrap=True)
+    if summary.status != "finished":
+        results = "" if summary.results == Path("results").resolve() else f" --results {summary.results}"
+        console.print(f"continue it with: pldistill-sweep resume {summary.name}{results}", highlight=False,
+                      soft_wrap=True)
     print_best(summary.results, sweep=summary.name, metric=summary.metric, mode=summary.mode, top=5, console=console,
                protocol=False)
 

@@ -89,21 +89,15 @@ def _emit(table: pa.Table, fmt: OutputFormat, *, title: str | None = None,
             writer.writerow(["" if v is None else (json.dumps(_plain(v)) if isinstance(v, (list, dict))
                                                    else _plain(v)) for v in r.values()])
         return
-    from rich.console import Console
-    from rich.table import Table
+    from pldistill.cli._table import new_table, print_table
 
     shown = [c for c in (columns or table.column_names) if c in table.column_names]
-    out = Table(title=title, title_justify="left", header_style="bold", caption=caption, caption_justify="left")
-    for name in shown:
-        numeric = _is_number(table.schema.field(name).type)
-        out.add_column(name, justify="right" if numeric else "left", overflow="fold")
+    numeric = [c for c in shown if _is_number(table.schema.field(c).type)]
+    out = new_table(title, shown, right=numeric, whole=("trial_id", "best_trial", "sweep"), caption=caption,
+                    caption_justify="left")
     for r in rows:
         out.add_row(*(_cell(r[c]) for c in shown))
-    # Piped output is not squeezed to 80 columns (rich's default off a terminal).
-    console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
-    console.print(out)
-    if not rows:
-        console.print("[dim](no rows)[/dim]")
+    print_table(out, console, empty="[dim](no rows)[/dim]")
 
 
 def _is_number(typ: object) -> bool:
@@ -156,7 +150,7 @@ def print_best(results: Path, *, metric: str = "val_ua", mode: str | None = None
     metric_col, group = meta[b"pldistill.metric"].decode(), meta.get(b"pldistill.by", b"").decode()
     table = with_run_intervals(table, metric_col)
     ci = f"{metric_col} 95% CI"
-    shown = list(dict.fromkeys(["rank", *([group] if group else []), "sweep", "trial_id", metric_col,
+    shown = list(dict.fromkeys(["rank", *([group, "trials"] if group else []), "sweep", "trial_id", metric_col,
                                 *([ci] if ci in table.column_names else []), *_BEST_COLUMNS]))
     title = f"best by {metric_col} ({meta[b'pldistill.mode'].decode()})" + (f" per {group}" if group else "")
     legend = ((table.schema.metadata or {}).get(b"pldistill.intervals") or b"").decode() or None

@@ -33,6 +33,6 @@ def resume_cmd(
     console = Console()
     summary = resume(name, results, LaunchOptions(address=address, num_cpus=num_cpus, dashboard=dashboard,
                                                   progress=progress), console=console)
-    c = summary.counts
-    console.print(f"sweep [bold]{summary.name}[/bold]: {c.get('completed', 0)} completed, "
-                  f"{c.get('failed', 0)} failed; results in {summary.results / summary.name}")
+    from pldistill.cli.launch import print_summary
+
+    print_summary(summary, console)

@@ -25,14 +25,16 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from pldistill.errors import InputError
+from pldistill.errors import InputError, did_you_mean
 from pldistill.results.schema import epochs_schema, sweeps_schema, trials_schema
+from pldistill.results.status import COMPLETED, TRIAL_STATUSES, describe_counts
 from pldistill.results.store import read_sweep_metas, result_files
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["open_results", "run_query", "best_trials", "sweep_status", "resolve_column", "default_mode"]
+__all__ = ["open_results", "run_query", "best_trials", "sweep_status", "resolve_column", "default_mode",
+           "rank_key"]
 
 _LOCKDOWN = (
     "SET temp_directory=''",
@@ -166,7 +168,24 @@ def resolve_column(columns: dict[str, str], name: str, what: str, *, numeric: bo
         if col in candidates:
             return col
     kind = "numeric column" if numeric else "column"
-    raise InputError(None, what, f"unknown {kind} {name!r}; available: {', '.join(candidates)}")
+    # the closest names (hp_ columns by their short names, which resolve too), not every column of every sweep
+    close = did_you_mean(name.removeprefix("hp_"), [c.removeprefix("hp_") for c in candidates])
+    hps = [c for c in candidates if c.startswith("hp_")]
+    hint = (f"; did you mean {close}?" if close else
+            (f"; hyperparameters: {', '.join(hps)}" if hps else "") + "; all columns: query 'DESCRIBE trials'")
+    raise InputError(None, what, f"unknown {kind} {name!r}{hint}")
+
+
+def rank_key(value: float, trial_id: str, mode: str, sweep: str = "") -> tuple[float, str, str]:
+    """The one order of "best": the metric (``mode``), then ties go to the lower sweep name, then
+    the lower trial id. Live progress, the launch summary, ``best``, ``export`` and the report all
+    rank by it (in SQL through :func:`_order_sql`, which must agree)."""
+    return (-float(value) if mode == "max" else float(value), sweep, trial_id)
+
+
+def _order_sql(metric: str, mode: str) -> str:
+    """:func:`rank_key` as an SQL ORDER BY list."""
+    return f"{_ident(metric)} {'DESC' if mode == 'max' else 'ASC'}, sweep, trial_id"
 
 
 def default_mode(metric: str) -> str:
@@ -197,7 +216,7 @@ def best_trials(root: str | Path, *, metric: str = "test_ua", mode: str | None =
             raise InputError(None, "mode", f"expected max or min, got {mode!r}")
         group = resolve_column(cols, by, "by") if by else None
         params: dict[str, object] = {"top": top}
-        where = f"status = 'completed' AND {_ident(m)} IS NOT NULL AND NOT isnan({_ident(m)}::DOUBLE)"
+        where = f"status = '{COMPLETED}' AND {_ident(m)} IS NOT NULL AND NOT isnan({_ident(m)}::DOUBLE)"
         if sweep is not None:
             known = _known_sweeps(con)
             if sweep not in known:
@@ -208,14 +227,41 @@ def best_trials(root: str | Path, *, metric: str = "test_ua", mode: str | None =
         lead_sql = ", ".join(_ident(c) for c in lead)
         partition = f"PARTITION BY {_ident(group)}" if group else ""
         order = f"{_ident(group)} NULLS LAST, rank" if group else "rank"
-        sql = (f"WITH ranked AS (SELECT row_number() OVER ({partition} ORDER BY {_ident(m)} "
-               f"{'DESC' if mode == 'max' else 'ASC'}, sweep, trial_id) AS rank, * FROM trials WHERE {where}) "
+        sql = (f"WITH ranked AS (SELECT row_number() OVER ({partition} ORDER BY {_order_sql(m, mode)}) "
+               f"AS rank, * FROM trials WHERE {where}) "
                f"SELECT rank, {lead_sql}, * EXCLUDE (rank, {lead_sql}) FROM ranked "
                f"WHERE rank <= $top ORDER BY {order}")
         meta = {"pldistill.metric": m, "pldistill.mode": mode, "pldistill.by": group or ""}
-        return _execute(con, sql, params).replace_schema_metadata(meta)
+        table = _execute(con, sql, params)
+        if group:  # every group tried, also those whose trials were all pruned or failed
+            tally_where = "sweep = $sweep" if sweep is not None else "true"
+            table = _with_group_tallies(con, table, group, m, tally_where, {k: v for k, v in params.items() if k != "top"})
+        return table.replace_schema_metadata(meta)
     finally:
         con.close()
+
+
+def _with_group_tallies(con: duckdb.DuckDBPyConnection, table: pa.Table, group: str, metric: str, where: str,
+                        params: dict[str, object]) -> pa.Table:
+    """``table`` (the best rows per ``group``) with a column ``trials``, how the group's trials ended
+    ("2 completed, 1 pruned"), and one row (rank empty) for each group with no completed trial."""
+    tallies = _execute(con, f"SELECT {_ident(group)} AS grp, {_status_counts('status', 'trial_id')} "
+                            f"FROM trials WHERE {where} GROUP BY ALL ORDER BY grp NULLS LAST", params).to_pylist()
+    text = {_group_key(t["grp"]): describe_counts(t, skip_zero=True) for t in tallies}
+    rows = table.to_pylist()
+    ranked = {_group_key(r[group]) for r in rows}
+    rows += [{group: t["grp"]} for t in tallies if _group_key(t["grp"]) not in ranked]
+    for row in rows:
+        row["trials"] = text.get(_group_key(row[group]), "")
+        if row.get("rank") is None and "completed" in row["trials"]:  # all of them NaN or missing
+            row["trials"] += f"; none with a {metric}"
+    schema = table.schema.append(pa.field("trials", pa.string()))
+    rows.sort(key=lambda r: (r[group] is None, r[group] if r[group] is not None else 0, r.get("rank") or 0))
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _group_key(value: object) -> str:
+    return json.dumps(value, default=str)
 
 
 def sweep_status(root: str | Path) -> pa.Table:
@@ -223,14 +269,10 @@ def sweep_status(root: str | Path) -> pa.Table:
     metric and mode (``val_ua``/max when sweep.json names none)."""
     con = open_results(root)
     try:
-        counts = _execute(con, """
+        counts = _execute(con, f"""
             WITH names AS (SELECT name AS sweep FROM sweeps UNION SELECT DISTINCT sweep FROM trials)
             SELECT n.sweep, any_value(s.status) AS status, any_value(s.started_at) AS started_at,
-                   count(t.trial_id) AS total,
-                   count(t.trial_id) FILTER (WHERE t.status = 'completed') AS completed,
-                   count(t.trial_id) FILTER (WHERE t.status = 'failed') AS failed,
-                   count(t.trial_id) FILTER (WHERE t.status = 'running') AS running,
-                   count(t.trial_id) FILTER (WHERE t.status = 'pruned') AS pruned,
+                   count(t.trial_id) AS total, {_status_counts("t.status", "t.trial_id")},
                    any_value(s.metric) AS metric, any_value(s.mode) AS mode
             FROM names n LEFT JOIN sweeps s ON s.name = n.sweep LEFT JOIN trials t ON t.sweep = n.sweep
             GROUP BY n.sweep ORDER BY n.sweep""")
@@ -246,13 +288,18 @@ def sweep_status(root: str | Path) -> pa.Table:
         con.close()
 
 
+def _status_counts(status: str, what: str) -> str:
+    """SQL columns ``completed, pruned, failed, running``: how many ``what`` have each status."""
+    return ", ".join(f"count({what}) FILTER (WHERE {status} = '{word}') AS {word}" for word in TRIAL_STATUSES)
+
+
 def _best_of(con: duckdb.DuckDBPyConnection, cols: dict[str, str], sweep: str, metric: str,
              mode: str) -> tuple[float | None, str | None]:
     if metric not in cols or not _NUMERIC.match(cols[metric]):
         return None, None
     m = _ident(metric)
     found = con.execute(
-        f"SELECT {m}::DOUBLE, trial_id FROM trials WHERE sweep = $sweep AND status = 'completed' "
-        f"AND {m} IS NOT NULL AND NOT isnan({m}::DOUBLE) ORDER BY {m} {'DESC' if mode == 'max' else 'ASC'}, "
-        "trial_id LIMIT 1", {"sweep": sweep}).fetchone()
+        f"SELECT {m}::DOUBLE, trial_id FROM trials WHERE sweep = $sweep AND status = '{COMPLETED}' "
+        f"AND {m} IS NOT NULL AND NOT isnan({m}::DOUBLE) ORDER BY {_order_sql(metric, mode)} LIMIT 1",
+        {"sweep": sweep}).fetchone()
     return (found[0], found[1]) if found else (None, None)

@@ -27,6 +27,7 @@ from pldistill.results.stats import (
     format_p,
     interval_legend,
 )
+from pldistill.results.status import describe_counts
 from pldistill.results.store import list_sweeps, read_sweep_metas, read_trials
 from pldistill.results.tables import (
     HistoryPoint,
@@ -206,8 +207,8 @@ def render_markdown(r: SweepReport, plots: Mapping[str, str | None]) -> str:
                 "every test figure below was used to choose trials and is biased upwards; it is not a held-out "
                 "estimate.", ""]
     out += [
-           f"Status {s.get('status') or 'unknown'}: {s['total']} trials ({s['completed']} completed, {s['failed']} "
-           f"failed, {s['running']} running, {s['pruned']} pruned). Selection metric: `{r.metric}` ({r.mode}).", "",
+           f"Status {s.get('status') or 'unknown'}: {s['total']} trials ({describe_counts(s)}). "
+           f"Selection metric: `{r.metric}` ({r.mode}).", "",
            f"Each cell shows the test scores (%) of the completed trial of that cell that is best by `{r.metric}` "
            f"({r.mode}; ties go to the lower trial id) as mean ± half-width of the 95% t interval over the trial's "
            f"(seed, fold) runs (the mean of its fold means), with n and a marker naming the interval (legend under "

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from pldistill import __version__
 from pldistill.config import METRIC_NAMES
+from pldistill.results.status import TRIAL_STATUSES
 
 __all__ = [
     "SCHEMA_VERSION", "LOSS_TERMS", "TRIAL_STATUSES", "SWEEP_STATUSES", "SWEEP_META_KEYS", "SchemaError",
@@ -44,7 +45,6 @@ SCHEMA_VERSION = 1
 #: out here so that reading results never imports torch).
 LOSS_TERMS = ("total", "ce", "cka", "kl_audio", "kl_response", "rkl_response", "relation", "relation_projector",
               "kl_response_cd", "class_ce", "kl_prosodic", "kl_linguistic", "cos_prosodic", "cos_linguistic")
-TRIAL_STATUSES = ("completed", "failed", "running", "pruned")
 SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
 #: Keys of ``sweep.json``; ``config`` is the resolved sweep config, ``counts`` Tune's final
 #: trial counts and ``space`` the searched distributions (``ParamSpec.to_json`` entries; any JSON values).

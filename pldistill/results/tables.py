@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from pldistill.results.compare import ClipPredictions, Comparison, adjust_holm, compare_groups
-from pldistill.results.query import default_mode
+from pldistill.results.query import default_mode, rank_key
 from pldistill.results.space import ParamSpec, _finite
 from pldistill.results.stats import Estimate, importance_support, mean_ci, runs_estimate
 
@@ -113,10 +113,9 @@ def selection(meta: Mapping[str, Any] | None, columns: Sequence[str]) -> tuple[s
 
 
 def _ranked(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> list[Mapping[str, Any]]:
-    """Completed rows with a finite ``metric``, best first, ties by trial_id (as ``best`` orders)."""
+    """Completed rows with a finite ``metric``, best first, ties broken by :func:`rank_key` (as ``best``)."""
     done = [r for r in rows if r.get("status") == "completed" and _finite(r.get(metric))]
-    sign = -1.0 if mode == "max" else 1.0
-    return sorted(done, key=lambda r: (sign * float(r[metric]), str(r["trial_id"])))
+    return sorted(done, key=lambda r: rank_key(r[metric], str(r["trial_id"]), mode, str(r.get("sweep") or "")))
 
 
 def best_cell(rows: Sequence[Mapping[str, Any]], metric: str, mode: str, scores: Sequence[str]) -> Cell | None:

@@ -13,10 +13,9 @@ training cropped it.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from pldistill.errors import InputError
+from pldistill.serve._quiet import quiet_hf
 from pldistill.serve.source import TrialStudent
 from pldistill.train.trial import PREDICTIONS_FILE
 
@@ -65,20 +65,6 @@ def prediction_mismatches(expected: Predictions, got: Mapping[str, str]) -> list
 
 def _quiet(_: str) -> None:
     pass
-
-
-@contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """transformers draws a bar while it reads or writes weights: noise between predict's lines."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
 
 
 def load_trial_student(src: TrialStudent) -> tuple[Any, Any, Any]:
@@ -151,12 +137,14 @@ def export_audio_lm(src: TrialStudent, out: Path, *, adapter: bool = False) -> d
         raise InputError(src.best_dir, "data.window_s", f"the trial's {window:g} s window is not a whole number of "
                                                          "seconds; transformers' feature extractor cannot reproduce it")
     if adapter:
+        for peft_config in student.peft_config.values():  # the base is this folder, not a local cache path
+            peft_config.base_model_name_or_path = None
         student.save_pretrained(out / ADAPTER_DIR, safe_serialization=True)
         model = student.unload()  # LoRA layers out, the trained projector stays in the base
     else:
         model = student.merge_and_unload()
     _standalone(model)
-    with _no_progress_bars():
+    with quiet_hf():
         model.save_pretrained(out, safe_serialization=True)
     _processor(teacher.tokenizer, window).save_pretrained(out)
     labels = list(data.labels)
@@ -181,6 +169,9 @@ def _standalone(model: torch.nn.Module) -> None:
     model.config.audio_config.max_source_positions = int(tower.embed_positions.num_embeddings)
     model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
     model.config.text_config.tie_word_embeddings = False
+    # where the student LLM and encoder were read from (a local cache folder) is no business of the export
+    for config in (model.config, model.config.text_config, model.config.audio_config):
+        config.name_or_path = ""
 
 
 def _processor(tokenizer: Any, window_s: float) -> Any:
@@ -201,7 +192,7 @@ class ExportedAudioLM:
         from pldistill.models.audiolm import AudioLMHead
         from pldistill.models.inputs import PromptTemplate
 
-        with _no_progress_bars():
+        with quiet_hf():
             model = Qwen2AudioForConditionalGeneration.from_pretrained(
                 folder, dtype=torch.float32, use_safetensors=True,
                 attn_implementation={"text_config": "sdpa", "audio_config": "sdpa"})

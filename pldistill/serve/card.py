@@ -60,15 +60,27 @@ def _protocol(src: TrialStudent) -> list[str]:
             "Differences from the PL-Distill paper's setup (section 3.1):", "", *(f"- {d}" for d in diffs)]
 
 
-def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str:
-    """Markdown with a Hugging Face metadata header; ``meta`` is what export wrote to its labels file."""
-    if meta.get("family") == "classifier":
-        return _classifier_card(src, meta)
+def export_command(src: TrialStudent, folder: str, *, adapter: bool) -> str:
+    """The ``pldistill-sweep export`` command that writes this folder again (results folder aside: a
+    local path has no place in a shared folder)."""
+    return (f"pldistill-sweep export {src.sweep} {folder} --trial {src.trial_id} --seed {src.seed} --fold {src.fold}"
+            + (" --adapter" if adapter else ""))
+
+
+def model_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool, folder: str = "OUT_DIR") -> str:
+    """Markdown with a Hugging Face metadata header; ``meta`` is what export wrote to its labels file;
+    ``folder``: the exported folder's name, as its code examples load it."""
+    card = (_classifier_card(src, meta) if meta.get("family") == "classifier"
+            else _audio_lm_card(src, meta, adapter=adapter))
+    made = f"Exported with `{export_command(src, folder, adapter=adapter)}`.\n"
+    return card.replace("OUT_DIR", folder) + made
+
+
+def _audio_lm_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) -> str:
     cfg = src.config
     hp = cfg.hparams.model_dump(mode="json")
     data = cfg.data
-    where = "synthetic corpus (embedded default)" if data.source == "synthetic" else \
-        f"EmoBox manifests {data.manifests} (audio root {data.audio_root or data.manifests})"
+    where = "synthetic corpus (embedded default)" if data.source == "synthetic" else "EmoBox manifests"
     labels = ", ".join(meta["labels"])
     load = ("from peft import PeftModel\n"
             "model = PeftModel.from_pretrained(model, \"OUT_DIR/adapter\").eval()  # LoRA kept as an adapter\n"

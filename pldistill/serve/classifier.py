@@ -43,6 +43,10 @@ def export_classifier(src: TrialStudent, out: Path, *, adapter: bool = False) ->
     saved = json.loads((src.best_dir / "classifier.json").read_text())
     labels = saved.get("labels") or []
     window = float(json.loads((src.best_dir / "pldistill_config.json").read_text())["window_s"])
+    for module in student.modules():  # the encoder's config names the local folder it was read from
+        config = getattr(module, "config", None)
+        if hasattr(config, "name_or_path"):
+            config.name_or_path = ""
     save_classifier_student(student, out, labels=labels)
     meta = {
         "format": 1, "family": FAMILY, "labels": labels, "window_s": window, "sample_rate": _SAMPLE_RATE,

@@ -71,5 +71,5 @@ def export_student(results: Path, sweep: str, out_dir: Path, *, trial: str | Non
                                                          f"known: {', '.join(EXPORTERS)}")
     with atomic_dir(out_dir) as tmp:
         meta = EXPORTERS[family](src, tmp, adapter=adapter)
-        (tmp / "README.md").write_text(model_card(src, meta, adapter=adapter))
+        (tmp / "README.md").write_text(model_card(src, meta, adapter=adapter, folder=out_dir.name))
     return src, out_dir

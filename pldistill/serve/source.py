@@ -87,8 +87,10 @@ def _pick_run(row: dict[str, Any], seed: int | None, fold: int | None, metric: s
         raise InputError(where, "fold", f"trial {row['trial_id']} records no runs; pass --seed and --fold")
     fits = [r for r in runs if (seed is None or r[0] == seed) and (fold is None or r[1] == fold)]
     if not fits:
-        raise InputError(where, "fold", f"trial {row['trial_id']} ran (seed, fold) {runs}, not "
-                                        f"seed {seed if seed is not None else 'any'}, fold {fold if fold is not None else 'any'}")
+        asked = ", ".join(f"{k} {v}" for k, v in (("seed", seed), ("fold", fold)) if v is not None)
+        ran = "; ".join(f"seed {s} fold {f}" for s, f in runs)
+        raise InputError(where, "fold" if fold is not None else "seed",
+                         f"trial {row['trial_id']} has no run with {asked}; it ran: {ran}")
     figures = {(int(f.get("seed") or 0), int(f["fold"])): f.get(metric) for f in row.get("fold_metrics") or []}
     scored = [r for r in fits if isinstance(figures.get(r), float) and math.isfinite(figures[r])]
     if not scored:

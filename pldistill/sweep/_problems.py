@@ -12,6 +12,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from pldistill.errors import did_you_mean
+
 #: A key path inside the file (strings for keys, ints for list items).
 Loc = tuple[str | int, ...]
 #: Where (a key path, or a ready label such as ``line 3, column 5``) and what was expected.
@@ -66,6 +68,12 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+def unknown(what: str, name: str, valid: list[str] | tuple[str, ...], listed: str = "valid") -> str:
+    """``unknown key; did you mean 'alpha'?`` when a valid name is close to ``name``, else every valid name."""
+    close = did_you_mean(name, valid)
+    return f"unknown {what}; did you mean {close}?" if close else f"unknown {what}; {listed}: {', '.join(valid) or '?'}"
+
+
 def _translate(exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
     """pydantic's errors as (key path, what was expected): union tags dropped, unknown keys listed."""
     problems: list[Problem] = []
@@ -74,8 +82,8 @@ def _translate(exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
         if kind == "extra_forbidden":
             parent = _walk(model, err["loc"][:-1])[0]
             # Fields left out of dumps are placeholders that refuse any value: not offered as valid.
-            valid = ", ".join(n for n, f in parent.model_fields.items() if not f.exclude) if _is_model(parent) else "?"
-            msg = f"unknown key; valid keys: {valid}"
+            names = [n for n, f in parent.model_fields.items() if not f.exclude] if _is_model(parent) else []
+            msg = unknown("key", str(err["loc"][-1]), names, listed="valid keys")
         elif kind == "missing":
             msg = "required key is missing"
         elif kind == "union_tag_invalid":

@@ -153,7 +153,7 @@ def _write_with_ray_data(cfg: TrialConfig, fold: int, keys: list[str], rows_dir:
                              if opts.gpus_per_actor > 0 else 1)
     ds = ray.data.from_items([{"key": k} for k in keys]).map_batches(
         _TeacherRowsActor, fn_constructor_kwargs={"cfg_json": cfg.to_json(), "fold": fold},
-        batch_size=opts.batch_size, batch_format="numpy", concurrency=actors,
+        batch_size=opts.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=opts.gpus_per_actor or None, num_cpus=1,
     )
     from pldistill.progress import StepProgress

@@ -18,7 +18,7 @@ from typing import Any
 from pldistill.errors import InputError, PldistillError
 
 __all__ = ["LaunchOptions", "LaunchSummary", "launch", "resume", "run_sweep", "prepare_shared", "sweep_meta",
-           "protocol_of"]
+           "protocol_of", "trial_counts"]
 
 
 @dataclass
@@ -42,6 +42,8 @@ class LaunchSummary:
     mode: str = "max"
     #: What was run: the protocol block of the sweep's recorded trials (pldistill.results.protocol).
     protocol: list[str] = field(default_factory=list)
+    #: ``finished`` (every trial ended) or ``interrupted`` (``pldistill-sweep resume`` continues it).
+    status: str = "finished"
 
 
 def prepare_shared(sweep: Any, log=print, address: str | None = None,
@@ -130,10 +132,11 @@ class _RayOnce:
 
 
 def launch(sweep_path: Path, opts: LaunchOptions | None = None, console=None) -> LaunchSummary:
-    """Run the sweep in ``sweep_path`` to completion; returns counts of completed/failed trials.
+    """Run the sweep in ``sweep_path`` to completion; returns its trials' counts by status.
 
     If an earlier run of the same sweep (same name and results folder) was interrupted, it is
-    continued rather than started again; one that finished is reported, not rerun."""
+    continued rather than started again; one that finished is reported, not rerun, and refused
+    when the file has changed since."""
     from pldistill.sweep.load import load_sweep
 
     return run_sweep(load_sweep(sweep_path), Path(sweep_path), opts, console)
@@ -169,9 +172,13 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
     say = console.print if console is not None else print
     meta = store.read_sweep_meta() if (store.sweep_dir / "sweep.json").is_file() else None
     if meta is not None and meta.get("status") == "finished":
+        if meta.get("config") != sweep.model_dump(mode="json"):
+            raise InputError(sweep_path, _first_difference(meta.get("config"), sweep.model_dump(mode="json")),
+                             f"differs from the finished run in {store.sweep_dir}; give the sweep a new name to "
+                             "run it (the finished run's results stay as they are)")
         say(f"sweep {sweep.name} already finished; results in {store.sweep_dir} "
             "(give the sweep a new name to run it again)")
-        return LaunchSummary(name=sweep.name, results=results, counts=dict(meta.get("counts") or {}),
+        return LaunchSummary(name=sweep.name, results=results, counts=trial_counts(store),
                              metric=sweep.search.metric, mode=sweep.search.effective_mode,
                              protocol=protocol_of(results, sweep.name))
     earlier = meta is not None and can_resume(results, sweep.name)
@@ -233,18 +240,19 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
         status = "interrupted"
         try:
             with progress:
-                grid = tuner.fit()
+                # Tune's ResultGrid counts a pruned trial as a success: the counts come from the results table
+                tuner.fit()
             status = "finished" if _reconcile(store, recorder, say, None, search.num_samples_total) else "interrupted"
         finally:
             store.write_sweep_meta({**(store.read_sweep_meta() or {}), "status": status,
                                     "ended_at": datetime.now(timezone.utc).isoformat()})
-        counts = {"completed": sum(1 for r in grid if r.error is None), "failed": grid.num_errors,
-                  "total": len(grid)}
+        counts = trial_counts(store)
         store.write_sweep_meta({**(store.read_sweep_meta() or {}), "counts": counts})
     finally:
         ray_once.stop()
     return LaunchSummary(name=sweep.name, results=results, counts=counts, metric=sweep.search.metric,
-                         mode=sweep.search.effective_mode, wall_s=time.perf_counter() - started, dashboard_url=url,
+                         mode=sweep.search.effective_mode, status=status,
+                         wall_s=time.perf_counter() - started, dashboard_url=url,
                          protocol=protocol_of(results, sweep.name))
 
 
@@ -254,6 +262,17 @@ def protocol_of(results: Path, name: str) -> list[str]:
     from pldistill.results.protocol import protocol_lines, sweep_protocol
 
     return protocol_lines(sweep_protocol(read_trials(results, name).to_pylist()))
+
+
+def trial_counts(store: Any) -> dict[str, int]:
+    """How many of the sweep's trials are completed, pruned, failed and running (as ``status`` counts
+    them, from the results table), and the ``total``."""
+    from pldistill.results import read_trials
+    from pldistill.results.status import count_statuses
+
+    has_rows = store.sweep_dir.joinpath("trials").is_dir()
+    statuses = read_trials(store.root, store.sweep).column("status").to_pylist() if has_rows else []
+    return {**count_statuses(statuses), "total": len(statuses)}
 
 
 def sweep_meta(sweep: Any, sweep_path: Path, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -285,6 +304,10 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
     # Snapshots follow trial checkpoints (_checkpoint_config); the epochs of a small sweep come
     # seconds apart, which Tune would warn about at every snapshot. Read when the Tuner runs.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's newer console output prints its start block even at verbose=0: the experiment table, the
+    # staging path and a TensorBoard hint into Ray's temp folder. The progress and summary here say what
+    # matters (results folder included); the older engine at verbose=0 prints nothing.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     recorder = TrialRecorder(sweep, results)
     progress = SweepProgress(search.num_samples_total, search.metric, search.mode, console=console,
                              enabled=opts.progress)

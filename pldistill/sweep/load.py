@@ -26,6 +26,7 @@ from pldistill.sweep._problems import (
     _show,
     _translate,
     _unwrap,
+    unknown,
 )
 from pldistill.sweep._yaml import shape_problems
 from pldistill.sweep.config import (
@@ -103,7 +104,7 @@ def _value_problems(name: str, value: Any, loc: Loc) -> list[Problem]:
 def _domain_problems(name: str, domain: Any) -> list[Problem]:
     loc: Loc = ("search", "space", name)
     if name not in HPARAM_NAMES:
-        return [(loc, f"unknown hyperparameter; valid: {', '.join(HPARAM_NAMES)}")]
+        return [(loc, unknown("hyperparameter", name, HPARAM_NAMES))]
     kind, numeric = _kind(name), {"float": ("uniform", "loguniform"), "int": ("int",)}
     if domain.type != "choice" and domain.type not in numeric.get(kind, ()):
         fits = ", ".join(numeric.get(kind, ())) + (" or choice" if kind in numeric else "choice")
@@ -144,7 +145,7 @@ def _search_problems(search: SearchConfig) -> list[Problem]:
     for name, values in search.grid.items():
         loc: Loc = (*s, "grid", name)
         if name not in HPARAM_NAMES:
-            problems.append((loc, f"unknown hyperparameter; valid: {', '.join(HPARAM_NAMES)}"))
+            problems.append((loc, unknown("hyperparameter", name, HPARAM_NAMES)))
             continue
         if len({repr(v) for v in values}) != len(values) or not values:
             problems.append((loc, "expected a non-empty list of distinct values"))
@@ -412,6 +413,10 @@ def _path_problems(sweep: SweepConfig) -> list[Problem]:
         audio = data.audio_root or data.manifests
         if not audio.is_dir():
             problems.append((("base", "data", "audio_root"), f"no such folder: {audio}"))
+        else:
+            from pldistill.sweep._paths import audio_problems
+
+            problems += audio_problems(data)
     if "classifier" in sweep_families(sweep):
         problems += _transcript_problems(sweep)
     for key in ("teacher", "student_llm"):

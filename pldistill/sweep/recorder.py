@@ -21,8 +21,9 @@ from typing import Any
 from ray.tune import Callback
 
 from pldistill.config import METRIC_NAMES
+from pldistill.results.status import COMPLETED, FAILED, PRUNED, RUNNING
 
-__all__ = ["TrialRecorder", "error_summary"]
+__all__ = ["TrialRecorder", "error_summary", "ended_as"]
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)):\s*(.+)$")
 
@@ -36,6 +37,14 @@ def error_summary(text: str) -> str:
     specific = [ln for ln in lines if not any(g in ln.split(":")[0] for g in generic)]
     pick = specific[-1] if specific else (lines[-1] if lines else (text.strip().splitlines() or ["error"])[-1])
     return pick[:500]
+
+
+def ended_as(trial) -> str:
+    """How a trial Tune has ended stands: failed on error, completed when its last report carries the
+    whole trial result (``trial_result``), pruned otherwise (the scheduler stopped it early)."""
+    if trial.status == "ERROR":
+        return FAILED
+    return COMPLETED if "trial_result" in (trial.last_result or {}) else PRUNED
 
 
 class TrialRecorder(Callback):
@@ -81,32 +90,31 @@ class TrialRecorder(Callback):
     # -- Tune hooks --------------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._finished.discard(trial.trial_id)
-        self._write(trial, "running")
+        self._write(trial, RUNNING)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         if "trial_result" in result:
             self._finished.add(trial.trial_id)
-            self._write(trial, "completed", result, ended_at=datetime.now(timezone.utc))
+            self._write(trial, COMPLETED, result, ended_at=datetime.now(timezone.utc))
         else:
-            self._write(trial, "running", result)
+            self._write(trial, RUNNING, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         if trial.trial_id not in self._finished:  # ended by the scheduler before its last epoch
-            self._write(trial, "pruned", trial.last_result, ended_at=datetime.now(timezone.utc))
+            self._write(trial, PRUNED, trial.last_result, ended_at=datetime.now(timezone.utc))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         text = _error_text(trial)
-        self._write(trial, "failed", trial.last_result, ended_at=datetime.now(timezone.utc),
+        self._write(trial, FAILED, trial.last_result, ended_at=datetime.now(timezone.utc),
                     error=(error_summary(text) + "\n" + text)[-8000:])
 
     def record_final(self, trial) -> None:
         """The final row of a trial Tune finished while no recorder was listening (resume)."""
-        if trial.status == "ERROR":
+        outcome = ended_as(trial)
+        if outcome == FAILED:
             self.on_trial_error(0, [], trial)
-        elif "trial_result" in (trial.last_result or {}):
-            self._write(trial, "completed", trial.last_result)
         else:
-            self._write(trial, "pruned", trial.last_result)
+            self._write(trial, outcome, trial.last_result)
 
 
 def _error_text(trial) -> str:

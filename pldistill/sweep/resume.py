@@ -90,6 +90,7 @@ def tune_trials(results: Path, name: str) -> list[Any]:
 def reconcile(store: Any, recorder: Any, trials: list[Any]) -> dict[str, int]:
     """Make the results table agree with Tune's ``trials``; returns what was removed and completed."""
     from pldistill.results import read_trials
+    from pldistill.results.status import COMPLETED, FAILED, PRUNED
 
     known = {t.trial_id: t for t in trials}
     removed = finished = 0
@@ -101,7 +102,7 @@ def reconcile(store: Any, recorder: Any, trials: list[Any]) -> dict[str, int]:
         removed += 1
     for trial_id, trial in known.items():
         status = rows.get(trial_id, {}).get("status")
-        if trial.status in ("TERMINATED", "ERROR") and status not in ("completed", "pruned", "failed"):
+        if trial.status in ("TERMINATED", "ERROR") and status not in (COMPLETED, PRUNED, FAILED):
             recorder.record_final(trial)
             finished += 1
     return {"removed": removed, "finished": finished}

@@ -160,6 +160,7 @@ def build_search_alg(sweep: SweepConfig, storage: Any | None = None) -> Any:
         import optuna
         from ray.tune.search import ConcurrencyLimiter
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created ..." at each launch
         from pldistill.sweep.study import StudySearch
 
         searcher = StudySearch(sampler=optuna.samplers.TPESampler(seed=s.seed), storage=storage,

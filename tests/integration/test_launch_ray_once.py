@@ -65,6 +65,6 @@ def test_local_launch_starts_ray_once_for_the_cache_build_and_the_sweep(tmp_path
     assert [p for p in (cache / "teacher_outputs").iterdir() if p.is_dir()], "the teacher cache was not built"
     assert len(inits) == 1, inits
     assert "pldistill_driver" in inits[0]["resources"]  # the sweep's own start, not the cache build's
-    assert summary.counts == {"completed": 1, "failed": 0, "total": 1}
+    assert summary.counts == {"completed": 1, "pruned": 0, "failed": 0, "running": 0, "total": 1}
     (row,) = read_trials(tmp_path / "results").to_pylist()
     assert row["status"] == "completed", row["error"]

@@ -59,7 +59,7 @@ def test_launch_then_query(tmp_path, tiny_cache, capsys, monkeypatch):
 
         ray.shutdown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    if summary.counts != {"completed": 2, "failed": 0, "total": 2}:
+    if summary.counts != {"completed": 2, "pruned": 0, "failed": 0, "running": 0, "total": 2}:
         from pldistill.results import read_trials
 
         rows = read_trials(tmp_path / "results").to_pylist()

@@ -20,7 +20,7 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_cache, m
         "algorithm": "grid", "max_concurrent_trials": 1,
         "variants": [{"name": "ok", "objective": "sft", "lr": 1e-3}, {"name": "diverges", "objective": "sft", "lr": 1e30}]})
     summary = launch_locally(path, monkeypatch)
-    assert summary.counts == {"completed": 1, "failed": 1, "total": 2}
+    assert summary.counts == {"completed": 1, "pruned": 0, "failed": 1, "running": 0, "total": 2}
     rows = {r["hp_lr"]: r for r in read_trials(tmp_path / "results").to_pylist()}
     assert rows[1e-3]["status"] == "completed" and rows[1e-3]["error"] is None
     failed = rows[1e30]
@@ -41,7 +41,7 @@ def test_diverged_trials_reach_optuna_as_failures_not_values(tmp_path, tiny_cach
                               "space": {"lr": {"type": "loguniform", "low": 1e29, "high": 1e30}}},
                       failures={"worker_restarts": 2, "trial_retries": 1})
     summary = launch_locally(path, monkeypatch)
-    assert summary.counts == {"completed": 0, "failed": 2, "total": 2}
+    assert summary.counts == {"completed": 0, "pruned": 0, "failed": 2, "running": 0, "total": 2}
     rows = read_trials(tmp_path / "results").to_pylist()
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert all(r["error"].startswith("TrialDivergedError: non-finite loss in seed 0 fold 1 epoch 1") for r in rows)

@@ -69,7 +69,7 @@ def test_fsdp_trial_spreads_its_workers_over_two_nodes(tmp_path, monkeypatch):
         cluster.shutdown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
     rows = read_trials(tmp_path / "results").to_pylist()
-    assert summary.counts == {"completed": 1, "failed": 0, "total": 1}, [r.get("error") for r in rows]
+    assert summary.counts == {"completed": 1, "pruned": 0, "failed": 0, "running": 0, "total": 1}, [r.get("error") for r in rows]
     [row] = rows
     assert row["status"] == "completed" and row["num_workers"] == 2
     assert math.isfinite(row["val_ua"]) and math.isfinite(row["loss_total"])

@@ -74,10 +74,12 @@ def test_best_by_groups(results_root, capsys) -> None:
         rc, out, _ = _run(capsys, "best", "--by", by, "--sweep", "ablation", "--results", str(results_root),
                           "--format", "json")
         assert rc == 0
-        assert [(r["hp_weighting"], r["trial_id"]) for r in json.loads(out)] == [("attention_last", "t2"),
-                                                                                  ("uniform", "t1")]
+        assert [(r["hp_weighting"], r["trial_id"]) for r in json.loads(out)] == [
+            ("attention_last", "t2"), ("attention_sharpened", None), ("uniform", "t1")]
     rc, out, _ = _run(capsys, "best", "--by", "weighting", "--results", str(results_root))
     assert rc == 0 and "per hp_weighting" in out and "attention_last" in out and "t2" in out
+    # every group tried is a line, and how its trials ended: attention_sharpened has no best (NaN)
+    assert "1 completed; none with a val_ua" in out and "2 completed, 1 pruned, 1 failed" in out
 
 
 def test_best_overall_top_and_mode(results_root, capsys) -> None:
@@ -93,6 +95,8 @@ def test_best_unknown_column_lists_available(results_root, capsys) -> None:
     rc, out, err = _run(capsys, "best", "--by", "colour", "--results", str(results_root))
     assert rc == 2 and out == "" and err.count("\n") == 1
     assert "unknown column 'colour'" in err and "hp_weighting" in err and "hp_temperature" in err
+    rc, out, err = _run(capsys, "best", "--by", "weightng", "--results", str(results_root))
+    assert rc == 2 and err == "error: by: unknown column 'weightng'; did you mean 'weighting'?\n"
 
 
 def test_status_counts(results_root, capsys) -> None:
@@ -166,3 +170,32 @@ def test_best_prints_the_protocol_of_the_trials_it_shows(tmp_path, trial, capsys
     assert "- labelled fraction: paper 1 (every training clip labelled); here 0.25" in out
     rc, out, _ = _run(capsys, "best", "--results", str(tmp_path), "--format", "json")
     assert rc == 0 and json.loads(out)[0]["trial_id"] == "a"
+
+
+def test_tables_render_whole_off_a_terminal(results_root, tmp_path, capsys, monkeypatch, trial) -> None:
+    """Off a terminal (a log, a pipe, Ray Job output) a table is not squeezed to the window: with
+    COLUMNS=40 every cell of ``best``, ``status`` and ``jobs`` stays on one line, whole."""
+    from datetime import datetime, timezone
+
+    import pldistill.cli.jobs  # noqa: F401  (registers the commands)
+    import pldistill.sweep.jobs as jobs
+    from pldistill.results import ResultsStore
+
+    monkeypatch.setenv("COLUMNS", "40")
+    long_id = "3f2a1b9c_00004"
+    store = ResultsStore(tmp_path, "a_rather_long_sweep_name")
+    store.write_trial(trial(long_id, test_ua=0.61, hparams={"weighting": "attention_sharpened"}))
+    rc, out, _ = _run(capsys, "best", "--by", "weighting", "--results", str(tmp_path))
+    row = next(line for line in out.splitlines() if long_id in line)
+    assert rc == 0 and "attention_sharpened" in row and "a_rather_long_sweep_name" in row and "0.6200" in row
+    assert "val_ua 95% CI" in out  # headers whole too
+    rc, out, _ = _run(capsys, "status", "--results", str(tmp_path))
+    row = next(line for line in out.splitlines() if "a_rather_long_sweep_name" in line)
+    assert rc == 0 and long_id in row
+    job_id = "raysubmit_pldistill_smoke_3f2a1b9c4d5e6f70"  # `logs` and `stop` need all of it
+    rows = [jobs.JobRow(job_id, "RUNNING", "smoke", datetime(2026, 1, 2, tzinfo=timezone.utc), 61.0)]
+    monkeypatch.setattr(jobs, "connect", lambda address: (None, "http://head:8265"))
+    monkeypatch.setattr(jobs, "list_jobs", lambda client, url: rows)
+    rc, out, _ = _run(capsys, "jobs")
+    row = next(line for line in out.splitlines() if job_id in line)
+    assert rc == 0 and "RUNNING" in row and "1m01s" in row

@@ -123,13 +123,16 @@ def test_best_overall_skips_unfinished_and_nan(results_root) -> None:
 def test_best_by_hp_column_groups(results_root) -> None:
     table = best_trials(results_root, by="weighting", sweep="ablation")
     assert table.column_names[:5] == ["rank", "hp_weighting", "sweep", "trial_id", "test_ua"]
-    assert [(r["hp_weighting"], r["trial_id"]) for r in table.to_pylist()] == [
-        ("attention_last", "t2"), ("uniform", "t1")]  # attention_sharpened's only trial has NaN
+    # every group tried is listed: attention_sharpened's only trial has NaN, so it has no best row
+    assert [(r["hp_weighting"], r["rank"], r["trial_id"], r["trials"]) for r in table.to_pylist()] == [
+        ("attention_last", 1, "t2", "1 completed, 1 running"),
+        ("attention_sharpened", None, None, "1 completed; none with a test_ua"),
+        ("uniform", 1, "t1", "2 completed, 1 pruned, 1 failed")]
     same = best_trials(results_root, by="hp_weighting", sweep="ablation")
     assert same.to_pylist() == table.to_pylist()
     top2 = best_trials(results_root, by="hp_weighting", sweep="ablation", top=2).to_pylist()
     assert [(r["hp_weighting"], r["rank"], r["trial_id"]) for r in top2] == [
-        ("attention_last", 1, "t2"), ("uniform", 1, "t1"), ("uniform", 2, "t0")]
+        ("attention_last", 1, "t2"), ("attention_sharpened", None, None), ("uniform", 1, "t1"), ("uniform", 2, "t0")]
 
 
 def test_best_min_mode_and_default_mode(results_root) -> None:
@@ -139,8 +142,12 @@ def test_best_min_mode_and_default_mode(results_root) -> None:
 
 
 def test_best_unknown_names_list_what_exists(results_root) -> None:
-    with pytest.raises(InputError, match=r"^by: unknown column 'colour'; available: sweep, trial_id, .*hp_weighting"):
+    with pytest.raises(InputError, match=r"^by: unknown column 'colour'; hyperparameters: .*hp_weighting.*; all columns: query 'DESCRIBE trials'$"):
         best_trials(results_root, by="colour")
+    with pytest.raises(InputError, match=r"^by: unknown column 'weightng'; did you mean 'weighting'\?$"):
+        best_trials(results_root, by="weightng")
+    with pytest.raises(InputError, match=r"metric: unknown numeric column 'val_u'; did you mean 'val_ua'"):
+        best_trials(results_root, metric="val_u")
     with pytest.raises(InputError, match=r"metric: unknown numeric column 'objective'"):
         best_trials(results_root, metric="objective")
     with pytest.raises(InputError, match="unknown sweep 'nope'; known: ablation, tpe"):

@@ -72,8 +72,20 @@ def test_merged_export_holds_weights_processor_labels_and_card(merged_export, tr
     assert meta["source"] == {"sweep": SWEEP, "trial": TRIAL, "fold": 1, "epoch": trial_student.epoch}
     card = (merged_export / "README.md").read_text()
     for text in (SWEEP, TRIAL, "`sft`", "lora_rank=4", "folds [1]", "cropped to its first", "test_ua",
-                 f"{trial_student.row['test_ua']:.4f}", "no confidence interval"):
+                 f"{trial_student.row['test_ua']:.4f}", "no confidence interval",
+                 f"Exported with `pldistill-sweep export {SWEEP} merged --trial {TRIAL} --seed 0 --fold 1`"):
         assert text in card, text
+
+
+@pytest.mark.parametrize("which", ["merged", "adapter"])
+def test_export_writes_no_local_path(which, request, toy_sweep, tiny_cache):
+    """The folder is meant to be shared: no file names the results, cache or temporary folders it came from."""
+    folder = request.getfixturevalue(f"{which}_export")
+    local = {str(toy_sweep), str(tiny_cache), str(Path(tiny_cache).resolve()), "/tmp/"}
+    for path in folder.rglob("*"):
+        if path.suffix in (".json", ".md", ".txt", ".jinja"):
+            text = path.read_text()
+            assert not [p for p in local if p in text], (path.name, [p for p in local if p in text])
 
 
 def test_adapter_export_keeps_lora_apart(adapter_export):
@@ -154,7 +166,7 @@ def test_cli_export_best_and_its_errors(toy_sweep, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     cases = [(["nosuch", str(tmp_path / "a")], "unknown sweep 'nosuch'"),
              ([SWEEP, str(tmp_path / "b"), "--trial", "t_none"], f"unknown trial 't_none'; the sweep has: {TRIAL}"),
-             ([SWEEP, str(tmp_path / "c"), "--fold", "3"], "ran (seed, fold) [(0, 1)], not seed any, fold 3"),
+             ([SWEEP, str(tmp_path / "c"), "--fold", "3"], "fold: trial t_best has no run with fold 3; it ran: seed 0 fold 1"),
              ([SWEEP, str(tmp_path / "d"), "--trial", TRIAL, "--best"], "not both")]
     for args, message in cases:
         assert run_app(["export", *args, "--results", str(toy_sweep)]) == 2
@@ -185,9 +197,11 @@ def test_the_cards_code_predicts_as_the_trial(which, request, reference, test_cl
     code = card.split("```python\n", 1)[1].split("```", 1)[0]
     clip = test_clips[0]
     script = tmp_path / "card.py"
-    script.write_text(code.replace("OUT_DIR", str(folder)).replace("clip.wav", str(clip.wav))
+    assert "OUT_DIR" not in card and f'from_pretrained("{folder.name}")' in card  # the folder's own name
+    script.write_text(code.replace("clip.wav", str(clip.wav))
                       + "\nimport sys; assert not [m for m in sys.modules if m.startswith('pldistill')]\n")
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=folder.parent,  # run beside the folder, as its name in the code says
                           env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     predicted = proc.stdout.strip().splitlines()[-1].split(" ", 1)[0]

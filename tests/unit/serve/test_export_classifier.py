@@ -56,6 +56,9 @@ def test_export_and_predict_reproduce_the_trials_test_predictions(emo_sweep, tmp
     meta = json.loads((out / "pldistill_labels.json").read_text())
     assert meta["family"] == "classifier" and meta["input"] == "waveform" and meta["labels"]
     assert "EmoDistill" in (out / "README.md").read_text()
+    for name in ("classifier.json", "pldistill_labels.json", "README.md"):  # shareable: no local path in it
+        text = (out / name).read_text()
+        assert str(results) not in text and str(cfg.cache_dir) not in text and "/tmp/" not in text, name
     model = load_exported(out)
     recorded = pq.read_table(src.best_dir / "test_predictions.parquet").to_pylist()
     root, audio_root = manifests_dir(cfg)

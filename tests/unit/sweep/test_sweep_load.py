@@ -144,7 +144,8 @@ BAD_CASES = {
     "malformed_yaml": ("name: t\nsearch: [\n", "line 3, column 1: malformed YAML"),
     "unknown_top_key": (GOOD + "colour: red\n", "colour: unknown key; valid keys: name, description, results"),
     "unknown_nested_key": (GOOD.replace("folds: [1]}", "folds: [1], fold: 2}"),
-                           "base.data.fold: unknown key; valid keys: source, manifests"),
+                           "base.data.fold: unknown key; did you mean 'folds'?"),
+    "typo_in_fixed": (GOOD.replace("objective: pl_distill", "alpah: 1"), "fixed.alpah: unknown key; did you mean 'alpha'?"),
     "unknown_domain_key": (GOOD.replace("high: 2.0}", "high: 2.0, q: 1}"),
                            "search.space.alpha.q: unknown key; valid keys: type, low, high"),
     "unknown_metric": (GOOD.replace("num_samples: 4", "num_samples: 4\n  metric: val_acc"),
@@ -168,7 +169,7 @@ BAD_CASES = {
         "alpha: {type: uniform, low: 0.0, high: 2.0}", "objective: {type: choice, values: [sft, magic]}"),
         "search.space.objective.values[1]: unknown objective 'magic'"),
     "unknown_hyperparameter": (GOOD.replace("alpha: {type", "alfa: {type"),
-                               "search.space.alfa: unknown hyperparameter; valid: objective, alpha"),
+                               "search.space.alfa: unknown hyperparameter; did you mean 'alpha'"),
     "unknown_domain_type": (GOOD.replace("type: uniform", "type: gaussian"),
                             "search.space.alpha: unknown domain type 'gaussian'"),
     "low_not_below_high": (GOOD.replace("high: 2.0", "high: 0.0"), "search.space.alpha: expected low < high"),
@@ -186,9 +187,7 @@ BAD_CASES = {
     "parallelism_under_train": (GOOD.replace("grad_accum: 2}", "grad_accum: 2, parallelism: fsdp}"),
                                 "base.train.parallelism: a sweep file sets it once, as resources.parallelism"),
     "typo_under_train": (GOOD.replace("grad_accum: 2}", "grad_accum: 2, epoch: 2}"),
-                         "base.train.epoch: unknown key; valid keys: epochs, batch_size, grad_accum, eval_batch_size, "
-                         "max_grad_norm, select_metric, eval_test_each_epoch, max_steps_per_epoch, num_threads, "
-                         "kl_chunk_size, batches_per_bucket, fused_logits, compile (line 5)"),
+                         "base.train.epoch: unknown key; did you mean 'epochs'? (line 5)"),
     "nccl_on_cpu": (GOOD + "resources: {backend: nccl}\n", "resources.backend: nccl needs gpus_per_worker > 0"),
     "source_dataset_mismatch": (GOOD.replace("dataset: synthetic", "dataset: iemocap"),
                                 "base: data.dataset must be 'synthetic'"),
@@ -204,7 +203,7 @@ BAD_CASES = {
     "single_choice": (GOOD.replace("alpha: {type: uniform, low: 0.0, high: 2.0}", "weighting: {type: choice, values: [uniform]}"),
                       "search.space.weighting.values: List should have at least 2 items"),
     "variant_unknown_key": (VARIANTS + "    - {name: b, objectiv: sft}\n",
-                            "search.variants[1].objectiv: unknown key; valid keys: objective, alpha"),
+                            "search.variants[1].objectiv: unknown key; did you mean 'objective'?"),
     "variant_duplicate_name": (VARIANTS + "    - {name: a, objective: sft}\n",
                                "search.variants[1].name: duplicate variant name 'a'"),
     "variant_sets_fixed_name": (VARIANTS.replace("objective: ldist", "objective: sft"),
@@ -394,11 +393,14 @@ def test_check_paths_wants_transcripts_for_emodistill(tmp_path: Path) -> None:
     manifests = tmp_path / "emobox"
     fold = manifests / "iemocap" / "fold_1"
     fold.mkdir(parents=True)
-    (manifests / "iemocap" / "label_map.json").write_text('{"neu": "Neutral", "ang": "Angry"}')
-    line = '{"key": "a", "wav": "a.wav", "emo": "neu", "length": 1.0}\n'
+    (manifests / "iemocap" / "label_map.json").write_text(
+        '{"neu": "Neutral", "hap": "Happy", "ang": "Angry", "sad": "Sad"}')
     for split in ("train", "test"):
+        line = (f'{{"key": "{split}", "dataset": "iemocap", "wav": "{split}.wav", "type": "raw", "emo": "neu", '
+                '"sample_rate": 16000, "num_frame": 16000, "task": "category", "length": 1.0, "channel": 1}\n')
         (fold / f"iemocap_{split}_fold_1.jsonl").write_text(line)
-    (tmp_path / "audio").mkdir()
+        (tmp_path / "audio").mkdir(exist_ok=True)
+        (tmp_path / "audio" / f"{split}.wav").write_bytes(b"")  # --check-paths stats the audio
     text = EMO.replace("{source: synthetic, dataset: synthetic, folds: [1]}",
                        f"{{source: emobox, dataset: iemocap, folds: [1], manifests: {manifests}, "
                        f"audio_root: {tmp_path / 'audio'}}}")
@@ -410,7 +412,7 @@ def test_check_paths_wants_transcripts_for_emodistill(tmp_path: Path) -> None:
     given = text.replace("folds: [1], manifests", f"folds: [1], transcripts: {tmp_path / 't.jsonl'}, manifests")
     with pytest.raises(SweepFileError, match="no such transcripts file"):
         load_sweep(write(tmp_path, given), check_paths=True, cwd=tmp_path)
-    (tmp_path / "t.jsonl").write_text('{"key": "a", "transcript": "hello"}\n')
+    (tmp_path / "t.jsonl").write_text('{"key": "train", "transcript": "hello"}\n')
     assert load_sweep(write(tmp_path, given), check_paths=True, cwd=tmp_path).base.data.transcripts is not None
 
 

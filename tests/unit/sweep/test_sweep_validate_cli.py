@@ -90,3 +90,42 @@ def test_typer_runner_sees_the_command() -> None:
     result = CliRunner().invoke(app, ["validate", str(REPO / "sweeps/smoke.yaml")])
     assert result.exit_code == 0, result.output
     assert "ok: " in result.output
+
+
+def test_check_paths_stats_every_manifest_audio_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real-format EmoBox manifests and an empty audio_root: --check-paths counts the missing WAVs and
+    names the first few (launch would fail on the first); with the files there it says ok."""
+    import json
+
+    manifests, audio = tmp_path / "emobox", tmp_path / "audio"
+    fold = manifests / "iemocap" / "fold_1"
+    fold.mkdir(parents=True)
+    audio.mkdir()
+    (manifests / "iemocap" / "label_map.json").write_text(
+        json.dumps({"neu": "Neutral", "hap": "Happy", "ang": "Angry", "sad": "Sad"}))
+    keys = {"train": [f"Ses01F_impro01_F00{i}" for i in range(6)], "test": ["Ses05M_script01_M000"]}
+    for split, names in keys.items():
+        lines = [json.dumps({"key": k, "dataset": "iemocap", "wav": f"wav/{k}.wav", "type": "raw",
+                             "sample_rate": 16000, "num_frame": 16000, "task": "category", "length": 1.0,
+                             "emo": "neu", "channel": 1}) for k in names]
+        (fold / f"iemocap_{split}_fold_1.jsonl").write_text("\n".join(lines) + "\n")
+    sweep = (REPO / "sweeps/smoke.yaml").read_text().replace(
+        "data: {source: synthetic, dataset: synthetic, folds: [1], synth: {speakers: 8, teacher_speakers: 0, "
+        "per_class: 6, folds: 4}}",
+        f"data: {{source: emobox, dataset: iemocap, folds: [1], manifests: {manifests}, audio_root: {audio}}}")
+    assert "source: emobox" in sweep
+    path = tmp_path / "real.yaml"
+    path.write_text(sweep)
+    assert run_app(["validate", "--check-paths", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"{path}: base.data.audio_root: 7 of 7 audio files the manifests name are missing under "
+                      f"{audio}: {audio}/wav/Ses01F_impro01_F000.wav, {audio}/wav/Ses01F_impro01_F001.wav, "
+                      f"{audio}/wav/Ses01F_impro01_F002.wav, ... (line 17)")
+    (audio / "wav").mkdir()
+    for name in keys["train"]:
+        (audio / "wav" / f"{name}.wav").write_bytes(b"RIFF")
+    assert run_app(["validate", "--check-paths", str(path)]) == 2
+    assert "1 of 7 audio files the manifests name are missing" in capsys.readouterr().err
+    (audio / "wav" / "Ses05M_script01_M000.wav").write_bytes(b"RIFF")
+    assert run_app(["validate", "--check-paths", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"ok: {path}")
