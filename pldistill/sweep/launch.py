@@ -7,6 +7,7 @@ with one, pldistill attaches to that cluster. Everything a trial writes lands in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -171,9 +172,10 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
     store.check_writable()
     say = console.print if console is not None else print
     meta = store.read_sweep_meta() if (store.sweep_dir / "sweep.json").is_file() else None
+    changed = _changed_key(meta.get("config"), sweep) if meta is not None else None
     if meta is not None and meta.get("status") == "finished":
-        if meta.get("config") != sweep.model_dump(mode="json"):
-            raise InputError(sweep_path, _first_difference(meta.get("config"), sweep.model_dump(mode="json")),
+        if changed:
+            raise InputError(sweep_path, changed,
                              f"differs from the finished run in {store.sweep_dir}; give the sweep a new name to "
                              "run it (the finished run's results stay as they are)")
         say(f"sweep {sweep.name} already finished; results in {store.sweep_dir} "
@@ -185,8 +187,8 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
     if must_resume and not earlier:
         raise PldistillError(f"sweep {sweep.name} in {store.sweep_dir} has no Tune state to resume; "
                              f"launch {sweep_path} to start it")
-    if earlier and meta is not None and meta.get("config") != sweep.model_dump(mode="json"):
-        raise InputError(sweep_path, _first_difference(meta.get("config"), sweep.model_dump(mode="json")),
+    if earlier and changed:
+        raise InputError(sweep_path, changed,
                          f"differs from the interrupted run in {store.sweep_dir}; resume it with "
                          f"'pldistill-sweep resume {sweep.name}' or give the sweep a new name")
     if not opts.address:  # a private local Ray: its CPUs are known before anything is written
@@ -201,6 +203,18 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
             return _run_tune(sweep, sweep_path, store, opts, console, meta if earlier else None, ray_once)
     finally:
         ray_once.stop()
+
+
+def _changed_key(recorded: Any, sweep: Any) -> str | None:
+    """The first key where the sweep file differs from the config ``sweep.json`` recorded, or None.
+
+    The recorded config is read back through today's model first, so a section added to the sweep
+    file format since (``tracking``, ``search.replicates``, ...) counts as its default, not as a
+    change: a sweep interrupted before an upgrade still resumes."""
+    new = sweep.model_dump(mode="json")
+    with contextlib.suppress(Exception):  # recorded by a version whose file today's model refuses: as is
+        recorded = type(sweep).model_validate(recorded).model_dump(mode="json")
+    return None if recorded == new else _first_difference(recorded, new)
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str:

@@ -62,3 +62,21 @@ def test_changed_finished_sweep_is_refused_naming_the_key(finished: Path, capsys
     assert err.startswith(f"error: {finished}: base.train.epochs: differs from the finished run in ")
     assert "give the sweep a new name" in err
     assert sorted(p.name for p in (finished.parent / "results" / "done").rglob("*")) == before
+
+
+def test_a_section_added_since_the_sweep_ran_is_not_a_change(finished: Path, capsys) -> None:
+    """sweep.json written before a sweep-file section existed (here ``tracking``, absent from the
+    recorded config) still matches an unchanged file: the recorded config is read through today's model,
+    so the new section counts as its default. A real change is still refused."""
+    import pldistill.cli.launch  # noqa: F401
+
+    store = ResultsStore(finished.parent / "results", "done")
+    meta = store.read_sweep_meta()
+    assert "tracking" in meta["config"]
+    del meta["config"]["tracking"]
+    store.write_sweep_meta(meta)
+    assert run_app(["launch", str(finished), "--quiet"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    finished.write_text(finished.read_text().replace("num_samples: 2", "num_samples: 3"))
+    assert run_app(["launch", str(finished), "--quiet"]) == 2
+    assert "search.num_samples: differs from the finished run" in capsys.readouterr().err
