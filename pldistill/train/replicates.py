@@ -23,12 +23,12 @@ from pldistill.config import ReplicatesConfig, TrainConfig
 from pldistill.results.stats import Estimate, stratified_mean_ci
 from pldistill.train.loop import FoldResult
 
-__all__ = ["StopReason", "STOP_REASONS", "Decision", "decide", "run_decision"]
+__all__ = ["StopReason", "Decision", "decide", "run_decision"]
 
 #: Why a trial ran the seeds it ran: its interval was narrow enough (``precision``), it reached
-#: ``max_seeds`` first (``cap``), or it had a fixed list of seeds and no rule (``fixed``).
+#: ``max_seeds`` first (``cap``), or it had a fixed list of seeds and no rule (``fixed``). The results
+#: schema spells them out as ``SEEDS_STOPS`` (a unit test checks they agree).
 StopReason = Literal["precision", "cap", "fixed"]
-STOP_REASONS: tuple[str, ...] = ("precision", "cap", "fixed")
 
 
 @dataclass(frozen=True)

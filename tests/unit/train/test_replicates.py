@@ -156,3 +156,12 @@ def test_adaptive_intervals_cover_the_true_mean_in_simulated_studies(kind):
     # the rule adapted: studies stopped at many different seed counts
     assert len(np.unique(stops)) >= 5, np.bincount(stops)
     assert coverage >= 0.93, f"{kind}: the 95% intervals covered the true mean in {coverage:.1%} of studies"
+
+
+def test_the_stop_reasons_are_the_ones_the_results_schema_accepts():
+    from typing import get_args
+
+    from pldistill.results.schema import SEEDS_STOPS
+    from pldistill.train.replicates import StopReason
+
+    assert get_args(StopReason) == SEEDS_STOPS
