@@ -76,3 +76,13 @@ def test_a_sweep_without_replicates_keeps_its_fixed_seeds(tmp_path):
     text = GOOD.replace("  replicates: {min_seeds: 3, max_seeds: 6, half_width: 0.02}\n", "  seeds: [0, 5]\n")
     train = resolve_trial_config(load_sweep(_write(tmp_path, text)), {"alpha": 0.5}, trial_id="t1").train
     assert train.replicates is None and train.seed_sequence() == [0, 5]
+
+
+@pytest.mark.parametrize("name", ["baselines_grid", "seed_methods_grid"])
+def test_the_shipped_method_grids_replicate_until_decided(name):
+    sweep = load_sweep(Path(__file__).resolve().parents[3] / "sweeps" / f"{name}.yaml")
+    rule = sweep.search.replicates
+    assert rule is not None and (rule.min_seeds, rule.max_seeds, rule.half_width) == (3, 10, 0.03)
+    assert sweep.search.seeds == [0, 1, 2] and sweep.search.scheduler is None
+    train = resolve_trial_config(sweep, {"variant": sweep.search.variants[0].name}, trial_id="t").train
+    assert train.replicates == rule and train.seed_sequence() == list(range(10))
