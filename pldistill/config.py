@@ -29,6 +29,7 @@ __all__ = [
     "objective_family",
     "TeacherFinetuneConfig",
     "Hyperparameters",
+    "ReplicatesConfig",
     "TrainConfig",
     "TrialConfig",
     "EvalSplit",
@@ -358,6 +359,42 @@ class Hyperparameters(_Strict):
         return self
 
 
+class ReplicatesConfig(_Strict):
+    """Replicate until decided (``pldistill.train.replicates``): a trial runs ``min_seeds`` seeds over all
+    its folds, then one more seed at a time (over all folds) until the stratified 95% interval of its
+    validation selection metric (each run's best epoch by ``train.select_metric``) is at most
+    ``half_width`` either side of the mean, or ``max_seeds`` seeds have run. Precision only: the rule
+    never reads a test figure, nor how the trial compares with any other.
+
+    Defaults: ±3 points of UA is the width at which the shipped grids' methods can be told apart
+    (issue 24); 10 seeds bounds a trial's cost at a bit over three times a fixed three-seed trial.
+    """
+
+    #: At least 2: a fold needs two runs before the spread within it (the interval) can be estimated.
+    min_seeds: int = Field(3, ge=2)
+    max_seeds: int = Field(10, ge=2)
+    #: In the selection metric's own units (UA, WA, F1: fractions, so 0.03 is 3 points; loss: nats).
+    half_width: float = Field(0.03, gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicatesConfig:
+        if self.max_seeds < self.min_seeds:
+            raise ValueError(f"max_seeds ({self.max_seeds}) must be >= min_seeds ({self.min_seeds})")
+        return self
+
+    def seeds_problem(self, seeds: list[int]) -> str | None:
+        """Why ``seeds`` (the listed replicate seeds) do not fit this rule, or None: they are the first
+        ``min_seeds`` seeds; the ones added after them are the next integers."""
+        if len(seeds) != self.min_seeds:
+            return (f"with replicates, seeds lists the first min_seeds ({self.min_seeds}) seeds (the ones added "
+                    f"after them are the next integers), got {len(seeds)}")
+        return None
+
+    def seed_sequence(self, seeds: list[int]) -> list[int]:
+        """Every seed a trial may run, in order: ``seeds``, then ``max(seeds) + 1, + 2, ...`` up to ``max_seeds``."""
+        return [*seeds, *range(max(seeds) + 1, max(seeds) + 1 + self.max_seeds - len(seeds))]
+
+
 class TrainConfig(_Strict):
     """The loop: paper uses batch 1 x 16 accumulation, 5 epochs, best epoch kept."""
 
@@ -372,6 +409,9 @@ class TrainConfig(_Strict):
     #: data order); a trial's figures are the means over its (seed, fold) runs, each run kept too.
     #: Teacher and features are the fold's own and shared by the seeds.
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    #: Adaptive replication (None: exactly ``seeds``): ``seeds`` are the first ``min_seeds`` seeds, and
+    #: more are added until the validation metric's interval is narrow enough (:class:`ReplicatesConfig`).
+    replicates: ReplicatesConfig | None = None
     #: Evaluate on test each epoch (the paper reports the test score of the best validation epoch).
     eval_test_each_epoch: bool = True
     #: Limit training steps per epoch (None: all); for smoke runs and benchmarks.
@@ -404,6 +444,17 @@ class TrainConfig(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("seeds must not repeat (a repeated seed is the same run twice)")
         return v
+
+    @model_validator(mode="after")
+    def _seeds_fit_replicates(self) -> TrainConfig:
+        problem = self.replicates.seeds_problem(self.seeds) if self.replicates is not None else None
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def seed_sequence(self) -> list[int]:
+        """Every seed a trial may run, in order: ``seeds``, then (with ``replicates``) the added ones."""
+        return self.replicates.seed_sequence(self.seeds) if self.replicates is not None else list(self.seeds)
 
 
 class TrialConfig(_Strict):

@@ -41,7 +41,8 @@ ResultsDir = Annotated[Path, typer.Option("--results", envvar="PLDISTILL_RESULTS
 Format = Annotated[OutputFormat, typer.Option("--format", help="table for people; csv or json for scripts.")]
 
 #: Columns ``best`` shows in a table (all columns go to csv/json).
-_BEST_COLUMNS = ("sweep", "trial_id", "val_ua", "test_ua", "test_wa", "test_f1", "objective", "best_epoch")
+_BEST_COLUMNS = ("sweep", "trial_id", "val_ua", "test_ua", "test_wa", "test_f1", "objective", "best_epoch",
+                 "seeds_used", "seeds_stop")
 
 
 def _plain(value: object) -> object:

@@ -281,8 +281,10 @@ def sweep_status(root: str | Path) -> pa.Table:
         for row in rows:
             row["metric"] = row["metric"] or _DEFAULT_STATUS_METRIC
             row["mode"] = row["mode"] if row["mode"] in ("max", "min") else default_mode(row["metric"])
-            row["best"], row["best_trial"] = _best_of(con, cols, row["sweep"], row["metric"], row["mode"])
+            row["best"], row["best_trial"], row["best_seeds"] = _best_of(con, cols, row["sweep"], row["metric"],
+                                                                         row["mode"])
         schema = counts.schema.append(pa.field("best", pa.float64())).append(pa.field("best_trial", pa.string()))
+        schema = schema.append(pa.field("best_seeds", pa.string()))
         return pa.Table.from_pylist(rows, schema=schema)
     finally:
         con.close()
@@ -294,12 +296,18 @@ def _status_counts(status: str, what: str) -> str:
 
 
 def _best_of(con: duckdb.DuckDBPyConnection, cols: dict[str, str], sweep: str, metric: str,
-             mode: str) -> tuple[float | None, str | None]:
+             mode: str) -> tuple[float | None, str | None, str | None]:
+    """The best completed trial's figure and id, and its seeds as ``<used> (<why no more>)``."""
     if metric not in cols or not _NUMERIC.match(cols[metric]):
-        return None, None
+        return None, None, None
     m = _ident(metric)
+    # sweeps from before adaptive replication have no seeds_used/seeds_stop columns
+    seeds = "seeds_used, seeds_stop" if {"seeds_used", "seeds_stop"} <= cols.keys() else "NULL, NULL"
     found = con.execute(
-        f"SELECT {m}::DOUBLE, trial_id FROM trials WHERE sweep = $sweep AND status = '{COMPLETED}' "
+        f"SELECT {m}::DOUBLE, trial_id, {seeds} FROM trials WHERE sweep = $sweep AND status = '{COMPLETED}' "
         f"AND {m} IS NOT NULL AND NOT isnan({m}::DOUBLE) ORDER BY {_order_sql(metric, mode)} LIMIT 1",
         {"sweep": sweep}).fetchone()
-    return (found[0], found[1]) if found else (None, None)
+    if not found:
+        return None, None, None
+    used = None if found[2] is None else f"{found[2]}" + (f" ({found[3]})" if found[3] else "")
+    return found[0], found[1], used

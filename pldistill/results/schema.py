@@ -33,7 +33,7 @@ from pldistill.config import METRIC_NAMES
 from pldistill.results.status import TRIAL_STATUSES
 
 __all__ = [
-    "SCHEMA_VERSION", "LOSS_TERMS", "TRIAL_STATUSES", "SWEEP_STATUSES", "SWEEP_META_KEYS", "SchemaError",
+    "SCHEMA_VERSION", "LOSS_TERMS", "TRIAL_STATUSES", "SEEDS_STOPS", "SWEEP_STATUSES", "SWEEP_META_KEYS", "SchemaError",
     "FoldMetrics", "TrialRecord", "EpochRecord", "trials_schema", "epochs_schema", "sweeps_schema", "hp_column",
     "trials_table", "epochs_table", "validate_sweep_meta", "schema_version_of",
 ]
@@ -45,6 +45,9 @@ SCHEMA_VERSION = 1
 #: out here so that reading results never imports torch).
 LOSS_TERMS = ("total", "ce", "cka", "kl_audio", "kl_response", "rkl_response", "relation", "relation_projector",
               "kl_response_cd", "class_ce", "kl_prosodic", "kl_linguistic", "cos_prosodic", "cos_linguistic")
+#: ``seeds_stop``: why a trial ran the seeds it ran (``pldistill.train.replicates``): its validation
+#: interval was narrow enough, it reached ``max_seeds`` first, or it ran a fixed list (no rule).
+SEEDS_STOPS = ("precision", "cap", "fixed")
 SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
 #: Keys of ``sweep.json``; ``config`` is the resolved sweep config, ``counts`` Tune's final
 #: trial counts and ``space`` the searched distributions (``ParamSpec.to_json`` entries; any JSON values).
@@ -239,6 +242,12 @@ class TrialRecord:
     folds: list[int] = field(default_factory=list)
     #: The replicate seeds: every fold ran once per seed; figures are means over the (seed, fold) runs.
     seeds: list[int] = field(default_factory=list)
+    #: How many seeds the trial ran (each over every fold) and why no more (:data:`SEEDS_STOPS`); the
+    #: half-width of its selection metric's stratified 95% interval over the runs at that point.
+    #: Set on completion (``search.replicates`` adds seeds until decided).
+    seeds_used: int | None = None
+    seeds_stop: str | None = None
+    seeds_half_width: float | None = None
     best_epoch: int | None = None
     val_ua: float | None = None
     val_wa: float | None = None
@@ -309,6 +318,9 @@ class TrialRecord:
                for m in (*_METRICS, *_SUB_TEACHER)},
             "wall_s": result.get("wall_s"), "samples_per_s": result.get("samples_per_s"),
             "num_workers": result.get("world_size"), "restarts": result.get("restarts"),
+            # a result from before replication was adaptive names neither (0 / None): left null
+            "seeds_used": result.get("seeds_used") or None, "seeds_stop": result.get("seeds_stop"),
+            "seeds_half_width": result.get("seeds_half_width"),
         }
         return cls(**{**derived, **values})
 
@@ -464,6 +476,9 @@ def trials_table(records: Sequence[TrialRecord | Mapping[str, object]]) -> pa.Ta
         if row.get("status") not in TRIAL_STATUSES:
             raise SchemaError(f"trials: column status: expected one of {', '.join(TRIAL_STATUSES)}, "
                               f"got {row.get('status')!r}")
+        if row.get("seeds_stop") not in (None, *SEEDS_STOPS):
+            raise SchemaError(f"trials: column seeds_stop: expected one of {', '.join(SEEDS_STOPS)}, "
+                              f"got {row.get('seeds_stop')!r}")
         for col, value in row.items():
             if col.startswith("hp_") and hparams.get(col[3:]) is None:
                 hparams[col[3:]] = value

@@ -111,7 +111,8 @@ def _audio_lm_card(src: TrialStudent, meta: dict[str, Any], *, adapter: bool) ->
         + (f"; gold labels read on {data.labelled_fraction:g} of the training clips (seed {data.labelled_seed}), "
            "the teacher's answers on the rest" if data.labelled_fraction < 1 else "") + ".",
         f"- Epochs {cfg.train.epochs}, batch {cfg.train.batch_size} x accumulation {cfg.train.grad_accum}, "
-        f"seeds {cfg.train.seeds} (this folder: seed {src.seed}); teacher mode {cfg.model.teacher_mode}.",
+        f"seeds {src.row.get('seeds') or cfg.train.seeds}{_replicated(src.row)} (this folder: seed {src.seed}); "
+        f"teacher mode {cfg.model.teacher_mode}.",
         "- Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())), "",
         *_protocol(src), "",
         "## Results (closed-set; UA = balanced accuracy, WA = accuracy, F1 = macro-F1)", "",
@@ -158,3 +159,12 @@ def _classifier_card(src: TrialStudent, meta: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _replicated(row: dict[str, Any]) -> str:
+    """Why the trial ran these seeds, when it replicated until decided (``search.replicates``)."""
+    stop = row.get("seeds_stop")
+    if stop not in ("precision", "cap"):
+        return ""
+    why = "its validation interval was narrow enough" if stop == "precision" else "the cap (max_seeds) was reached"
+    return f", added until decided: {row.get('seeds_used')} seeds, stopped as {why}"

@@ -30,6 +30,7 @@ from pldistill.config import (
     Hyperparameters,
     MetricName,
     ModelConfig,
+    ReplicatesConfig,
     TrainConfig,
     metric_mode,
 )
@@ -169,6 +170,7 @@ class SweepTrainConfig(TrainConfig):
     #: Refused when given, left out of dumps (sweep.json): placeholders, never read.
     parallelism: Literal["ddp", "fsdp"] = Field("ddp", exclude=True)
     seeds: list[int] = Field(default_factory=lambda: [0], exclude=True)
+    replicates: ReplicatesConfig | None = Field(None, exclude=True)
 
     @field_validator("parallelism", mode="before")
     @classmethod
@@ -180,6 +182,11 @@ class SweepTrainConfig(TrainConfig):
     @classmethod
     def _said_under_search(cls, value: Any) -> Any:
         raise ValueError("a sweep file asks for replicates once, as search.seeds (every trial runs once per seed)")
+
+    @field_validator("replicates", mode="before")
+    @classmethod
+    def _replicates_under_search(cls, value: Any) -> Any:
+        raise ValueError("a sweep file asks for adaptive replicates once, as search.replicates")
 
 
 class SweepBase(_Strict):
@@ -215,7 +222,7 @@ class ASHAConfig(_Strict):
 class SearchConfig(_Strict):
     """How trials are chosen: ``space`` for optuna/random, ``grid`` and ``variants`` for grid."""
 
-    _NULLABLE: ClassVar[frozenset[str]] = frozenset({"space", "grid", "variants", "scheduler"})
+    _NULLABLE: ClassVar[frozenset[str]] = frozenset({"space", "grid", "variants", "scheduler", "replicates"})
     algorithm: Literal["optuna", "random", "grid"]
     metric: MetricName = "val_ua"
     #: Default: the metric's own (:func:`~pldistill.config.metric_mode`: ``min`` for a loss, else ``max``).
@@ -228,6 +235,10 @@ class SearchConfig(_Strict):
     #: Replicates: every trial (configuration) runs once per seed (student initialisation, LoRA init,
     #: data order), on every fold; Optuna and ASHA see the mean over the (seed, fold) runs.
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    #: Replicate until decided (:class:`~pldistill.config.ReplicatesConfig`): every trial runs ``min_seeds``
+    #: seeds, then more until its validation metric's interval is narrow enough or ``max_seeds`` ran.
+    #: ``seeds`` then lists the first ``min_seeds`` seeds (default ``0 .. min_seeds - 1``).
+    replicates: ReplicatesConfig | None = None
     #: A test metric as ``metric`` selects on test (every figure the sweep reports is then biased
     #: upwards). Refused unless set here; the report then says so on top.
     allow_test_selection: bool = False
@@ -240,6 +251,8 @@ class SearchConfig(_Strict):
     def _default_mode(self) -> SearchConfig:
         if self.mode is None:
             self.mode = metric_mode(self.metric)
+        if self.replicates is not None and "seeds" not in self.model_fields_set:
+            self.seeds = list(range(self.replicates.min_seeds))
         return self
 
     @property

@@ -122,6 +122,8 @@ def _search_problems(search: SearchConfig) -> list[Problem]:
                          "metric (or set search.allow_test_selection: true to do it knowingly)"))
     if len(set(search.seeds)) != len(search.seeds):
         problems.append(((*s, "seeds"), "expected distinct seeds (a repeated seed is the same run twice)"))
+    if search.replicates is not None:
+        problems += _replicates_problems(search)
     if alg == "grid":
         if (search.num_samples or 1) > 1:
             problems.append(((*s, "num_samples"), f"{search.num_samples} repeats of a grid point would run the "
@@ -158,6 +160,21 @@ def _search_problems(search: SearchConfig) -> list[Problem]:
         names.add(variant.name)
         problems += [((*s, "variants", i, k), f"also a grid axis (search.grid.{k}); set it in one place")
                      for k in variant.overrides() if k in search.grid]
+    return problems
+
+
+def _replicates_problems(search: SearchConfig) -> list[Problem]:
+    """``search.replicates`` against the seeds it starts from and the scheduler."""
+    assert search.replicates is not None
+    problems: list[Problem] = []
+    mismatch = search.replicates.seeds_problem(search.seeds)
+    if mismatch:
+        problems.append((("search", "seeds"), mismatch))
+    if search.scheduler is not None:
+        problems.append((("search", "scheduler"), "not with search.replicates: ASHA compares trials at equal "
+                         "reported epochs, but adaptive replication gives trials different numbers of runs (and "
+                         "of epochs), so its rungs would compare unequal work and cut trials before their seeds "
+                         "are decided; drop one of the two"))
     return problems
 
 

@@ -204,7 +204,7 @@ def resolve_trial_config(sweep: SweepConfig, sampled: dict[str, Any], *, trial_i
         return TrialConfig(name=trial_id, data=base.data.model_copy(deep=True),
                            model=ModelConfig(**base.model.model_dump()),
                            train=TrainConfig(**base.train.model_dump(), parallelism=sweep.resources.parallelism,
-                                             seeds=list(sweep.search.seeds)),
+                                             seeds=list(sweep.search.seeds), replicates=sweep.search.replicates),
                            cache_dir=base.cache_dir, hparams=merged,
                            output_dir=sweep.results_dir / "runs" / trial_id)
     except ValidationError as exc:

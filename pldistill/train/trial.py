@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -68,6 +69,7 @@ from pldistill.train.parallel import (
     wrap_models,
 )
 from pldistill.train.pseudo_target import fold_pseudo_targets
+from pldistill.train.replicates import Decision, run_decision
 from pldistill.train.scoring import score_labels
 from pldistill.train.step import DistillModels, compile_student, distill_step
 from pldistill.train.student_prior import ensure_student_llm
@@ -97,11 +99,18 @@ class TrialResult:
     samples_per_s: float
     world_size: int
     restarts: int = 0  # times this trial resumed from a checkpoint (worker, node or sweep restarts)
+    #: Seeds run (each over every fold) and why no more: ``precision``, ``cap`` or ``fixed``
+    #: (:mod:`pldistill.train.replicates`); the selection metric's stratified half-width at the stop.
+    seeds_used: int = 0
+    seeds_stop: str | None = None
+    seeds_half_width: float | None = None
 
 
 def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | None = None) -> TrialResult:
     """Train and evaluate ``cfg`` on each of its folds; returns the per-fold and mean figures.
 
+    Seeds run one after another over all folds: the listed ones, and with ``train.replicates`` more
+    until the rule (:func:`pldistill.train.replicates.run_decision`) is decided after a seed's last fold.
     ``resume``: a checkpoint folder this trial reported earlier; training carries on after its epoch
     with the same weights, optimizer and random state, so the result equals an uninterrupted run's.
     """
@@ -119,66 +128,89 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
     if state is not None:
         log(f"resuming after seed {runs[state.run_index][0]} fold {runs[state.run_index][1]} epoch {state.epoch} "
              f"(attempt {attempt})")
-        if state.run_index == len(runs) - 1 and state.epoch >= cfg.train.epochs:
-            # Every epoch was done; the run stopped before its end was recorded: report it again.
-            final = _summarise([*done, FoldResult(**state.current)], started, clock, attempt)
-            if report is not None:  # as reported then, but counting this restart (the results' "restarts")
-                metrics = dict(state.metrics)
-                if "trial_result" in metrics:
-                    metrics["trial_result"] = json.dumps({**json.loads(metrics["trial_result"]), "restarts": attempt})
-                report(metrics, state.current["epochs"][-1], None)
-            return final
+        if state.epoch >= cfg.train.epochs and "trial_result" in state.metrics:
+            # The trial's last epoch was done; it stopped before its end was recorded: report it again.
+            return _report_again(cfg, state, [*done, FoldResult(**state.current)], started, clock, attempt, report)
+    decision = None
     for k, (seed, fold) in enumerate(runs):
         if state is not None and k < state.run_index:
             continue
         resuming = state is not None and k == state.run_index
         current = FoldResult(**state.current) if resuming else FoldResult(fold=fold, best_epoch=-1, best={},
                                                                                 teacher={}, seed=seed)
-        if resuming and state.epoch >= cfg.train.epochs:  # that fold had finished
-            done.append(current)
-            continue
-        for epoch in _fold_epochs(cfg, seed, fold, current, clock, state if resuming else None, attempt):
-            if report is None:
-                continue
-            so_far = _summarise([*done, current], started, clock, attempt)
-            metrics: dict[str, Any] = {**so_far.metrics, "seed": seed, "fold": fold, "epoch": epoch.row["epoch"],
-                                       "best_epoch": current.best_epoch,
-                                       # the epoch's own figures and loss terms: each report is a step in
-                                       # the trackers (MLflow, TensorBoard), which see only what Tune sees
-                                       **{f"epoch_{k2}": v for k2, v in epoch.row.items()
-                                          if k2.startswith(("val_", "test_", "train_loss_"))},
-                                       **{f"teacher_{k2}": v for k2, v in current.teacher.items()}}
-            if epoch.last and k == len(runs) - 1:
-                metrics["trial_result"] = json.dumps(asdict(so_far), default=str)
-            ckpt = None
-            if rank_world()[0] == 0:
-                private_dirs(ckpt_root)
-                ckpt = Path(tempfile.mkdtemp(prefix="epoch-", dir=ckpt_root))
-                epoch.save(ckpt, ResumeState(
-                    run_index=k, epoch=epoch.row["epoch"], step=epoch.step, numpy_rng=epoch.numpy_rng,
-                    current=asdict(current), done=[asdict(f) for f in done], clock=dict(clock), attempt=attempt,
-                    metrics=metrics))
-            try:
-                report(metrics, epoch.row, ckpt)
-            finally:
-                if ckpt is not None:
-                    shutil.rmtree(ckpt, ignore_errors=True)
+        if not (resuming and state.epoch >= cfg.train.epochs):  # else that run had finished
+            for epoch in _fold_epochs(cfg, seed, fold, current, clock, state if resuming else None, attempt):
+                if report is not None:
+                    _report_epoch(cfg, report, epoch, k, done, current, started, clock, attempt)
         done.append(current)
-    return _summarise(done, started, clock, attempt)
+        decision = run_decision(cfg.train, len(cfg.data.folds), done)
+        if decision is not None and decision.stop:
+            break
+    return _summarise(done, started, clock, attempt, decision)
+
+
+def _report_epoch(cfg: TrialConfig, report: Reporter, epoch: Epoch, k: int, done: list[FoldResult],
+                  current: FoldResult, started: float, clock: dict[str, float], attempt: int) -> None:
+    """Report run ``k``'s epoch (the trial's best-so-far means, this epoch's row) with its checkpoint.
+    The trial's last epoch (its last seed decided) carries the whole result, ``trial_result``."""
+    decision = run_decision(cfg.train, len(cfg.data.folds), [*done, current]) if epoch.last else None
+    so_far = _summarise([*done, current], started, clock, attempt, decision)
+    metrics: dict[str, Any] = {**so_far.metrics, "seed": current.seed, "fold": current.fold,
+                               "epoch": epoch.row["epoch"], "best_epoch": current.best_epoch,
+                               # the epoch's own figures and loss terms: each report is a step in the
+                               # trackers (MLflow, TensorBoard), which see only what Tune sees
+                               **{f"epoch_{k2}": v for k2, v in epoch.row.items()
+                                  if k2.startswith(("val_", "test_", "train_loss_"))},
+                               **{f"teacher_{k2}": v for k2, v in current.teacher.items()}}
+    if decision is not None and decision.stop:
+        metrics["trial_result"] = json.dumps(asdict(so_far), default=str)
+    ckpt = None
+    ckpt_root = cfg.output_dir / _CHECKPOINTS
+    if rank_world()[0] == 0:
+        private_dirs(ckpt_root)
+        ckpt = Path(tempfile.mkdtemp(prefix="epoch-", dir=ckpt_root))
+        epoch.save(ckpt, ResumeState(
+            run_index=k, epoch=epoch.row["epoch"], step=epoch.step, numpy_rng=epoch.numpy_rng,
+            current=asdict(current), done=[asdict(f) for f in done], clock=dict(clock), attempt=attempt,
+            metrics=metrics))
+    try:
+        report(metrics, epoch.row, ckpt)
+    finally:
+        if ckpt is not None:
+            shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def _report_again(cfg: TrialConfig, state: ResumeState, runs: list[FoldResult], started: float,
+                  clock: dict[str, float], attempt: int, report: Reporter | None) -> TrialResult:
+    """The end of a trial whose last epoch was checkpointed, reported as then, counting this restart
+    (the results' "restarts")."""
+    final = _summarise(runs, started, clock, attempt, run_decision(cfg.train, len(cfg.data.folds), runs))
+    if report is not None:
+        metrics = dict(state.metrics)
+        metrics["trial_result"] = json.dumps({**json.loads(metrics["trial_result"]), "restarts": attempt})
+        report(metrics, state.current["epochs"][-1], None)
+    return final
 
 
 def trial_runs(cfg: TrialConfig) -> list[tuple[int, int]]:
-    """The (seed, fold) runs of a trial, in the order they train: seeds outer, folds inner."""
-    return [(seed, fold) for seed in cfg.train.seeds for fold in cfg.data.folds]
+    """The (seed, fold) runs a trial may train, in order: seeds outer, folds inner. With
+    ``train.replicates`` the list goes on to ``max_seeds``; the trial stops after a seed's last fold
+    once the rule is decided, so a run's index (what a checkpoint records) never changes meaning."""
+    return [(seed, fold) for seed in cfg.train.seed_sequence() for fold in cfg.data.folds]
 
 
-def _summarise(folds: list[FoldResult], started: float, clock: dict[str, float], restarts: int = 0) -> TrialResult:
+def _summarise(folds: list[FoldResult], started: float, clock: dict[str, float], restarts: int = 0,
+               decision: Decision | None = None) -> TrialResult:
     with_best = [f for f in folds if f.best]
     keys = with_best[0].best.keys() if with_best else ()
     mean = {k: float(np.mean([f.best[k] for f in with_best if k in f.best])) for k in keys}
+    stopped = decision is not None and decision.stop
+    half = decision.half_width if stopped else math.nan  # type: ignore[union-attr]
     return TrialResult(folds=folds, metrics=mean, wall_s=time.perf_counter() - started,
                        samples_per_s=clock["seen"] / clock["train_s"] if clock["train_s"] else 0.0,
-                       world_size=rank_world()[1], restarts=restarts)
+                       world_size=rank_world()[1], restarts=restarts, seeds_used=len({f.seed for f in folds}),
+                       seeds_stop=decision.reason if stopped else None,
+                       seeds_half_width=half if math.isfinite(half) else None)
 
 
 @dataclass
