@@ -150,9 +150,11 @@ def _md_table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _md_scores(t: ScoreTable, short: dict[str, str]) -> list[str]:
-    head = ["Method"] + [f"{d} {short[m]}" for d in t.datasets for m in t.metrics]
+    # Every row says how many seeds its trial ran and why no more (search.replicates), per dataset.
+    head = ["Method"] + [f"{d} {short[m]}" for d in t.datasets for m in t.metrics] + [f"{d} seeds" for d in t.datasets]
     body = [[label] + [format_estimate(cells[d].estimate(m), digits=2, scale=100, marker=True) if d in cells else "–"
                        for d in t.datasets for m in t.metrics]
+            + [(cells[d].seeds or "–") if d in cells and label != "Teacher" else "" for d in t.datasets]
             for label, cells in t.rows.items()]
     kinds = {c.estimate(m).kind for cells in t.rows.values() for c in cells.values() for m in t.metrics}
     lines = _md_table(head, body) + _legend(kinds)

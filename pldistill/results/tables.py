@@ -85,6 +85,9 @@ class Cell:
     scores: dict[str, float | None]
     n_trials: int
     runs: list[dict[str, Any]] = field(default_factory=list)
+    #: How many seeds the trial ran and why no more (``seeds_used``/``seeds_stop``: ``precision``,
+    #: ``cap`` or ``fixed``), e.g. ``"5 (precision)"``; empty for rows from before those columns.
+    seeds: str = ""
 
     def estimate(self, score: str) -> Estimate:
         """Mean of ``score`` over the runs with its 95% t interval (stratified by fold: see
@@ -124,7 +127,15 @@ def best_cell(rows: Sequence[Mapping[str, Any]], metric: str, mode: str, scores:
     if not ranked:
         return None
     top = ranked[0]
-    return Cell(str(top["trial_id"]), {s: top.get(s) for s in scores}, len(ranked), list(top.get("fold_metrics") or []))
+    return Cell(str(top["trial_id"]), {s: top.get(s) for s in scores}, len(ranked), list(top.get("fold_metrics") or []),
+                seeds_text(top))
+
+
+def seeds_text(row: Mapping[str, Any]) -> str:
+    """``"<seeds used> (<why no more>)"`` of a trial row: ``precision`` (its validation interval was
+    narrow enough), ``cap`` (``max_seeds`` reached first) or ``fixed`` (a fixed list); "" if unrecorded."""
+    used = row.get("seeds_used") or len(row.get("seeds") or []) or None
+    return "" if used is None else f"{used}" + (f" ({row['seeds_stop']})" if row.get("seeds_stop") else "")
 
 
 def _hp(row: Mapping[str, Any], name: str) -> Any:

@@ -92,3 +92,17 @@ def test_status_of_results_older_than_the_seed_columns(root):
     only_old.mkdir()
     (root / "old").rename(only_old / "old")
     assert [r["best_seeds"] for r in sweep_status(only_old).to_pylist()] == [None]  # no such columns at all
+
+
+def test_every_table_row_says_its_seeds_and_why_no_more(root, trial):
+    """Table 1's row of the trial that stopped on precision says "3 (precision)"; a trial at the cap
+    "10 (cap)" (each its own method here, so each is a row)."""
+    from pldistill.results import report as rep
+
+    ResultsStore(root, "adaptive").write_trial(trial("t1", test_ua=0.60, objective="sft", seeds_used=10,
+                                                     seeds_stop="cap", seeds_half_width=0.041))
+    md = rep.render_markdown(rep.build_report(root, "adaptive"), {})
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert "synthetic seeds" in table[0]
+    assert any(line.startswith("| PL-Distill") and line.rstrip(" |").endswith("3 (precision)") for line in table)
+    assert any(line.startswith("| SFT") and line.rstrip(" |").endswith("10 (cap)") for line in table)
