@@ -157,7 +157,7 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
               must_resume: bool = False) -> LaunchSummary:
     """Start, continue, or report the validated ``sweep`` (``sweep_path`` names it in messages)."""
     from pldistill.results import ResultsStore
-    from pldistill.sweep.resume import SweepLock, can_resume
+    from pldistill.sweep.resume import SweepLock, can_resume, remove_stale_sweep_temps
 
     opts = opts or LaunchOptions()
     results = Path(sweep.results).resolve()
@@ -187,6 +187,7 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
         prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
                        address=opts.address, start_ray=ray_once.start)
         with SweepLock(store.sweep_dir):
+            remove_stale_sweep_temps(store.sweep_dir)  # a killed launcher's half-written files
             return _run_tune(sweep, sweep_path, store, opts, console, meta if earlier else None, ray_once)
     finally:
         ray_once.stop()
@@ -320,6 +321,8 @@ def _reconcile(store: Any, recorder: Any, say, when: str | None, expected: int) 
 
     trials = tune_trials(store.root, store.sweep)
     changes = reconcile(store, recorder, trials)
+    for path, dest, why in changes["set_aside"]:
+        say(f"sweep {store.sweep}: {path} is unreadable ({why}); moved to {dest}, its trial recorded again")
     if when is not None:
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         say(f"{when} sweep {store.sweep}: {done} of {len(trials)} known trials finished"
