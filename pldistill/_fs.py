@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 __all__ = ["private_dirs", "atomic_write", "atomic_dir", "file_lock", "artifact_lock", "fsync_dir",
-           "remove_stale_temps"]
+           "remove_stale_temps", "mount_point", "folder_size"]
 
 _DIR_MODE = 0o700
 
@@ -163,3 +163,25 @@ def artifact_lock(final: str | Path) -> Iterator[IO[str]]:
     with file_lock(final.parent / f".{final.name}.lock") as fh:
         remove_stale_temps(final.parent, final.name)
         yield fh
+
+
+def mount_point(path: str | Path) -> Path:
+    """The mount point of the filesystem that holds ``path`` (or would: its nearest existing folder)."""
+    p = Path(path).resolve()
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    dev = p.stat().st_dev
+    while p.parent != p and p.parent.stat().st_dev == dev:
+        p = p.parent
+    return p
+
+
+def folder_size(path: str | Path) -> int:
+    """Bytes the files under ``path`` hold (0 when it is missing)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # gone meanwhile
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["PldistillError", "InputError"]
+__all__ = ["PldistillError", "InputError", "DiskFullError"]
 
 
 class PldistillError(Exception):
@@ -32,3 +32,15 @@ class InputError(PldistillError):
 
     def __reduce__(self):  # cross-process (Ray) errors are pickled: keep all three parts
         return (type(self), (self.file, self.field, self.problem))
+
+
+class DiskFullError(PldistillError):
+    """No space left on the device pldistill was writing ``path`` to: a sweep stops at the first one
+    (every retry would fail the same way) and resumes once there is room."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: no space left on device")
+
+    def __reduce__(self):  # crosses processes (Ray) pickled
+        return (type(self), (self.path,))

@@ -15,6 +15,7 @@ of one; readers skip names starting with a dot. Folders are created user-only (0
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import functools
 import json
 import logging
@@ -30,7 +31,7 @@ import pyarrow.parquet as pq
 
 from pldistill import __version__
 from pldistill._fs import atomic_write, private_dirs
-from pldistill.errors import InputError
+from pldistill.errors import DiskFullError, InputError
 from pldistill.results.schema import (
     SCHEMA_VERSION,
     EpochRecord,
@@ -121,6 +122,8 @@ class ResultsStore:
                 private_dirs(self.sweep_dir / sub)
             atomic_write(path, write)
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # the sweep stops for it (pldistill.sweep.launch)
+                raise DiskFullError(path) from exc
             raise InputError(path, None, f"cannot write results ({exc.strerror or exc})") from exc
         return path
 

@@ -157,7 +157,7 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
               must_resume: bool = False) -> LaunchSummary:
     """Start, continue, or report the validated ``sweep`` (``sweep_path`` names it in messages)."""
     from pldistill.results import ResultsStore
-    from pldistill.sweep.resume import SweepLock, can_resume, remove_stale_sweep_temps
+    from pldistill.sweep.resume import can_resume
 
     opts = opts or LaunchOptions()
     results = Path(sweep.results).resolve()
@@ -184,13 +184,28 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
         require_local_resources(sweep, opts.num_cpus)
     ray_once = _RayOnce(sweep, opts)
     try:
-        prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
-                       address=opts.address, start_ray=ray_once.start)
-        with SweepLock(store.sweep_dir):
-            remove_stale_sweep_temps(store.sweep_dir)  # a killed launcher's half-written files
-            return _run_tune(sweep, sweep_path, store, opts, console, meta if earlier else None, ray_once)
+        try:
+            return _run_locked(sweep, sweep_path, store, opts, console, meta if earlier else None, ray_once, say)
+        except Exception as exc:
+            from pldistill.sweep.diskfull import disk_full_cause, disk_full_line
+
+            full = disk_full_cause(exc)
+            if full is None:
+                raise
+            raise PldistillError(disk_full_line(full.path, store, sweep)) from None
     finally:
         ray_once.stop()
+
+
+def _run_locked(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, console, earlier: Any,
+                ray_once: _RayOnce, say) -> LaunchSummary:
+    from pldistill.sweep.resume import SweepLock, remove_stale_sweep_temps
+
+    prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
+                   address=opts.address, start_ray=ray_once.start)
+    with SweepLock(store.sweep_dir):
+        remove_stale_sweep_temps(store.sweep_dir)  # a killed launcher's half-written files
+        return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once)
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
@@ -263,7 +278,7 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
     from pldistill.sweep.driver import runs_in_process, trial_driver, trial_max_failures, trial_resources
     from pldistill.sweep.progress import SweepProgress
     from pldistill.sweep.reaper import PlacementGroupReaper
-    from pldistill.sweep.recorder import TrialRecorder
+    from pldistill.sweep.recorder import DiskFullGuard, TrialRecorder
     from pldistill.sweep.resume import experiment_dir, repair_lost_checkpoints, tune_trials
 
     # Snapshots follow trial checkpoints (_checkpoint_config); the epochs of a small sweep come
@@ -272,7 +287,7 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
     recorder = TrialRecorder(sweep, results)
     progress = SweepProgress(search.num_samples_total, search.metric, search.mode, console=console,
                              enabled=opts.progress)
-    callbacks = [recorder, PlacementGroupReaper(), progress]
+    callbacks = [recorder, PlacementGroupReaper(), progress, DiskFullGuard(results)]
     trainable = tune.with_resources(tune.with_parameters(trial_driver, sweep=sweep), trial_resources(sweep.resources))
     if resume:
         say = console.print if console is not None else print
