@@ -162,10 +162,13 @@ class CheckpointRepair:
     trial_id: str
     path: Path
     source: Path | None
+    #: the checkpoint was there but partly deleted (Tune's deletion of it killed midway), not gone
+    partial: bool = False
 
     def describe(self) -> str:
         got = f"moved {self.source.name} there" if self.source else "none left: the trial starts again"
-        return f"trial {self.trial_id}: its snapshot's checkpoint {self.path.name} was gone; {got}"
+        was = "half-deleted" if self.partial else "gone"
+        return f"trial {self.trial_id}: its snapshot's checkpoint {self.path.name} was {was}; {got}"
 
 
 def repair_lost_checkpoints(trials: list[Any]) -> list[CheckpointRepair]:
@@ -187,9 +190,15 @@ def repair_lost_checkpoints(trials: list[Any]) -> list[CheckpointRepair]:
     in a rare event, and the trial still ends at its last epoch by itself; results and Optuna read
     pldistill's epochs and metrics, not Tune's count.
 
+    A kill during Tune's own deletion of ``checkpoint_k`` leaves it half-deleted: a folder whose
+    state or a file the state names is gone (:func:`~pldistill.train.checkpoint.checkpoint_complete`);
+    it is removed (Tune was deleting it) and repaired like a missing one.
+
     With no checkpoint left at all (only by hand), an empty ``checkpoint_k`` makes the trial start
     again from scratch (no trainer state in it, :func:`pldistill.train.checkpoint.load_state`);
     left missing, each retry would fail and the trial would end failed."""
+    from pldistill.train.checkpoint import checkpoint_complete
+
     repairs = []
     for trial in trials:
         ckpt = getattr(trial, "checkpoint", None)
@@ -197,8 +206,13 @@ def repair_lost_checkpoints(trials: list[Any]) -> list[CheckpointRepair]:
             continue
         named = Path(ckpt.path)
         index = _checkpoint_index(named)
-        if named.exists() or index is None:  # there, or not a folder Tune named (leave it to Tune)
+        if index is None:  # not a folder Tune named: leave it to Tune
             continue
+        partial = named.exists() and not checkpoint_complete(named)
+        if named.exists() and not partial:
+            continue
+        if partial:  # what Tune's deletion of it left: repaired like a missing one
+            shutil.rmtree(named, ignore_errors=True)
         found = sorted((i, p) for p in named.parent.glob("checkpoint_*")
                        if p.is_dir() and (i := _checkpoint_index(p)) is not None)
         after = [p for i, p in found if i > index]
@@ -210,7 +224,7 @@ def repair_lost_checkpoints(trials: list[Any]) -> list[CheckpointRepair]:
             source.rename(named)
             for stale in after[1:]:
                 shutil.rmtree(stale, ignore_errors=True)
-        repairs.append(CheckpointRepair(trial.trial_id, named, source))
+        repairs.append(CheckpointRepair(trial.trial_id, named, source, partial))
     return repairs
 
 
