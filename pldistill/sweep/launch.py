@@ -192,7 +192,10 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
             full = disk_full_cause(exc)
             if full is None:
                 raise
-            raise PldistillError(disk_full_line(full.path, store, sweep)) from None
+            from pldistill.sweep.ray_log import RAY_LOG
+
+            quiet = "" if opts.progress else f"; Ray's messages: {store.sweep_dir / RAY_LOG}"
+            raise PldistillError(disk_full_line(full.path, store, sweep) + quiet) from None
     finally:
         ray_once.stop()
 
@@ -205,7 +208,12 @@ def _run_locked(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, c
                    address=opts.address, start_ray=ray_once.start)
     with SweepLock(store.sweep_dir):
         remove_stale_sweep_temps(store.sweep_dir)  # a killed launcher's half-written files
-        return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once)
+        if opts.progress:
+            return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once)
+        from pldistill.sweep.ray_log import RAY_LOG, ray_logs_to
+
+        with ray_logs_to(store.sweep_dir / RAY_LOG):  # --quiet: Ray's tables and tracebacks into the file
+            return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once)
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
