@@ -241,7 +241,12 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
         problems = check_resources(sweep, ray.cluster_resources())
         if problems:
             raise InputError(sweep_path, "resources", "; ".join(problems))
-        store.write_sweep_meta(sweep_meta(sweep, sweep_path, earlier))
+        from pldistill.sweep.environment import environment
+        from pldistill.sweep.space import shared_config
+
+        # this run's environment (a resumed run's replaces the first's): what explains other numbers elsewhere
+        store.write_sweep_meta({**sweep_meta(sweep, sweep_path, earlier),
+                                "environment": environment(shared_config(sweep, trial_id="prepare"))})
         search = build_tune_search(sweep)
         tuner, recorder, progress = _tuner(sweep, search, results, opts, console, resume=earlier is not None)
         if earlier is not None:
