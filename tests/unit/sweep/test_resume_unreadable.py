@@ -70,3 +70,18 @@ def test_resume_sets_unreadable_files_aside_and_records_their_trials_again(tmp_p
     # done: both epochs from its checkpoint; going: its one checkpointed epoch (it writes the rest itself)
     assert epochs == [("done", 1), ("done", 2), ("going", 1), ("ok", 1), ("ok", 2)]
     assert reconcile(store, recorder, list(trials.values()))["set_aside"] == []  # once
+
+
+def test_a_launch_clears_what_a_killed_launcher_left_in_the_sweep_folder(tmp_path) -> None:
+    from pldistill.sweep.resume import remove_stale_sweep_temps
+
+    sweep_dir = tmp_path / "sw"
+    store = ResultsStore(tmp_path, "sw")
+    store.write_trial(TrialRecord(trial_id="t0", status="completed"))
+    (sweep_dir / "trials" / ".t1.parquet.tmp-abc").write_bytes(b"PAR1 half")
+    (sweep_dir / ".sweep.json.tmp-def").write_text("{")
+    deep = sweep_dir / "runs" / "t1" / "seed_0" / "fold_1" / ".best.tmp-ghi"
+    deep.mkdir(parents=True)
+    assert remove_stale_sweep_temps(sweep_dir) == 3
+    left = sorted(str(p.relative_to(sweep_dir)) for p in sweep_dir.rglob("*"))
+    assert left == ["epochs", "runs", "runs/t1", "runs/t1/seed_0", "runs/t1/seed_0/fold_1", "trials", "trials/t0.parquet"]
