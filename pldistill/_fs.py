@@ -6,7 +6,9 @@ Everything pldistill writes that another process may read meanwhile goes through
 * :func:`atomic_write`: a file that appears whole or not at all (temp file in the same folder,
   fsync, ``os.replace``, fsync of the folder);
 * :func:`atomic_dir`: a folder that appears whole or not at all (built aside, renamed in);
-* :func:`file_lock`: an exclusive ``flock`` held for a block (blocking, or failing at once).
+* :func:`file_lock`: an exclusive ``flock`` held for a block (blocking, or failing at once);
+* :func:`artifact_lock`: the lock of one built artifact, which also clears what a writer of it
+  killed earlier left behind (:func:`remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-__all__ = ["private_dirs", "atomic_write", "atomic_dir", "file_lock", "fsync_dir", "remove_stale_temps"]
+__all__ = ["private_dirs", "atomic_write", "atomic_dir", "file_lock", "artifact_lock", "fsync_dir",
+           "remove_stale_temps", "mount_point", "folder_size"]
 
 _DIR_MODE = 0o700
 
@@ -111,15 +114,16 @@ def atomic_dir(final: str | Path, *, replace: bool = True) -> Iterator[Path]:
         raise
 
 
-def remove_stale_temps(folder: str | Path, name: str) -> int:
+def remove_stale_temps(folder: str | Path, name: str | None = None) -> int:
     """Delete what an interrupted :func:`atomic_dir`/:func:`atomic_write` of ``folder/name`` left
-    behind (a process killed mid-write cannot clean up). Call it only where no other process may be
-    writing ``name`` right now. Returns how many were removed."""
+    behind (a process killed mid-write cannot clean up); ``name=None``: of every name in ``folder``.
+    Call it only where no other process may be writing there right now. Returns how many were removed."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     stale = [p for p in folder.iterdir()
-             if p.name.startswith((f".{name}.tmp-", f".{name}.old-"))]
+             if (p.name.startswith((f".{name}.tmp-", f".{name}.old-")) if name is not None
+                 else p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name))]
     for p in stale:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
@@ -148,3 +152,36 @@ def file_lock(path: str | Path, *, blocking: bool = True, holder: str | None = N
             yield fh
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def artifact_lock(final: str | Path) -> Iterator[IO[str]]:
+    """The lock of the artifact built at ``final`` (``.<name>.lock`` beside it, blocking), with the
+    temporaries an earlier writer of it left when killed removed: every writer of ``final`` holds
+    this lock, so none of them is still writing (a half-built teacher cache is gigabytes)."""
+    final = Path(final)
+    with file_lock(final.parent / f".{final.name}.lock") as fh:
+        remove_stale_temps(final.parent, final.name)
+        yield fh
+
+
+def mount_point(path: str | Path) -> Path:
+    """The mount point of the filesystem that holds ``path`` (or would: its nearest existing folder)."""
+    p = Path(path).resolve()
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    dev = p.stat().st_dev
+    while p.parent != p and p.parent.stat().st_dev == dev:
+        p = p.parent
+    return p
+
+
+def folder_size(path: str | Path) -> int:
+    """Bytes the files under ``path`` hold (0 when it is missing)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # gone meanwhile
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+

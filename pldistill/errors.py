@@ -11,7 +11,7 @@ import difflib
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["PldistillError", "InputError", "did_you_mean"]
+__all__ = ["PldistillError", "InputError", "DiskFullError", "did_you_mean"]
 
 
 class PldistillError(Exception):
@@ -43,3 +43,15 @@ def did_you_mean(name: str, valid: Iterable[str], n: int = 3) -> str:
     "'alpha'"
     """
     return " or ".join(repr(c) for c in difflib.get_close_matches(name, list(dict.fromkeys(valid)), n=n, cutoff=0.6))
+
+
+class DiskFullError(PldistillError):
+    """No space left on the device pldistill was writing ``path`` to: a sweep stops at the first one
+    (every retry would fail the same way) and resumes once there is room."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: no space left on device")
+
+    def __reduce__(self):  # crosses processes (Ray) pickled
+        return (type(self), (self.path,))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pldistill._fs import atomic_write
+from pldistill._fs import artifact_lock, atomic_write
 from pldistill.data.audio import TARGET_SAMPLE_RATE, load_audio
 from pldistill.errors import InputError
 
@@ -223,8 +223,10 @@ class FeatureCache:
                 return dataclasses.replace(Features.load(path), content_key=key)
             except (OSError, ValueError, KeyError) as exc:  # a damaged cache file is recomputed
                 log.warning("recomputing features: cannot read %s (%s)", path, exc)
-        feats = dataclasses.replace(self._compute(clips, window_s, on_bad_audio), content_key=key)
-        if path is not None:
+        if path is None:
+            return dataclasses.replace(self._compute(clips, window_s, on_bad_audio), content_key=key)
+        with artifact_lock(path):  # also clears the temp file of a writer killed mid-save
+            feats = dataclasses.replace(self._compute(clips, window_s, on_bad_audio), content_key=key)
             feats.save(path)
         return feats
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pldistill._fs import atomic_dir, file_lock
+from pldistill._fs import artifact_lock, atomic_dir
 from pldistill.config import SynthConfig, config_hash
 from pldistill.data._speech import PROFILES, SAMPLE_RATE, make_speaker
 from pldistill.data.emobox import TEACHER_POOL_FILE
@@ -196,7 +196,7 @@ def synthesize_corpus(out_dir: str | Path, config: SynthConfig | None = None, *,
         return out_dir
     # Under a lock, so a process asking for the corpus while another speaks it waits and reuses it
     # instead of speaking it a second time (sweep workers, test workers sharing one cache).
-    with file_lock(out_dir / f".{_DATASET}.lock"):
+    with artifact_lock(target):
         if target.exists():
             _check_existing(target, params)
             return out_dir

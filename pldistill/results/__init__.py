@@ -43,7 +43,9 @@ from pldistill.results.store import (
     read_epochs,
     read_sweep_metas,
     read_trials,
+    readable_files,
     result_files,
+    unreadable_files,
 )
 
 __all__ = [
@@ -70,6 +72,8 @@ __all__ = [
     "read_sweep_metas",
     "list_sweeps",
     "result_files",
+    "readable_files",
+    "unreadable_files",
     "git_commit",
     "open_results",
     "run_query",

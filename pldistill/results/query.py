@@ -28,7 +28,7 @@ import pyarrow as pa
 from pldistill.errors import InputError, did_you_mean
 from pldistill.results.schema import epochs_schema, sweeps_schema, trials_schema
 from pldistill.results.status import COMPLETED, TRIAL_STATUSES, describe_counts
-from pldistill.results.store import read_sweep_metas, result_files
+from pldistill.results.store import read_sweep_metas, readable_files, result_files
 
 if TYPE_CHECKING:
     import duckdb
@@ -65,6 +65,7 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, table: str, files: list[Path],
                   root: Path) -> None:
     import duckdb
 
+    files = readable_files(files, empty)  # an unreadable file is skipped with a warning, not fatal
     if not files:
         con.register("_pldistill_empty", empty.empty_table())
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM _pldistill_empty")

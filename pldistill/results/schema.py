@@ -52,7 +52,8 @@ SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
 #: Keys of ``sweep.json``; ``config`` is the resolved sweep config, ``counts`` Tune's final
 #: trial counts and ``space`` the searched distributions (``ParamSpec.to_json`` entries; any JSON values).
 SWEEP_META_KEYS = ("name", "sweep_file", "config", "started_at", "ended_at", "status", "counts",
-                   "pldistill_version", "git_commit", "metric", "mode", "schema_version", "space")
+                   "pldistill_version", "git_commit", "metric", "mode", "schema_version", "space",
+                   "environment")
 
 _META_VERSION = b"pldistill.schema_version"
 _META_TABLE = b"pldistill.table"
@@ -220,6 +221,8 @@ class FoldMetrics:
     #: EmoDistill's two teachers (classifier student) on the same test clips.
     teacher_prosodic_test_ua: float | None = None
     teacher_linguistic_test_ua: float | None = None
+    #: The run's test predictions, hashed (``pldistill.train.loop.predictions_hash``): equal runs, equal hash.
+    predictions_sha256: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -311,7 +314,8 @@ class TrialRecord:
                                          **{m: (f.get("best") or {}).get(m) for m in _METRICS},
                                          **{f"teacher_{m}": (f.get("teacher") or {}).get(m)
                                             for m in ("test_ua", "test_wa", "test_f1", "test_conflict_ua",
-                                                      *_SUB_TEACHER_FOLD)})
+                                                      *_SUB_TEACHER_FOLD)},
+                                         predictions_sha256=f.get("predictions_sha256"))
                              for f in folds],
             "best_epoch": statistics.median_low([f["best_epoch"] for f in folds]) if folds else None,
             **{f"teacher_{m}": _mean([(f.get("teacher") or {}).get(m) for f in folds])

@@ -15,8 +15,10 @@ of one; readers skip names starting with a dot. Folders are created user-only (0
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import functools
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -29,7 +31,7 @@ import pyarrow.parquet as pq
 
 from pldistill import __version__
 from pldistill._fs import atomic_write, private_dirs
-from pldistill.errors import InputError
+from pldistill.errors import DiskFullError, InputError
 from pldistill.results.schema import (
     SCHEMA_VERSION,
     EpochRecord,
@@ -42,9 +44,11 @@ from pldistill.results.schema import (
 )
 
 __all__ = ["ResultsStore", "read_trials", "read_epochs", "read_sweep_metas", "list_sweeps", "result_files",
-           "git_commit"]
+           "readable_files", "unreadable_files", "git_commit"]
 
 SWEEP_FILE = "sweep.json"
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -118,6 +122,8 @@ class ResultsStore:
                 private_dirs(self.sweep_dir / sub)
             atomic_write(path, write)
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # the sweep stops for it (pldistill.sweep.launch)
+                raise DiskFullError(path) from exc
             raise InputError(path, None, f"cannot write results ({exc.strerror or exc})") from exc
         return path
 
@@ -207,15 +213,61 @@ def result_files(root: str | Path, kind: str, sweep: str | None = None) -> list[
     return sorted(files)
 
 
-def _read(files: list[Path], empty: pa.Schema, where: Path) -> pa.Table:
-    if not files:
-        return empty.empty_table()
-    tables = []
+def _problem(table: pa.Table, schema: pa.Schema) -> str | None:
+    """Why a file's ``table`` is not a results table of ``schema`` (None when it is): a required
+    column missing or of another type (a file from another program, or one damaged past its footer)."""
+    for fld in schema:
+        if fld.nullable:
+            continue
+        if fld.name not in table.column_names:
+            return f"no column {fld.name!r}"
+        got = table.schema.field(fld.name).type
+        if got != fld.type:
+            return f"column {fld.name!r} is {got}, expected {fld.type}"
+    return None
+
+
+def _load(files: list[Path], schema: pa.Schema) -> tuple[list[pa.Table], list[tuple[Path, str]]]:
+    """The tables of ``files`` that read as ``schema``, and each other file with why it does not."""
+    tables, bad = [], []
     for f in files:
         try:
-            tables.append(pq.read_table(f))
+            table = pq.read_table(f)
         except (OSError, pa.ArrowException) as exc:
-            raise InputError(f, None, f"cannot read results file ({exc})") from exc
+            bad.append((f, f"cannot read results file ({str(exc).splitlines()[0] if str(exc) else exc})"))
+            continue
+        problem = _problem(table, schema)
+        if problem is None:
+            tables.append(table)
+        else:
+            bad.append((f, f"not a results file of this kind ({problem})"))
+    return tables, bad
+
+
+def _warn_skipped(bad: list[tuple[Path, str]]) -> None:
+    for path, why in bad:  # one line each; the answer comes from the other files
+        log.warning("warning: skipping %s: %s", path, why)
+
+
+def readable_files(files: list[Path], schema: pa.Schema) -> list[Path]:
+    """``files`` without the unreadable ones, each skipped with a one-line warning naming it."""
+    tables, bad = _load(files, schema)
+    _warn_skipped(bad)
+    skipped = {p for p, _ in bad}
+    return [f for f in files if f not in skipped]
+
+
+def unreadable_files(root: str | Path, sweep: str) -> list[tuple[Path, str]]:
+    """The ``trials`` and ``epochs`` files of ``sweep`` that cannot be read as results, with why."""
+    return [*_load(result_files(root, "trials", sweep), trials_schema())[1],
+            *_load(result_files(root, "epochs", sweep), epochs_schema())[1]]
+
+
+def _read(files: list[Path], empty: pa.Schema, where: Path) -> pa.Table:
+    tables, bad = _load(files, empty)
+    _warn_skipped(bad)
+    if not tables:
+        return empty.empty_table()
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):

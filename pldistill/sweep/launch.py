@@ -164,7 +164,7 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
               must_resume: bool = False) -> LaunchSummary:
     """Start, continue, or report the validated ``sweep`` (``sweep_path`` names it in messages)."""
     from pldistill.results import ResultsStore
-    from pldistill.sweep.resume import SweepLock, can_resume
+    from pldistill.sweep.resume import can_resume
 
     opts = opts or LaunchOptions()
     results = Path(sweep.results).resolve()
@@ -197,10 +197,18 @@ def run_sweep(sweep: Any, sweep_path: Path, opts: LaunchOptions | None = None, c
         require_local_resources(sweep, opts.num_cpus)
     ray_once = _RayOnce(sweep, opts)
     try:
-        prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
-                       address=opts.address, start_ray=ray_once.start)
-        with SweepLock(store.sweep_dir):
-            return _run_tune(sweep, sweep_path, store, opts, console, meta if earlier else None, ray_once)
+        try:
+            return _run_locked(sweep, sweep_path, store, opts, console, meta if earlier else None, ray_once, say)
+        except Exception as exc:
+            from pldistill.sweep.diskfull import disk_full_cause, disk_full_line
+
+            full = disk_full_cause(exc)
+            if full is None:
+                raise
+            from pldistill.sweep.ray_log import RAY_LOG
+
+            quiet = "" if opts.progress else f"; Ray's messages: {store.sweep_dir / RAY_LOG}"
+            raise PldistillError(disk_full_line(full.path, store, sweep) + quiet) from None
     finally:
         ray_once.stop()
 
@@ -215,6 +223,22 @@ def _changed_key(recorded: Any, sweep: Any) -> str | None:
     with contextlib.suppress(Exception):  # recorded by a version whose file today's model refuses: as is
         recorded = type(sweep).model_validate(recorded).model_dump(mode="json")
     return None if recorded == new else _first_difference(recorded, new)
+
+
+def _run_locked(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, console, earlier: Any,
+                ray_once: _RayOnce, say) -> LaunchSummary:
+    from pldistill.sweep.resume import SweepLock, remove_stale_sweep_temps
+
+    prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
+                   address=opts.address, start_ray=ray_once.start)
+    with SweepLock(store.sweep_dir):
+        remove_stale_sweep_temps(store.sweep_dir)  # a killed launcher's half-written files
+        if opts.progress:
+            return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once)
+        from pldistill.sweep.ray_log import RAY_LOG, ray_logs_to
+
+        with ray_logs_to(store.sweep_dir / RAY_LOG):  # --quiet: Ray's tables and tracebacks into the file
+            return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once)
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
@@ -243,10 +267,15 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
         problems = check_resources(sweep, ray.cluster_resources())
         if problems:
             raise InputError(sweep_path, "resources", "; ".join(problems))
+        from pldistill.sweep.environment import environment
+        from pldistill.sweep.space import shared_config
+
         storage = prepare_study(sweep, resuming=earlier is not None)  # refused before anything is written
         if storage is not None:
             say(f"Optuna study {sweep.name}: optuna-dashboard {storage_label(sweep)}")
-        store.write_sweep_meta(sweep_meta(sweep, sweep_path, earlier))
+        # this run's environment (a resumed run's replaces the first's): what explains other numbers elsewhere
+        store.write_sweep_meta({**sweep_meta(sweep, sweep_path, earlier),
+                                "environment": environment(shared_config(sweep, trial_id="prepare"))})
         search = build_tune_search(sweep, storage)
         tuner, recorder, progress = _tuner(sweep, search, results, opts, console, resume=earlier is not None)
         if earlier is not None:
@@ -311,7 +340,7 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
     from pldistill.sweep.driver import runs_in_process, trial_driver, trial_max_failures, trial_resources
     from pldistill.sweep.progress import SweepProgress
     from pldistill.sweep.reaper import PlacementGroupReaper
-    from pldistill.sweep.recorder import TrialRecorder
+    from pldistill.sweep.recorder import DiskFullGuard, TrialRecorder
     from pldistill.sweep.resume import experiment_dir, repair_lost_checkpoints, tune_trials
     from pldistill.sweep.tracking import tracking_callbacks
 
@@ -327,7 +356,7 @@ def _tuner(sweep: Any, search: Any, results: Path, opts: LaunchOptions, console,
                              enabled=opts.progress)
     say = console.print if console is not None else print
     # MLflow and TensorBoard, where the sweep file asks for them; each says so if it fails, and stops
-    callbacks = [recorder, PlacementGroupReaper(), progress, *tracking_callbacks(sweep, say)]
+    callbacks = [recorder, PlacementGroupReaper(), progress, DiskFullGuard(results), *tracking_callbacks(sweep, say)]
     trainable = tune.with_resources(tune.with_parameters(trial_driver, sweep=sweep), trial_resources(sweep.resources))
     if resume:
         for repair in repair_lost_checkpoints(tune_trials(results, sweep.name)):  # before Tune reads them
@@ -375,6 +404,8 @@ def _reconcile(store: Any, recorder: Any, say, when: str | None, expected: int) 
 
     trials = tune_trials(store.root, store.sweep)
     changes = reconcile(store, recorder, trials)
+    for path, dest, why in changes["set_aside"]:
+        say(f"sweep {store.sweep}: {path} is unreadable ({why}); moved to {dest}, its trial recorded again")
     if when is not None:
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         say(f"{when} sweep {store.sweep}: {done} of {len(trials)} known trials finished"

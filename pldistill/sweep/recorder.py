@@ -23,8 +23,10 @@ from ray.tune import Callback
 from pldistill.config import METRIC_NAMES
 from pldistill.results.status import COMPLETED, FAILED, PRUNED, RUNNING
 
-__all__ = ["TrialRecorder", "error_summary", "ended_as"]
+__all__ = ["TrialRecorder", "DiskFullGuard", "error_summary", "ended_as"]
 
+#: How a trial's error text says its disk was full (an OSError, or pldistill's own DiskFullError).
+_DISK_FULL = re.compile(r"no space left on device|\[Errno 28\]", re.IGNORECASE)
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)):\s*(.+)$")
 
 
@@ -115,6 +117,31 @@ class TrialRecorder(Callback):
             self.on_trial_error(0, [], trial)
         else:
             self._write(trial, outcome, trial.last_result)
+
+
+class DiskFullGuard(Callback):
+    """Stops the sweep at the first trial that failed for a full disk, before Tune retries it (every
+    retry, and every other trial, would fail the same way): raising here ends ``Tuner.fit``, as a
+    killed launcher would, so the trial resumes from its last checkpoint once there is room."""
+
+    def __init__(self, results: Path) -> None:
+        self.results = Path(results)
+
+    def _check(self, trial) -> None:
+        from pldistill.errors import DiskFullError
+
+        text = _error_text(trial)
+        if _DISK_FULL.search(text):
+            # the file: "<path>: no space left on device" (DiskFullError), "...device: '<path>'" (OSError)
+            match = (re.search(r"(/[^\s'\"]+): no space left on device", text, re.IGNORECASE)
+                     or re.search(r"no space left on device: '(/[^']+)'", text, re.IGNORECASE))
+            raise DiskFullError(match.group(1) if match else self.results)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._check(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._check(trial)
 
 
 def _error_text(trial) -> str:

@@ -32,7 +32,7 @@ from typing import IO, Any
 from pldistill.errors import PldistillError
 
 __all__ = ["SweepLock", "experiment_dir", "can_resume", "reconcile", "SweepBusyError", "CheckpointRepair",
-           "repair_lost_checkpoints"]
+           "repair_lost_checkpoints", "set_aside_unreadable", "remove_stale_sweep_temps"]
 
 _LOCK_FILE = ".launch.lock"
 _CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")  # Tune's f"checkpoint_{index:06d}"
@@ -80,6 +80,16 @@ class SweepLock:
             self._lock = None
 
 
+def remove_stale_sweep_temps(sweep_dir: Path) -> int:
+    """Remove what writers killed mid-write left anywhere in the sweep's folder (results files,
+    ``sweep.json``, trial checkpoints). Only under :class:`SweepLock`: no other launcher, and so none
+    of its trials, writes there meanwhile. Returns how many were removed."""
+    from pldistill._fs import remove_stale_temps
+
+    folders = {p.parent for p in Path(sweep_dir).rglob(".*") if ".tmp-" in p.name or ".old-" in p.name}
+    return sum(remove_stale_temps(f) for f in folders)
+
+
 def tune_trials(results: Path, name: str) -> list[Any]:
     """Tune's trials as of its latest experiment snapshot (``ray.tune.ExperimentAnalysis``)."""
     from ray.tune import ExperimentAnalysis
@@ -87,13 +97,18 @@ def tune_trials(results: Path, name: str) -> list[Any]:
     return list(ExperimentAnalysis(str(experiment_dir(results, name))).trials)
 
 
-def reconcile(store: Any, recorder: Any, trials: list[Any]) -> dict[str, int]:
-    """Make the results table agree with Tune's ``trials``; returns what was removed and completed."""
+def reconcile(store: Any, recorder: Any, trials: list[Any]) -> dict[str, Any]:
+    """Make the results table agree with Tune's ``trials``; returns what was removed and completed,
+    and the unreadable results files set aside (``set_aside``: (file, where it went, why))."""
     from pldistill.results import read_trials
     from pldistill.results.status import COMPLETED, FAILED, PRUNED
 
     known = {t.trial_id: t for t in trials}
     removed = finished = 0
+    set_aside = set_aside_unreadable(store)
+    for path, _, _ in set_aside:  # a trial's epochs: from its checkpoint (a finished trial's last)
+        if path.parent.name == "epochs" and path.stem in known:
+            _rewrite_epochs(store, known[path.stem])
     table = read_trials(store.root, sweep=store.sweep) if store.sweep_dir.joinpath("trials").is_dir() else None
     rows = {r["trial_id"]: r for r in table.to_pylist()} if table is not None else {}
     for trial_id in set(rows) - set(known):
@@ -105,7 +120,39 @@ def reconcile(store: Any, recorder: Any, trials: list[Any]) -> dict[str, int]:
         if trial.status in ("TERMINATED", "ERROR") and status not in (COMPLETED, PRUNED, FAILED):
             recorder.record_final(trial)
             finished += 1
-    return {"removed": removed, "finished": finished}
+    return {"removed": removed, "finished": finished, "set_aside": set_aside}
+
+
+def set_aside_unreadable(store: Any) -> list[tuple[Path, Path, str]]:
+    """Move the sweep's unreadable results files (truncated, empty, another schema) into
+    ``<sweep>/unreadable/<kind>/``, never deleting one (someone may want to look at it); returns
+    (file, where it went, why) for each. Their trials are then recorded again (:func:`reconcile`)."""
+    from datetime import datetime, timezone
+
+    from pldistill._fs import private_dirs
+    from pldistill.results import unreadable_files
+
+    moved = []
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    for path, why in unreadable_files(store.root, store.sweep):
+        dest = store.sweep_dir / "unreadable" / path.parent.name / f"{path.name}.{stamp}"
+        private_dirs(dest.parent)
+        os.replace(path, dest)  # same filesystem: a rename
+        moved.append((path, dest, why))
+    return moved
+
+
+def _rewrite_epochs(store: Any, trial: Any) -> None:
+    """A trial's epoch rows again from the trainer state in Tune's latest checkpoint of it (every
+    row reported up to it); a trial Tune still runs writes them again itself at its next epoch."""
+    from pldistill.results import EpochRecord
+    from pldistill.train.checkpoint import load_state
+
+    ckpt = getattr(trial, "checkpoint", None)
+    state = load_state(Path(ckpt.path)) if ckpt is not None and Path(ckpt.path).is_dir() else None
+    if state is not None and state.epoch_rows():
+        store.write_epochs(trial.trial_id, [EpochRecord.from_metrics(store.sweep, trial.trial_id, r)
+                                            for r in state.epoch_rows()])
 
 
 @dataclass(frozen=True)
@@ -116,10 +163,13 @@ class CheckpointRepair:
     trial_id: str
     path: Path
     source: Path | None
+    #: the checkpoint was there but partly deleted (Tune's deletion of it killed midway), not gone
+    partial: bool = False
 
     def describe(self) -> str:
         got = f"moved {self.source.name} there" if self.source else "none left: the trial starts again"
-        return f"trial {self.trial_id}: its snapshot's checkpoint {self.path.name} was gone; {got}"
+        was = "half-deleted" if self.partial else "gone"
+        return f"trial {self.trial_id}: its snapshot's checkpoint {self.path.name} was {was}; {got}"
 
 
 def repair_lost_checkpoints(trials: list[Any]) -> list[CheckpointRepair]:
@@ -141,9 +191,15 @@ def repair_lost_checkpoints(trials: list[Any]) -> list[CheckpointRepair]:
     in a rare event, and the trial still ends at its last epoch by itself; results and Optuna read
     pldistill's epochs and metrics, not Tune's count.
 
+    A kill during Tune's own deletion of ``checkpoint_k`` leaves it half-deleted: a folder whose
+    state or a file the state names is gone (:func:`~pldistill.train.checkpoint.checkpoint_complete`);
+    it is removed (Tune was deleting it) and repaired like a missing one.
+
     With no checkpoint left at all (only by hand), an empty ``checkpoint_k`` makes the trial start
     again from scratch (no trainer state in it, :func:`pldistill.train.checkpoint.load_state`);
     left missing, each retry would fail and the trial would end failed."""
+    from pldistill.train.checkpoint import checkpoint_complete
+
     repairs = []
     for trial in trials:
         ckpt = getattr(trial, "checkpoint", None)
@@ -151,8 +207,13 @@ def repair_lost_checkpoints(trials: list[Any]) -> list[CheckpointRepair]:
             continue
         named = Path(ckpt.path)
         index = _checkpoint_index(named)
-        if named.exists() or index is None:  # there, or not a folder Tune named (leave it to Tune)
+        if index is None:  # not a folder Tune named: leave it to Tune
             continue
+        partial = named.exists() and not checkpoint_complete(named)
+        if named.exists() and not partial:
+            continue
+        if partial:  # what Tune's deletion of it left: repaired like a missing one
+            shutil.rmtree(named, ignore_errors=True)
         found = sorted((i, p) for p in named.parent.glob("checkpoint_*")
                        if p.is_dir() and (i := _checkpoint_index(p)) is not None)
         after = [p for i, p in found if i > index]
@@ -164,7 +225,7 @@ def repair_lost_checkpoints(trials: list[Any]) -> list[CheckpointRepair]:
             source.rename(named)
             for stale in after[1:]:
                 shutil.rmtree(stale, ignore_errors=True)
-        repairs.append(CheckpointRepair(trial.trial_id, named, source))
+        repairs.append(CheckpointRepair(trial.trial_id, named, source, partial))
     return repairs
 
 

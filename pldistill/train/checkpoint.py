@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["ResumeState", "FullState", "save_state", "load_state", "restore_training", "STATE_FILE"]
+__all__ = ["ResumeState", "FullState", "save_state", "load_state", "restore_training", "checkpoint_complete",
+           "STATE_FILE"]
 
 STATE_FILE = "trainer_state.json"
 _OPTIM_FILE = "optimizer.pt"
@@ -89,7 +90,21 @@ def save_state(path: Path, student: Any, optimizer: torch.optim.Optimizer, state
     torch.save({"optimizer": optimizer.state_dict() if full is None else full.optimizer, "sharded": full is not None,
                 **rng}, path / _OPTIM_FILE)
     body = {k: v for k, v in vars(state).items() if k != "path"}
-    (path / STATE_FILE).write_text(json.dumps({"format": _FORMAT, **body}, default=_jsonable))
+    # written last, naming what was written before it: a folder missing one of them is incomplete
+    # (a half-deleted old checkpoint, :func:`checkpoint_complete`)
+    files = sorted(p.name for p in path.iterdir() if p.is_file() and p.name != STATE_FILE)
+    (path / STATE_FILE).write_text(json.dumps({"format": _FORMAT, "files": files, **body}, default=_jsonable))
+
+
+def checkpoint_complete(path: Path) -> bool:
+    """Whether ``path`` holds a whole checkpoint: its state and every file the state names (the
+    optimizer, for one written before states named their files). False for one partly deleted."""
+    try:
+        body = json.loads((Path(path) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    names = body.get("files", [_OPTIM_FILE]) if isinstance(body, dict) else None
+    return isinstance(names, list) and all((Path(path) / str(n)).is_file() for n in names)
 
 
 def load_state(path: Path) -> ResumeState | None:
@@ -100,6 +115,7 @@ def load_state(path: Path) -> ResumeState | None:
     body = json.loads((path / STATE_FILE).read_text())
     if body.pop("format", None) != _FORMAT:  # written by an older pldistill: start the trial afresh
         return None
+    body.pop("files", None)
     return ResumeState(**body, path=path)
 
 

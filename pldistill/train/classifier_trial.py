@@ -340,7 +340,7 @@ def _keep_if_best(r: _Run, cfg: TrialConfig, res: FoldResult, row: dict[str, Any
     if rank_world()[0] == 0:
         _save_student(r, cfg, res.seed, res.best_epoch)
         if predictions is not None:
-            write_predictions(r.out_dir / "best", predictions, r.data.labels)
+            res.predictions_sha256 = write_predictions(r.out_dir / "best", predictions, r.data.labels)
 
 
 def _save_student(r: _Run, cfg: TrialConfig, seed: int, epoch: int) -> None:

@@ -54,6 +54,8 @@ class FoldResult:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     student_dir: str | None = None
     seed: int = 0
+    #: :func:`predictions_hash` of the best epoch's test predictions: two runs that agree to the bit agree here
+    predictions_sha256: str | None = None
 
 
 @dataclass
@@ -170,7 +172,7 @@ def run_epochs(run: RunState, steps: EpochSteps, cfg: TrialConfig, seed: int, fo
             test, predictions = steps.evaluate(run.data.test)
             res.best.update(_prefixed("test", test))
             if rank == 0:
-                write_predictions(run.out_dir / "best", predictions, run.data.labels)
+                res.predictions_sha256 = write_predictions(run.out_dir / "best", predictions, run.data.labels)
         log(f"seed {seed} fold {fold} epoch {epoch + 1}/{tc.epochs}: loss {losses['total']:.4f} "
             f"val UA {row['val_ua']:.3f}" + (f" test UA {row['test_ua']:.3f}" if "test_ua" in row else ""))
         save = steps.checkpoint(kept)
@@ -188,10 +190,19 @@ def is_new_best(res: FoldResult, row: dict[str, Any], losses: dict[str, float], 
     return True
 
 
-def write_predictions(folder: Path, scored: list[Scored], labels: tuple[str, ...]) -> None:
+def predictions_hash(scored: list[Scored]) -> str:
+    """SHA-256 (16 hex digits) of test predictions: each clip's key, prediction and exact scores
+    (``float.hex``), in order. Equal only when the run's outputs are equal to the last bit."""
+    import hashlib
+
+    blob = json.dumps([[c[0], int(np.argmax(c[2])), [float(x).hex() for x in c[2]]] for c in scored])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def write_predictions(folder: Path, scored: list[Scored], labels: tuple[str, ...]) -> str:
     """The best epoch's test predictions beside its student (``test_predictions.parquet``: key, label,
     pred, scores, lexical condition): what clip-level comparisons (paired bootstrap) and the exported
-    model's check read."""
+    model's check read. Returns their :func:`predictions_hash`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -200,6 +211,7 @@ def write_predictions(folder: Path, scored: list[Scored], labels: tuple[str, ...
                       "lexical": pa.array([c[3] for c in scored], pa.string())})
     table = table.replace_schema_metadata({"labels": json.dumps(list(labels))})
     atomic_write(folder / PREDICTIONS_FILE, lambda fh: pq.write_table(table, fh))
+    return predictions_hash(scored)
 
 
 def _all_ranks_finite(losses: dict[str, float]) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from pldistill._fs import atomic_dir, file_lock
+from pldistill._fs import artifact_lock, atomic_dir
 from pldistill.config import TrialConfig, config_hash
 from pldistill.models.inputs import PromptTemplate
 from pldistill.models.loading import TINY_STUDENT, load_student_llm
@@ -43,7 +43,7 @@ def ensure_student_llm(cfg: TrialConfig, tokenizer, log: Callable[[str], None] =
                        "steps": _STEPS, "batch": _BATCH, "lr": _LR, "v": 1})
     root = cfg.cache_dir / "students"
     final = root / key
-    with file_lock(root / f".{key}.lock"):
+    with artifact_lock(final):
         if not (final / "config.json").is_file():
             _pretrain_into(final, tokenizer, cfg.model.init_seed, log)
     return str(final)

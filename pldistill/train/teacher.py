@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pldistill._fs import atomic_dir, file_lock
+from pldistill._fs import artifact_lock, atomic_dir
 from pldistill.config import TrialConfig, config_hash
 from pldistill.models.audiolm import AudioLMHead, encode_audio
 from pldistill.models.inputs import Example, PromptTemplate, collate
@@ -83,7 +83,7 @@ def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] 
     root = cfg.cache_dir / "teachers"
     final = root / key
     if not cfg.model.finetunes_teacher:  # a real teacher used as is (the paper)
-        with file_lock(root / f".{key}.lock"):
+        with artifact_lock(final):
             if not (final / "metrics.json").is_file():
                 full = _windowed(load_teacher(cfg.model.teacher, dtype=dtype), data)
                 full.model.to(device)
@@ -93,7 +93,7 @@ def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] 
         teacher = _load_encoder_only(cfg.model.teacher, dtype) if encoder_only else \
             load_teacher(cfg.model.teacher, dtype=dtype)
     else:
-        with file_lock(root / f".{key}.lock"):
+        with artifact_lock(final):
             if not (final / "metrics.json").is_file():
                 _finetune_into(cfg, data, final, dtype, log, device)
         teacher = _load_encoder_only(str(final), dtype) if encoder_only else load_teacher(str(final), dtype=dtype)

@@ -65,7 +65,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pldistill._fs import atomic_dir, file_lock
+from pldistill._fs import artifact_lock, atomic_dir
 from pldistill.config import TrialConfig, config_hash
 from pldistill.models.audiolm import AudioLMHead, EncodedAudio, capture_attention, encode_audio
 from pldistill.models.inputs import Example, PromptTemplate, collate, pseudo_target_inputs, text_only_inputs
@@ -309,7 +309,7 @@ def ensure_teacher_cache(cfg: TrialConfig, data: FoldData, teacher: Any, *, log:
         raise ValueError("pseudo targets given for a 'label' cache: its key would not say so")
     key = teacher_cache_key(cfg, data)
     final = cfg.cache_dir / "teacher_outputs" / key
-    with file_lock(final.parent / f".{key}.lock"):
+    with artifact_lock(final):
         if (final / _COMPLETE).is_file():
             return final
         log(f"teacher cache fold {data.fold}: building {final}")

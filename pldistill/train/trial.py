@@ -382,7 +382,7 @@ def _keep_if_best(f: _Fold, cfg: TrialConfig, res: FoldResult, row: dict[str, An
         if rank_world()[0] == 0:
             _save_student(f.student, cfg, f.out_dir / "best", res.seed, f.data.fold, res.best_epoch, gathered)
             if predictions is not None:
-                write_predictions(f.out_dir / "best", predictions, f.data.labels)
+                res.predictions_sha256 = write_predictions(f.out_dir / "best", predictions, f.data.labels)
     return gathered
 
 

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from pldistill._fs import atomic_dir, atomic_write, file_lock, private_dirs, remove_stale_temps
+from pldistill._fs import artifact_lock, atomic_dir, atomic_write, file_lock, private_dirs, remove_stale_temps
 
 
 def _hold_lock(path: str, ready, release) -> None:
@@ -59,6 +59,31 @@ def test_remove_stale_temps_clears_what_a_killed_writer_left(tmp_path) -> None:
     (tmp_path / "ckpt").mkdir()
     assert remove_stale_temps(tmp_path, "ckpt") == 3
     assert sorted(os.listdir(tmp_path)) == [".other.tmp-abc", "ckpt"]
+
+
+def test_remove_stale_temps_of_every_name(tmp_path) -> None:
+    (tmp_path / ".a.parquet.tmp-1").write_text("")
+    (tmp_path / ".b.old-2").mkdir()
+    (tmp_path / ".launch.lock").write_text("")
+    (tmp_path / "c.parquet").write_text("")
+    assert remove_stale_temps(tmp_path) == 2
+    assert sorted(os.listdir(tmp_path)) == [".launch.lock", "c.parquet"]
+
+
+def test_artifact_lock_clears_what_a_killed_writer_of_it_left(tmp_path) -> None:
+    final = tmp_path / "teachers" / "k1"
+    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:  # a kill leaves tmp; so does this, by hand
+        (tmp / "weights").write_text("half")
+        kept = tmp
+        os.rename(tmp, tmp.with_name(tmp.name + "x"))  # out of atomic_dir's own cleanup's reach
+        raise RuntimeError
+    left = kept.with_name(kept.name + "x")
+    other = tmp_path / "teachers" / ".k2.tmp-abc"  # another artifact's: maybe being written now
+    other.mkdir()
+    assert left.is_dir()
+    with artifact_lock(final):
+        assert not left.exists() and other.is_dir()
+    assert (tmp_path / "teachers" / ".k1.lock").is_file()
 
 
 def test_file_lock_excludes_another_process(tmp_path) -> None:

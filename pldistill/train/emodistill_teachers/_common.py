@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pldistill._fs import atomic_dir, file_lock
+from pldistill._fs import artifact_lock, atomic_dir
 from pldistill.progress import StepProgress
 from pldistill.train.metrics import classification_metrics
 
@@ -119,7 +119,7 @@ def cached_teacher(cache_dir: str | Path, kind: str, key: str, train: Callable[[
     written atomically; a lock makes concurrent trials wait for the first instead of training twice."""
     root = Path(cache_dir) / "emodistill" / kind
     final = root / key
-    with file_lock(root / f".{key}.lock"):
+    with artifact_lock(final):
         if not (final / "metrics.json").is_file():
             outputs = train()
             with atomic_dir(final) as tmp:

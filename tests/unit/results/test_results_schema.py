@@ -81,7 +81,7 @@ def test_trial_round_trip_through_parquet(tmp_path, trial) -> None:
                                       "val_loss": None, "val_conflict_ua": None, "test_ua": 0.625, "test_wa": None,
                                       "test_f1": None, "test_loss": None, "test_conflict_ua": None,
                                       "teacher_test_conflict_ua": None, "teacher_prosodic_test_ua": None,
-                                      "teacher_linguistic_test_ua": None}
+                                      "teacher_linguistic_test_ua": None, "predictions_sha256": None}
     assert row["loss_total"] == 1.25 and row["loss_relation"] is None
     assert row["started_at"] == dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 

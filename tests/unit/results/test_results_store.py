@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pldistill.errors import InputError
+from pldistill.errors import DiskFullError, InputError
 from pldistill.results import ResultsStore, git_commit, read_epochs, read_trials, store
 
 
@@ -53,7 +53,7 @@ def test_crash_at_rename_leaves_old_file_and_no_temp(tmp_path, trial, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(InputError, match="No space left"):
+    with pytest.raises(DiskFullError, match="t1.parquet: no space left on device"):  # the sweep stops for it
         s.write_trial(trial("t1", test_ua=0.9))
     monkeypatch.undo()
     assert _visible(tmp_path / "sw" / "trials") == ["t1.parquet"]

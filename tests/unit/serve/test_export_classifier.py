@@ -70,3 +70,28 @@ def test_export_and_predict_reproduce_the_trials_test_predictions(emo_sweep, tmp
         assert [p.scores[lab] for lab in meta["labels"]] == pytest.approx(r["scores"], abs=1e-4)
     with pytest.raises(InputError, match="no LoRA adapter"):
         export_student(results, SWEEP, tmp_path / "adapter", adapter=True)
+
+
+def test_long_audio_is_cropped_to_the_window_as_training_cropped_it(emo_sweep, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from pldistill.data import load_fold
+    from pldistill.serve import export_student, load_exported, predict_files
+    from pldistill.train.dataset import manifests_dir
+
+    results, cfg = emo_sweep
+    _, out = export_student(results, SWEEP, tmp_path / "student")
+    model = load_exported(out)
+    root, audio_root = manifests_dir(cfg)
+    clip = load_fold(root, "synthetic", 1, audio_root=audio_root).test[0]
+    audio, rate = sf.read(clip.wav, dtype="float32")
+    window = int(model.window_s * rate)
+    long = np.tile(audio, window // len(audio) + 2)  # well past the window
+    sf.write(tmp_path / "long.wav", long, rate)
+    sf.write(tmp_path / "head.wav", long[:window], rate)
+    sf.write(tmp_path / "longer.wav", np.concatenate([long[:window], long[::-1]]), rate)
+    run = predict_files(model, [tmp_path / "long.wav", tmp_path / "head.wav", tmp_path / "longer.wav"])
+    assert not run.errors
+    long_p, head_p, longer_p = ([p.scores[lab] for lab in model.labels] for p in run.predictions)
+    assert long_p == pytest.approx(head_p, abs=1e-5) and longer_p == pytest.approx(head_p, abs=1e-5)

@@ -83,14 +83,17 @@ def test_bad_files_are_one_line_each_and_the_others_are_still_predicted(merged_e
 
 
 def test_manifest_gives_the_trials_test_figures(adapter_export, trial_student, reference, capsys):
-    from pldistill.data import fold_paths
+    from pldistill.data import fold_paths, load_fold
     from pldistill.train.dataset import manifests_dir
 
-    root, _ = manifests_dir(trial_student.config)
+    root, audio_root = manifests_dir(trial_student.config)
     _, test_manifest = fold_paths(root, "synthetic", trial_student.fold)
     assert run_app(["predict", str(adapter_export), "--manifest", str(test_manifest), "--format", "json"]) == 0
     out = _json(capsys)
     assert [p["key"] for p in out["predictions"]] == reference.keys
+    # each row names the clip's own audio file (not the manifest it came from)
+    wavs = {c.key: str(c.wav) for c in load_fold(root, "synthetic", trial_student.fold, audio_root=audio_root).test}
+    assert [p["file"] for p in out["predictions"]] == [wavs[k] for k in reference.keys]
     assert [p["prediction"] for p in out["predictions"]] == reference.predicted
     assert [p["label"] for p in out["predictions"]] == [reference.labels[t] for t in reference.truth]
     for name in ("ua", "wa", "f1"):

@@ -3,17 +3,20 @@ temporary trial folder laid out as Tune lays it out, ``<trial>/checkpoint_000000
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
 from pldistill.sweep.resume import repair_lost_checkpoints
-from pldistill.train.checkpoint import load_state
+from pldistill.train.checkpoint import STATE_FILE, load_state
 
 
 def _checkpoint(trial_dir: Path, index: int, epoch: int) -> Path:
+    """A whole checkpoint: a file, and the trainer state naming it (as ``save_state`` writes them)."""
     path = trial_dir / f"checkpoint_{index:06d}"
     path.mkdir(parents=True)
     (path / "epoch.txt").write_text(str(epoch))
+    (path / STATE_FILE).write_text(json.dumps({"format": 2, "files": ["epoch.txt"]}))
     return path
 
 
@@ -85,3 +88,30 @@ def test_each_trial_is_repaired_in_its_own_folder(tmp_path):
     repairs = repair_lost_checkpoints([_trial(a, 2, trial_id="a"), _trial(b, 5, "RUNNING", "b")])
     assert [r.trial_id for r in repairs] == ["a"]
     assert (_layout(a), _layout(b)) == ({"checkpoint_000002": "4"}, {"checkpoint_000005": "6"})
+
+
+def test_a_half_deleted_checkpoint_is_repaired_like_a_missing_one(tmp_path):
+    # Tune was deleting checkpoint_000000 (num_to_keep=1) when the launcher died: its state is there,
+    # a file the state names is not
+    named = _checkpoint(tmp_path, 0, epoch=1)
+    (named / "epoch.txt").unlink()
+    _checkpoint(tmp_path, 1, epoch=2)
+    repairs = repair_lost_checkpoints([_trial(tmp_path, named=0)])
+    assert _layout(tmp_path) == {"checkpoint_000000": "2"}
+    assert "checkpoint_000000 was half-deleted; moved checkpoint_000001 there" in repairs[0].describe()
+
+
+def test_a_checkpoint_whose_state_was_deleted_first_is_repaired_too(tmp_path):
+    named = _checkpoint(tmp_path, 0, epoch=1)
+    (named / STATE_FILE).unlink()
+    _checkpoint(tmp_path, 1, epoch=2)
+    repair_lost_checkpoints([_trial(tmp_path, named=0)])
+    assert _layout(tmp_path) == {"checkpoint_000000": "2"}
+
+
+def test_a_missing_checkpoint_not_named_like_tunes_is_left_to_tune(tmp_path):
+    # no index to order it by: nothing to repair it from, and no TypeError comparing None with an index
+    _checkpoint(tmp_path, 1, epoch=2)
+    trial = SimpleNamespace(trial_id="t1", status="PAUSED", checkpoint=SimpleNamespace(path=str(tmp_path / "mine")))
+    assert repair_lost_checkpoints([trial]) == []
+    assert _layout(tmp_path) == {"checkpoint_000001": "2"}

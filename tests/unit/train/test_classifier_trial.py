@@ -74,6 +74,9 @@ def test_classifier_trial_runs_saves_and_resumes_exactly(tmp_path, tiny_cache):
     preds = pq.read_table(best / "test_predictions.parquet").to_pylist()
     assert classification_metrics([p["label"] for p in preds], [p["pred"] for p in preds])["ua"] == \
         pytest.approx(fold.best["test_ua"])
+    from pldistill.train.loop import predictions_hash  # the run's row names exactly these predictions
+
+    assert fold.predictions_sha256 == predictions_hash([(p["key"], p["label"], p["scores"], p["lexical"]) for p in preds])
     student = load_classifier_student(best)
     from pldistill.data import load_audio, load_fold
     from pldistill.train.dataset import manifests_dir

@@ -52,6 +52,9 @@ def test_short_trial_learns_emotion_well_above_chance(tmp_path, tiny_cache, obje
     assert classification_metrics([p["label"] for p in preds], [p["pred"] for p in preds])["ua"] == \
         pytest.approx(fold.best["test_ua"])
     assert all(p["pred"] == max(range(len(p["scores"])), key=p["scores"].__getitem__) for p in preds)
+    from pldistill.train.loop import predictions_hash  # the run's row names exactly these predictions
+
+    assert fold.predictions_sha256 == predictions_hash([(p["key"], p["label"], p["scores"], p["lexical"]) for p in preds])
     # the spoken corpus marks conflict clips: their UA is a figure of every run, from the same predictions
     conflict = [p for p in preds if p["lexical"] == "conflict"]
     assert conflict and fold.best["test_conflict_ua"] == pytest.approx(classification_metrics(
