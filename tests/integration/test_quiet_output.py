@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import private_ray  # tests/conftest.py, imported with this module (as test_metrics_export does)
 
 from pldistill.sweep import load_sweep
 
@@ -17,8 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_tuner_prints_only_our_lines(tmp_path, monkeypatch, capfd):
-    from conftest import private_ray
-
     import pldistill.sweep.driver as driver
     from pldistill.sweep.launch import LaunchOptions, _tuner
     from pldistill.sweep.space import build_tune_search

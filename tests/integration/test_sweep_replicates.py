@@ -36,7 +36,7 @@ def test_a_replicated_sweep_records_its_seeds(tmp_path, tiny_cache, capsys, monk
 
         ray.shutdown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert summary.counts == {"completed": 1, "failed": 0, "total": 1}
+    assert summary.counts == {"completed": 1, "pruned": 0, "failed": 0, "running": 0, "total": 1}
     capsys.readouterr()
 
     results = str(tmp_path / "results")

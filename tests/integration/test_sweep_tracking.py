@@ -38,7 +38,7 @@ def test_study_mlflow_and_tensorboard_hold_the_parquet_figures(tmp_path, tiny_ca
     path = _sweep(tmp_path, tiny_cache, "tracked", {"mlflow": {"tracking_uri": uri, "experiment": "pldistill-test"},
                                                     "tensorboard": True})
     summary = launch_locally(path, monkeypatch)
-    assert summary.counts == {"completed": 2, "failed": 0, "total": 2}
+    assert summary.counts == {"completed": 2, "pruned": 0, "failed": 0, "running": 0, "total": 2}
     results = tmp_path / "results"
     trials = {r["trial_id"]: r for r in read_trials(results).to_pylist()}
     epochs = sorted(read_epochs(results).to_pylist(), key=lambda e: (e["trial_id"], e["seed"], e["epoch"]))
