@@ -1,9 +1,12 @@
 """One trial end to end on the synthetic corpus with the tiny models (no Ray).
 
-Why the above-chance margin is stable: the run is deterministic on CPU for a fixed seed (a test
-below checks it), the tiny teacher reaches test UA 0.81-0.88 on this fold and the students 0.79-0.85
-after 3 epochs (4 classes, chance 0.25); the assertion asks for 0.5, so only a real regression
-(a student that does not learn, scoring that ignores audio) crosses it.
+Why the above-chance margin is stable: the run is deterministic on CPU for a fixed seed and thread
+count (a test below checks it), the tiny teacher reaches test UA 0.81-0.88 on this fold; the assertion
+asks for 0.5 (4 classes, chance 0.25), so only a real regression (a student that does not learn,
+scoring that ignores audio) crosses it. The trial trains 5 epochs (the paper's length): at 3, the
+same code and seed gave 0.79-0.85 with 2 torch threads but 0.44 (sft) and 0.42 (pl_distill) with the
+one thread a test gets under `-n 2` (2026-12-07, from f6fdb55 on), so short training is not stable
+across thread counts; see the issue "A sweep survives, second round" on reproducibility.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def _cfg(tmp_path, cache: str, objective: str, **train) -> TrialConfig:
 
 @pytest.mark.parametrize("objective", ["sft", "pl_distill"])
 def test_short_trial_learns_emotion_well_above_chance(tmp_path, tiny_cache, objective):
-    cfg = _cfg(tmp_path, tiny_cache, objective)
+    cfg = _cfg(tmp_path, tiny_cache, objective, epochs=5)
     reports = []
     result = run_trial(cfg, report=lambda m, row, ckpt: reports.append((m, row, ckpt)))
     fold = result.folds[0]
@@ -39,7 +42,7 @@ def test_short_trial_learns_emotion_well_above_chance(tmp_path, tiny_cache, obje
     assert result.metrics["test_ua"] >= 0.5, result.metrics
     assert all(math.isfinite(v) for v in result.metrics.values())
     # one report per epoch; the last carries the whole result; the best student is saved
-    assert [r[1]["epoch"] for r in reports] == [1, 2, 3]
+    assert [r[1]["epoch"] for r in reports] == [1, 2, 3, 4, 5]
     assert "trial_result" in reports[-1][0] and "trial_result" not in reports[0][0]
     best = tmp_path / "run" / "seed_0" / "fold_1" / "best"
     assert (best / "adapter_model.safetensors").is_file() and (best / "pldistill_config.json").is_file()
