@@ -166,7 +166,7 @@ def print_protocol(rows: list[dict], *, console: Console | None = None) -> None:
 
     from pldistill.results.protocol import protocol_lines, sweep_protocol
 
-    console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
+    console = console or Console(file=sys.stdout)  # soft_wrap below: prose is never cut to a width
     for name in dict.fromkeys(str(r.get("sweep")) for r in rows):
         lines = protocol_lines(sweep_protocol(r for r in rows if str(r.get("sweep")) == name), per_row_note=False)
         console.print(f"\nsweep {name}, the trials above. " + "\n".join(lines), markup=False, highlight=False,
