@@ -29,7 +29,7 @@ Three measurements, in one run, on the same machine load:
    the same in both modes), online and cached alternating. The headline ratio is
    (cached trials + cache build) / online trials; the metrics of both modes are compared.
 
-Not timed, as in a sweep's ``prepare_shared`` for both modes: corpus, features, teacher fine-tune
+Not timed, as in a sweep's ``prepare_sweep`` for both modes: corpus, features, teacher fine-tune
 (``--teacher-epochs``, fewer than the default 20: the bigger teacher costs ~15x the student per
 step), student prior. They are cached under ``--cache`` (per size set), so a second run skips them.
 
@@ -170,6 +170,7 @@ def step_times(cfg, data, teacher, cache, n_batches: int) -> dict[str, Any]:
 
 def run_sweep(base, out: Path, trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Every trial in both modes (alternating which goes first); walls, training-loop walls, metrics."""
+    from pldistill.prepare import prepare_trial
     from pldistill.train.trial import run_trial
 
     walls = {"online": 0.0, "cached": 0.0}
@@ -183,7 +184,7 @@ def run_sweep(base, out: Path, trials: Sequence[dict[str, Any]]) -> dict[str, An
             cfg.output_dir = out / f"{mode}-{i}"
             cfg.hparams = cfg.hparams.model_copy(update=hp)
             t0 = time.perf_counter()
-            result[mode] = run_trial(cfg)
+            result[mode] = run_trial(prepare_trial(cfg))
             walls[mode] += time.perf_counter() - t0
             loops[mode] += sum(row["wall_s"] for f in result[mode].folds for row in f.epochs)
         on, ca = result["online"].metrics, result["cached"].metrics

@@ -96,11 +96,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from pldistill.sweep import load_sweep
-    from pldistill.sweep.launch import prepare_shared
+    from pldistill.sweep.launch import prepare_sweep
 
     work = Path(tempfile.mkdtemp(prefix="pldistill-soak-"))
     cache = str(Path(args.cache).resolve())
-    prepare_shared(load_sweep(_sweep(work, cache, args.num_samples, args.steps)), log=lambda m: None)  # not part of any timing
+    prepare_sweep(load_sweep(_sweep(work, cache, args.num_samples, args.steps)), log=lambda m: None)  # not part of any timing
 
     rng = random.Random(args.seed)
     clean = _run(work, cache, args.num_samples, args.steps, 0, None)

@@ -5,7 +5,7 @@ Efficiency = time inside the training loops / (wall time x concurrent trial slot
 through :func:`pldistill.sweep.launch.launch` in a child process with a private Ray (``RAY_TMPDIR`` and
 ``ray_tmpdir`` in a fresh short folder under /tmp, no dashboard). Sources of each figure:
 
-* the child wraps ``prepare_shared`` (and the ``prepare_fold``, ``ensure_teacher`` and
+* the child wraps ``prepare_sweep`` (and the ``prepare_fold``, ``ensure_teacher`` and
   ``ensure_student_llm`` it calls), ``_start_ray``, ``Tuner.fit`` and ``ray.shutdown`` with timers
   (wrappers installed in the child; no pldistill code is changed);
 * the results Parquet gives each trial's training time (sum of its epochs' ``wall_s``), its window
@@ -26,7 +26,7 @@ reuses: they leave no Train log marks (their start is in "rest"), and only the f
 process pays the calibrated set-up, so the "est." rows overstate the others (their "rest" is negative).
 
 The bench cache is shared with ``step_breakdown.py``. When it lacks the tiny teacher or the student
-prior the run is cold: ``prepare_shared`` builds the corpus and features, fine-tunes the teacher and
+prior the run is cold: ``prepare_sweep`` builds the corpus and features, fine-tunes the teacher and
 pre-trains the student prior before Ray starts. ``--cold`` forces a cold run on a fresh, empty cache;
 ``--cold --warm`` runs the sweep twice (cold, then warm on the same cache). Every Ray process this
 bench starts belongs to its private instance; any still alive after a child exits is terminated by
@@ -91,8 +91,8 @@ def child_sweep(sweep_file: str, ray_tmp: str, cache_dir: str) -> dict[str, Any]
     import pldistill.train.teacher as teacher_mod
 
     spans: dict[str, list[list[float]]] = {}
-    _record(spans, launch_mod, "prepare_shared", "prepare_shared")
-    # prepare_shared imports these at call time, so it picks up the wrappers (in this process only).
+    _record(spans, launch_mod, "prepare_sweep", "prepare_sweep")
+    # prepare_sweep imports these at call time, so it picks up the wrappers (in this process only).
     _record(spans, dataset_mod, "prepare_fold", "prep_data")
     _record(spans, teacher_mod, "ensure_teacher", "prep_teacher")
     _record(spans, prior_mod, "ensure_student_llm", "prep_prior")
@@ -131,6 +131,7 @@ def child_trial(sweep_file: str, ray_tmp: str, cache_dir: str) -> dict[str, Any]
     from transformers import Qwen2AudioForConditionalGeneration  # noqa: F401  (lazily loaded submodules)
 
     import pldistill.train.trial as trial
+    from pldistill.prepare import prepare_trial
 
     calls: dict[str, list[float]] = {"import": [time.perf_counter() - t0]}
     transformers.utils.logging.disable_progress_bar()
@@ -151,7 +152,7 @@ def child_trial(sweep_file: str, ray_tmp: str, cache_dir: str) -> dict[str, Any]
         setattr(trial, name, timed(getattr(trial, name), key))
     cfg = smoke_trial_config(Path(cache_dir), Path(ray_tmp).parent / "calibration")
     with contextlib.redirect_stdout(sys.stderr):  # run_trial's progress lines
-        result = trial.run_trial(cfg, report=lambda metrics, row, ckpt: None)
+        result = trial.run_trial(prepare_trial(cfg), report=lambda metrics, row, ckpt: None)
     epochs = [e for f in result.folds for e in f.epochs]
     return {"calls": calls, "train_s": sum(e["wall_s"] for e in epochs), "epochs": len(epochs),
             "wall_s": result.wall_s}
@@ -312,8 +313,8 @@ def breakdown(child: dict[str, Any], start: float, wall: float, rows: list[Trial
     windows = sum(r.window for r in rows)
     return [
         ("python start + imports (pldistill, ray)", m["launch_start"] - start),
-        ("load sweep + prepare_shared (corpus, teacher, prior)",
-         sp["prepare_shared"][0][1] - m["launch_start"]),
+        ("load sweep + prepare_sweep (corpus, teacher, prior)",
+         sp["prepare_sweep"][0][1] - m["launch_start"]),
         ("Ray start (_start_ray)", _span(child, "ray_start")),
         ("Tuner set-up, sweep.json", fit0 - sp["ray_start"][0][1]),
         *inside.items(),
@@ -354,7 +355,7 @@ def print_report(kind: str, child: dict[str, Any], start: float, wall: float, ro
     train = sum(r.train_s for r in rows)
     fit0, fit1 = child["spans"]["tune_fit"][0]
     per_trial = (sum(r.window for r in rows) - train) / max(1, len(rows))
-    print(f"(prepare_shared {_span(child, 'prepare_shared'):.1f} s: data {_span(child, 'prep_data'):.1f} s, "
+    print(f"(prepare_sweep {_span(child, 'prepare_sweep'):.1f} s: data {_span(child, 'prep_data'):.1f} s, "
           f"teacher {_span(child, 'prep_teacher'):.1f} s, student prior {_span(child, 'prep_prior'):.1f} s; "
           f"Ray shutdown {_span(child, 'ray_shutdown'):.1f} s)\n"
           f"training {train:.1f} s in {sum(r.epochs for r in rows)} epochs of {len(rows)} trials | "

@@ -1,4 +1,4 @@
-"""File-system safety in one place (a leaf: imports nothing from pldistill).
+"""File-system safety in one place (a leaf: imports nothing from pldistill but its error types).
 
 Everything pldistill writes that another process may read meanwhile goes through here:
 
@@ -8,7 +8,11 @@ Everything pldistill writes that another process may read meanwhile goes through
 * :func:`atomic_dir`: a folder that appears whole or not at all (built aside, renamed in);
 * :func:`file_lock`: an exclusive ``flock`` held for a block (blocking, or failing at once);
 * :func:`artifact_lock`: the lock of one built artifact, which also clears what a writer of it
-  killed earlier left behind (:func:`remove_stale_temps`).
+  killed earlier left behind (:func:`remove_stale_temps`);
+* :func:`build_once`: every artifact of a sweep's preparation (``pldistill.prepare``) is built through
+  it: its lock, its stale temporaries cleared, its completeness checked, built aside and renamed in;
+* :func:`artifacts_read_only`: while a trial runs, any build is refused (:func:`may_build`): trials
+  read artifacts by path, a missing one is a clear error, never a silent rebuild.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from pldistill.errors import MissingArtifactError
+
 __all__ = ["private_dirs", "atomic_write", "atomic_dir", "file_lock", "artifact_lock", "fsync_dir",
-           "remove_stale_temps", "mount_point", "folder_size"]
+           "remove_stale_temps", "mount_point", "folder_size", "build_once", "may_build", "artifacts_read_only",
+           "note_built", "noting_builds"]
 
 _DIR_MODE = 0o700
 
@@ -163,6 +170,72 @@ def artifact_lock(final: str | Path) -> Iterator[IO[str]]:
     with file_lock(final.parent / f".{final.name}.lock") as fh:
         remove_stale_temps(final.parent, final.name)
         yield fh
+
+
+#: Hints of the read-only blocks this process is in (innermost last); empty: builds are allowed.
+_READ_ONLY: list[str] = []
+
+
+@contextmanager
+def artifacts_read_only(hint: str) -> Iterator[None]:
+    """Inside the block, :func:`may_build` refuses every build with :class:`MissingArtifactError`
+    ending in ``hint`` (what to run instead). A trial runs inside one."""
+    _READ_ONLY.append(hint)
+    try:
+        yield
+    finally:
+        _READ_ONLY.pop()
+
+
+def may_build(final: str | Path, what: str) -> None:
+    """Raise :class:`MissingArtifactError` when an artifact (``what``, at ``final``) would be built
+    inside :func:`artifacts_read_only`; do nothing otherwise. Every builder calls it first."""
+    if _READ_ONLY:
+        raise MissingArtifactError(what, final, _READ_ONLY[-1])
+
+
+#: Open journals of :func:`noting_builds` (innermost last).
+_JOURNALS: list[list[Path]] = []
+
+
+@contextmanager
+def noting_builds() -> Iterator[list[Path]]:
+    """Collect the paths of the artifacts built in this process during the block (:func:`note_built`):
+    how preparation tells an entry it built from one it found."""
+    journal: list[Path] = []
+    _JOURNALS.append(journal)
+    try:
+        yield journal
+    finally:
+        _JOURNALS.remove(journal)
+
+
+def note_built(path: str | Path) -> None:
+    """Record that the artifact at ``path`` was just built (a no-op outside :func:`noting_builds`)."""
+    for journal in _JOURNALS:
+        journal.append(Path(path).resolve())
+
+
+def build_once(final: str | Path, complete: str, build: Callable[[Path], None], *, what: str) -> bool:
+    """The artifact folder ``final``, built once: ``build(tmp)`` fills a temp folder beside it, which is
+    renamed into place whole; ``final/complete`` (written last by ``build``) marks it complete. Under
+    the artifact's lock, which also clears what a writer killed earlier left behind; a concurrent
+    caller waits and reuses the first one's. Inside :func:`artifacts_read_only` a complete artifact is
+    read without the lock and a missing one raises. Returns whether this call built it."""
+    final = Path(final)
+    if _READ_ONLY:
+        if (final / complete).is_file():
+            return False
+        may_build(final, what)
+    with artifact_lock(final):
+        if (final / complete).is_file():
+            return False
+        with atomic_dir(final) as tmp:
+            build(tmp)
+            if not (tmp / complete).is_file():  # a builder that forgot its marker would be rebuilt forever
+                raise RuntimeError(f"{what}: its build wrote no {complete} into {tmp}")
+    note_built(final)
+    return True
 
 
 def mount_point(path: str | Path) -> Path:

@@ -11,7 +11,7 @@ import difflib
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["PldistillError", "InputError", "DiskFullError", "did_you_mean"]
+__all__ = ["PldistillError", "InputError", "DiskFullError", "MissingArtifactError", "did_you_mean"]
 
 
 class PldistillError(Exception):
@@ -55,3 +55,16 @@ class DiskFullError(PldistillError):
 
     def __reduce__(self):  # crosses processes (Ray) pickled
         return (type(self), (self.path,))
+
+
+class MissingArtifactError(PldistillError):
+    """A trial found an artifact of the sweep's preparation missing (``pldistill.prepare``): trials read
+    artifacts by path and never build one, so a missing one means preparation did not run for this
+    configuration (or its cache entry was removed since)."""
+
+    def __init__(self, what: str, path: str | Path, hint: str) -> None:
+        self.what, self.path, self.hint = what, str(path), hint
+        super().__init__(f"{self.path}: {what} is not built; {hint}")
+
+    def __reduce__(self):  # crosses processes (Ray) pickled
+        return (type(self), (self.what, self.path, self.hint))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pldistill._fs import artifact_lock, atomic_write
+from pldistill._fs import artifact_lock, atomic_write, may_build, note_built
 from pldistill.data.audio import TARGET_SAMPLE_RATE, load_audio
 from pldistill.data.features import _file_digest
 from pldistill.errors import InputError
@@ -138,9 +138,11 @@ def compute_egemaps(clips: Sequence[Clip], cache_dir: str | Path | None = None, 
         if path is None:
             feats = _compute(ordered, on_bad_audio, key)
         else:
+            may_build(path, "eGeMAPS functionals")  # inside a trial: preparation computes them
             with artifact_lock(path):  # also clears the temp file of a writer killed mid-save
                 feats = _compute(ordered, on_bad_audio, key)
                 _save(path, feats)
+            note_built(path)
     skipped = set(feats.skipped)
     wanted = [c.key for c in clips if c.key not in skipped]
     return Egemaps(tuple(wanted), feats.names, feats.rows(wanted), feats.skipped, key)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pldistill._fs import artifact_lock, atomic_write
+from pldistill._fs import artifact_lock, atomic_write, may_build, note_built
 from pldistill.data.audio import TARGET_SAMPLE_RATE, load_audio
 from pldistill.errors import InputError
 
@@ -225,9 +225,11 @@ class FeatureCache:
                 log.warning("recomputing features: cannot read %s (%s)", path, exc)
         if path is None:
             return dataclasses.replace(self._compute(clips, window_s, on_bad_audio), content_key=key)
+        may_build(path, "log-mel features")  # inside a trial: preparation computes them
         with artifact_lock(path):  # also clears the temp file of a writer killed mid-save
             feats = dataclasses.replace(self._compute(clips, window_s, on_bad_audio), content_key=key)
             feats.save(path)
+        note_built(path)
         return feats
 
     @staticmethod

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pldistill._fs import artifact_lock, atomic_dir
+from pldistill._fs import artifact_lock, atomic_dir, may_build, note_built
 from pldistill.config import SynthConfig, config_hash
 from pldistill.data._speech import PROFILES, SAMPLE_RATE, make_speaker
 from pldistill.data.emobox import TEACHER_POOL_FILE
@@ -194,6 +194,7 @@ def synthesize_corpus(out_dir: str | Path, config: SynthConfig | None = None, *,
     if target.exists():
         _check_existing(target, params)
         return out_dir
+    may_build(target, "synthetic corpus")  # inside a trial: preparation speaks it
     # Under a lock, so a process asking for the corpus while another speaks it waits and reuses it
     # instead of speaking it a second time (sweep workers, test workers sharing one cache).
     with artifact_lock(target):
@@ -203,6 +204,7 @@ def synthesize_corpus(out_dir: str | Path, config: SynthConfig | None = None, *,
         try:
             with atomic_dir(target, replace=False) as tmp:
                 _write_corpus(tmp, params, processes, log)
+            note_built(target)
         except FileExistsError:
             _check_existing(target, params)  # written by a process not taking the lock: must match
     return out_dir

@@ -18,7 +18,7 @@ from typing import Any
 
 from pldistill.errors import InputError, PldistillError
 
-__all__ = ["LaunchOptions", "LaunchSummary", "launch", "resume", "run_sweep", "prepare_shared", "sweep_meta",
+__all__ = ["LaunchOptions", "LaunchSummary", "launch", "resume", "run_sweep", "prepare_sweep", "sweep_meta",
            "protocol_of", "trial_counts"]
 
 
@@ -47,43 +47,20 @@ class LaunchSummary:
     status: str = "finished"
 
 
-def prepare_shared(sweep: Any, log=print, address: str | None = None,
-                   start_ray: Callable[[], object] | None = None) -> None:
-    """Work every trial needs and none should repeat, done once before any trial starts: the
-    synthetic corpus and features, the fine-tuned teacher of each fold, the tiny student's
-    prior and, for ``teacher_mode: cached`` (the sweep default), the teacher cache (all cached
-    by hash). Trials then only read them, by path. ``start_ray``: how to start Ray if the cache
-    build needs it (the caller keeps that Ray up); None: a Ray of its own, stopped after the build."""
-    from pldistill.sweep.load import sweep_families
-    from pldistill.sweep.space import shared_config
-    from pldistill.train.dataset import prepare_fold
-    from pldistill.train.student_prior import ensure_student_llm
-    from pldistill.train.teacher import ensure_teacher
+def prepare_sweep(sweep: Any, log=print, address: str | None = None,
+                  start_ray: Callable[[], object] | None = None, num_cpus: int | None = None) -> Any:
+    """Work every trial needs and none should repeat, done once before any trial starts
+    (:mod:`pldistill.prepare`): for every variant and sampled objective, the corpus, features,
+    teachers, the student prior, teacher caches and EmoDistill's teachers, folds side by side.
+    Trials then only read them, by path. ``start_ray``: how to start the caller's Ray when a stage
+    needs one (the caller keeps it up); None: a Ray of its own, stopped after. Returns the
+    :class:`~pldistill.prepare.PrepareReport`."""
+    from pldistill.prepare import PrepareOptions, prepare_configs
+    from pldistill.sweep.space import every_trial_config
 
-    cfg = shared_config(sweep, trial_id="prepare")
-    if cfg.model.student_llm != "tiny":  # a student checkpoint must speak the teacher's tokens
-        from pldistill.models.loading import check_student_tokenizer, load_teacher_tokenizer
-
-        check_student_tokenizer(cfg.model.student_llm, load_teacher_tokenizer(cfg.model.teacher))
-    if cfg.train.num_threads:  # as trials do: oversubscribed threads made the fine-tune ~10x slower
-        import torch
-
-        torch.set_num_threads(cfg.train.num_threads)
-    for fold in cfg.data.folds:
-        data = prepare_fold(cfg, fold)
-        if cfg.model.finetunes_teacher or cfg.model.teacher == "tiny":  # built here, shared by every trial
-            # encoder_only: what follows needs its tokenizer, not its LLM (the cache build loads its own)
-            teacher, _ = ensure_teacher(cfg, data, log=log, encoder_only=True)
-            ensure_student_llm(cfg, teacher.tokenizer, log=log)
-    # the teacher cache, built with Ray Data when missing; classifier trials never read it (their
-    # EmoDistill teachers are trained once per fold by the first trial that needs them)
-    if cfg.model.teacher_mode == "cached" and "audiolm" in sweep_families(sweep):
-        from pldistill.sweep.cache import CacheBuildOptions, build_fold_caches
-
-        gpus = 1.0 if sweep.resources.gpus_per_worker > 0 else 0.0
-        # on the cluster when attached: a private Ray inside a Ray Job cannot fetch the job's working_dir
-        build_fold_caches(cfg, log=log, opts=CacheBuildOptions(gpus_per_actor=gpus, address=address,
-                                                               start_ray=start_ray))
+    return prepare_configs(every_trial_config(sweep), PrepareOptions(
+        log=log, accelerator=sweep.resources.gpus_per_worker > 0, start_ray=start_ray, address=address,
+        num_cpus=num_cpus))
 
 
 def _start_ray(sweep: Any, opts: LaunchOptions) -> str | None:
@@ -229,16 +206,16 @@ def _run_locked(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, c
                 ray_once: _RayOnce, say) -> LaunchSummary:
     from pldistill.sweep.resume import SweepLock, remove_stale_sweep_temps
 
-    prepare_shared(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
-                   address=opts.address, start_ray=ray_once.start)
+    prepared = prepare_sweep(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
+                             address=opts.address, start_ray=ray_once.start)
     with SweepLock(store.sweep_dir):
         remove_stale_sweep_temps(store.sweep_dir)  # a killed launcher's half-written files
         if opts.progress:
-            return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once)
+            return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once, prepared)
         from pldistill.sweep.ray_log import RAY_LOG, ray_logs_to
 
         with ray_logs_to(store.sweep_dir / RAY_LOG):  # --quiet: Ray's tables and tracebacks into the file
-            return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once)
+            return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once, prepared)
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
@@ -251,7 +228,7 @@ def _first_difference(old: Any, new: Any, prefix: str = "") -> str:
 
 
 def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, console,
-              earlier: dict[str, Any] | None, ray_once: _RayOnce) -> LaunchSummary:
+              earlier: dict[str, Any] | None, ray_once: _RayOnce, prepared: Any) -> LaunchSummary:
     import ray
 
     from pldistill.sweep.resources import check_resources
@@ -274,8 +251,10 @@ def _run_tune(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, con
         if storage is not None:
             say(f"Optuna study {sweep.name}: optuna-dashboard {storage_label(sweep)}")
         # this run's environment (a resumed run's replaces the first's): what explains other numbers elsewhere
+        # and the artifact entries its trials read (``pldistill-sweep cache`` tells which sweeps use an entry)
         store.write_sweep_meta({**sweep_meta(sweep, sweep_path, earlier),
-                                "environment": environment(shared_config(sweep, trial_id="prepare"))})
+                                "environment": environment(shared_config(sweep, trial_id="prepare")),
+                                "artifacts": prepared.to_json(), "prepare_wall_s": prepared.wall_s})
         search = build_tune_search(sweep, storage)
         tuner, recorder, progress = _tuner(sweep, search, results, opts, console, resume=earlier is not None)
         if earlier is not None:

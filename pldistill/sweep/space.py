@@ -37,6 +37,7 @@ from pldistill.sweep.config import (
 
 __all__ = [
     "VARIANT_KEY",
+    "every_trial_config",
     "TuneSearch",
     "build_param_space",
     "build_scheduler",
@@ -219,6 +220,25 @@ def shared_config(sweep: SweepConfig, *, trial_id: str) -> TrialConfig:
     the objective, and with it the student family that ``base.model.student`` requires)."""
     sampled = {VARIANT_KEY: sweep.search.variants[0].name} if sweep.search.variants else {}
     return resolve_trial_config(sweep, sampled, trial_id=trial_id)
+
+
+#: Sampled hyperparameters that change what a trial reads (its student family, its teacher cache).
+_ARTIFACT_CHOICES = ("objective", "pseudo_target")
+
+
+def every_trial_config(sweep: SweepConfig, *, trial_id: str = "prepare") -> list[TrialConfig]:
+    """One trial config per variant, and per combination of the sampled choices that change what a
+    trial reads (objective, pseudo target): what preparation must cover so that no trial finds an
+    artifact missing. Other sampled values keep their fixed or default value (no artifact reads them)."""
+    import itertools
+
+    if sweep.search.variants:
+        return [resolve_trial_config(sweep, {VARIANT_KEY: v.name}, trial_id=trial_id) for v in sweep.search.variants]
+    choices = [(name, list(domain.values)) for name, domain in (sweep.search.space or {}).items()
+               if name in _ARTIFACT_CHOICES and getattr(domain, "values", None)]
+    names = [n for n, _ in choices]
+    return [resolve_trial_config(sweep, dict(zip(names, combo)), trial_id=trial_id)
+            for combo in itertools.product(*(values for _, values in choices))]
 
 
 def _variant_overrides(sweep: SweepConfig, variant: Any) -> dict[str, Any]:

@@ -59,7 +59,7 @@ from pldistill.train.loop import (
 from pldistill.train.metrics import closed_set_metrics
 from pldistill.train.parallel import clip_grad_norm, compute_device, gradient_sync
 
-__all__ = ["classifier_fold_epochs", "TRAINABLE_FILE", "SAMPLE_RATE"]
+__all__ = ["classifier_fold_epochs", "fold_teachers", "TRAINABLE_FILE", "SAMPLE_RATE"]
 
 #: The trainable weights (heads, classifier, maps; the encoder too when fine-tuned) in a checkpoint.
 TRAINABLE_FILE = "classifier_trainable.safetensors"
@@ -150,7 +150,7 @@ def _setup(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: Resu
     torch.manual_seed(seed)
     data = prepare_fold(cfg, fold)
     device = compute_device()
-    rows, prosodic, linguistic, clips = _teachers(cfg, data)
+    rows, prosodic, linguistic, clips = fold_teachers(cfg, data)
     res.teacher = {f"{kind}_{k}": float(v) for kind, t in (("prosodic", prosodic), ("linguistic", linguistic))
                    for k, v in t.metrics.items()}
     tower = None
@@ -195,7 +195,8 @@ def _setup(cfg: TrialConfig, seed: int, fold: int, res: FoldResult, resume: Resu
     return r
 
 
-def _teachers(cfg: TrialConfig, data: FoldData) -> tuple[dict[str, int], TeacherOutputs, TeacherOutputs, dict]:
+def fold_teachers(cfg: TrialConfig, data: FoldData,
+                  log: Callable[[str], None] = log) -> tuple[dict[str, int], TeacherOutputs, TeacherOutputs, dict]:
     """The fold's two teachers' outputs (trained once per fold, cached under ``cache_dir/emodistill``),
     the row of each clip in them, and the fold's clips by key. The linguistic teacher first: a corpus
     without transcripts fails before the fold's eGeMAPS are computed."""
@@ -204,7 +205,7 @@ def _teachers(cfg: TrialConfig, data: FoldData) -> tuple[dict[str, int], Teacher
     # the same, so no teacher could read the gold one. Pool rows come last: without a pool the rows,
     # and so the cache keys of teachers trained before the pool was read, are what they were.
     examples = data.train + data.unlabelled + data.val + data.test
-    pool, pool_feats = _pool(cfg, data)
+    pool, pool_feats = _pool(cfg, data, log)
     n_train, n_unl, n_val, n = len(data.train), len(data.unlabelled), len(data.val), len(examples)
     index = {label: i for i, label in enumerate(data.labels)}
     fold_clips = FoldClips(dataset=data.dataset, fold=data.fold,
@@ -227,7 +228,7 @@ def _teachers(cfg: TrialConfig, data: FoldData) -> tuple[dict[str, int], Teacher
     return {ex.key: i for i, ex in enumerate(examples)}, prosodic, linguistic, clips
 
 
-def _pool(cfg: TrialConfig, data: FoldData) -> tuple[list[Any], np.ndarray | None]:
+def _pool(cfg: TrialConfig, data: FoldData, log: Callable[[str], None]) -> tuple[list[Any], np.ndarray | None]:
     """The teacher-pool clips EmoDistill's teachers train on too (``ModelConfig.emodistill_pool``), those
     whose audio reads under ``data.on_bad_audio`` (as the audio-LM teacher's fine-tune skips the
     rest), and their eGeMAPSv02 rows; none without a pool."""

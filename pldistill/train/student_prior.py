@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from pldistill._fs import artifact_lock, atomic_dir
+from pldistill._fs import build_once
 from pldistill.config import TrialConfig, config_hash
 from pldistill.models.inputs import PromptTemplate
 from pldistill.models.loading import TINY_STUDENT, load_student_llm
@@ -41,11 +41,9 @@ def ensure_student_llm(cfg: TrialConfig, tokenizer, log: Callable[[str], None] =
     key = config_hash({"sizes": repr(TINY_STUDENT), "vocab": sorted(tokenizer.get_vocab().items()),
                        "seed": cfg.model.init_seed, "template": repr(PromptTemplate()),
                        "steps": _STEPS, "batch": _BATCH, "lr": _LR, "v": 1})
-    root = cfg.cache_dir / "students"
-    final = root / key
-    with artifact_lock(final):
-        if not (final / "config.json").is_file():
-            _pretrain_into(final, tokenizer, cfg.model.init_seed, log)
+    final = cfg.cache_dir / "students" / key
+    build_once(final, "config.json", lambda tmp: _pretrain_into(tmp, tokenizer, cfg.model.init_seed, log),
+               what="tiny student prior")
     return str(final)
 
 
@@ -71,7 +69,7 @@ def _sequences(tokenizer, rng: np.random.Generator, n: int) -> tuple[torch.Tenso
     return ids, mask, target
 
 
-def _pretrain_into(final, tokenizer, seed: int, log: Callable[[str], None]) -> None:
+def _pretrain_into(into, tokenizer, seed: int, log: Callable[[str], None]) -> None:
     llm = load_student_llm("tiny", tokenizer, seed=seed)
     llm.train()
     rng = np.random.default_rng(seed)
@@ -91,6 +89,5 @@ def _pretrain_into(final, tokenizer, seed: int, log: Callable[[str], None]) -> N
             bar.advance()
             if (step + 1) % 100 == 0:
                 log(f"tiny student prior: step {step + 1}/{_STEPS} loss {loss.item():.3f}")
-    with atomic_dir(final) as tmp:
-        llm.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    llm.save_pretrained(into, safe_serialization=True)
+    tokenizer.save_pretrained(into)

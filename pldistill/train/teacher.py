@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pldistill._fs import artifact_lock, atomic_dir
+from pldistill._fs import build_once
 from pldistill.config import TrialConfig, config_hash
 from pldistill.models.audiolm import AudioLMHead, encode_audio
 from pldistill.models.inputs import Example, PromptTemplate, collate
@@ -32,7 +32,7 @@ from pldistill.train.dataset import FoldData, teacher_pool_examples
 from pldistill.train.metrics import closed_set_metrics
 from pldistill.train.scoring import score_labels
 
-__all__ = ["ensure_teacher", "teacher_key", "evaluate", "answered", "ANSWERS_FILE"]
+__all__ = ["ensure_teacher", "teacher_key", "teacher_dir", "evaluate", "answered", "ANSWERS_FILE"]
 
 #: The teacher's closed-set answers for the fold's unlabelled clips, beside its ``metrics.json``.
 ANSWERS_FILE = "answers.json"
@@ -74,30 +74,32 @@ def ensure_teacher(cfg: TrialConfig, data: FoldData, log: Callable[[str], None] 
     The metrics are computed once per fold and kept in ``cache_dir/teachers/<key>/metrics.json``
     (beside the fine-tuned teacher, when there is one). ``encoder_only``: load the teacher without
     its language model (see :func:`~pldistill.models.loading.load_teacher`), for trials that read
-    the teacher cache; then the full teacher is loaded only if its metrics are not cached yet.
-    ``device``: where fine-tuning and scoring run (the returned teacher is on the CPU, except a full
-    teacher that was just scored there).
+    the teacher cache. ``device``: where fine-tuning and scoring run (the returned teacher is on the
+    CPU). Built through :func:`pldistill._fs.build_once`: inside a trial (read-only) a teacher that
+    preparation did not build is an error.
     """
     dtype = _DTYPES[cfg.model.dtype]
-    key = teacher_key(cfg, data)
-    root = cfg.cache_dir / "teachers"
-    final = root / key
-    if not cfg.model.finetunes_teacher:  # a real teacher used as is (the paper)
-        with artifact_lock(final):
-            if not (final / "metrics.json").is_file():
-                full = _windowed(load_teacher(cfg.model.teacher, dtype=dtype), data)
-                full.model.to(device)
-                _write_metrics(final, _teacher_metrics(_frozen(full), data, cfg), _answers(full, data, cfg))
-                if not encoder_only:
-                    return full, json.loads((final / "metrics.json").read_text())
-        teacher = _load_encoder_only(cfg.model.teacher, dtype) if encoder_only else \
-            load_teacher(cfg.model.teacher, dtype=dtype)
+    final = teacher_dir(cfg, data)
+    if not cfg.model.finetunes_teacher:  # a real teacher used as is (the paper): scored once per fold
+        def score(tmp: Path) -> None:
+            full = _windowed(load_teacher(cfg.model.teacher, dtype=dtype), data)
+            full.model.to(device)
+            _write_scores(tmp, _teacher_metrics(_frozen(full), data, cfg), _answers(full, data, cfg))
+
+        build_once(final, "metrics.json", score, what=f"teacher scores fold {data.fold}")
+        spec = cfg.model.teacher
     else:
-        with artifact_lock(final):
-            if not (final / "metrics.json").is_file():
-                _finetune_into(cfg, data, final, dtype, log, device)
-        teacher = _load_encoder_only(str(final), dtype) if encoder_only else load_teacher(str(final), dtype=dtype)
+        build_once(final, "metrics.json", lambda tmp: _finetune_into(cfg, data, tmp, dtype, log, device),
+                   what=f"fine-tuned teacher fold {data.fold}")
+        spec = str(final)
+    teacher = _load_encoder_only(spec, dtype) if encoder_only else load_teacher(spec, dtype=dtype)
     return _frozen(_windowed(teacher, data)), json.loads((final / "metrics.json").read_text())
+
+
+def teacher_dir(cfg: TrialConfig, data: FoldData) -> Path:
+    """The fold's teacher entry: ``cache_dir/teachers/<teacher_key>`` (the fine-tuned checkpoint and
+    its scores, or a real teacher's scores alone)."""
+    return cfg.cache_dir / "teachers" / teacher_key(cfg, data)
 
 
 def _load_encoder_only(spec: str, dtype: torch.dtype) -> Teacher:
@@ -112,11 +114,6 @@ def _load_encoder_only(spec: str, dtype: torch.dtype) -> Teacher:
 def _windowed(teacher: Teacher, data: FoldData) -> Teacher:
     set_encoder_window(teacher.audio_tower, data.window_s)
     return teacher
-
-
-def _write_metrics(folder: Path, metrics: dict, answers: dict | None) -> None:
-    with atomic_dir(folder) as tmp:
-        _write_scores(tmp, metrics, answers)
 
 
 def _write_scores(folder: Path, metrics: dict, answers: dict | None) -> None:
@@ -147,7 +144,7 @@ def answered(cfg: TrialConfig, data: FoldData) -> list[Example]:
     the CE never reads them). Call after :func:`ensure_teacher`, which writes the answers."""
     if not data.unlabelled:
         return []
-    path = cfg.cache_dir / "teachers" / teacher_key(cfg, data) / ANSWERS_FILE
+    path = teacher_dir(cfg, data) / ANSWERS_FILE
     answers = json.loads(path.read_text())["answers"]
     return [replace(ex, label=int(answers[ex.key])) for ex in data.unlabelled]
 
@@ -168,7 +165,7 @@ def _teacher_metrics(teacher: Teacher, data: FoldData, cfg: TrialConfig) -> dict
     return {**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()}}
 
 
-def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.dtype,
+def _finetune_into(cfg: TrialConfig, data: FoldData, into: Path, dtype: torch.dtype,
                    log: Callable[[str], None], device: torch.device | str = "cpu") -> None:
     ft = cfg.model.teacher_finetune
     teacher = load_teacher(cfg.model.teacher, seed=cfg.model.init_seed, dtype=dtype)
@@ -214,14 +211,13 @@ def _finetune_into(cfg: TrialConfig, data: FoldData, final: Path, dtype: torch.d
     model.eval()
     metrics, answers = _teacher_metrics(teacher, data, cfg), _answers(teacher, data, cfg)
     log(f"teacher fold {data.fold}: val UA {metrics['val_ua']:.3f}, test UA {metrics['test_ua']:.3f}")
-    with atomic_dir(final) as tmp:
-        # Save with the full 30 s position table so the checkpoint looks like any real one.
-        full = getattr(model.model.audio_tower, "_pldistill_full_positions", None)
-        if full is not None:
-            set_encoder_window(model.model.audio_tower, full.shape[0] / 50)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        _write_scores(tmp, metrics, answers)
+    # Save with the full 30 s position table so the checkpoint looks like any real one.
+    full = getattr(model.model.audio_tower, "_pldistill_full_positions", None)
+    if full is not None:
+        set_encoder_window(model.model.audio_tower, full.shape[0] / 50)
+    model.save_pretrained(into, safe_serialization=True)
+    tok.save_pretrained(into)
+    _write_scores(into, metrics, answers)  # metrics.json last: it marks the entry complete
 
 
 def match_answer(text: str, labels: Sequence[str]) -> int | None:

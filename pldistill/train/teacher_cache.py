@@ -65,7 +65,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pldistill._fs import artifact_lock, atomic_dir
+from pldistill._fs import build_once
 from pldistill.config import TrialConfig, config_hash
 from pldistill.models.audiolm import AudioLMHead, EncodedAudio, capture_attention, encode_audio
 from pldistill.models.inputs import Example, PromptTemplate, collate, pseudo_target_inputs, text_only_inputs
@@ -309,21 +309,22 @@ def ensure_teacher_cache(cfg: TrialConfig, data: FoldData, teacher: Any, *, log:
         raise ValueError("pseudo targets given for a 'label' cache: its key would not say so")
     key = teacher_cache_key(cfg, data)
     final = cfg.cache_dir / "teacher_outputs" / key
-    with artifact_lock(final):
-        if (final / _COMPLETE).is_file():
-            return final
-        log(f"teacher cache fold {data.fold}: building {final}")
-        with atomic_dir(final) as tmp:
-            (tmp / "rows").mkdir()
-            if write_rows is None:
-                if pseudo_targets is None and cfg.hparams.pseudo_target != "label":
-                    from pldistill.train.pseudo_target import fold_pseudo_targets
 
-                    pseudo_targets = fold_pseudo_targets(cfg, data)
-                _write_rows_locally(teacher, cfg, data, tmp / "rows", batch_size, log, pseudo_targets)
-            else:
-                write_rows(tmp / "rows")
-            _finish(tmp, teacher, data, cfg, key)
+    def build(tmp: Path) -> None:
+        nonlocal pseudo_targets
+        log(f"teacher cache fold {data.fold}: building {final}")
+        (tmp / "rows").mkdir()
+        if write_rows is None:
+            if pseudo_targets is None and cfg.hparams.pseudo_target != "label":
+                from pldistill.train.pseudo_target import fold_pseudo_targets
+
+                pseudo_targets = fold_pseudo_targets(cfg, data)
+            _write_rows_locally(teacher, cfg, data, tmp / "rows", batch_size, log, pseudo_targets)
+        else:
+            write_rows(tmp / "rows")
+        _finish(tmp, teacher, data, cfg, key)
+
+    build_once(final, _COMPLETE, build, what=f"teacher cache fold {data.fold}")
     return final
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pldistill._fs import atomic_dir, private_dirs
+from pldistill._fs import artifacts_read_only, atomic_dir, private_dirs
 from pldistill.config import TrainConfig, TrialConfig
 from pldistill.losses import build_objective
 from pldistill.models.audiolm import AudioLMHead
@@ -78,7 +78,7 @@ from pldistill.train.teacher_cache import TeacherCache, ensure_teacher_cache, te
 
 # FoldResult, lr_factor and PREDICTIONS_FILE live in pldistill.train.loop (both student families use
 # them); a trial's callers have always found them here, so they stay part of this module's surface.
-__all__ = ["run_trial", "trial_runs", "TrialResult", "FoldResult", "Reporter", "lr_factor", "PREDICTIONS_FILE"]
+__all__ = ["run_trial", "trial_runs", "PREPARE_HINT", "TrialResult", "FoldResult", "Reporter", "lr_factor", "PREDICTIONS_FILE"]
 
 #: ``report(metrics, epoch_row, checkpoint_dir_or_None)``: called once per epoch on every rank.
 #: ``metrics`` holds the trial's best-so-far figures (mean over its (seed, fold) runs, what Tune/Optuna/ASHA and the
@@ -106,6 +106,11 @@ class TrialResult:
     seeds_half_width: float | None = None
 
 
+#: What a trial that finds an artifact missing tells its user to run (trials never build one).
+PREPARE_HINT = ("prepare it first: `pldistill-sweep prepare SWEEP_FILE` (launch does it), or "
+                "pldistill.prepare.prepare_trial(cfg) from Python")
+
+
 def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | None = None) -> TrialResult:
     """Train and evaluate ``cfg`` on each of its folds; returns the per-fold and mean figures.
 
@@ -113,40 +118,72 @@ def run_trial(cfg: TrialConfig, report: Reporter | None = None, resume: Path | N
     until the rule (:func:`pldistill.train.replicates.run_decision`) is decided after a seed's last fold.
     ``resume``: a checkpoint folder this trial reported earlier; training carries on after its epoch
     with the same weights, optimizer and random state, so the result equals an uninterrupted run's.
+
+    Everything the trial reads beyond its own runs (corpus, features, teachers, caches, the student
+    prior) is prepared beforehand (:mod:`pldistill.prepare`) and read by path: a missing artifact is
+    a :class:`~pldistill.errors.MissingArtifactError`, never built here.
     """
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    state = load_state(resume) if resume is not None else None
-    started = time.perf_counter()
-    done = [FoldResult(**d) for d in state.done] if state else []
-    clock = dict(state.clock) if state else {"seen": 0, "train_s": 0.0}
-    attempt = state.attempt + 1 if state else 0
-    ckpt_root = cfg.output_dir / _CHECKPOINTS
-    if rank_world()[0] == 0:  # what a worker killed while writing a checkpoint left behind
-        shutil.rmtree(ckpt_root, ignore_errors=True)
+    with artifacts_read_only(PREPARE_HINT):
+        return _run_trial(cfg, report, _Progress.start(cfg, resume))
+
+
+@dataclass
+class _Progress:
+    """Where a trial stands: the runs done, the clock, this attempt, and the checkpoint it resumes from."""
+
+    state: ResumeState | None
+    done: list[FoldResult]
+    clock: dict[str, float]
+    attempt: int
+    started: float
+
+    @classmethod
+    def start(cls, cfg: TrialConfig, resume: Path | None) -> _Progress:
+        """From the checkpoint ``resume`` (a restart: one more attempt), or from nothing. Clears what a
+        worker killed while writing a checkpoint left behind."""
+        state = load_state(resume) if resume is not None else None
+        if rank_world()[0] == 0:
+            shutil.rmtree(cfg.output_dir / _CHECKPOINTS, ignore_errors=True)
+        return cls(state=state, done=[FoldResult(**d) for d in state.done] if state else [],
+                   clock=dict(state.clock) if state else {"seen": 0, "train_s": 0.0},
+                   attempt=state.attempt + 1 if state else 0, started=time.perf_counter())
+
+    def skips(self, k: int) -> bool:
+        """Run ``k`` finished before the checkpoint."""
+        return self.state is not None and k < self.state.run_index
+
+    def resumes(self, k: int) -> ResumeState | None:
+        """The checkpoint when run ``k`` is the one it was taken in."""
+        return self.state if self.state is not None and k == self.state.run_index else None
+
+
+def _run_trial(cfg: TrialConfig, report: Reporter | None, p: _Progress) -> TrialResult:
     runs = trial_runs(cfg)
-    if state is not None:
-        log(f"resuming after seed {runs[state.run_index][0]} fold {runs[state.run_index][1]} epoch {state.epoch} "
-             f"(attempt {attempt})")
-        if state.epoch >= cfg.train.epochs and "trial_result" in state.metrics:
+    if p.state is not None:
+        seed, fold = runs[p.state.run_index]
+        log(f"resuming after seed {seed} fold {fold} epoch {p.state.epoch} (attempt {p.attempt})")
+        if p.state.epoch >= cfg.train.epochs and "trial_result" in p.state.metrics:
             # The trial's last epoch was done; it stopped before its end was recorded: report it again.
-            return _report_again(cfg, state, [*done, FoldResult(**state.current)], started, clock, attempt, report)
+            return _report_again(cfg, p.state, [*p.done, FoldResult(**p.state.current)], p.started, p.clock,
+                                 p.attempt, report)
     decision = None
     for k, (seed, fold) in enumerate(runs):
-        if state is not None and k < state.run_index:
+        if p.skips(k):
             continue
-        resuming = state is not None and k == state.run_index
-        current = FoldResult(**state.current) if resuming else FoldResult(fold=fold, best_epoch=-1, best={},
-                                                                                teacher={}, seed=seed)
-        if not (resuming and state.epoch >= cfg.train.epochs):  # else that run had finished
-            for epoch in _fold_epochs(cfg, seed, fold, current, clock, state if resuming else None, attempt):
+        resume = p.resumes(k)
+        current = FoldResult(**resume.current) if resume else FoldResult(fold=fold, best_epoch=-1, best={},
+                                                                        teacher={}, seed=seed)
+        if not (resume and resume.epoch >= cfg.train.epochs):  # else that run had finished
+            for epoch in _fold_epochs(cfg, seed, fold, current, p.clock, resume, p.attempt):
                 if report is not None:
-                    _report_epoch(cfg, report, epoch, k, done, current, started, clock, attempt)
-        done.append(current)
-        decision = run_decision(cfg.train, len(cfg.data.folds), done)
+                    _report_epoch(cfg, report, epoch, k, p.done, current, p.started, p.clock, p.attempt)
+        p.done.append(current)
+        decision = run_decision(cfg.train, len(cfg.data.folds), p.done)
         if decision is not None and decision.stop:
             break
-    return _summarise(done, started, clock, attempt, decision)
+    return _summarise(p.done, p.started, p.clock, p.attempt, decision)
 
 
 def _report_epoch(cfg: TrialConfig, report: Reporter, epoch: Epoch, k: int, done: list[FoldResult],
@@ -397,8 +434,8 @@ def _optimizer(head: AudioLMHead, cfg: TrialConfig) -> torch.optim.Optimizer:
 
 
 def _teacher_cache(cfg: TrialConfig, data: FoldData, teacher, pseudo: dict[str, str] | None) -> TeacherCache | None:
-    """``teacher_mode: cached``: the fold's teacher cache (built here, in process, if the sweep has not),
-    forced on the fold's ``pseudo`` targets under ``pseudo_target: metadata``."""
+    """``teacher_mode: cached``: the fold's teacher cache (prepared before the trial), forced on the
+    fold's ``pseudo`` targets under ``pseudo_target: metadata``."""
     if cfg.model.teacher_mode != "cached":
         return None
     return TeacherCache(ensure_teacher_cache(cfg, data, teacher, log=log, batch_size=cfg.train.eval_batch_size,

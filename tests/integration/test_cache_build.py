@@ -1,8 +1,9 @@
-"""The teacher cache built with Ray Data (actor pool), on a private local Ray; and the ``cache`` CLI.
+"""The teacher cache built with Ray Data (actor pool), on a private local Ray; and ``prepare``.
 
 Tiny teacher fine-tuned for one epoch (a cache of its own), synthetic corpus. Checks: every clip
 once, rows joined by sample id equal an in-process teacher forward, a second build reuses the
-folder, the CLI builds and reuses it, and a trial in ``cached`` mode reproduces the online trial.
+folder, the ``prepare`` CLI builds and reuses every entry, and a trial in ``cached`` mode reproduces
+the online trial.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from _corpus import SMALL_CORPUS
 
 from pldistill.cli import run_app
 from pldistill.config import TrialConfig
-from pldistill.sweep.cache import CacheBuildOptions, build_fold_caches
+from pldistill.prepare import prepare_trial
+from pldistill.prepare.cache_build import CacheBuildOptions, build_fold_cache
 from pldistill.train.dataset import prepare_fold
 from pldistill.train.teacher import ensure_teacher
 from pldistill.train.teacher_cache import ARRAY_COLUMNS, TeacherCache, cache_rows, fold_examples
@@ -37,10 +39,10 @@ def test_ray_data_build_joins_rows_by_sample_id_and_is_reused(ray_private, tmp_p
     cfg = TrialConfig.model_validate({**_base(str(tmp_path / "cache")), "output_dir": str(tmp_path / "run")})
     opts = CacheBuildOptions(actors=2, batch_size=5)  # two actors: batches come back in any order
     logs: list[str] = []
-    [path] = build_fold_caches(cfg, log=logs.append, opts=opts)
+    data = prepare_fold(prepare_trial(cfg, log=logs.append), 1)  # corpus, features, teacher (online: no cache)
+    path = build_fold_cache(cfg, data, log=logs.append, opts=opts)
     assert any("teacher cache fold 1" in m and "clips" in m for m in logs)
     cache = TeacherCache(path)
-    data = prepare_fold(cfg, 1)
     examples = fold_examples(data)
     assert len(cache) == len(examples) == cache.meta["rows"]
     # against a forward in this process, for clips spread over the fold (join by key, not by order)
@@ -55,12 +57,12 @@ def test_ray_data_build_joins_rows_by_sample_id_and_is_reused(ray_private, tmp_p
     assert cache.meta["teacher_rows"] == len(train)
     # second build: reused, not rebuilt
     stamp = (path / "meta.json").stat().st_mtime_ns
-    assert build_fold_caches(cfg, log=logs.append, opts=opts) == [path]
+    assert build_fold_cache(cfg, data, log=logs.append, opts=opts) == path
     assert (path / "meta.json").stat().st_mtime_ns == stamp
     assert [p.name for p in path.parent.iterdir() if not p.name.endswith(".lock")] == [path.name]
 
 
-def test_cache_cli_builds_then_reuses(tmp_path, monkeypatch, capsys):
+def test_prepare_cli_builds_then_reuses(tmp_path, monkeypatch, capsys):
     ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
     try:
@@ -75,14 +77,23 @@ def _cli_builds_then_reuses(tmp_path, capsys):
                         "space": {"alpha": {"type": "uniform", "low": 0.0, "high": 1.0}}}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(sweep))
-    assert run_app(["cache", str(path), "--num-cpus", "2"]) == 0
+    assert run_app(["prepare", str(path), "--num-cpus", "2"]) == 0
     out = capsys.readouterr().out
-    assert "teacher cache fold 1" in out and "teacher cache: " in out
-    folder = out.strip().splitlines()[-1].split("teacher cache: ")[1]
+    rows = {cells[0]: cells for cells in _rows(out)}
+    assert set(rows) == {"corpus", "features", "teacher", "student_prior", "teacher_cache"}, out
+    assert all(cells[2] == "built" for cells in rows.values()), out
+    folder = rows["teacher_cache"][-1]
     assert os.path.isfile(os.path.join(folder, "meta.json"))
-    assert run_app(["cache", str(path), "--num-cpus", "2"]) == 0  # complete: no Ray, no rebuild
+    assert out.strip().splitlines()[-1].startswith("5 built, 0 reused")
+    assert run_app(["prepare", str(path), "--num-cpus", "2"]) == 0  # complete: nothing rebuilt
     again = capsys.readouterr().out
+    assert {cells[0]: cells[2] for cells in _rows(again)} == dict.fromkeys(rows, "reused")
     assert folder in again and "clips" not in again
+
+
+def _rows(out: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("│ ").split("│")] for line in out.splitlines()
+            if "│" in line and "artifact" not in line]
 
 
 def test_cached_trial_reproduces_the_online_trial(tmp_path, monkeypatch):
@@ -103,19 +114,20 @@ def test_cached_trial_reproduces_the_online_trial(tmp_path, monkeypatch):
         loads.append(encoder_only)
         return real_load(*args, encoder_only=encoder_only, **kwargs)
 
+    prepare_trial(cfg("online"))
+    prepare_trial(cfg("cached"))
+    assert (tmp_path / "cache" / "teacher_outputs").is_dir()
     monkeypatch.setattr(teacher_mod, "load_teacher", spy)
     online, cached = run_trial(cfg("online")), run_trial(cfg("cached"))
-    assert (tmp_path / "cache" / "teacher_outputs").is_dir()
     a, b = online.folds[0].epochs[0], cached.folds[0].epochs[0]
     assert a.keys() == b.keys()
     for key in a:
         if key.startswith(("train_loss_", "val_", "test_")):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
-    # the cache is built now: the next cached trial loads the teacher without its LLM, same figures
-    assert loads and not any(loads)  # online; cached with no cache yet (the trial built it, with the LLM)
-    n = len(loads)
+    # online: the whole teacher; cached: the teacher without its LLM (the cache holds what it gives)
+    assert loads == [False, True]
     again = run_trial(cfg("cached").model_copy(update={"output_dir": tmp_path / "again"}))
-    assert loads[n:] == [True]
+    assert loads[2:] == [True]
     strip = lambda e: {k: v for k, v in e.items() if k not in ("wall_s", "samples_per_s")}  # noqa: E731
     assert strip(again.folds[0].epochs[0]) == strip(b)
     assert again.folds[0].teacher == cached.folds[0].teacher

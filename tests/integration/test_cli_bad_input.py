@@ -207,7 +207,7 @@ def test_more_concurrent_trials_than_cpus_fails_before_anything_is_written(tmp_p
     def must_not_run(*_a, **_k):
         raise AssertionError("work started before the resource check")
 
-    monkeypatch.setattr(launch_module, "prepare_shared", must_not_run)
+    monkeypatch.setattr(launch_module, "prepare_sweep", must_not_run)
     monkeypatch.setattr(launch_module, "_start_ray", must_not_run)
     content = _sweep(tmp_path)
     content["search"]["max_concurrent_trials"] = 3

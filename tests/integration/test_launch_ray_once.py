@@ -1,7 +1,7 @@
 """A local ``launch`` starts Ray once: the teacher-cache build (Ray Data) and the sweep share it.
 
 The sweep's teacher cache is missing (its cache folder links the session's corpus, fine-tuned
-teacher and student prior, but not their teacher outputs), so ``prepare_shared`` must build it
+teacher and student prior, but not their teacher outputs), so ``prepare_sweep`` must build it
 with Ray before the one trial (one worker, in the Tune trial's process) runs. ``ray.init`` is
 counted in the launching process.
 """

@@ -28,13 +28,13 @@ def test_trial_survives_the_loss_of_its_node(tmp_path, tiny_cache, monkeypatch):
 
     from pldistill.sweep import load_sweep
     from pldistill.sweep.driver import DRIVER_RESOURCE
-    from pldistill.sweep.launch import prepare_shared
+    from pldistill.sweep.launch import prepare_sweep
 
     path = tiny_sweep("nodeloss", tmp_path, tiny_cache, epochs=4, max_steps_per_epoch=4,
                       search={"algorithm": "grid", "max_concurrent_trials": 1,
                               "variants": [{"name": "only", "objective": "pl_distill"}]},
                       failures={"worker_restarts": 2})
-    prepare_shared(load_sweep(path), log=lambda m: None)
+    prepare_sweep(load_sweep(path), log=lambda m: None)
     results = tmp_path / "results"
     ray_tmp = tempfile.mkdtemp(prefix="rn", dir="/tmp")
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)

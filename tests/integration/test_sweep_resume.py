@@ -88,10 +88,10 @@ def _lose_snapshot_checkpoints(experiment):
 
 def test_killed_launcher_resumes_to_exactly_num_samples_trials(tmp_path, tiny_cache):
     from pldistill.sweep import load_sweep
-    from pldistill.sweep.launch import prepare_shared
+    from pldistill.sweep.launch import prepare_sweep
 
     path = _sweep(tmp_path, tiny_cache)
-    prepare_shared(load_sweep(path), log=lambda m: None)  # corpus, teacher, prior: not what this test kills
+    prepare_sweep(load_sweep(path), log=lambda m: None)  # corpus, teacher, prior: not what this test kills
     results = tmp_path / "results"
     log = tmp_path / "cli.log"
     ray_tmp = tempfile.mkdtemp(prefix="rr", dir="/tmp")

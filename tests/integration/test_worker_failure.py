@@ -26,13 +26,13 @@ EPOCHS = 4
 
 def test_killed_worker_resumes_from_the_last_checkpoint(tmp_path, tiny_cache):
     from pldistill.sweep import load_sweep
-    from pldistill.sweep.launch import prepare_shared
+    from pldistill.sweep.launch import prepare_sweep
 
     path = tiny_sweep("workerkill", tmp_path, tiny_cache, epochs=EPOCHS, max_steps_per_epoch=4,
                       search={"algorithm": "grid", "max_concurrent_trials": 1,
                               "variants": [{"name": "only", "objective": "pl_distill"}]},
                       failures={"worker_restarts": 2}, workers=2)
-    prepare_shared(load_sweep(path), log=lambda m: None)
+    prepare_sweep(load_sweep(path), log=lambda m: None)
     results = tmp_path / "results"
     log = tmp_path / "cli.log"
     ray_tmp = tempfile.mkdtemp(prefix="rw", dir="/tmp")

@@ -8,7 +8,18 @@ import stat
 
 import pytest
 
-from pldistill._fs import artifact_lock, atomic_dir, atomic_write, file_lock, private_dirs, remove_stale_temps
+from pldistill._fs import (
+    artifact_lock,
+    artifacts_read_only,
+    atomic_dir,
+    atomic_write,
+    build_once,
+    file_lock,
+    noting_builds,
+    private_dirs,
+    remove_stale_temps,
+)
+from pldistill.errors import MissingArtifactError
 
 
 def _hold_lock(path: str, ready, release) -> None:
@@ -118,3 +129,39 @@ def test_a_second_launcher_is_refused_and_told_who_holds_the_sweep(tmp_path) -> 
         pass
     with SweepLock(tmp_path / "sw"):  # released on exit
         pass
+
+
+def test_build_once_builds_once_clears_stale_temps_and_notes_it(tmp_path) -> None:
+    final = tmp_path / "teachers" / "k1"
+    stale = tmp_path / "teachers" / ".k1.tmp-dead"
+    stale.mkdir(parents=True)
+    calls = []
+
+    def build(tmp):
+        calls.append(tmp)
+        (tmp / "weights").write_text("w")
+        (tmp / "metrics.json").write_text("{}")
+
+    with noting_builds() as journal:
+        assert build_once(final, "metrics.json", build, what="teacher") is True
+        assert build_once(final, "metrics.json", build, what="teacher") is False
+    assert len(calls) == 1 and (final / "weights").read_text() == "w"
+    assert journal == [final.resolve()]
+    assert not stale.exists(), "the lock holder clears what a killed builder left"
+
+
+def test_build_once_refuses_a_build_without_its_marker(tmp_path) -> None:
+    with pytest.raises(RuntimeError, match="wrote no metrics.json"):
+        build_once(tmp_path / "e", "metrics.json", lambda tmp: (tmp / "weights").write_text("w"), what="teacher")
+    assert not (tmp_path / "e").exists() and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_read_only_reads_what_is_built_and_refuses_to_build(tmp_path) -> None:
+    built = tmp_path / "built"
+    build_once(built, "m", lambda tmp: (tmp / "m").write_text(""), what="x")
+    with artifacts_read_only("run prepare"):
+        assert build_once(built, "m", lambda tmp: None, what="x") is False
+        with pytest.raises(MissingArtifactError, match=r"missing: the teacher is not built; run prepare"):
+            build_once(tmp_path / "missing", "m", lambda tmp: (tmp / "m").write_text(""), what="the teacher")
+    assert not (tmp_path / "missing").exists()
+    assert build_once(tmp_path / "missing", "m", lambda tmp: (tmp / "m").write_text(""), what="x") is True

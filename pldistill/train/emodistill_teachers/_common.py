@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pldistill._fs import artifact_lock, atomic_dir
+from pldistill._fs import build_once
 from pldistill.progress import StepProgress
 from pldistill.train.metrics import classification_metrics
 
@@ -89,6 +89,8 @@ class TeacherOutputs:
     embeddings: np.ndarray
     metrics: dict[str, float]
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The cache entry it was loaded from (None: trained, not yet saved).
+    path: Path | None = None
 
     @property
     def embedding_dim(self) -> int:
@@ -111,19 +113,14 @@ class TeacherOutputs:
         tensors = load_file(str(folder / "outputs.safetensors"))
         return cls(logits=tensors["logits"].numpy(), embeddings=tensors["embeddings"].numpy(),
                    metrics=json.loads((folder / "metrics.json").read_text()),
-                   meta=json.loads((folder / "meta.json").read_text()))
+                   meta=json.loads((folder / "meta.json").read_text()), path=Path(folder))
 
 
 def cached_teacher(cache_dir: str | Path, kind: str, key: str, train: Callable[[], TeacherOutputs]) -> TeacherOutputs:
     """``cache_dir/emodistill/<kind>/<key>``: loaded when complete, else ``train()``-ed once and
     written atomically; a lock makes concurrent trials wait for the first instead of training twice."""
-    root = Path(cache_dir) / "emodistill" / kind
-    final = root / key
-    with artifact_lock(final):
-        if not (final / "metrics.json").is_file():
-            outputs = train()
-            with atomic_dir(final) as tmp:
-                outputs.save(tmp)
+    final = Path(cache_dir) / "emodistill" / kind / key
+    build_once(final, "metrics.json", lambda tmp: train().save(tmp), what=f"EmoDistill {kind} teacher")
     return TeacherOutputs.load(final)
 
 

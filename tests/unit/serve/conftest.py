@@ -34,12 +34,13 @@ def _trial_config(results: Path, cache: str, trial: str, seed: int = 0):
 @pytest.fixture(scope="session")
 def toy_sweep(tmp_path_factory, tiny_cache) -> Path:
     """A results folder holding sweep ``toy`` with one completed trial ``t_best`` (fold 1)."""
+    from pldistill.prepare import prepare_trial
     from pldistill.results import ResultsStore, TrialRecord
     from pldistill.train.trial import run_trial
 
     results = tmp_path_factory.mktemp("results")
     cfg = _trial_config(results, tiny_cache, TRIAL)
-    result = run_trial(cfg)
+    result = run_trial(prepare_trial(cfg))
     store = ResultsStore(results, SWEEP)
     store.write_sweep_meta({"metric": "val_ua", "mode": "max"})
     store.write_trial(TrialRecord.from_result(asdict(result), trial_id=TRIAL, status="completed",

@@ -19,6 +19,7 @@ SWEEP, TRIAL = "emo", "t_emo"
 def emo_sweep(tmp_path_factory, tiny_cache) -> tuple[Path, object]:
     """A results folder holding sweep ``emo`` with one completed EmoDistill trial (tiny HuBERT, fold 1)."""
     from pldistill.config import TrialConfig
+    from pldistill.prepare import prepare_trial
     from pldistill.results import ResultsStore, TrialRecord
     from pldistill.train.trial import run_trial
 
@@ -32,7 +33,7 @@ def emo_sweep(tmp_path_factory, tiny_cache) -> tuple[Path, object]:
         "hparams": {"objective": "emodistill"},
         "output_dir": str(results / SWEEP / "runs" / TRIAL), "cache_dir": tiny_cache,
     })
-    result = run_trial(cfg)
+    result = run_trial(prepare_trial(cfg))
     store = ResultsStore(results, SWEEP)
     store.write_sweep_meta({"metric": "val_ua", "mode": "max"})
     store.write_trial(TrialRecord.from_result(asdict(result), trial_id=TRIAL, status="completed",

@@ -129,7 +129,7 @@ def test_the_launcher_ends_in_one_line(tmp_path, monkeypatch) -> None:
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "teachers" / "k"))
 
-    monkeypatch.setattr("pldistill.sweep.launch.prepare_shared", full)
+    monkeypatch.setattr("pldistill.sweep.launch.prepare_sweep", full)
     with pytest.raises(PldistillError) as info:
         run_sweep(_sweep(tmp_path / "results"), SMOKE, LaunchOptions(num_cpus=2, dashboard=False))
     assert type(info.value) is PldistillError and "\n" not in str(info.value)

@@ -8,7 +8,7 @@ import torch
 from _clips import LABELS, WINDOW, random_examples
 from _pseudo import pseudo_targets
 
-import pldistill.sweep.cache as sweep_cache
+import pldistill.prepare.cache_build as sweep_cache
 import pldistill.train.dataset as dataset
 import pldistill.train.pseudo_target as pseudo_target
 from pldistill.config import TrialConfig

@@ -51,7 +51,7 @@ def test_several_workers_are_a_ray_train_run_under_a_driver_slot(tmp_path: Path)
 def test_cache_build_starts_the_callers_ray_and_leaves_it_up(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
-    from pldistill.sweep import cache
+    from pldistill.prepare import cache_build as cache
 
     started: list[str] = []
     up = {"ray": False}
@@ -66,7 +66,7 @@ def test_cache_build_starts_the_callers_ray_and_leaves_it_up(monkeypatch: pytest
     monkeypatch.setattr(ray, "is_initialized", lambda: up["ray"])
     monkeypatch.setattr(ray, "init", must_not_run)
     opts = cache.CacheBuildOptions(start_ray=start)
-    cache._ensure_ray(opts)
-    cache._ensure_ray(opts)  # the second fold: Ray is up
+    cache.ensure_ray(opts)
+    cache.ensure_ray(opts)  # the second fold: Ray is up
     assert started == ["caller"]
-    assert opts._started == []  # so build_fold_caches does not shut the caller's Ray down
+    assert opts._started == []  # so stop_own_ray does not shut the caller's Ray down

@@ -18,6 +18,7 @@ from _corpus import SMALL_CORPUS
 from pldistill.config import TrialConfig
 from pldistill.errors import InputError
 from pldistill.models.classifier import load_classifier_student
+from pldistill.prepare import prepare_trial
 from pldistill.train.metrics import classification_metrics
 from pldistill.train.trial import run_trial
 
@@ -53,7 +54,7 @@ def test_classifier_trial_runs_saves_and_resumes_exactly(tmp_path, tiny_cache):
         shutil.copytree(ckpt, copy)  # the trial deletes its checkpoint after the report
         kept.append(copy)
 
-    result = run_trial(cfg, report=report)
+    result = run_trial(prepare_trial(cfg), report=report)
     fold = result.folds[0]
     # the per-epoch contract: one report per epoch, the last with the whole result, the teachers' figures
     assert [r[1]["epoch"] for r in reports] == [1, 2] and "trial_result" in reports[-1][0]
@@ -93,7 +94,7 @@ def test_classifier_trial_runs_saves_and_resumes_exactly(tmp_path, tiny_cache):
         scores = torch.log_softmax(student(x, mask).logits, -1)
     assert torch.allclose(scores, torch.tensor([p["scores"] for p in first]), atol=1e-4)
     # resume after epoch 1 (another output folder): the same epoch 2 and the same result
-    resumed = run_trial(cfg.model_copy(update={"output_dir": tmp_path / "resumed"}), resume=kept[0])
+    resumed = run_trial(prepare_trial(cfg.model_copy(update={"output_dir": tmp_path / "resumed"})), resume=kept[0])
     assert _figures(resumed.folds[0].epochs) == _figures(fold.epochs)
     assert resumed.metrics == result.metrics and resumed.restarts == 1
 
@@ -103,7 +104,7 @@ def test_whisper_encoder_is_the_teachers_shared_one(tmp_path, tiny_cache):
     is used untrained here (no fine-tune): the test is about the wiring, not the score."""
     cfg = _cfg(tmp_path / "run", tiny_cache, encoder="whisper", model={"teacher_finetune": {"enabled": False}},
                epochs=1, max_steps_per_epoch=2)
-    fold = run_trial(cfg).folds[0]
+    fold = run_trial(prepare_trial(cfg)).folds[0]
     assert math.isfinite(fold.best["loss_total"]) and "test_ua" in fold.best
     student = load_classifier_student(tmp_path / "run" / "seed_0" / "fold_1" / "best")
     assert student.encoder.kind == "whisper" and not any(p.requires_grad for p in student.encoder.parameters())
@@ -122,7 +123,7 @@ def test_corpus_without_transcripts_is_one_line_naming_the_dataset(tmp_path, tin
     cfg = _cfg(tmp_path / "run", tiny_cache, data={"source": "emobox", "manifests": str(tmp_path / "bare"),
                                                    "audio_root": str(root), "dataset": "synthetic", "folds": [1]})
     with pytest.raises(InputError) as err:
-        run_trial(cfg)
+        run_trial(prepare_trial(cfg))
     text = str(err.value)
     assert "\n" not in text and "'synthetic'" in text and "transcripts" in text
 
@@ -135,7 +136,7 @@ def _rank(rank: int, world: int, port: int, cfg_json: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        result = run_trial(TrialConfig.model_validate_json(cfg_json))
+        result = run_trial(prepare_trial(TrialConfig.model_validate_json(cfg_json)))
         if rank == 0:
             with open(out, "w") as fh:
                 json.dump({"world": result.world_size, "metrics": result.metrics,
@@ -192,7 +193,7 @@ def test_labelled_fraction_trains_the_teachers_on_labelled_clips_and_the_student
         return real_batch(r, examples)
 
     monkeypatch.setattr(classifier_trial, "_batch", batch_spy)
-    fold = run_trial(cfg).folds[0]
+    fold = run_trial(prepare_trial(cfg)).folds[0]
     for clips in seen.values():
         assert len(clips.train) == len(data.train)
         n_train, n_unl = len(data.train), len(data.unlabelled)

@@ -195,6 +195,7 @@ def _trial_worker(rank: int, world: int, port: int, cfg_json: str, out: str, kee
     import torch.distributed as dist
 
     from pldistill.config import TrialConfig
+    from pldistill.prepare import prepare_trial
     from pldistill.train.trial import run_trial
 
     def report(metrics, row, ckpt):
@@ -204,7 +205,7 @@ def _trial_worker(rank: int, world: int, port: int, cfg_json: str, out: str, kee
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        result = run_trial(TrialConfig.model_validate_json(cfg_json), report=report,
+        result = run_trial(prepare_trial(TrialConfig.model_validate_json(cfg_json)), report=report,
                            resume=Path(resume) if resume else None)
         if rank == 0:
             Path(out).write_text(json.dumps({"metrics": result.metrics, "world": result.world_size,

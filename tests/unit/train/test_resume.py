@@ -14,6 +14,7 @@ import pytest
 from _corpus import SMALL_CORPUS
 
 from pldistill.config import TrialConfig
+from pldistill.prepare import prepare_trial
 from pldistill.train.checkpoint import load_state
 from pldistill.train.trial import run_trial
 
@@ -47,7 +48,7 @@ def uninterrupted(tmp_path_factory, tiny_cache):
     """One trial run through (2 folds x 2 epochs), keeping every epoch's checkpoint."""
     tmp = tmp_path_factory.mktemp("full")
     ckpts = tmp / "ckpts"
-    return run_trial(_cfg(tmp, tiny_cache), report=_keep_checkpoints(ckpts)), ckpts
+    return run_trial(prepare_trial(_cfg(tmp, tiny_cache)), report=_keep_checkpoints(ckpts)), ckpts
 
 
 @pytest.mark.parametrize("stop_after", ["f1e1", "f1e2", "f2e1"])
@@ -58,7 +59,7 @@ def test_resuming_from_any_epoch_reproduces_the_uninterrupted_trial(tmp_path, ti
     assert state is not None and state.attempt == 0
 
     reports = []
-    resumed = run_trial(_cfg(tmp_path / "resumed", tiny_cache), resume=ckpts / stop_after,
+    resumed = run_trial(prepare_trial(_cfg(tmp_path / "resumed", tiny_cache)), resume=ckpts / stop_after,
                         report=lambda m, row, ckpt: reports.append((m, row)))
     # only the epochs after the checkpoint run again, marked as the second attempt
     done = {"f1e1": 1, "f1e2": 2, "f2e1": 3}[stop_after]
@@ -77,9 +78,9 @@ def test_resuming_after_the_last_epoch_reports_the_end_again_without_training(tm
     ckpts = tmp_path / "ckpts"
     cfg = _cfg(tmp_path / "full", tiny_cache, epochs=1)
     cfg.data.folds = [1]
-    full = run_trial(cfg, report=_keep_checkpoints(ckpts))
+    full = run_trial(prepare_trial(cfg), report=_keep_checkpoints(ckpts))
     reports = []
-    again = run_trial(cfg, resume=ckpts / "f1e1", report=lambda m, row, ckpt: reports.append((m, row, ckpt)))
+    again = run_trial(prepare_trial(cfg), resume=ckpts / "f1e1", report=lambda m, row, ckpt: reports.append((m, row, ckpt)))
     assert len(reports) == 1 and reports[0][2] is None
     assert json.loads(reports[0][0]["trial_result"])["restarts"] == again.restarts == 1  # it did resume
     assert again.metrics == full.metrics
@@ -96,8 +97,8 @@ def test_resumed_trial_tests_with_the_best_epoch_saved_before_the_restart(tmp_pa
     ckpts = tmp_path / "ckpts"
     cfg = _cfg(tmp_path / "full", tiny_cache, epochs=3, eval_test_each_epoch=False)
     cfg.data.folds = [1]
-    full = run_trial(cfg, report=_keep_checkpoints(ckpts))
-    resumed = run_trial(cfg, resume=ckpts / "f1e2")
+    full = run_trial(prepare_trial(cfg), report=_keep_checkpoints(ckpts))
+    resumed = run_trial(prepare_trial(cfg), resume=ckpts / "f1e2")
     assert resumed.folds[0].best == full.folds[0].best
     assert resumed.metrics["test_ua"] == full.metrics["test_ua"]
 
@@ -113,14 +114,14 @@ def test_a_trial_of_several_seeds_resumes_in_the_right_run(tmp_path, tiny_cache)
 
     cfg = _cfg(tmp_path / "full", tiny_cache, epochs=1, seeds=[0, 3])
     cfg.data.folds = [1]
-    full = run_trial(cfg, report=keep(tmp_path / "ckpts"))
+    full = run_trial(prepare_trial(cfg), report=keep(tmp_path / "ckpts"))
     assert [(f.seed, f.fold) for f in full.folds] == [(0, 1), (3, 1)]
     state = load_state(tmp_path / "ckpts" / "s0f1e1")
     assert state is not None and state.run_index == 0
     again = _cfg(tmp_path / "resumed", tiny_cache, epochs=1, seeds=[0, 3])
     again.data.folds = [1]
     rows = []
-    resumed = run_trial(again, resume=tmp_path / "ckpts" / "s0f1e1", report=lambda m, row, ckpt: rows.append(row))
+    resumed = run_trial(prepare_trial(again), resume=tmp_path / "ckpts" / "s0f1e1", report=lambda m, row, ckpt: rows.append(row))
     assert [(r["seed"], r["fold"]) for r in rows] == [(3, 1)]  # only the run after the checkpoint
     assert [_strip(f.epochs) for f in resumed.folds] == [_strip(f.epochs) for f in full.folds]
     assert resumed.metrics == full.metrics

@@ -7,6 +7,7 @@ import pytest
 from _corpus import SMALL_CORPUS
 
 from pldistill.config import TrialConfig
+from pldistill.prepare import prepare_trial
 from pldistill.train import reuse
 from pldistill.train.dataset import prepare_fold
 from pldistill.train.teacher import ensure_teacher
@@ -57,7 +58,7 @@ def test_a_trial_after_a_trial_in_one_process_trains_as_in_a_fresh_one(tmp_path,
     data = prepare_fold(cfg, 1)
     # the teacher cache built first, so both trials read it with an encoder-only teacher, as sweeps do
     ensure_teacher_cache(cfg, data, ensure_teacher(cfg, data, log=lambda m: None)[0], log=lambda m: None)
-    fresh = run_trial(cfg)
+    fresh = run_trial(prepare_trial(cfg))
     reuse.enable()
     data = prepare_fold(cfg, 1)
     teacher, _ = ensure_teacher(cfg, data, encoder_only=True)
@@ -65,7 +66,7 @@ def test_a_trial_after_a_trial_in_one_process_trains_as_in_a_fresh_one(tmp_path,
     teacher.audio_tower.train()  # as a trial leaves it (its head trains the whole student)
     assert ensure_teacher(cfg, data, encoder_only=True)[0] is teacher and not teacher.audio_tower.training
     assert not teacher.audio_tower.training and not any(p.requires_grad for p in teacher.audio_tower.parameters())
-    again = run_trial(_cfg(tmp_path, tiny_cache, "again"))  # on the kept fold and encoder
+    again = run_trial(prepare_trial(_cfg(tmp_path, tiny_cache, "again")))  # on the kept fold and encoder
     assert prepare_fold(cfg, 1) is data
     strip = [{k: v for k, v in row.items() if k not in _VOLATILE} for row in fresh.folds[0].epochs]
     assert [{k: v for k, v in row.items() if k not in _VOLATILE} for row in again.folds[0].epochs] == strip

@@ -18,6 +18,7 @@ import torch
 from _corpus import SMALL_CORPUS
 
 from pldistill.config import TrialConfig
+from pldistill.prepare import prepare_trial
 from pldistill.train.trial import run_trial
 
 CHANCE = 0.25
@@ -36,7 +37,7 @@ def _cfg(tmp_path, cache: str, objective: str, **train) -> TrialConfig:
 def test_short_trial_learns_emotion_well_above_chance(tmp_path, tiny_cache, objective):
     cfg = _cfg(tmp_path, tiny_cache, objective, epochs=5)
     reports = []
-    result = run_trial(cfg, report=lambda m, row, ckpt: reports.append((m, row, ckpt)))
+    result = run_trial(prepare_trial(cfg), report=lambda m, row, ckpt: reports.append((m, row, ckpt)))
     fold = result.folds[0]
     assert fold.teacher["test_ua"] > CHANCE + 0.25, "the fine-tuned tiny teacher should know the task"
     assert result.metrics["test_ua"] >= 0.5, result.metrics
@@ -78,7 +79,7 @@ def test_val_loss_is_the_gold_answers_ce_and_selects_the_lowest_epoch(tmp_path, 
         seen.append(ckpt)
         assert ckpt.parent == tmp_path / "run" / ".checkpoints" and (ckpt / "trainer_state.json").is_file()
 
-    result = run_trial(cfg, report=report)
+    result = run_trial(prepare_trial(cfg), report=report)
     fold = result.folds[0]
     losses = [row["val_loss"] for row in fold.epochs]
     assert all(math.isfinite(v) and v > 0 for v in losses) and len(set(losses)) == 3
@@ -88,8 +89,8 @@ def test_val_loss_is_the_gold_answers_ce_and_selects_the_lowest_epoch(tmp_path, 
 
 
 def test_trial_is_deterministic_for_a_seed(tmp_path, tiny_cache):
-    a = run_trial(_cfg(tmp_path / "a", tiny_cache, "pl_distill", epochs=1))
-    b = run_trial(_cfg(tmp_path / "b", tiny_cache, "pl_distill", epochs=1))
+    a = run_trial(prepare_trial(_cfg(tmp_path / "a", tiny_cache, "pl_distill", epochs=1)))
+    b = run_trial(prepare_trial(_cfg(tmp_path / "b", tiny_cache, "pl_distill", epochs=1)))
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_s", "samples_per_s")} for r in rows]  # noqa: E731
     assert strip(a.folds[0].epochs) == strip(b.folds[0].epochs)
 
@@ -98,14 +99,14 @@ def test_non_finite_loss_fails_the_trial_with_its_reason(tmp_path, tiny_cache):
     cfg = _cfg(tmp_path, tiny_cache, "pl_distill", epochs=1)
     cfg.hparams.lr = 1e30  # diverges in the first steps
     with pytest.raises(FloatingPointError, match="non-finite loss"):
-        run_trial(cfg)
+        run_trial(prepare_trial(cfg))
 
 
 def test_several_folds_report_their_mean_and_keep_each_fold(tmp_path, tiny_cache):
     cfg = _cfg(tmp_path, tiny_cache, "sft", epochs=1)
     cfg.data.folds = [1, 2]
     reports = []
-    result = run_trial(cfg, report=lambda m, row, ckpt: reports.append(m))
+    result = run_trial(prepare_trial(cfg), report=lambda m, row, ckpt: reports.append(m))
     assert [f.fold for f in result.folds] == [1, 2]
     for key in ("val_ua", "test_ua", "loss_ce"):
         assert result.metrics[key] == pytest.approx((result.folds[0].best[key] + result.folds[1].best[key]) / 2)
@@ -122,8 +123,8 @@ def test_testing_only_the_best_epoch_reloads_the_saved_student_exactly(tmp_path,
     """Same seed, two modes: test every epoch, or test once with the best student reloaded from disk
     (LoRA adapter + projector). Training is deterministic, so the reloaded student's test scores must
     equal the per-epoch test scores at the best epoch, which checks that saving and loading are exact."""
-    every = run_trial(_cfg(tmp_path / "every", tiny_cache, "sft", epochs=2)).folds[0]
-    once = run_trial(_cfg(tmp_path / "once", tiny_cache, "sft", epochs=2, eval_test_each_epoch=False)).folds[0]
+    every = run_trial(prepare_trial(_cfg(tmp_path / "every", tiny_cache, "sft", epochs=2))).folds[0]
+    once = run_trial(prepare_trial(_cfg(tmp_path / "once", tiny_cache, "sft", epochs=2, eval_test_each_epoch=False))).folds[0]
     assert once.best_epoch == every.best_epoch
     assert all("test_ua" not in row for row in once.epochs)
     for key in ("test_ua", "test_wa", "test_f1"):
@@ -139,7 +140,7 @@ def test_bfloat16_teacher_trains_a_float32_student(tmp_path, tiny_cache, mode):
         "model": {"teacher_mode": mode, "dtype": "bfloat16"},
         "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 2, "max_steps_per_epoch": 2},
         "hparams": {"objective": "pl_distill"}, "output_dir": str(tmp_path / "run"), "cache_dir": tiny_cache})
-    result = run_trial(cfg)
+    result = run_trial(prepare_trial(cfg))
     assert all(math.isfinite(v) for v in result.metrics.values()), result.metrics
     assert result.metrics["loss_kl_audio"] > 0 and result.metrics["loss_cka"] > 0
 
@@ -152,9 +153,9 @@ def test_trial_on_the_gpu_matches_the_cpu(tmp_path, tiny_cache, monkeypatch):
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     kwargs = dict(epochs=1, max_steps_per_epoch=3)
-    gpu = run_trial(_cfg(tmp_path / "gpu", tiny_cache, "pl_distill", **kwargs))
+    gpu = run_trial(prepare_trial(_cfg(tmp_path / "gpu", tiny_cache, "pl_distill", **kwargs)))
     monkeypatch.setattr(trial_mod, "compute_device", lambda: torch.device("cpu"))
-    cpu = run_trial(_cfg(tmp_path / "cpu", tiny_cache, "pl_distill", **kwargs))
+    cpu = run_trial(prepare_trial(_cfg(tmp_path / "cpu", tiny_cache, "pl_distill", **kwargs)))
     assert gpu.metrics.keys() == cpu.metrics.keys()
     for key, value in cpu.metrics.items():
         assert gpu.metrics[key] == pytest.approx(value, rel=1e-3, abs=1e-4), key
@@ -165,14 +166,14 @@ def test_seeds_are_replicates_each_run_kept_and_averaged(tmp_path, tiny_cache):
     trial's figures are the means over the (seed, fold) runs."""
     cfg = _cfg(tmp_path, tiny_cache, "sft", epochs=1, seeds=[0, 7])
     rows = []
-    result = run_trial(cfg, report=lambda m, row, ckpt: rows.append(row))
+    result = run_trial(prepare_trial(cfg), report=lambda m, row, ckpt: rows.append(row))
     assert [(f.seed, f.fold) for f in result.folds] == [(0, 1), (7, 1)]
     assert [(r["seed"], r["fold"]) for r in rows] == [(0, 1), (7, 1)]
     a, b = result.folds
     assert a.teacher == b.teacher and a.epochs[0]["train_loss_total"] != b.epochs[0]["train_loss_total"]
     assert result.metrics["val_loss"] == pytest.approx((a.best["val_loss"] + b.best["val_loss"]) / 2)
     assert (tmp_path / "run" / "seed_7" / "fold_1" / "best" / "adapter_model.safetensors").is_file()
-    single = run_trial(_cfg(tmp_path / "one", tiny_cache, "sft", epochs=1, seeds=[7]))
+    single = run_trial(prepare_trial(_cfg(tmp_path / "one", tiny_cache, "sft", epochs=1, seeds=[7])))
     assert single.folds[0].epochs[0]["train_loss_total"] == b.epochs[0]["train_loss_total"]
 
 
@@ -215,7 +216,7 @@ def test_caad_trial_online_and_cached_give_the_same_figures(tmp_path, tiny_cache
             "train": {"epochs": 1, "batch_size": 8, "grad_accum": 1, "num_threads": 2, "max_steps_per_epoch": 2},
             "hparams": {"objective": "caad", "caad_contrast": 1.5, "beta": 0.0, "pseudo_target": pseudo_target},
             "output_dir": str(tmp_path / mode), "cache_dir": tiny_cache})
-        results[mode] = run_trial(cfg).metrics
+        results[mode] = run_trial(prepare_trial(cfg)).metrics
     online, cached = results["online"], results["cached"]
     assert {k for k in online if k.startswith("loss_")} == {"loss_total", "loss_ce", "loss_kl_response_cd",
                                                             "loss_kl_audio"}

@@ -13,6 +13,7 @@ import pytest
 from _corpus import SMALL_CORPUS
 
 from pldistill.config import TrialConfig
+from pldistill.prepare import prepare_trial
 from pldistill.train.checkpoint import load_state
 from pldistill.train.trial import run_trial
 
@@ -50,7 +51,7 @@ def capped(tmp_path_factory, tiny_cache):
     """A trial whose interval can never be narrow enough (1e-9 nats): 2 seeds, then one added, the cap."""
     tmp = tmp_path_factory.mktemp("capped")
     reports: list = []
-    result = run_trial(_cfg(tmp, tiny_cache, half_width=1e-9), report=_keep(tmp / "ckpts", reports))
+    result = run_trial(prepare_trial(_cfg(tmp, tiny_cache, half_width=1e-9)), report=_keep(tmp / "ckpts", reports))
     return result, reports, tmp / "ckpts"
 
 
@@ -74,7 +75,7 @@ def test_a_kill_around_an_added_seed_resumes_exactly(tmp_path, tiny_cache, cappe
     state = load_state(ckpts / stop_after)
     assert state is not None and "trial_result" not in state.metrics
     rows = []
-    resumed = run_trial(_cfg(tmp_path, tiny_cache, half_width=1e-9), resume=ckpts / stop_after,
+    resumed = run_trial(prepare_trial(_cfg(tmp_path, tiny_cache, half_width=1e-9)), resume=ckpts / stop_after,
                         report=lambda m, row, ckpt: rows.append((m, row)))
     assert [(r["seed"], r["epoch"]) for _, r in rows] == {"s1e2": [(2, 1), (2, 2)], "s2e1": [(2, 2)]}[stop_after]
     assert [_strip(f.epochs) for f in resumed.folds] == [_strip(f.epochs) for f in full.folds]
@@ -88,13 +89,13 @@ def test_a_kill_around_an_added_seed_resumes_exactly(tmp_path, tiny_cache, cappe
 def test_a_precise_trial_stops_at_min_seeds_and_a_restart_after_its_end_trains_nothing(tmp_path, tiny_cache):
     reports: list = []
     cfg = _cfg(tmp_path / "full", tiny_cache, half_width=100.0, max_seeds=4)
-    result = run_trial(cfg, report=_keep(tmp_path / "ckpts", reports))
+    result = run_trial(prepare_trial(cfg), report=_keep(tmp_path / "ckpts", reports))
     assert [f.seed for f in result.folds] == [0, 1]
     assert (result.seeds_used, result.seeds_stop) == (2, "precision")
     assert "trial_result" in reports[-1][0]
     # killed after its last epoch, before the end was recorded: the end is reported again, nothing retrains
     again: list = []
-    resumed = run_trial(cfg, resume=tmp_path / "ckpts" / "s1e2", report=lambda m, row, ckpt: again.append((m, ckpt)))
+    resumed = run_trial(prepare_trial(cfg), resume=tmp_path / "ckpts" / "s1e2", report=lambda m, row, ckpt: again.append((m, ckpt)))
     assert len(again) == 1 and again[0][1] is None
     assert json.loads(again[0][0]["trial_result"])["seeds_stop"] == "precision"
     assert (resumed.seeds_used, resumed.seeds_stop, resumed.metrics) == (2, "precision", result.metrics)

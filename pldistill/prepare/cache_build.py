@@ -1,6 +1,6 @@
 """Build a sweep's teacher cache with Ray Data: encoder and teacher run once per clip, for every trial.
 
-For each fold of the sweep's base config the clips' keys go through ``map_batches`` on a pool of
+For each fold (and pseudo target) the sweep needs, the clips' keys go through ``map_batches`` on a pool of
 actors; each actor loads the fold's features and the (already fine-tuned) teacher once, by path,
 and turns a batch of keys into Arrow rows (:func:`pldistill.train.teacher_cache.cache_rows`:
 the teacher runs on the fold's training clips only; val and test clips get their encoder output).
@@ -23,7 +23,7 @@ from typing import Any
 
 from pldistill.config import TrialConfig
 
-__all__ = ["CacheBuildOptions", "build_sweep_cache", "build_fold_caches", "build_fold_cache"]
+__all__ = ["CacheBuildOptions", "build_fold_cache", "stop_own_ray", "ensure_ray", "absolute_paths"]
 
 
 @dataclass
@@ -43,38 +43,10 @@ class CacheBuildOptions:
     _started: list[bool] = field(default_factory=list, repr=False)
 
 
-def build_sweep_cache(sweep: Any, *, log: Callable[[str], None] = print,
-                      opts: CacheBuildOptions | None = None) -> list[Path]:
-    """The teacher cache folder of each fold of ``sweep`` (built when missing, reused otherwise)."""
-    from pldistill.sweep.space import shared_config
-
-    opts = opts or CacheBuildOptions(gpus_per_actor=1.0 if sweep.resources.gpus_per_worker > 0 else 0.0)
-    cfg = shared_config(sweep, trial_id="cache")
-    return build_fold_caches(cfg, log=log, opts=opts)
-
-
-def build_fold_caches(cfg: TrialConfig, *, log: Callable[[str], None] = print,
-                      opts: CacheBuildOptions | None = None) -> list[Path]:
-    opts = opts or CacheBuildOptions()
-    if cfg.train.num_threads:
-        import torch
-
-        torch.set_num_threads(cfg.train.num_threads)
-    cfg = _absolute(cfg)
-    try:
-        return [build_fold_cache(cfg, fold, log=log, opts=opts) for fold in cfg.data.folds]
-    finally:
-        if opts._started:
-            import ray
-
-            ray.shutdown()
-            opts._started.clear()
-
-
-def build_fold_cache(cfg: TrialConfig, fold: int, *, log: Callable[[str], None] = print,
+def build_fold_cache(cfg: TrialConfig, data: Any, *, log: Callable[[str], None] = print,
                      opts: CacheBuildOptions | None = None) -> Path:
-    """One fold's cache: fine-tune the teacher if needed (cached), then build the rows with Ray Data."""
-    from pldistill.train.dataset import prepare_fold
+    """One fold's cache (its teacher already prepared: :mod:`pldistill.prepare.artifacts`), its rows
+    built with Ray Data when missing; the folder either way."""
     from pldistill.train.teacher_cache import (
         ensure_teacher_cache,
         fold_examples,
@@ -83,19 +55,28 @@ def build_fold_cache(cfg: TrialConfig, fold: int, *, log: Callable[[str], None] 
     )
 
     opts = opts or CacheBuildOptions()
-    data = prepare_fold(cfg, fold)
     if teacher_cache_complete(cfg, data):  # built already: no teacher to load (a 7B LLM at real size)
         return teacher_cache_dir(cfg, data)
+    cfg = absolute_paths(cfg)  # actors may run in another working directory
     teacher = _load_teacher(cfg, data, log)
 
     def write_rows(rows_dir: Path) -> None:
         from pldistill.train.pseudo_target import fold_pseudo_targets
 
         fold_pseudo_targets(cfg, data)  # metadata: the eGeMAPS computed (and cached) once, not by every actor
-        _ensure_ray(opts)
-        _write_with_ray_data(cfg, fold, [ex.key for ex in fold_examples(data)], rows_dir, opts, log)
+        ensure_ray(opts)
+        _write_with_ray_data(cfg, data.fold, [ex.key for ex in fold_examples(data)], rows_dir, opts, log)
 
     return ensure_teacher_cache(cfg, data, teacher, log=log, write_rows=write_rows, batch_size=opts.batch_size)
+
+
+def stop_own_ray(opts: CacheBuildOptions) -> None:
+    """Shut down the Ray a build started for itself (none when the caller passed ``start_ray``)."""
+    if opts._started:
+        import ray
+
+        ray.shutdown()
+        opts._started.clear()
 
 
 def _load_teacher(cfg: TrialConfig, data: Any, log: Callable[[str], None]) -> Any:
@@ -115,7 +96,7 @@ def _load_teacher(cfg: TrialConfig, data: Any, log: Callable[[str], None]) -> An
     return teacher
 
 
-def _absolute(cfg: TrialConfig) -> TrialConfig:
+def absolute_paths(cfg: TrialConfig) -> TrialConfig:
     """Actors may run in another working directory: give them absolute cache and data paths."""
     out = cfg.model_copy(deep=True)
     out.cache_dir = out.cache_dir.resolve()
@@ -126,7 +107,7 @@ def _absolute(cfg: TrialConfig) -> TrialConfig:
     return out
 
 
-def _ensure_ray(opts: CacheBuildOptions) -> None:
+def ensure_ray(opts: CacheBuildOptions) -> None:
     import ray
 
     if ray.is_initialized():
