@@ -84,7 +84,8 @@ def print_verification(v: Verification) -> bool:
     run = v.run
     typer.echo(f"trial {run.trial_id}, seed {run.seed}, fold {run.fold}")
     typer.echo(f"recorded: {run.recorded_sha256}")
-    typer.echo(f"rerun:    {v.rerun_sha256 or '(no predictions)'}")
+    missing = f"(no predictions: {v.failure or 'none written'})"
+    typer.echo(f"rerun:    {v.rerun_sha256 or missing}")
     if v.reused_cache is not None:
         typer.echo(f"note: caches reused from {v.reused_cache}: an artifact built differently here would not show")
     if not run.config.train.num_threads:

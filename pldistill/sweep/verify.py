@@ -56,6 +56,7 @@ class Verification:
     rerun_sha256: str | None
     environment: list[tuple[str, Any, Any]] | None  # None: the sweep recorded no environment
     reused_cache: Path | None = None
+    failure: str | None = None  # why the rerun made no predictions (its loss diverged)
 
     @property
     def identical(self) -> bool:
@@ -214,11 +215,16 @@ def verify_run(run: RecordedRun, recorded_env: Mapping[str, Any] | None, *, cach
         cfg = rerun_config(run.config, run.seed, run.fold, output_dir=Path(tmp) / "run",
                            cache_dir=cache_dir if cache_dir is not None else Path(tmp) / "cache")
         _prepare(cfg, log)
-        result = run_trial(cfg)
+        digest, failure = None, None
+        try:
+            result = run_trial(cfg)
+            digest = next((f.predictions_sha256 for f in result.folds if (f.seed, f.fold) == (run.seed, run.fold)),
+                          None)
+        except FloatingPointError as exc:  # the recorded run finished: one that diverges here differs
+            failure = str(exc)
         here["keys"] = environment(cfg)["keys"]  # artifacts built already: this reads their keys
-    digest = next((f.predictions_sha256 for f in result.folds if (f.seed, f.fold) == (run.seed, run.fold)), None)
     diff = None if recorded_env is None else env_differences(_this_fold(recorded_env, run.fold), here)
-    return Verification(run=run, rerun_sha256=digest, environment=diff, reused_cache=cache_dir)
+    return Verification(run=run, rerun_sha256=digest, environment=diff, reused_cache=cache_dir, failure=failure)
 
 
 def _this_fold(env: Mapping[str, Any], fold: int) -> dict[str, Any]:

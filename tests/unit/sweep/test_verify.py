@@ -43,6 +43,8 @@ def recorded(tmp_path_factory, tiny_cache) -> Path:
     cfg = _tiny(results / SWEEP / "runs" / TRIAL, tiny_cache)
     result = run_trial(cfg)
     store = ResultsStore(results, SWEEP)
+    # taken after the run (launch takes it before its trials): the run set this process's torch threads,
+    # and the tests' verify runs in this process, so "as recorded" is what this machine should say
     store.write_sweep_meta({"metric": "val_ua", "mode": "max", "environment": environment(cfg)})
     store.write_trial(TrialRecord.from_result(asdict(result), trial_id=TRIAL, status="completed", objective="sft",
                                               dataset="synthetic", config_json=cfg.to_json(), num_workers=1))
@@ -109,6 +111,11 @@ def test_a_changed_hash_or_a_changed_config_differs(recorded, tiny_cache, tmp_pa
     _rewrite(results, fold_metrics=row["fold_metrics"], config_json=json.dumps(config))
     rc, out, _ = _run(capsys, SWEEP, "--results", str(results), "--cache-dir", tiny_cache, "--seed", "1")
     assert rc == 1 and "verdict: differs" in out
+
+    config["hparams"]["lr"] = 1e30  # a rerun whose loss diverges made no predictions: it differs too
+    _rewrite(results, config_json=json.dumps(config))
+    rc, out, err = _run(capsys, SWEEP, "--results", str(results), "--cache-dir", tiny_cache, "--seed", "1")
+    assert rc == 1 and "rerun:    (no predictions: non-finite loss" in out and "verdict: differs" in out, out + err
 
 
 # ---------------------------------------------------------------- bad input (nothing is rerun)
