@@ -39,7 +39,7 @@ def verify(
     caches, and compare its test predictions' hash with the recorded one: exit 0 when identical, 1
     when it differs (with every way this machine's environment differs from the recorded one)."""
     from pldistill.errors import InputError
-    from pldistill.sweep.verify import compare_sweeps, pick_run, resolve_sweep, verify_run
+    from pldistill.sweep.verify import compare_sweeps, pick_run, verify_run
 
     if against is not None:
         given = [name for name, v in (("--trial", trial), ("--seed", seed), ("--fold", fold),
@@ -51,14 +51,9 @@ def verify(
     if cache_dir is not None and not cache_dir.is_dir():
         raise InputError(cache_dir, "--cache-dir", "not a folder")
     run = pick_run(results, sweep, trial=trial, seed=seed, fold=fold)
-    root, name = resolve_sweep(results, sweep)
-    from pldistill.results import ResultsStore
-
-    recorded_env = (ResultsStore(root, name).read_sweep_meta() or {}).get("environment")
     where = f"caches reused from {cache_dir}" if cache_dir is not None else "clean caches in a temporary folder"
     typer.echo(f"verify {run.sweep}: trial {run.trial_id}, seed {run.seed}, fold {run.fold} ({where})")
-    checked = verify_run(run, recorded_env if isinstance(recorded_env, dict) else None, cache_dir=cache_dir,
-                         log=typer.echo)
+    checked = verify_run(run, cache_dir=cache_dir, log=typer.echo)
     if not print_verification(checked):
         raise typer.Exit(1)
 

@@ -46,6 +46,7 @@ class RecordedRun:
     recorded_sha256: str
     config: TrialConfig  # the trial's resolved config, as recorded (all its seeds and folds)
     num_workers: int | None = None
+    environment: dict[str, Any] | None = None  # the sweep's (``sweep.json``); None: an older sweep
 
 
 @dataclass(frozen=True)
@@ -160,8 +161,8 @@ def pick_run(results: Path, sweep: str, *, trial: str | None = None, seed: int |
     """The run to verify: ``trial`` (default: the sweep's best), its run (``seed``, ``fold``; what is not
     given: its first recorded run that fits)."""
     root, sweep = resolve_sweep(Path(results), sweep)
-    rows = _rows(root, sweep)
-    trial = trial if trial is not None else _best_trial(root, sweep, _meta(root, sweep))
+    rows, meta = _rows(root, sweep), _meta(root, sweep)
+    trial = trial if trial is not None else _best_trial(root, sweep, meta)
     if trial not in rows:
         raise InputError(root / sweep, "trial", f"unknown trial {trial!r}; the sweep has: "
                                                 f"{', '.join(sorted(rows)[:20]) or 'none'}")
@@ -179,7 +180,8 @@ def pick_run(results: Path, sweep: str, *, trial: str | None = None, seed: int |
         raise InputError(where, "fold_metrics.predictions_sha256", f"not recorded for seed {s} fold {f} (a sweep "
                                                                    "from before runs were hashed): nothing to compare with")
     return RecordedRun(sweep=sweep, trial_id=trial, seed=s, fold=f, recorded_sha256=str(digest),
-                       config=_config(row, where), num_workers=row.get("num_workers"))
+                       config=_config(row, where), num_workers=row.get("num_workers"),
+                       environment=meta["environment"] if isinstance(meta.get("environment"), dict) else None)
 
 
 # ---------------------------------------------------------------- the rerun
@@ -201,11 +203,10 @@ def _prepare(cfg: TrialConfig, log: Log) -> None:
     builds every missing artifact itself, so nothing needs doing here."""
 
 
-def verify_run(run: RecordedRun, recorded_env: Mapping[str, Any] | None, *, cache_dir: Path | None = None,
-               log: Log = print) -> Verification:
+def verify_run(run: RecordedRun, *, cache_dir: Path | None = None, log: Log = print) -> Verification:
     """Rerun ``run`` here (a temporary output folder; a fresh temporary ``cache_dir`` unless one is
     given) and set its predictions hash beside the recorded one, with where this machine's
-    environment differs from ``recorded_env`` (the sweep's ``sweep.json`` ``environment``)."""
+    environment differs from the one its sweep recorded."""
     from pldistill.sweep.environment import environment
     from pldistill.train.trial import run_trial
 
@@ -223,7 +224,7 @@ def verify_run(run: RecordedRun, recorded_env: Mapping[str, Any] | None, *, cach
         except FloatingPointError as exc:  # the recorded run finished: one that diverges here differs
             failure = str(exc)
         here["keys"] = environment(cfg)["keys"]  # artifacts built already: this reads their keys
-    diff = None if recorded_env is None else env_differences(_this_fold(recorded_env, run.fold), here)
+    diff = None if run.environment is None else env_differences(_this_fold(run.environment, run.fold), here)
     return Verification(run=run, rerun_sha256=digest, environment=diff, reused_cache=cache_dir, failure=failure)
 
 

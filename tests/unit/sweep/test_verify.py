@@ -102,9 +102,14 @@ def test_a_changed_hash_or_a_changed_config_differs(recorded, tiny_cache, tmp_pa
     runs = [{**f, "predictions_sha256": "0" * 16} if f["seed"] == 0 else f for f in row["fold_metrics"]]
     _rewrite(results, fold_metrics=runs)
 
+    meta = json.loads((results / SWEEP / "sweep.json").read_text())
+    del meta["environment"]  # an older sweep
+    (results / SWEEP / "sweep.json").write_text(json.dumps(meta))
+
     rc, out, _ = _run(capsys, SWEEP, "--results", str(results), "--cache-dir", tiny_cache)  # seed 0: the first run
     assert rc == 1 and "verdict: differs" in out and "recorded: 0000000000000000" in out
     assert "seed 0, fold 1" in out and f"caches reused from {tiny_cache}" in out
+    assert "environment: the sweep recorded none" in out
 
     config = json.loads(row["config_json"])
     config["hparams"]["lr"] *= 10  # a field that changes the numbers, its recorded hash kept
@@ -171,6 +176,16 @@ def test_flatten_and_environment_differences():
         ("cpu.isa", "AVX2", "AVX512"), ("gpu", [], ["H100"]), ("keys", None, {}),
         ("keys.folds.1.teacher", "t1", None), ("libraries.torch", "2.5", "2.6")]
     assert env_differences(nested, json.loads(json.dumps(nested))) == []
+
+
+def test_a_rerun_is_set_beside_its_own_folds_keys_only():
+    from pldistill.sweep.verify import _this_fold
+
+    env = {"cpu": {"isa": "AVX2"}, "keys": {"corpus": "synthetic-1", "folds": {"1": {"teacher": "a"},
+                                                                            "2": {"teacher": "b"}}}}
+    assert _this_fold(env, 2) == {"cpu": {"isa": "AVX2"}, "keys": {"corpus": "synthetic-1",
+                                                                   "folds": {"2": {"teacher": "b"}}}}
+    assert _this_fold({"cpu": {}}, 2) == {"cpu": {}}
 
 
 def test_a_run_key_ignores_where_a_trial_wrote_and_which_runs_it_made(tmp_path):
