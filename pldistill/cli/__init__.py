@@ -10,7 +10,8 @@ from pldistill.cli._app import app, run_app
 __all__ = ["app", "main"]
 
 # Topic modules register their commands on import; each keeps heavy imports inside commands.
-_COMMAND_MODULES = ("data", "validate", "launch", "results", "cache", "jobs", "report", "resume", "export")
+_COMMAND_MODULES = ("data", "validate", "launch", "results", "cache", "jobs", "report", "resume", "export",
+                    "verify")
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"pldistill.cli.{_name}")
 
