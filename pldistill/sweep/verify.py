@@ -197,10 +197,11 @@ def rerun_config(cfg: TrialConfig, seed: int, fold: int, *, output_dir: Path, ca
 
 
 def _prepare(cfg: TrialConfig, log: Log) -> None:
-    """Build what the rerun reads (corpus, features, teachers, caches) before it trains.
+    """Build what the rerun reads (corpus, features, teachers, caches) before it trains, in this
+    process (a trial never builds them: :mod:`pldistill.prepare`)."""
+    from pldistill.prepare import prepare_trial
 
-    The one place to call the preparation package (issue #26) from. Today :func:`run_trial` still
-    builds every missing artifact itself, so nothing needs doing here."""
+    prepare_trial(cfg, log=log)
 
 
 def verify_run(run: RecordedRun, *, cache_dir: Path | None = None, log: Log = print) -> Verification:
