@@ -37,11 +37,12 @@ def recorded(tmp_path_factory, tiny_cache) -> Path:
     """A results folder with sweep ``toy``: one trial trained for real and recorded as the sweep's
     recorder records it, with the environment ``launch`` writes into ``sweep.json``."""
     from pldistill.sweep.environment import environment
+    from pldistill.prepare import prepare_trial
     from pldistill.train.trial import run_trial
 
     results = tmp_path_factory.mktemp("results")
     cfg = _tiny(results / SWEEP / "runs" / TRIAL, tiny_cache)
-    result = run_trial(cfg)
+    result = run_trial(prepare_trial(cfg))
     store = ResultsStore(results, SWEEP)
     # taken after the run (launch takes it before its trials): the run set this process's torch threads,
     # and the tests' verify runs in this process, so "as recorded" is what this machine should say
