@@ -38,6 +38,7 @@ __all__ = [
     "TestMetricName",
     "MetricName",
     "METRIC_NAMES",
+    "SCORE_NAMES",
     "metric_mode",
     "config_hash",
 ]
@@ -47,7 +48,8 @@ __all__ = [
 #: mean over clips), and the UA of the *conflict* clips alone (words of another emotion than the
 #: voice: how much a model follows the voice rather than the words; absent where a corpus marks none).
 EvalSplit = Literal["val", "test"]
-EvalMetric = Literal["ua", "wa", "f1", "loss", "conflict_ua"]
+EvalScore = Literal["ua", "wa", "f1"]  # the classification scores (a model card reports these)
+EvalMetric = Literal[EvalScore, Literal["loss", "conflict_ua"]]
 #: The validation metrics, which alone may pick a trial's best epoch (test never selects).
 ValMetricName = Literal["val_ua", "val_wa", "val_f1", "val_loss", "val_conflict_ua"]
 TestMetricName = Literal["test_ua", "test_wa", "test_f1", "test_loss", "test_conflict_ua"]
@@ -55,6 +57,8 @@ TestMetricName = Literal["test_ua", "test_wa", "test_f1", "test_loss", "test_con
 #: sweep file, Tune, the trial loop, the recorder and the results schema all use these names.
 MetricName = Literal[ValMetricName, TestMetricName]
 METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
+#: Each split's classification scores (``val_ua`` ... ``test_f1``), in that order.
+SCORE_NAMES: tuple[str, ...] = tuple(f"{s}_{m}" for s in get_args(EvalSplit) for m in get_args(EvalScore))
 
 
 def metric_mode(name: str) -> Literal["max", "min"]:

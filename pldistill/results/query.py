@@ -73,7 +73,12 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, table: str, files: list[Path],
         return
     try:  # explicit file list: temp files never match; hive_partitioning off so 'a=b' names add no column
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet($files, union_by_name=true, "
-                    "hive_partitioning=false)", {"files": [str(f) for f in files]})
+                    "hive_partitioning=false, filename=true)", {"files": [str(f) for f in files]})
+        # the folder is the sweep (<sweep>/<kind>/<id>.parquet): a sweep folder copied under another name
+        # counts once under each name, never twice under the name its rows were written with
+        if "sweep" in _columns(con, table):
+            con.execute(f"UPDATE {table} SET sweep = regexp_extract(filename, '([^/]+)/[^/]+/[^/]+$', 1)")
+        con.execute(f"ALTER TABLE {table} DROP COLUMN filename")
     except duckdb.Error as exc:
         raise InputError(root, None, f"cannot load {table}: {_duckdb_message(exc)}") from exc
 

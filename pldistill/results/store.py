@@ -238,10 +238,21 @@ def _load(files: list[Path], schema: pa.Schema) -> tuple[list[pa.Table], list[tu
             continue
         problem = _problem(table, schema)
         if problem is None:
-            tables.append(table)
+            tables.append(_named_by_folder(table, f))
         else:
             bad.append((f, f"not a results file of this kind ({problem})"))
     return tables, bad
+
+
+def _named_by_folder(table: pa.Table, path: Path) -> pa.Table:
+    """``table`` with its ``sweep`` column set to the folder it was read from (``<sweep>/<kind>/<id>``):
+    the folder is the sweep, so a sweep folder copied under another name counts once under each name,
+    never twice under the name its rows were written with."""
+    i = table.schema.get_field_index("sweep")
+    if i < 0:
+        return table
+    name = path.parent.parent.name
+    return table.set_column(i, table.schema.field(i), pa.array([name] * table.num_rows, table.schema.field(i).type))
 
 
 def _warn_skipped(bad: list[tuple[Path, str]]) -> None:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pldistill.config import TrialConfig
+from pldistill.config import SCORE_NAMES, TrialConfig
 from pldistill.errors import InputError
 
 __all__ = ["TrialStudent", "find_trial", "run_intervals"]
 
-#: The figures the card reports (means over the trial's folds in the trials row).
-FIGURES = ("val_ua", "val_wa", "val_f1", "test_ua", "test_wa", "test_f1")
+#: The figures the card reports (means over the trial's folds in the trials row): the config's scores.
+FIGURES = SCORE_NAMES
 
 
 @dataclass(frozen=True)

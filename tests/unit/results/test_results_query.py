@@ -182,3 +182,16 @@ def test_seeds_are_queryable_per_run(tmp_path) -> None:
     assert [(r["seed"], round(r["ua"], 6)) for r in unnested.to_pylist()] == [(0, 0.65), (5, 0.65)]
     seeds = run_query(tmp_path, "select seeds from trials").column("seeds").to_pylist()
     assert seeds == [[0, 5]]
+
+
+def test_a_copied_sweep_folder_counts_once_under_each_name(results_root, tmp_path) -> None:
+    """Rows carry the name they were written under; the folder they are read from is the sweep, so a
+    copy (``cp -r ablation ablation_old``) is counted once under each name, not twice under one."""
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(results_root / "ablation", root / "ablation")
+    shutil.copytree(results_root / "ablation", root / "ablation_old")
+    rows = {r["sweep"]: r for r in sweep_status(root).to_pylist()}
+    assert set(rows) == {"ablation", "ablation_old"}
+    assert rows["ablation"]["total"] == rows["ablation_old"]["total"] == 7
