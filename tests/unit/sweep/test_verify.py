@@ -36,8 +36,8 @@ def _tiny(out: Path, cache: str | Path, name: str = TRIAL, **hparams: object) ->
 def recorded(tmp_path_factory, tiny_cache) -> Path:
     """A results folder with sweep ``toy``: one trial trained for real and recorded as the sweep's
     recorder records it, with the environment ``launch`` writes into ``sweep.json``."""
-    from pldistill.sweep.environment import environment
     from pldistill.prepare import prepare_trial
+    from pldistill.sweep.environment import environment
     from pldistill.train.trial import run_trial
 
     results = tmp_path_factory.mktemp("results")
