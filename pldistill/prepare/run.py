@@ -178,7 +178,7 @@ def _run_side_by_side(chains: list[list[Step]], threads: int, opts: PrepareOptio
     if not chains:
         return []
     if not opts.parallel or len(chains) == 1:
-        return [e for chain in chains for e in _run_steps(chain, threads, opts.log, cache_opts)]
+        return _in_graph_order([e for chain in chains for e in _run_steps(chain, threads, opts.log, cache_opts)])
     import ray
 
     from pldistill.prepare.cache_build import absolute_paths, ensure_ray
@@ -203,6 +203,11 @@ def _run_side_by_side(chains: list[list[Step]], threads: int, opts: PrepareOptio
         where = f"fold {chain[0].fold}" if chain[0].fold is not None else chain[0].artifact
         opts.log(f"prepared {where}: " + ", ".join(f"{e['artifact']} {'built' if e['built'] else 'reused'}"
                                                    for e in done))
+    return _in_graph_order(entries)
+
+
+def _in_graph_order(entries: list[Entry]) -> list[Entry]:
+    """Upstream first, then by fold: the report's order, however the work was spread."""
     return sorted(entries, key=lambda e: (list(ARTIFACTS).index(e.artifact), e.fold or 0))
 
 

@@ -53,7 +53,7 @@ SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
 #: trial counts and ``space`` the searched distributions (``ParamSpec.to_json`` entries; any JSON values).
 SWEEP_META_KEYS = ("name", "sweep_file", "config", "started_at", "ended_at", "status", "counts",
                    "pldistill_version", "git_commit", "metric", "mode", "schema_version", "space",
-                   "environment")
+                   "environment", "artifacts", "prepare_wall_s")
 
 _META_VERSION = b"pldistill.schema_version"
 _META_TABLE = b"pldistill.table"
