@@ -206,15 +206,16 @@ def _run_locked(sweep: Any, sweep_path: Path, store: Any, opts: LaunchOptions, c
                 ray_once: _RayOnce, say) -> LaunchSummary:
     from pldistill.sweep.resume import SweepLock, remove_stale_sweep_temps
 
-    prepared = prepare_sweep(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
-                             address=opts.address, start_ray=ray_once.start)
-    with SweepLock(store.sweep_dir):
-        remove_stale_sweep_temps(store.sweep_dir)  # a killed launcher's half-written files
-        if opts.progress:
-            return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once, prepared)
-        from pldistill.sweep.ray_log import RAY_LOG, ray_logs_to
+    with contextlib.ExitStack() as quiet:
+        if not opts.progress:  # --quiet: Ray's tables and tracebacks into the file, from its first start on
+            from pldistill.sweep.ray_log import RAY_LOG, ray_logs_to
 
-        with ray_logs_to(store.sweep_dir / RAY_LOG):  # --quiet: Ray's tables and tracebacks into the file
+            quiet.enter_context(ray_logs_to(store.sweep_dir / RAY_LOG))
+        # preparation may start Ray (its tasks, the teacher cache's Ray Data): the sweep then runs on it
+        prepared = prepare_sweep(sweep, log=lambda m: say(f"[dim]{m}[/dim]") if console is not None else print(m),
+                                 address=opts.address, start_ray=ray_once.start)
+        with SweepLock(store.sweep_dir):
+            remove_stale_sweep_temps(store.sweep_dir)  # a killed launcher's half-written files
             return _run_tune(sweep, sweep_path, store, opts, console, earlier, ray_once, prepared)
 
 
