@@ -33,6 +33,7 @@ __all__ = [
     "load_teacher",
     "load_student_llm",
     "check_student_tokenizer",
+    "check_teacher_checkpoint",
     "load_teacher_tokenizer",
     "build_student",
     "set_encoder_window",
@@ -188,6 +189,32 @@ def load_teacher(spec: str, *, seed: int = 0, dtype: torch.dtype = torch.float32
     if tokenizer.convert_tokens_to_ids(AUDIO_TOKEN) != model.config.audio_token_id:
         raise InputError(path, "model.teacher", f"tokenizer's {AUDIO_TOKEN} id differs from config.audio_token_id")
     return Teacher(model=model.eval(), tokenizer=tokenizer, source=str(path))
+
+
+def check_teacher_checkpoint(spec: str) -> None:
+    """Read what a teacher checkpoint is made of without its weights: the config, the header of every
+    safetensors file (a truncated file fails here: its header no longer covers it) and the tokenizer,
+    with the audio token's id. Cheap enough for the driver to run before any build, so a bad
+    checkpoint is the user's one-line error, not a task's failure minutes in."""
+    if spec == "tiny":
+        return
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = _require_dir(spec, "model.teacher")
+    try:
+        config = AutoConfig.from_pretrained(path)
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise OSError("no *.safetensors file (weights are read via safetensors only)")
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                f.keys()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except _LOAD_ERRORS as exc:
+        raise InputError(path, "model.teacher", f"cannot load checkpoint: {_first_line(exc)}") from exc
+    if tokenizer.convert_tokens_to_ids(AUDIO_TOKEN) != config.audio_token_id:
+        raise InputError(path, "model.teacher", f"tokenizer's {AUDIO_TOKEN} id differs from config.audio_token_id")
 
 
 def load_student_llm(spec: str, tokenizer: PreTrainedTokenizerBase, *, seed: int = 0,

@@ -2,7 +2,7 @@
 
 The graph (an arrow: "is read by"; ``*`` per fold; :mod:`pldistill.prepare.artifacts` holds the records)::
 
-    corpus ─┬─> features* ─┬─> teacher* ─────────────> teacher_cache*   (Ray Data; one per pseudo target)
+    corpus ─┬─> features* ─┬─> teacher* ─────────────> teacher_cache*   (one per pseudo target)
             │              ╰─> linguistic_teacher*          ^
             ╰─> egemaps* ──┬─> prosodic_teacher*            |
                            ╰────────────────────────────────╯   (pseudo_target: metadata)

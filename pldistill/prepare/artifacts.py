@@ -14,7 +14,8 @@ The key itself is computed by the layer that owns the artifact (``teacher_key``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from pldistill.config import TrialConfig
 from pldistill.train.dataset import FoldData, manifests_dir, prepare_fold
 
-__all__ = ["Artifact", "ARTIFACTS", "FoldWork", "needed", "key_inputs"]
+__all__ = ["Artifact", "ARTIFACTS", "FoldWork", "check_inputs", "needed", "key_inputs"]
 
 Log = Callable[[str], None]
 
@@ -108,13 +109,10 @@ def _emodistill(kind: str) -> Callable[[FoldWork], Path]:
 
 
 def _student_prior(w: FoldWork) -> Path:
-    from pldistill.models.loading import check_student_tokenizer, load_teacher_tokenizer
+    from pldistill.models.loading import load_teacher_tokenizer
     from pldistill.train.student_prior import ensure_student_llm
 
-    tok = load_teacher_tokenizer(w.cfg.model.teacher)
-    if w.cfg.model.student_llm != "tiny":  # a student checkpoint must speak the teacher's tokens
-        check_student_tokenizer(w.cfg.model.student_llm, tok)
-    return Path(ensure_student_llm(w.cfg, tok, log=w.log))
+    return Path(ensure_student_llm(w.cfg, load_teacher_tokenizer(w.cfg.model.teacher), log=w.log))
 
 
 def _teacher_cache(w: FoldWork) -> Path:
@@ -159,6 +157,35 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
 )}
 
 
+def check_inputs(work: Iterable[tuple[TrialConfig, int | None]]) -> None:
+    """Read what a user can get wrong, in this process, before any task or long build starts, in the
+    order a trial meets it: a student checkpoint's tokens against the teacher's (before anything is
+    written), each fold's manifests and audio (through its split, as every build reads it; this
+    writes the fold's features), then the teacher checkpoint's config, weight files' headers and
+    tokenizer. Inside a Ray task these would fail minutes later, after other work."""
+    from pldistill.models.loading import (
+        check_student_tokenizer,
+        check_teacher_checkpoint,
+        load_teacher_tokenizer,
+    )
+
+    work = list(work)
+    checked: set[str] = set()
+    for cfg, _ in work:
+        if _audiolm(cfg) and cfg.model.student_llm != "tiny" and (
+                pair := json.dumps([cfg.model.teacher, cfg.model.student_llm])) not in checked:
+            checked.add(pair)
+            check_student_tokenizer(cfg.model.student_llm, load_teacher_tokenizer(cfg.model.teacher))
+    for cfg, fold in work:
+        if fold is not None and (key := key_inputs(ARTIFACTS["features"], cfg) + f"/{fold}") not in checked:
+            checked.add(key)
+            prepare_fold(cfg, fold)  # memoised: the builds in this process read it again for free
+    for cfg, _ in work:
+        if ARTIFACTS["teacher"].reads(cfg) and cfg.model.teacher not in checked:
+            checked.add(cfg.model.teacher)
+            check_teacher_checkpoint(cfg.model.teacher)
+
+
 def needed(cfg: TrialConfig) -> list[Artifact]:
     """The artifacts a trial of ``cfg`` reads, upstream first (the order of :data:`ARTIFACTS`)."""
     return [a for a in ARTIFACTS.values() if a.reads(cfg)]
@@ -167,8 +194,6 @@ def needed(cfg: TrialConfig) -> list[Artifact]:
 def key_inputs(artifact: Artifact, cfg: TrialConfig) -> str:
     """The values of the fields ``artifact``'s key covers, for ``cfg``, as one string: two configs
     with equal strings share the entry (planning builds it once)."""
-    import json
-
     dumped = cfg.model_dump(mode="json")
     values: dict[str, Any] = {"cache_dir": str(Path(cfg.cache_dir).resolve())}
     for name in artifact.inputs:

@@ -6,10 +6,15 @@ its step. :func:`prepare_configs` runs them in three stages:
 
 1. on the driver: the corpus (everything else reads it);
 2. side by side, as Ray tasks when there is more than one: one task per fold building that fold's
-   chain (features, teacher, eGeMAPS, EmoDistill's teachers, in that order), and one per shared
-   artifact with no upstream (the student prior); a task holds a GPU when it fine-tunes or scores
-   the teacher and the sweep's workers use GPUs;
-3. on the driver: each fold's teacher cache, with Ray Data's actor pool (the teacher runs there).
+   chain (features, teacher, eGeMAPS, EmoDistill's teachers and, on CPUs, its teacher caches, in
+   that order), and one per shared artifact with no upstream (the student prior); a task holds a
+   GPU when it fine-tunes or scores the teacher and the sweep's workers use GPUs;
+3. when the workers use GPUs, on the driver: each fold's teacher cache with Ray Data, one actor per
+   GPU over the fold's clips. On CPUs a fold's cache is built in its task instead: one actor per
+   fold would add an actor's start (its imports, the teacher loaded again) to every cache and run
+   no more at once than the fold tasks do. Both compute the same forward on the same batches of 16
+   clips (``tests/integration/test_cache_build.py`` compares the rows; ``bench/prepare_cold.py``
+   the predictions trained on either).
 
 Torch threads in a task are the driver's (``train.num_threads`` when set): a thread count alone
 changes the bytes a fine-tune produces, so an artifact built in a task equals one built in process.
@@ -25,12 +30,13 @@ from typing import Any
 
 from pldistill._fs import noting_builds
 from pldistill.config import TrialConfig
-from pldistill.prepare.artifacts import ARTIFACTS, FoldWork, key_inputs, needed
+from pldistill.errors import PldistillError
+from pldistill.prepare.artifacts import ARTIFACTS, FoldWork, check_inputs, key_inputs, needed
 
 __all__ = ["Step", "Entry", "PrepareOptions", "PrepareReport", "plan", "prepare_configs", "prepare_trial"]
 
 Log = Callable[[str], None]
-#: Built on the driver before anything else / after the tasks (Ray Data runs the teacher there).
+#: Built on the driver before anything else / after the tasks, with Ray Data (when workers use GPUs).
 _FIRST, _LAST = ("corpus",), ("teacher_cache",)
 
 
@@ -105,18 +111,19 @@ def prepare_configs(configs: Iterable[TrialConfig], opts: PrepareOptions | None 
                                                       start_ray=opts.start_ray)
     report = PrepareReport()
     threads = _threads(steps)
+    on_ray_data = _LAST if opts.parallel and opts.accelerator else ()
     try:
         first = [s for s in steps if s.artifact in _FIRST]
-        middle = [s for s in steps if s.artifact not in _FIRST + _LAST]
-        last = [s for s in steps if s.artifact in _LAST]
-        report.entries += _run_steps(first, threads, opts.log, cache_opts)
+        middle = [s for s in steps if s.artifact not in _FIRST + on_ray_data]
+        report.entries += _run_steps(first, threads, opts.log, None)
+        with noting_builds() as checking:  # reading the folds writes their features: those entries' builds
+            check_inputs((s.cfg, s.fold) for s in steps)  # before any task: a user's error is one line
         report.entries += _run_side_by_side(_chains(middle), threads, opts, cache_opts)
-        if opts.parallel:
-            report.entries += _run_steps(last, threads, opts.log, cache_opts)
-        else:  # in process: the rows computed here, as a trial once did
-            report.entries += _run_steps(last, threads, opts.log, None)
+        report.entries += _run_steps([s for s in steps if s.artifact in on_ray_data], threads, opts.log, cache_opts)
     finally:
         stop_own_ray(cache_opts)
+    for e in report.entries:
+        e.built = e.built or _was_built(Path(e.path), checking)
     report.wall_s = time.perf_counter() - started
     return report
 
@@ -141,7 +148,8 @@ def _threads(steps: list[Step]) -> int:
 
 
 def _run_steps(steps: list[Step], threads: int, log: Log, cache_opts: Any) -> list[Entry]:
-    """Build ``steps`` in order in this process."""
+    """Build ``steps`` in order in this process; a teacher cache with Ray Data when ``cache_opts`` is
+    given, else its rows computed here."""
     import torch
 
     torch.set_num_threads(threads)  # as a trial does: oversubscribed threads made a fine-tune ~10x slower
@@ -157,8 +165,11 @@ def _build_step(s: Step, log: Log, cache_opts: Any) -> Entry:
         else:
             path = ARTIFACTS[s.artifact].build(FoldWork(s.cfg, s.fold, log, cache_opts))
     path = Path(path).resolve()
-    built = any(p == path or path in p.parents for p in journal)  # the corpus entry holds what was built
-    return Entry(s.artifact, s.fold, str(path), built, time.perf_counter() - t0)
+    return Entry(s.artifact, s.fold, str(path), _was_built(path, journal), time.perf_counter() - t0)
+
+
+def _was_built(path: Path, journal: Iterable[Path]) -> bool:
+    return any(p == path or path in p.parents for p in journal)  # the corpus entry holds what was built
 
 
 def _in_process_cache(s: Step, log: Log) -> Path:
@@ -178,7 +189,7 @@ def _run_side_by_side(chains: list[list[Step]], threads: int, opts: PrepareOptio
     if not chains:
         return []
     if not opts.parallel or len(chains) == 1:
-        return _in_graph_order([e for chain in chains for e in _run_steps(chain, threads, opts.log, cache_opts)])
+        return _in_graph_order([e for chain in chains for e in _run_steps(chain, threads, opts.log, None)])
     import ray
 
     from pldistill.prepare.cache_build import absolute_paths, ensure_ray
@@ -196,7 +207,15 @@ def _run_side_by_side(chains: list[list[Step]], threads: int, opts: PrepareOptio
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
         chain = pending.pop(ref)
-        done, lines = ray.get(ref)
+        try:
+            done, lines = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            # a bad manifest or checkpoint is the user's one-line error, as in-process; Ray's wrapper
+            # would print the task's whole traceback. The other chains stop: writes are atomic, so
+            # nothing they leave is half-written (a temporary is cleared by the next build).
+            for other in pending:
+                ray.cancel(other, force=True)
+            raise exc.cause if isinstance(exc.cause, PldistillError) else exc from None
         for line in lines:
             opts.log(line)
         entries += [Entry(**e) for e in done]

@@ -180,8 +180,20 @@ def describe(c: TrialConfig) -> dict[str, str]:
     if c.student_family == "classifier":
         out[_EMODISTILL_TEACHERS] = _emodistill_teachers(c)
     out["training"] = _training(c)
-    out["seeds"] = ", ".join(str(s) for s in c.train.seeds)
+    out["seeds"] = _seeds(c)
     return out
+
+
+def _seeds(c: TrialConfig) -> str:
+    t = c.train
+    listed = ", ".join(str(s) for s in t.seeds)
+    if t.replicates is None:
+        return listed
+    r, every = t.replicates, t.seed_sequence()
+    # the list alone read as "three seeds" where a row ran up to max_seeds: the rule is the protocol
+    return (f"{listed}, then one more at a time (up to {r.max_seeds}: seeds {every[0]} to {every[-1]}) until the "
+            f"stratified 95% interval of {t.select_metric} is within ±{r.half_width:g} (precision only: never "
+            "a test figure); each row's count and why it stopped are its own")
 
 
 @dataclass

@@ -25,7 +25,8 @@ def ray_logs_to(path: Path) -> Iterator[Path]:
     private_dirs(path.parent)
     logger = logging.getLogger("ray")
     saved = (list(logger.handlers), logger.propagate)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    # delay: the file is opened at Ray's first line, so a launch refused before Ray starts leaves none
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.handlers, logger.propagate = [handler], False
     try:

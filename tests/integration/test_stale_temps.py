@@ -21,9 +21,11 @@ from _corpus import SMALL_CORPUS
 
 pytestmark = pytest.mark.slow
 
-STEPS = ("teacher", "student_prior", "teacher_cache")
-_MODULES = {"teacher": "pldistill.train.teacher", "student_prior": "pldistill.train.student_prior",
-            "teacher_cache": "pldistill.train.teacher_cache"}
+#: In the order a single trial's preparation builds them (a fold's chain, then what folds share): each
+#: child is killed in its step after the steps before it were built whole.
+STEPS = ("teacher", "teacher_cache", "student_prior")
+#: Where each step's entries live under the cache (``pldistill.prepare.artifacts``).
+_FOLDERS = {"teacher": "teachers", "student_prior": "students", "teacher_cache": "teacher_outputs"}
 
 
 def _config(cache: str):
@@ -34,34 +36,30 @@ def _config(cache: str):
     return TrialConfig.model_validate({
         "cache_dir": cache, "output_dir": str(Path(cache) / "unused"),
         "data": {"source": "synthetic", "dataset": "synthetic", "folds": [1], "synth": SMALL_CORPUS},
-        "model": {"init_seed": 2827, "teacher_finetune": {"enabled": False}}, "train": {"num_threads": 1}})
+        "model": {"init_seed": 2827, "teacher_finetune": {"enabled": False}, "teacher_mode": "cached"},
+        "train": {"num_threads": 1}})
 
 
 def _prepare(cache: str, hang_in: str | None, marker: str | None) -> None:
-    """The preparation steps in order; ``hang_in``: the step whose ``atomic_dir`` waits, after its
-    block, for the kill (``marker`` written then)."""
-    import importlib
-
-    from pldistill._fs import atomic_dir
-    from pldistill.train.dataset import prepare_fold
-    from pldistill.train.student_prior import ensure_student_llm
-    from pldistill.train.teacher import ensure_teacher
-    from pldistill.train.teacher_cache import ensure_teacher_cache
+    """The trial's preparation (:func:`pldistill.prepare.prepare_trial`, every artifact through
+    ``_fs.build_once``); ``hang_in``: the step whose ``atomic_dir`` waits, after its block, for the
+    kill (``marker`` written then)."""
+    import pldistill._fs as fs
+    from pldistill.prepare import prepare_trial
 
     if hang_in is not None:
+        real = fs.atomic_dir
+
         @contextlib.contextmanager
         def hanging(final, **kwargs):
-            with atomic_dir(final, **kwargs) as tmp:
+            with real(final, **kwargs) as tmp:
                 yield tmp
-                Path(marker).write_text(str(tmp))
-                time.sleep(600)
+                if Path(final).parent.name == _FOLDERS[hang_in]:
+                    Path(marker).write_text(str(tmp))
+                    time.sleep(600)
 
-        importlib.import_module(_MODULES[hang_in]).atomic_dir = hanging
-    cfg = _config(cache)
-    data = prepare_fold(cfg, 1)
-    teacher, _ = ensure_teacher(cfg, data, log=lambda m: None)
-    ensure_student_llm(cfg, teacher.tokenizer, log=lambda m: None)
-    ensure_teacher_cache(cfg, data, teacher, log=lambda m: None, batch_size=8)
+        fs.atomic_dir = hanging  # build_once looks it up at call time
+    prepare_trial(_config(cache), log=lambda m: None)
 
 
 def _temps(cache: Path) -> list[Path]:
@@ -96,3 +94,4 @@ def test_a_killed_preparation_step_leaves_no_temporary_after_the_next_run(tmp_pa
     cfg = _config(tiny_cache)
     assert any((cfg.cache_dir / "teachers").glob("*/metrics.json"))
     assert any((cfg.cache_dir / "students").glob("*/config.json"))
+    assert any((cfg.cache_dir / "teacher_outputs").glob("*/meta.json"))

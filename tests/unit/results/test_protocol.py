@@ -109,6 +109,16 @@ def test_ce_options_are_read_from_the_config() -> None:
     assert describe(_paper(hparams={"ce_divisor": "batch"}))["CE"] == "ce_divisor batch, ce_reduction sum"
 
 
+def test_seeds_say_the_replication_rule_not_only_the_first_seeds() -> None:
+    """A sweep that replicates until decided ran up to max_seeds: its list alone ("0, 1, 2") would say three."""
+    assert describe(_paper(train={"seeds": [0, 1]}))["seeds"] == "0, 1"
+    line = describe(_paper(train={"seeds": [0, 1, 2],
+                                  "replicates": {"min_seeds": 3, "max_seeds": 8, "half_width": 0.02}}))["seeds"]
+    assert line.startswith("0, 1, 2, then one more at a time (up to 8: seeds 0 to 7) until the stratified 95% "
+                           "interval of val_ua is within ±0.02"), line
+    assert "never a test figure" in line
+
+
 def test_report_carries_the_block_on_top_and_in_each_caption(tmp_path: Path,
                                                               trial: Callable[..., object]) -> None:
     root = tmp_path / "results"

@@ -232,7 +232,7 @@ def test_teachers_train_on_the_teacher_pool_as_the_audio_teacher_does(tmp_path, 
     fold = data.train + data.unlabelled + data.val + data.test
     n, n_train = len(fold), len(data.train)
     assert data.teacher_pool and cfg.model.finetunes_teacher
-    classifier_trial._teachers(cfg, data)
+    classifier_trial.fold_teachers(cfg, data)
     clips = seen["clips"]
     assert seen["prosodic_clips"] is clips and len(seen["texts"]) == clips.size == len(seen["feats"])
     labels = {lab: i for i, lab in enumerate(data.labels)}
