@@ -239,6 +239,17 @@ def sweep_protocol(rows: Iterable[Mapping[str, Any]]) -> SweepProtocol:
     return SweepProtocol(configs)
 
 
+#: Values an item lists before it says how many more there are: a random search varies the learning rate
+#: in every trial, and 120 values in one line hide the protocol they are part of.
+LISTED_VALUES = 4
+
+
+def _values(vs: Sequence[str]) -> str:
+    if len(vs) <= LISTED_VALUES:
+        return " | ".join(vs)
+    return " | ".join(vs[:LISTED_VALUES]) + f" | ... ({len(vs)} distinct values in all)"
+
+
 def paper_differences(configs: Sequence[TrialConfig]) -> list[str]:
     """Where ``configs`` differ from :data:`PAPER_SETTINGS`: one line per setting, the paper's value and
     every value of these trials that is not the paper's."""
@@ -247,7 +258,7 @@ def paper_differences(configs: Sequence[TrialConfig]) -> list[str]:
         values = [v for v in (s.read(c) for c in configs) if v is not None]
         off = list(dict.fromkeys(s.show(v) for v in values if not s.same(v)))
         if off:
-            out.append(f"{s.name}: paper {s.paper}; here {' | '.join(off)}")
+            out.append(f"{s.name}: paper {s.paper}; here {_values(off)}")
     return out
 
 
@@ -263,7 +274,7 @@ def protocol_lines(protocol: SweepProtocol, *, per_row_note: bool = True) -> lis
             lines.append(f"- {k}: {vs[0]}")
         else:
             lines.append(f"- {k}: differs between trials" + (" (each row says its own)" if per_row_note else "")
-                         + ": " + " | ".join(vs))
+                         + ": " + _values(vs))
     diffs = paper_differences(list(protocol.configs.values()))
     lines.append("Differences from the PL-Distill paper's setup (section 3.1):")
     lines += [f"- {d}" for d in diffs] or ["- none"]

@@ -123,6 +123,10 @@ def named_method_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str
     return table, notes
 
 
+#: Runners-up a pick note names, best first (the rest as a count and the lowest score).
+PICKED_OVER_SHOWN = 3
+
+
 def _pick_note(name: str, dataset: str, picked: str, ranked: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
     """One line: the trial a row shows and the ones it was picked over, with the hyperparameters they
     differ in."""
@@ -136,7 +140,10 @@ def _pick_note(name: str, dataset: str, picked: str, ranked: Sequence[Mapping[st
         return f"`{r['trial_id']}` ({metric} {float(r[metric]):.4f}" + (f"; {what})" if what else ")")
 
     top = next(r for r in ranked if str(r["trial_id"]) == picked)
-    others = [one(r) for r in ranked if str(r["trial_id"]) != picked]
+    rest = [r for r in ranked if str(r["trial_id"]) != picked]
+    others = [one(r) for r in rest[:PICKED_OVER_SHOWN]]
+    if len(rest) > PICKED_OVER_SHOWN:  # a search's 40 runners-up in one line hid the pick; the tail in one figure
+        others.append(f"and {len(rest) - PICKED_OVER_SHOWN} more ({metric} down to {float(rest[-1][metric]):.4f})")
     return [f"- {name}, {dataset}: {one(top)} picked over {', '.join(others)}"]
 
 

@@ -201,6 +201,30 @@ def test_a_sampled_dimension_makes_a_pick_that_says_so() -> None:
     assert reference_row(t, "SFT") == "SFT"
 
 
+def test_a_search_lists_a_few_runners_up_and_counts_the_rest() -> None:
+    """A random search's 40 runners-up in one line hid the pick: three by name, the rest as a count."""
+    from pldistill.results.variants import named_method_table
+
+    rows = [_trial_row(f"c{i}", "caad", 0.70 - i / 100, caad_contrast=0.5 + i, pseudo_target="label", gamma=1.0)
+            for i in range(6)]
+    meta = {"config": {"search": {"algorithm": "optuna", "space": {"caad_contrast": {"type": "uniform"}}}}}
+    _, picks = named_method_table(rows, "val_ua", "max", meta)
+    assert picks == ["- CAAD (gold target; best of 6 by val UA), synthetic: `c0` (val_ua 0.7000; caad_contrast 0.5) picked over "
+                     "`c1` (val_ua 0.6900; caad_contrast 1.5), `c2` (val_ua 0.6800; caad_contrast 2.5), "
+                     "`c3` (val_ua 0.6700; caad_contrast 3.5), and 2 more (val_ua down to 0.6500)"]
+
+
+def test_an_item_with_many_values_lists_a_few_and_counts_them() -> None:
+    """A learning rate searched over 120 trials made the protocol's training line 120 values long."""
+    configs = [_paper(hparams={"lr": 1e-4 * (i + 1), "lora_rank": i + 1}) for i in range(6)]
+    p = SweepProtocol({str(i): c for i, c in enumerate(configs)})
+    lines = protocol_lines(p)
+    training = next(ln for ln in lines if ln.startswith("- training: differs between trials"))
+    assert training.count("lr ") == 4 and training.endswith("... (6 distinct values in all)"), training
+    lora = next(ln for ln in lines if ln.startswith("- LoRA rank, alpha: paper 8, 256; here "))
+    assert lora.endswith("... (6 distinct values in all)"), lora
+
+
 @pytest.mark.parametrize("objective", ["pl_distill", "emodistill"])
 def test_the_model_card_carries_its_trials_protocol(objective: str) -> None:
     """Both card families: the student's own protocol and its differences from the paper."""
