@@ -176,6 +176,15 @@ class Objective:
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     pseudo_target: bool = False
 
+    def reads(self) -> frozenset[str]:
+        """The loss hyperparameters this objective reads: its weights and gates, its terms' own options
+        and, for a KL term, its temperature (lr, LoRA and the rest are every objective's)."""
+        terms = [_TERMS[t] for t in self.weights]
+        return frozenset({w for w in (*self.weights.values(), *self.gates.values()) if w is not None}
+                         | {h for t in terms for h in t.hparams}
+                         | {t.temperature for t in terms if t.kl}
+                         | ({"pseudo_target"} if self.pseudo_target else set()))
+
     def method_label(self, hparams: Mapping[str, Any]) -> str:
         """The Table 1 row of a trial with ``hparams``: the label, plus each ablation whose weight is 0."""
         off = [words for h, words in self.ablations.items() if h in hparams and _is_zero(hparams[h])]

@@ -123,6 +123,17 @@ def named_method_table(rows: Sequence[Mapping[str, Any]], metric: str, mode: str
     return table, notes
 
 
+def _unread(objective: Any) -> frozenset[str]:
+    """Loss hyperparameters ``objective`` does not read: a search samples alpha for every trial, but an
+    SFT pick that "differs in alpha" differs in nothing it trained with."""
+    from pldistill.losses import OBJECTIVES
+
+    if objective not in OBJECTIVES:
+        return frozenset()
+    every = frozenset().union(*(o.reads() for o in OBJECTIVES.values()))
+    return every - OBJECTIVES[objective].reads()
+
+
 #: Runners-up a pick note names, best first (the rest as a count and the lowest score).
 PICKED_OVER_SHOWN = 3
 
@@ -132,7 +143,7 @@ def _pick_note(name: str, dataset: str, picked: str, ranked: Sequence[Mapping[st
     differ in."""
     if len(ranked) < 2:
         return []
-    hps = sorted(c for c in ranked[0] if c.startswith("hp_")
+    hps = sorted(c for c in ranked[0] if c.startswith("hp_") and c[3:] not in _unread(ranked[0].get("objective"))
                  and len({repr(r.get(c)) for r in ranked}) > 1)
 
     def one(r: Mapping[str, Any]) -> str:

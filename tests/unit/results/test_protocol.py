@@ -214,6 +214,22 @@ def test_a_search_lists_a_few_runners_up_and_counts_the_rest() -> None:
                      "`c3` (val_ua 0.6700; caad_contrast 3.5), and 2 more (val_ua down to 0.6500)"]
 
 
+def test_a_pick_names_only_the_hyperparameters_its_objective_reads() -> None:
+    """A search samples gamma and temperature for every trial; SFT's pick differs in neither."""
+    from pldistill.results.variants import named_method_table
+
+    rows = [_trial_row(f"s{i}", "sft", 0.6 - i / 100, lr=1e-3 * (i + 1), gamma=0.5 + i, temperature=1.0 + i)
+            for i in range(2)]
+    rows += [_trial_row(f"f{i}", "forward_kl", 0.6 - i / 100, lr=1e-3, gamma=0.5 + i, temperature=1.0)
+             for i in range(2)]
+    meta = {"config": {"search": {"algorithm": "random", "space": {"lr": {}, "gamma": {}, "temperature": {}}}}}
+    _, picks = named_method_table(rows, "val_ua", "max", meta)
+    assert picks == ["- SFT (best of 2 by val UA), synthetic: `s0` (val_ua 0.6000; lr 0.001) picked over "
+                     "`s1` (val_ua 0.5900; lr 0.002)",
+                     "- Forward KL (best of 2 by val UA), synthetic: `f0` (val_ua 0.6000; gamma 0.5) picked over "
+                     "`f1` (val_ua 0.5900; gamma 1.5)"]
+
+
 def test_an_item_with_many_values_lists_a_few_and_counts_them() -> None:
     """A learning rate searched over 120 trials made the protocol's training line 120 values long."""
     configs = [_paper(hparams={"lr": 1e-4 * (i + 1), "lora_rank": i + 1}) for i in range(6)]
