@@ -39,6 +39,7 @@ def verify(
     caches, and compare its test predictions' hash with the recorded one: exit 0 when identical, 1
     when it differs (with every way this machine's environment differs from the recorded one)."""
     from pldistill.errors import InputError
+    from pldistill.serve._quiet import quiet_hf
     from pldistill.sweep.verify import compare_sweeps, pick_run, verify_run
 
     if against is not None:
@@ -53,7 +54,8 @@ def verify(
     run = pick_run(results, sweep, trial=trial, seed=seed, fold=fold)
     where = f"caches reused from {cache_dir}" if cache_dir is not None else "clean caches in a temporary folder"
     typer.echo(f"verify {run.sweep}: trial {run.trial_id}, seed {run.seed}, fold {run.fold} ({where})")
-    checked = verify_run(run, cache_dir=cache_dir, log=typer.echo)
+    with quiet_hf():  # weights written and read back, the libraries' FutureWarnings: not this command's words
+        checked = verify_run(run, cache_dir=cache_dir, log=typer.echo)
     if not print_verification(checked):
         raise typer.Exit(1)
 
