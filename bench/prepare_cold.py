@@ -9,7 +9,7 @@ Two children, one after the other, each on a fresh empty cache (``--out``/cache-
   its lock did: every fold's EmoDistill teachers and ``pseudo_target: metadata`` teacher cache (a
   trial built it in process);
 * **after**: this checkout's ``prepare_sweep`` (every variant's entries, folds side by side as Ray
-  tasks on a private Ray of ``--num-cpus``, the teacher caches on Ray Data).
+  tasks on a private Ray of ``--num-cpus``, each fold's teacher caches built in its task on CPUs).
 
 With ``--runs`` each child then trains every variant once, seed 0 on fold 1 (``run_trial`` in the
 child, no Ray), and the bench prints each variant's predictions hash in both: the same code and

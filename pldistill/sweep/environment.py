@@ -37,6 +37,13 @@ def _cpu() -> dict[str, Any]:
             "isa": torch.backends.cpu.get_cpu_capability()}
 
 
+#: Variables that switch the numeric code paths BLAS and torch's kernels take on the same CPU. Measured
+#: (bench/RESULTS.md, session 10): ``MKL_CBWR=COMPATIBLE`` alone moved a fold's fine-tuned teacher from
+#: 66.0 to 68.0 test UA, same code, machine and threads: a difference a reader must be able to see.
+SWITCHES = ("MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY",
+            "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS")
+
+
 def _blas() -> dict[str, Any]:
     import numpy as np
     import torch
@@ -44,8 +51,11 @@ def _blas() -> dict[str, Any]:
     build = torch.__config__.show()
     settings = dict(kv.split("=", 1) for kv in build.replace(",", " ").split() if "=" in kv)
     numpy_blas = (np.show_config(mode="dicts") or {}).get("Build Dependencies", {}).get("blas", {})
+    switches = {k: v for k in SWITCHES if (v := os.environ.get(k)) is not None}
     return {"torch": settings.get("BLAS_INFO"), "torch_lapack": settings.get("LAPACK_INFO"),
-            "numpy": f"{numpy_blas.get('name')} {numpy_blas.get('version')}" if numpy_blas else None}
+            "numpy": f"{numpy_blas.get('name')} {numpy_blas.get('version')}" if numpy_blas else None,
+            # only those set, and only when one is: a record from before this key compares equal
+            **({"switches": switches} if switches else {})}
 
 
 def environment(cfg: Any = None) -> dict[str, Any]:

@@ -23,6 +23,20 @@ def test_the_environment_names_versions_threads_blas_and_cpu() -> None:
     assert validate_sweep_meta({"name": "s", "environment": env})["environment"] == env
 
 
+def test_a_switch_of_the_blas_code_path_is_recorded_and_named_by_verify(monkeypatch) -> None:
+    """MKL_CBWR alone changed a fine-tuned teacher by 2 points on one machine: verify must be able to say so."""
+    from pldistill.sweep.verify import env_differences
+
+    for name in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE"):
+        monkeypatch.delenv(name, raising=False)
+    plain = json.loads(json.dumps(environment()))
+    assert "switches" not in plain["blas"]  # none set: the record of before this key, unchanged
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    switched = json.loads(json.dumps(environment()))
+    assert switched["blas"]["switches"] == {"MKL_CBWR": "COMPATIBLE"}
+    assert env_differences(plain, switched) == [("blas.switches.MKL_CBWR", None, "COMPATIBLE")]
+
+
 def test_the_keys_say_which_corpus_features_teacher_and_cache_a_run_read(tiny_cache) -> None:
     from pldistill.config import TrialConfig
 
