@@ -96,8 +96,8 @@ def child_runs(sweep_file: str, cache: Path, out: Path, new: bool) -> dict[str, 
     for cfg in _configs(_sweep(sweep_file, cache)):
         cfg = cfg.model_copy(update={"output_dir": out / cfg.name})
         cfg.data.folds = [1]
+        cfg.train.replicates = None  # first: the config validates seeds against the replication rule
         cfg.train.seeds = [0]
-        cfg.train.replicates = None
         if new:
             from pldistill.prepare import prepare_trial
 
@@ -108,7 +108,9 @@ def child_runs(sweep_file: str, cache: Path, out: Path, new: bool) -> dict[str, 
 
 def _child(args: argparse.Namespace) -> None:
     cache = Path(args.cache)
-    if args.child == "before":
+    if args.runs_only:  # the variants' runs on a cache a child prepared already (no timing)
+        result: dict[str, Any] = {}
+    elif args.child == "before":
         result = child_before(args.sweep, cache)
     else:
         result = child_after(args.sweep, cache, args.num_cpus)
@@ -142,6 +144,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=7200)
     ap.add_argument("--child", choices=["before", "after"])
     ap.add_argument("--cache")
+    ap.add_argument("--runs-only", action="store_true", help="child: only the runs, on its prepared --cache")
     args = ap.parse_args()
     if args.child:
         _child(args)
