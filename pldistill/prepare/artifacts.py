@@ -116,9 +116,19 @@ def _student_prior(w: FoldWork) -> Path:
 
 
 def _teacher_cache(w: FoldWork) -> Path:
-    from pldistill.prepare.cache_build import build_fold_cache
+    """With Ray Data when the step is given its options (workers on GPUs); else its rows computed in
+    this process (a fold's task on CPUs, a single trial's preparation)."""
+    from pldistill.train.teacher import ensure_teacher
+    from pldistill.train.teacher_cache import ensure_teacher_cache, teacher_cache_complete, teacher_cache_dir
 
-    return build_fold_cache(w.cfg, w.data, log=w.log, opts=w.cache_opts)
+    if w.cache_opts is not None:
+        from pldistill.prepare.cache_build import build_fold_cache
+
+        return build_fold_cache(w.cfg, w.data, log=w.log, opts=w.cache_opts)
+    if teacher_cache_complete(w.cfg, w.data):
+        return teacher_cache_dir(w.cfg, w.data)
+    teacher, _ = ensure_teacher(w.cfg, w.data, log=w.log)
+    return ensure_teacher_cache(w.cfg, w.data, teacher, log=w.log, batch_size=w.cfg.train.eval_batch_size)
 
 
 _DATA = "data (all but data.folds)"

@@ -160,29 +160,13 @@ def _build_step(s: Step, log: Log, cache_opts: Any) -> Entry:
     """One step's entry, with whether it was (re)written meanwhile and the seconds it took."""
     t0 = time.perf_counter()
     with noting_builds() as journal:
-        if s.artifact == "teacher_cache" and cache_opts is None:
-            path = _in_process_cache(s, log)
-        else:
-            path = ARTIFACTS[s.artifact].build(FoldWork(s.cfg, s.fold, log, cache_opts))
+        path = ARTIFACTS[s.artifact].build(FoldWork(s.cfg, s.fold, log, cache_opts))
     path = Path(path).resolve()
     return Entry(s.artifact, s.fold, str(path), _was_built(path, journal), time.perf_counter() - t0)
 
 
 def _was_built(path: Path, journal: Iterable[Path]) -> bool:
     return any(p == path or path in p.parents for p in journal)  # the corpus entry holds what was built
-
-
-def _in_process_cache(s: Step, log: Log) -> Path:
-    """A fold's teacher cache computed in this process (no Ray): for a single trial's preparation."""
-    from pldistill.train.dataset import prepare_fold
-    from pldistill.train.teacher import ensure_teacher
-    from pldistill.train.teacher_cache import ensure_teacher_cache, teacher_cache_complete, teacher_cache_dir
-
-    data = prepare_fold(s.cfg, s.fold)
-    if teacher_cache_complete(s.cfg, data):
-        return teacher_cache_dir(s.cfg, data)
-    teacher, _ = ensure_teacher(s.cfg, data, log=log)
-    return ensure_teacher_cache(s.cfg, data, teacher, log=log, batch_size=s.cfg.train.eval_batch_size)
 
 
 def _run_side_by_side(chains: list[list[Step]], threads: int, opts: PrepareOptions, cache_opts: Any) -> list[Entry]:
