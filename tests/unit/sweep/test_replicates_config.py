@@ -82,7 +82,7 @@ def test_a_sweep_without_replicates_keeps_its_fixed_seeds(tmp_path):
 def test_the_shipped_method_grids_replicate_until_decided(name):
     sweep = load_sweep(Path(__file__).resolve().parents[3] / "sweeps" / f"{name}.yaml")
     rule = sweep.search.replicates
-    assert rule is not None and (rule.min_seeds, rule.max_seeds, rule.half_width) == (3, 10, 0.03)
-    assert sweep.search.seeds == [0, 1, 2] and sweep.search.scheduler is None
+    assert rule is not None and (rule.min_seeds, rule.max_seeds, rule.half_width) == (5, 10, 0.025)
+    assert sweep.search.seeds == [0, 1, 2, 3, 4] and sweep.search.scheduler is None
     train = resolve_trial_config(sweep, {"variant": sweep.search.variants[0].name}, trial_id="t").train
     assert train.replicates == rule and train.seed_sequence() == list(range(10))
