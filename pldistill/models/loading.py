@@ -186,8 +186,7 @@ def load_teacher(spec: str, *, seed: int = 0, dtype: torch.dtype = torch.float32
         tokenizer = AutoTokenizer.from_pretrained(path)
     except _LOAD_ERRORS as exc:
         raise InputError(path, "model.teacher", f"cannot load checkpoint: {_first_line(exc)}") from exc
-    if tokenizer.convert_tokens_to_ids(AUDIO_TOKEN) != model.config.audio_token_id:
-        raise InputError(path, "model.teacher", f"tokenizer's {AUDIO_TOKEN} id differs from config.audio_token_id")
+    _check_audio_token(path, tokenizer, model.config)
     return Teacher(model=model.eval(), tokenizer=tokenizer, source=str(path))
 
 
@@ -213,6 +212,11 @@ def check_teacher_checkpoint(spec: str) -> None:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except _LOAD_ERRORS as exc:
         raise InputError(path, "model.teacher", f"cannot load checkpoint: {_first_line(exc)}") from exc
+    _check_audio_token(path, tokenizer, config)
+
+
+def _check_audio_token(path: Path, tokenizer: PreTrainedTokenizerBase, config: Any) -> None:
+    """The tokenizer must map the audio token to the id the model expands audio at."""
     if tokenizer.convert_tokens_to_ids(AUDIO_TOKEN) != config.audio_token_id:
         raise InputError(path, "model.teacher", f"tokenizer's {AUDIO_TOKEN} id differs from config.audio_token_id")
 

@@ -177,6 +177,27 @@ def test_missing_checkpoint_is_one_clear_error(tmp_path):
         load_teacher(str(tmp_path / "empty"))
 
 
+def test_audio_token_mismatch_is_refused_by_the_load_and_by_the_driver_check(tmp_path):
+    """A tokenizer that does not map the audio token to ``config.audio_token_id`` would put the audio
+    features at the wrong positions: the load refuses it, and so does the header-only check the
+    driver runs before any build, with the same one line."""
+    import json
+
+    from pldistill.errors import InputError
+    from pldistill.models.loading import check_teacher_checkpoint
+
+    full = build_tiny_teacher(seed=0)
+    full.model.save_pretrained(tmp_path, safe_serialization=True)
+    full.tokenizer.save_pretrained(tmp_path)
+    check_teacher_checkpoint(str(tmp_path))  # as saved: fine
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["audio_token_index"] += 1  # serialised name of config.audio_token_id
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for check in (check_teacher_checkpoint, load_teacher):
+        with pytest.raises(InputError, match="model.teacher.*id differs from config.audio_token_id"):
+            check(str(tmp_path))
+
+
 def test_encoder_window_slice_equals_full_positions_prefix(teacher):
     t = build_tiny_teacher(seed=0)
     full = t.audio_tower.embed_positions.weight.detach().clone()
