@@ -78,7 +78,7 @@ def test_a_sweep_without_replicates_keeps_its_fixed_seeds(tmp_path):
     assert train.replicates is None and train.seed_sequence() == [0, 5]
 
 
-@pytest.mark.parametrize("name", ["baselines_grid", "seed_methods_grid"])
+@pytest.mark.parametrize("name", ["baselines_grid", "seed_methods_grid", "ablation_weighting_grid"])
 def test_the_shipped_method_grids_replicate_until_decided(name):
     sweep = load_sweep(Path(__file__).resolve().parents[3] / "sweeps" / f"{name}.yaml")
     rule = sweep.search.replicates
