@@ -118,13 +118,13 @@ def _student_prior(w: FoldWork) -> Path:
 def _teacher_cache(w: FoldWork) -> Path:
     """With Ray Data when the step is given its options (workers on GPUs); else its rows computed in
     this process (a fold's task on CPUs, a single trial's preparation)."""
-    from pldistill.train.teacher import ensure_teacher
-    from pldistill.train.teacher_cache import ensure_teacher_cache, teacher_cache_complete, teacher_cache_dir
-
     if w.cache_opts is not None:
         from pldistill.prepare.cache_build import build_fold_cache
 
         return build_fold_cache(w.cfg, w.data, log=w.log, opts=w.cache_opts)
+    from pldistill.train.teacher import ensure_teacher
+    from pldistill.train.teacher_cache import ensure_teacher_cache, teacher_cache_complete, teacher_cache_dir
+
     if teacher_cache_complete(w.cfg, w.data):
         return teacher_cache_dir(w.cfg, w.data)
     teacher, _ = ensure_teacher(w.cfg, w.data, log=w.log)

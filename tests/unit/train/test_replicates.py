@@ -4,6 +4,7 @@ a simulation of 1,000 synthetic studies per seed spread checking that its interv
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,8 +97,20 @@ def test_fixed_seeds_go_on_to_the_last_listed_one():
 _FOLD_MEANS = np.array([0.62, 0.71, 0.80])
 _SPREAD = 0.05
 _STUDIES = 1000
+
+
+def _shipped_grids_rule() -> ReplicatesConfig:
+    """The rule the shipped method grids ask for, read from the grid file (they share it:
+    tests/unit/sweep/test_replicates_config.py)."""
+    from pldistill.sweep.load import load_sweep
+
+    rule = load_sweep(Path(__file__).resolve().parents[3] / "sweeps" / "baselines_grid.yaml").search.replicates
+    assert rule is not None
+    return rule
+
+
 #: The defaults (3..10 seeds, ±3 points) and the shipped method grids' rule (5..10 seeds, ±2.5 points).
-_RULES = {"defaults": ReplicatesConfig(), "shipped_grids": ReplicatesConfig(min_seeds=5, max_seeds=10, half_width=0.025)}
+_RULES = {"defaults": ReplicatesConfig(), "shipped_grids": _shipped_grids_rule()}
 
 
 def _seed_noise(kind: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
